@@ -1,0 +1,79 @@
+# pcn — everything a newcomer needs starts here. `make demo` runs the main job, `make test`
+# runs every test. Both install what they need (venv, npm chain tools, Redis) by themselves.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+CHAIN := chain-devnet
+BIN := $(CHAIN)/node_modules/.bin
+FORGE := $(BIN)/forge
+SOLC_ADAPTER := $(abspath $(CHAIN)/solc-adapter.js)
+FORGE_FLAGS := --use $(SOLC_ADAPTER)
+# Fuzz/invariant depth: the `ci` profile (10,000 fuzz runs, fixed seed) unless overridden.
+FOUNDRY_PROFILE ?= ci
+export FOUNDRY_PROFILE
+
+.PHONY: help deps test test-contracts test-python lint bench demo demo-down clean
+
+help:
+	@echo "make demo   - devnet, contracts, organisations and a full task lifecycle"
+	@echo "make test   - contract tests (forge) and Python tests against a real anvil"
+	@echo "make lint   - ruff, forge fmt/lint"
+	@echo "make bench  - benchmarks in bench/"
+
+$(VENV)/.stamp: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "pcn needs Python >= 3.11"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,bench]'
+	touch $@
+
+$(CHAIN)/node_modules/.stamp: $(CHAIN)/package.json $(CHAIN)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js >= 18) is needed for the chain tools"; exit 1; }
+	cd $(CHAIN) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.redis-check:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing redis-server (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server) and re-run"; exit 1; \
+	  fi; }
+	@touch $@
+
+deps: $(VENV)/.stamp $(CHAIN)/node_modules/.stamp .redis-check
+
+test: deps test-contracts test-python
+
+test-contracts: deps
+	cd contracts && ../$(FORGE) test $(FORGE_FLAGS) -q
+
+test-python: deps
+	$(VENV)/bin/pytest -q
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	cd contracts && ../$(FORGE) fmt --check
+	cd contracts && ../$(FORGE) lint $(FORGE_FLAGS)
+
+bench: deps
+	@ls bench/bench_*.py >/dev/null 2>&1 || { echo "no benchmarks yet (bench/bench_*.py)"; exit 0; }; \
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+demo: deps
+	$(PY) -m pcn.devnet.demo
+
+demo-down:
+	-$(VENV)/bin/pcn devnet down
+
+gas-snapshot: deps
+	cd contracts && FOUNDRY_PROFILE=default ../$(FORGE) snapshot $(FORGE_FLAGS)
+
+clean:
+	rm -rf contracts/out contracts/cache $(CHAIN)/build .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The regulator's side of pcn: indexer, re-verification, dashboard, reports."""

@@ -1,0 +1,113 @@
+"""Deploy pcn's contracts and write the deployment file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+
+from pcn.chain.deployment import ContractInfo, Deployment
+from pcn.chain.errors import ChainUnavailable, TransactionFailed
+from pcn.devnet.compiler import Build, compile_contracts
+
+
+def devnet_key(index: int) -> str:
+    """Private key of anvil's index-th deterministic account (public test keys)."""
+    Account.enable_unaudited_hdwallet_features()
+    from pcn.devnet.anvil import DEFAULT_MNEMONIC
+
+    acct = Account.from_mnemonic(DEFAULT_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(acct.key).hex()
+
+
+def fee_fields(w3: Web3) -> dict[str, int]:
+    """EIP-1559 fees: twice the current base fee plus the node's suggested tip."""
+    tip = int(w3.eth.max_priority_fee)
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0))
+    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
+
+
+def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], chain_id: int) -> dict[str, Any]:
+    tx = {
+        **tx,
+        "from": account.address,
+        "chainId": chain_id,
+        "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+    }
+    tx["gas"] = int(w3.eth.estimate_gas(tx) * 1.2)
+    tx.update(fee_fields(w3))
+    signed = account.sign_transaction(tx)
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(signed.raw_transaction), timeout=120
+    )
+    if receipt["status"] != 1:
+        raise TransactionFailed(
+            f"deployment transaction 0x{bytes(receipt['transactionHash']).hex()} reverted"
+        )
+    return dict(receipt)
+
+
+def deploy(
+    rpc_url: str,
+    admin_key: str | None = None,
+    out: Path | None = None,
+    build: Build | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Deployment:
+    """Compile (cached) and deploy every contract; wire them; write the deployment file."""
+    say = progress or (lambda _msg: None)
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
+    try:
+        chain_id = w3.eth.chain_id
+    except Exception as exc:
+        raise ChainUnavailable(f"cannot reach the chain at {rpc_url}: {exc}") from exc
+    admin = Account.from_key(admin_key or devnet_key(0))
+    say("compiling contracts")
+    build = build or compile_contracts()
+    infos: dict[str, ContractInfo] = {}
+
+    def deploy_one(name: str, *args: Any) -> str:
+        art = build.artifacts[name]
+        factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        tx = factory.constructor(*args).build_transaction(
+            {"from": admin.address, "chainId": chain_id, "gas": 0}
+        )
+        tx.pop("gas", None)
+        receipt = _send(w3, admin, {"data": tx["data"]}, chain_id)
+        address = receipt["contractAddress"]
+        infos[name] = ContractInfo(
+            name,
+            address,
+            art.abi,
+            int(receipt["blockNumber"]),
+            "0x" + bytes(receipt["transactionHash"]).hex(),
+        )
+        say(f"deployed {name} at {address}")
+        return address
+
+    consortium = deploy_one("Consortium", admin.address)
+    algorithms = deploy_one("AlgorithmRegistry", consortium)
+    datasets = deploy_one("DatasetRegistry", consortium)
+    tasks = deploy_one("TaskManager", consortium, algorithms, datasets)
+    deploy_one("AuditLog", consortium)
+    registry = w3.eth.contract(address=datasets, abi=build.artifacts["DatasetRegistry"].abi)
+    wire = registry.functions.setTaskManager(tasks).build_transaction(
+        {"from": admin.address, "chainId": chain_id, "gas": 0}
+    )
+    _send(w3, admin, {"to": datasets, "data": wire["data"]}, chain_id)
+    say("wired DatasetRegistry to TaskManager")
+    deployment = Deployment(
+        chain_id=chain_id,
+        rpc_url=rpc_url,
+        deployer=admin.address,
+        deploy_block=min(c.block for c in infos.values()),
+        compiler_version=build.compiler_version,
+        source_hash=build.source_hash,
+        contracts=infos,
+    )
+    path = deployment.save(out)
+    return Deployment(**{**deployment.__dict__, "path": path})

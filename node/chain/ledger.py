@@ -1,0 +1,560 @@
+"""The ledger client: the one way node, CLI and auditor talk to pcn's contracts.
+
+Typed methods for every contract call, local signing with eth-account, a nonce manager
+safe for concurrent senders, receipts awaited to a confirmation depth, and every custom
+error turned into a ContractRevert with a readable message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+
+from pcn import paths
+from pcn.chain.deployment import Deployment
+from pcn.chain.errors import ChainUnavailable, ContractRevert, ErrorDecoder, TransactionFailed
+from pcn.chain.events import ChainEvent, EventReader, FileCursorStore, LogDecoder
+from pcn.chain.nonce import NonceManager
+from pcn.chain.types import (
+    Algorithm,
+    Anchor,
+    Dataset,
+    Fingerprint,
+    Organisation,
+    OrgStatus,
+    ParticipantState,
+    PolicyGrants,
+    PolicyLimits,
+    Receipt,
+    RefusalReason,
+    Task,
+    TaskRequest,
+    TaskStatus,
+)
+
+GAS_MARGIN = 1.25
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: str
+    block_number: int
+    gas_used: int
+    events: list[ChainEvent] = field(default_factory=list)
+
+    def event(self, name: str) -> ChainEvent:
+        for ev in self.events:
+            if ev.name == name:
+                return ev
+        raise KeyError(f"transaction {self.tx_hash} emitted no {name} event")
+
+
+@dataclass(frozen=True)
+class SignedApproval:
+    task_id: int
+    owner: str
+    nonce: int
+    deadline: int
+    signature: bytes
+
+
+def _b32(value: bytes | str) -> bytes:
+    if isinstance(value, str):
+        value = bytes.fromhex(value.removeprefix("0x"))
+    if len(value) != 32:
+        raise ValueError(f"expected 32 bytes, got {len(value)}")
+    return value
+
+
+class Ledger:
+    """A connection to one pcn deployment, optionally with a signing account."""
+
+    def __init__(
+        self,
+        deployment: Deployment,
+        rpc_url: str | None = None,
+        account: LocalAccount | None = None,
+        confirmations: int = 1,
+        receipt_timeout: float = 120.0,
+        nonce_dir: Path | None = None,
+        w3: Web3 | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.rpc_url = rpc_url or deployment.rpc_url
+        self.w3 = w3 or Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+        self.account = account
+        self.confirmations = max(1, confirmations)
+        self.receipt_timeout = receipt_timeout
+        self._nonce_dir = nonce_dir or paths.run_dir() / "nonces"
+        self.contracts: dict[str, Contract] = {
+            name: self.w3.eth.contract(address=to_checksum_address(c.address), abi=c.abi)
+            for name, c in deployment.contracts.items()
+        }
+        self.errors = ErrorDecoder(c.abi for c in deployment.contracts.values())
+        self.logs = LogDecoder({n: (c.address, c.abi) for n, c in deployment.contracts.items()})
+        self._nonces: NonceManager | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def with_account(self, account: LocalAccount | str) -> Ledger:
+        """The same connection, signing as another account (key or LocalAccount)."""
+        acct = Account.from_key(account) if isinstance(account, str) else account
+        return Ledger(
+            self.deployment,
+            self.rpc_url,
+            acct,
+            self.confirmations,
+            self.receipt_timeout,
+            self._nonce_dir,
+            self.w3,
+        )
+
+    @property
+    def address(self) -> str:
+        if self.account is None:
+            raise TransactionFailed("this ledger has no signing account")
+        return self.account.address
+
+    @property
+    def chain_id(self) -> int:
+        return self.deployment.chain_id
+
+    def check_connection(self) -> None:
+        """Raise ChainUnavailable / DeploymentError unless the RPC serves this deployment."""
+        try:
+            chain_id = self.w3.eth.chain_id
+        except (RequestsConnectionError, OSError) as exc:
+            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
+        if chain_id != self.deployment.chain_id:
+            from pcn.chain.errors import DeploymentError
+
+            raise DeploymentError(
+                f"{self.rpc_url} serves chain id {chain_id}, the deployment is for {self.deployment.chain_id}"
+            )
+        code = self.w3.eth.get_code(self.contracts["TaskManager"].address)
+        if len(code) == 0:
+            from pcn.chain.errors import DeploymentError
+
+            raise DeploymentError(
+                f"no TaskManager code at {self.contracts['TaskManager'].address}: "
+                "the chain was reset; run `pcn deploy` again"
+            )
+
+    def block_timestamp(self) -> int:
+        return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def _revert(self, exc: Exception) -> Exception:
+        data = getattr(exc, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        decoded = self.errors.decode(data)
+        if decoded is not None:
+            return decoded
+        message = getattr(exc, "message", None) or str(exc)
+        return ContractRevert("Reverted", {}, message)
+
+    def call(self, contract: str, fn: str, *args: Any, block: int | str = "latest") -> Any:
+        """A read-only call; reverts become ContractRevert."""
+        try:
+            return getattr(self.contracts[contract].functions, fn)(*args).call(block_identifier=block)
+        except ContractLogicError as exc:
+            raise self._revert(exc) from None
+        except (RequestsConnectionError, OSError) as exc:
+            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
+
+    def transact(self, contract: str, fn: str, *args: Any) -> TxResult:
+        """Sign and send a transaction, wait for its receipt to the confirmation depth."""
+        sender = self.address
+        bound = getattr(self.contracts[contract].functions, fn)(*args)
+        base = {"from": sender, "chainId": self.chain_id}
+        try:
+            gas = bound.estimate_gas(base)
+        except ContractLogicError as exc:  # reverts are found here, before a nonce is used
+            raise self._revert(exc) from None
+        except (RequestsConnectionError, OSError) as exc:
+            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
+        if self._nonces is None:
+            self._nonces = NonceManager(self.chain_id, sender, self._pending_count, self._nonce_dir)
+        for attempt in range(3):
+            with self._nonces.reserve() as nonce:
+                tx = bound.build_transaction(
+                    {**base, "nonce": nonce, "gas": int(gas * GAS_MARGIN), **self._fees()}
+                )
+                signed = self.account.sign_transaction(tx)  # type: ignore[union-attr]
+                try:
+                    tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                except Web3RPCError as exc:
+                    # Someone outside this lock used the same key: count again and retry.
+                    if "nonce" in str(exc).lower() and attempt < 2:
+                        continue
+                    raise TransactionFailed(f"the node rejected the transaction: {exc}") from exc
+            return self._await(tx_hash, tx)
+        raise TransactionFailed("could not find a free nonce after 3 attempts")
+
+    def _fees(self) -> dict[str, int]:
+        """EIP-1559 fees: twice the current base fee plus the node's suggested tip."""
+        tip = int(self.w3.eth.max_priority_fee)
+        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
+        return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
+
+    def _pending_count(self) -> int:
+        return int(self.w3.eth.get_transaction_count(self.address, "pending"))
+
+    def _await(self, tx_hash: bytes, tx: dict[str, Any]) -> TxResult:
+        try:
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
+            )
+        except TimeExhausted as exc:
+            raise TransactionFailed(
+                f"transaction 0x{tx_hash.hex()} not mined in {self.receipt_timeout:.0f}s"
+            ) from exc
+        if receipt["status"] != 1:
+            # Another transaction changed the state between estimate and inclusion: replay
+            # the call on the block before to name the error.
+            try:
+                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data")}, receipt["blockNumber"] - 1)
+            except ContractLogicError as exc:
+                raise self._revert(exc) from None
+            raise TransactionFailed(f"transaction 0x{tx_hash.hex()} reverted")
+        target = receipt["blockNumber"] + self.confirmations - 1
+        deadline = time.monotonic() + self.receipt_timeout
+        while self.w3.eth.block_number < target:
+            if time.monotonic() > deadline:
+                raise TransactionFailed(
+                    f"transaction 0x{tx_hash.hex()} not confirmed {self.confirmations} deep"
+                )
+            time.sleep(0.2)
+        return TxResult(
+            tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+            block_number=int(receipt["blockNumber"]),
+            gas_used=int(receipt["gasUsed"]),
+            events=self.logs.decode_all(receipt["logs"]),
+        )
+
+    def event_reader(
+        self,
+        cursor_file: Path,
+        confirmations: int = 0,
+        start_block: int | None = None,
+        batch_size: int = 2000,
+    ) -> EventReader:
+        """A resumable reader of every pcn event, starting at the deployment block."""
+        start = self.deployment.deploy_block if start_block is None else start_block
+        return EventReader(self.w3, self.logs, FileCursorStore(cursor_file), start, confirmations, batch_size)
+
+    # ------------------------------------------------------------------ consortium
+
+    def admit(self, account: str, name: str, encryption_key: bytes | str, endpoint: str) -> TxResult:
+        return self.transact(
+            "Consortium", "admit", to_checksum_address(account), name, _b32(encryption_key), endpoint
+        )
+
+    def suspend(self, account: str) -> TxResult:
+        return self.transact("Consortium", "suspend", to_checksum_address(account))
+
+    def reinstate(self, account: str) -> TxResult:
+        return self.transact("Consortium", "reinstate", to_checksum_address(account))
+
+    def update_endpoint(self, endpoint: str) -> TxResult:
+        return self.transact("Consortium", "updateEndpoint", endpoint)
+
+    def update_encryption_key(self, key: bytes | str) -> TxResult:
+        return self.transact("Consortium", "updateEncryptionKey", _b32(key))
+
+    def grant_auditor(self, account: str) -> TxResult:
+        role = self.call("Consortium", "AUDITOR_ROLE")
+        return self.transact("Consortium", "grantRole", role, to_checksum_address(account))
+
+    def is_auditor(self, account: str) -> bool:
+        role = self.call("Consortium", "AUDITOR_ROLE")
+        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account)))
+
+    def is_admin(self, account: str) -> bool:
+        role = self.call("Consortium", "DEFAULT_ADMIN_ROLE")
+        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account)))
+
+    def organisation(self, account: str) -> Organisation:
+        r = self.call("Consortium", "organisation", to_checksum_address(account))
+        return Organisation(
+            to_checksum_address(account), r[0], bytes(r[1]), r[2], OrgStatus(r[3]), r[4], r[5]
+        )
+
+    def organisations(self) -> list[Organisation]:
+        count = self.call("Consortium", "organisationCount")
+        return [self.organisation(self.call("Consortium", "organisationAt", i)) for i in range(count)]
+
+    def is_active(self, account: str) -> bool:
+        return bool(self.call("Consortium", "isActive", to_checksum_address(account)))
+
+    # ------------------------------------------------------------------ algorithms
+
+    def register_algorithm(
+        self, code_hash: bytes | str, kind: str, version: str, description_hash: bytes | str
+    ) -> TxResult:
+        return self.transact(
+            "AlgorithmRegistry", "register", _b32(code_hash), kind, version, _b32(description_hash)
+        )
+
+    def deprecate_algorithm(self, code_hash: bytes | str) -> TxResult:
+        return self.transact("AlgorithmRegistry", "deprecate", _b32(code_hash))
+
+    def algorithm(self, code_hash: bytes | str) -> Algorithm | None:
+        h = _b32(code_hash)
+        r = self.call("AlgorithmRegistry", "algorithm", h)
+        if int(r[0], 16) == 0:
+            return None
+        return Algorithm(h, to_checksum_address(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5])
+
+    def algorithms(self) -> list[Algorithm]:
+        count = self.call("AlgorithmRegistry", "algorithmCount")
+        out = []
+        for i in range(count):
+            algo = self.algorithm(self.call("AlgorithmRegistry", "algorithmAt", i))
+            if algo is not None:
+                out.append(algo)
+        return out
+
+    # ------------------------------------------------------------------ datasets
+
+    def register_dataset(
+        self, fingerprint: Fingerprint, limits: PolicyLimits, grants: PolicyGrants
+    ) -> tuple[int, TxResult]:
+        grants = PolicyGrants(
+            [_b32(a) for a in grants.algorithms],
+            [to_checksum_address(a) for a in grants.requesters],
+            [to_checksum_address(a) for a in grants.recipients],
+        )
+        res = self.transact(
+            "DatasetRegistry", "register", fingerprint.as_tuple(), limits.as_tuple(), grants.as_tuple()
+        )
+        return int(res.event("DatasetRegistered").args["datasetId"]), res
+
+    def publish_version(self, dataset_id: int, fingerprint: Fingerprint) -> tuple[int, TxResult]:
+        res = self.transact("DatasetRegistry", "publishVersion", dataset_id, fingerprint.as_tuple())
+        return int(res.event("DatasetVersionPublished").args["version"]), res
+
+    def set_policy_limits(self, dataset_id: int, limits: PolicyLimits) -> TxResult:
+        return self.transact("DatasetRegistry", "setPolicyLimits", dataset_id, limits.as_tuple())
+
+    def set_algorithm_allowed(
+        self, dataset_id: int, code_hash: bytes | str, allowed: bool = True
+    ) -> TxResult:
+        return self.transact("DatasetRegistry", "setAlgorithmAllowed", dataset_id, _b32(code_hash), allowed)
+
+    def set_requester_allowed(self, dataset_id: int, requester: str, allowed: bool = True) -> TxResult:
+        return self.transact(
+            "DatasetRegistry", "setRequesterAllowed", dataset_id, to_checksum_address(requester), allowed
+        )
+
+    def set_recipient_allowed(self, dataset_id: int, recipient: str, allowed: bool = True) -> TxResult:
+        return self.transact(
+            "DatasetRegistry", "setRecipientAllowed", dataset_id, to_checksum_address(recipient), allowed
+        )
+
+    def dataset(self, dataset_id: int) -> Dataset:
+        r = self.call("DatasetRegistry", "dataset", dataset_id)
+        return Dataset(dataset_id, to_checksum_address(r[0]), *r[1:])
+
+    def dataset_count(self) -> int:
+        return int(self.call("DatasetRegistry", "datasetCount"))
+
+    def fingerprint(self, dataset_id: int, version: int | None = None) -> Fingerprint:
+        if version is None:
+            version = self.dataset(dataset_id).version
+        r = self.call("DatasetRegistry", "fingerprint", dataset_id, version)
+        return Fingerprint(bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4])
+
+    def check_use(
+        self,
+        dataset_id: int,
+        algorithm_hash: bytes | str,
+        requester: str,
+        recipient: str,
+        epsilon: int = 0,
+        block: int | str = "latest",
+    ) -> None:
+        """Raise the named policy error unless one use is allowed at `block`."""
+        self.call(
+            "DatasetRegistry",
+            "checkUse",
+            dataset_id,
+            _b32(algorithm_hash),
+            to_checksum_address(requester),
+            to_checksum_address(recipient),
+            epsilon,
+            block=block,
+        )
+
+    def is_allowed(
+        self,
+        dataset_id: int,
+        *,
+        algorithm: bytes | str | None = None,
+        requester: str | None = None,
+        recipient: str | None = None,
+    ) -> bool:
+        if algorithm is not None:
+            return bool(self.call("DatasetRegistry", "algorithmAllowed", dataset_id, _b32(algorithm)))
+        if requester is not None:
+            return bool(
+                self.call("DatasetRegistry", "requesterAllowed", dataset_id, to_checksum_address(requester))
+            )
+        if recipient is not None:
+            return bool(
+                self.call("DatasetRegistry", "recipientAllowed", dataset_id, to_checksum_address(recipient))
+            )
+        raise ValueError("name one of algorithm, requester, recipient")
+
+    # ------------------------------------------------------------------ tasks
+
+    def submit_task(self, request: TaskRequest) -> tuple[int, TxResult]:
+        req = TaskRequest(
+            _b32(request.algorithm_hash),
+            list(request.dataset_ids),
+            [to_checksum_address(p) for p in request.participants],
+            _b32(request.params_hash),
+            to_checksum_address(request.result_recipient),
+            request.deadline,
+            request.epsilon,
+        )
+        res = self.transact("TaskManager", "submit", req.as_tuple())
+        return int(res.event("TaskSubmitted").args["taskId"]), res
+
+    def approve(self, task_id: int) -> TxResult:
+        return self.transact("TaskManager", "approve", task_id)
+
+    def approval_nonce(self, owner: str) -> int:
+        return int(self.call("TaskManager", "nonces", to_checksum_address(owner)))
+
+    def sign_approval(self, task_id: int, deadline: int, nonce: int | None = None) -> SignedApproval:
+        """Sign an EIP-712 approval of `task_id` as this ledger's account (no transaction)."""
+        owner = self.address
+        if nonce is None:
+            nonce = self.approval_nonce(owner)
+        signable = encode_typed_data(
+            domain_data={
+                "name": "pcn TaskManager",
+                "version": "1",
+                "chainId": self.chain_id,
+                "verifyingContract": self.contracts["TaskManager"].address,
+            },
+            message_types={
+                "Approval": [
+                    {"name": "taskId", "type": "uint256"},
+                    {"name": "owner", "type": "address"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ]
+            },
+            message_data={"taskId": task_id, "owner": owner, "nonce": nonce, "deadline": deadline},
+        )
+        signed = self.account.sign_message(signable)  # type: ignore[union-attr]
+        return SignedApproval(task_id, owner, nonce, deadline, bytes(signed.signature))
+
+    def approve_by_sig(self, approval: SignedApproval) -> TxResult:
+        """Relay another owner's signed approval (any account may send it)."""
+        return self.transact(
+            "TaskManager",
+            "approveBySig",
+            approval.task_id,
+            to_checksum_address(approval.owner),
+            approval.nonce,
+            approval.deadline,
+            approval.signature,
+        )
+
+    def cancel(self, task_id: int) -> TxResult:
+        return self.transact("TaskManager", "cancel", task_id)
+
+    def expire(self, task_id: int) -> TxResult:
+        return self.transact("TaskManager", "expire", task_id)
+
+    def start(self, task_id: int) -> TxResult:
+        return self.transact("TaskManager", "start", task_id)
+
+    def refuse(self, task_id: int, reason: RefusalReason | int, detail_hash: bytes | str) -> TxResult:
+        return self.transact("TaskManager", "refuse", task_id, int(reason), _b32(detail_hash))
+
+    def submit_receipt(self, task_id: int, receipt: Receipt) -> TxResult:
+        r = Receipt(
+            _b32(receipt.result_hash),
+            _b32(receipt.transcript_hash),
+            _b32(receipt.input_fingerprint),
+            _b32(receipt.algorithm_hash),
+            _b32(receipt.deletion_hash),
+            receipt.started_at,
+            receipt.finished_at,
+        )
+        return self.transact("TaskManager", "submitReceipt", task_id, r.as_tuple())
+
+    def task(self, task_id: int, block: int | str = "latest") -> Task:
+        r = self.call("TaskManager", "task", task_id, block=block)
+        return Task(
+            task_id,
+            to_checksum_address(r[0]),
+            TaskStatus(r[1]),
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            RefusalReason(r[6]),
+            to_checksum_address(r[7]),
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            bytes(r[12]),
+            bytes(r[13]),
+            bytes(r[14]),
+        )
+
+    def task_count(self) -> int:
+        return int(self.call("TaskManager", "taskCount"))
+
+    def task_datasets(self, task_id: int) -> list[tuple[int, int]]:
+        ids, versions = self.call("TaskManager", "taskDatasets", task_id)
+        return list(zip(ids, versions, strict=True))
+
+    def task_participants(self, task_id: int) -> list[str]:
+        return [to_checksum_address(a) for a in self.call("TaskManager", "taskParticipants", task_id)]
+
+    def task_approvers(self, task_id: int) -> dict[str, bool]:
+        owners, approved = self.call("TaskManager", "taskApprovers", task_id)
+        return {to_checksum_address(o): bool(a) for o, a in zip(owners, approved, strict=True)}
+
+    def participant_state(self, task_id: int, participant: str) -> ParticipantState:
+        return ParticipantState(
+            self.call("TaskManager", "participantState", task_id, to_checksum_address(participant))
+        )
+
+    def receipt(self, task_id: int, participant: str) -> Receipt:
+        r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant))
+        return Receipt(*(bytes(x) for x in r[:5]), r[5], r[6])
+
+    # ------------------------------------------------------------------ audit anchors
+
+    def anchor_log(self, sequence: int, head_hash: bytes | str) -> TxResult:
+        return self.transact("AuditLog", "anchor", sequence, _b32(head_hash))
+
+    def latest_anchor(self, org: str) -> Anchor | None:
+        anchor, count = self.call("AuditLog", "latest", to_checksum_address(org))
+        if count == 0:
+            return None
+        return Anchor(to_checksum_address(org), anchor[0], anchor[1], bytes(anchor[2]), count)
+
+
+def addresses_of(items: Sequence[LocalAccount]) -> list[str]:
+    return [a.address for a in items]

@@ -1,0 +1,241 @@
+"""`pcn`: the operator's command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pcn.cli.common import connect, console, emit_json, handle_errors, load_signer
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="pcn: blockchain-audited privacy computation"
+)
+devnet_app = typer.Typer(no_args_is_help=True, help="Run the local anvil devnet")
+org_app = typer.Typer(no_args_is_help=True, help="Consortium membership (admin)")
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(org_app, name="org")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
+PortOpt = Annotated[int, typer.Option("--port", envvar="PCN_DEVNET_PORT", help="Devnet RPC port")]
+DeploymentOpt = Annotated[
+    Path | None,
+    typer.Option("--deployment", envvar="PCN_DEPLOYMENT", help="Deployment file (default: chain 31337)"),
+]
+RpcOpt = Annotated[
+    str | None, typer.Option("--rpc-url", envvar="PCN_RPC_URL", help="RPC URL (default: from deployment)")
+]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option("--key-file", help="File holding the signer's private key (else $PCN_PRIVATE_KEY)"),
+]
+DevAccountOpt = Annotated[
+    int | None, typer.Option("--dev-account", help="Sign with anvil's N-th public test account (devnet only)")
+]
+
+
+# ---------------------------------------------------------------------------- devnet
+
+
+@devnet_app.command("up")
+@handle_errors()
+def devnet_up(
+    port: PortOpt = 8545,
+    chain_id: Annotated[int, typer.Option("--chain-id")] = 31337,
+    state: Annotated[Path | None, typer.Option("--state", help="State file kept across restarts")] = None,
+    block_time: Annotated[
+        float | None, typer.Option("--block-time", help="Seconds per block (default: automine)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start anvil in the background with deterministic accounts and a persisted state."""
+    from pcn.devnet import anvil
+
+    st = anvil.up(port=port, chain_id=chain_id, state_file=state, block_time=block_time)
+    if as_json:
+        emit_json(st)
+    else:
+        console.print(
+            f"devnet up: chain {st.chain_id} at {st.rpc_url} (pid {st.pid}, block {st.block_number})"
+        )
+        console.print(f"state file: {st.state_file}")
+
+
+@devnet_app.command("down")
+@handle_errors()
+def devnet_down(port: PortOpt = 8545, as_json: JsonOpt = False) -> None:
+    """Stop anvil; its state file keeps the chain for the next `up`."""
+    from pcn.devnet import anvil
+
+    st = anvil.down(port=port)
+    if as_json:
+        emit_json(st)
+    else:
+        console.print(
+            f"devnet on port {port} stopped" if not st.running else f"devnet on port {port} still answers"
+        )
+
+
+@devnet_app.command("status")
+@handle_errors()
+def devnet_status(port: PortOpt = 8545, as_json: JsonOpt = False) -> None:
+    """Is the devnet running, on which chain, at which block."""
+    from pcn.devnet import anvil
+
+    st = anvil.status(port=port)
+    if as_json:
+        emit_json(st)
+    elif st.running:
+        console.print(f"running: chain {st.chain_id} at {st.rpc_url}, block {st.block_number}, pid {st.pid}")
+    else:
+        console.print(f"not running on port {port}")
+    if not st.running:
+        raise typer.Exit(3)
+
+
+# ---------------------------------------------------------------------------- deploy
+
+
+@app.command("deploy")
+@handle_errors()
+def deploy_cmd(
+    rpc_url: Annotated[str, typer.Option("--rpc-url", envvar="PCN_RPC_URL")] = "http://127.0.0.1:8545",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Deployment file (default: deployments/<chainId>.json)")
+    ] = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile and deploy every contract; write the deployment file. The signer becomes admin."""
+    from pcn.devnet.deploy import deploy
+
+    signer = load_signer("PCN_ADMIN_KEY", key_file, dev_account)
+    key = "0x" + bytes(signer.key).hex() if signer is not None else None
+    dep = deploy(rpc_url, admin_key=key, out=out, progress=None if as_json else console.print)
+    if as_json:
+        emit_json(
+            {
+                "path": str(dep.path),
+                "chainId": dep.chain_id,
+                "deployBlock": dep.deploy_block,
+                "admin": dep.deployer,
+                "contracts": dep.addresses,
+            }
+        )
+    else:
+        console.print(f"deployment written to {dep.path}")
+
+
+# ---------------------------------------------------------------------------- org
+
+
+@org_app.command("admit")
+@handle_errors()
+def org_admit(
+    account: Annotated[str, typer.Argument(help="The organisation's Ethereum account")],
+    name: Annotated[str, typer.Option("--name")],
+    encryption_key: Annotated[str, typer.Option("--encryption-key", help="X25519 public key, 32 bytes hex")],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="Peer mailbox URL")],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Admit an organisation (consortium admin only)."""
+    ledger = connect(
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+    )
+    res = ledger.admit(_address(account), name, _hex32(encryption_key, "--encryption-key"), endpoint)
+    _tx_out(res, as_json, f"admitted {name} ({account})")
+
+
+@org_app.command("suspend")
+@handle_errors()
+def org_suspend(
+    account: Annotated[str, typer.Argument()],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Suspend an organisation (consortium admin only)."""
+    ledger = connect(
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+    )
+    _tx_out(ledger.suspend(_address(account)), as_json, f"suspended {account}")
+
+
+@org_app.command("reinstate")
+@handle_errors()
+def org_reinstate(
+    account: Annotated[str, typer.Argument()],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reinstate a suspended organisation (consortium admin only)."""
+    ledger = connect(
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+    )
+    _tx_out(ledger.reinstate(_address(account)), as_json, f"reinstated {account}")
+
+
+@org_app.command("list")
+@handle_errors()
+def org_list(deployment: DeploymentOpt = None, rpc_url: RpcOpt = None, as_json: JsonOpt = False) -> None:
+    """Every admitted organisation with its status and endpoint."""
+    orgs = connect(deployment, rpc_url).organisations()
+    if as_json:
+        emit_json(orgs)
+        return
+    table = Table("account", "name", "status", "endpoint", "encryption key")
+    for o in orgs:
+        table.add_row(
+            o.account, o.name, o.status.name.lower(), o.endpoint, "0x" + o.encryption_key.hex()[:16] + "…"
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _address(value: str) -> str:
+    from eth_utils import is_address, to_checksum_address
+
+    if not is_address(value):
+        raise ValueError(f"{value!r} is not an Ethereum address")
+    return to_checksum_address(value)
+
+
+def _hex32(value: str, what: str) -> bytes:
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise ValueError(f"{what} must be hex") from None
+    if len(raw) != 32:
+        raise ValueError(f"{what} must be 32 bytes, got {len(raw)}")
+    return raw
+
+
+def _tx_out(res: object, as_json: bool, text: str) -> None:
+    if as_json:
+        emit_json(res)
+    else:
+        console.print(f"{text} (tx {res.tx_hash}, block {res.block_number})")  # type: ignore[attr-defined]
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    app()
+
+
+if __name__ == "__main__":
+    main()
