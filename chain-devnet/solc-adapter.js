@@ -32,7 +32,10 @@ function parseArgs(argv) {
     }
     switch (arg) {
       case "--version": opts.version = true; break;
-      case "--standard-json": opts.standardJson = true; break;
+      case "--standard-json":
+        opts.standardJson = true;
+        if (value !== null && value !== "") opts.inputFile = value; // `--standard-json=FILE`
+        break;
       case "--base-path": opts.basePath = value; break;
       case "--include-path": opts.includePaths.push(value); break;
       case "--allow-paths":

@@ -48,11 +48,7 @@ class Build:
 
 def _resolve(import_path: str, importer: str, src_root: Path) -> tuple[str, Path]:
     """Map an import to (source unit name, file): ours live under src/, libraries in node_modules."""
-    unit = (
-        _normalise((Path(importer).parent / import_path).as_posix())
-        if import_path.startswith(".")
-        else import_path
-    )
+    unit = _normalise((Path(importer).parent / import_path).as_posix()) if import_path.startswith(".") else import_path
     if unit.startswith("src/"):
         return unit, src_root.parent / unit
     return unit, paths.node_modules() / unit

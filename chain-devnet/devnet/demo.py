@@ -114,9 +114,7 @@ def main() -> None:
             ),
         )
     task = bank.task(task_id)
-    console.print(
-        f"task {task_id} is [bold green]{task.status.name}[/], result hash 0x{task.result_hash.hex()}"
-    )
+    console.print(f"task {task_id} is [bold green]{task.status.name}[/], result hash 0x{task.result_hash.hex()}")
 
     table = Table("block", "event", "who", "tx", title=f"on-chain timeline of task {task_id}")
     cursor = Path(paths.run_dir()) / f"demo-cursor-{task_id}.json"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,13 +43,9 @@ def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], chain_id: int) ->
     tx["gas"] = int(w3.eth.estimate_gas(tx) * 1.2)
     tx.update(fee_fields(w3))
     signed = account.sign_transaction(tx)
-    receipt = w3.eth.wait_for_transaction_receipt(
-        w3.eth.send_raw_transaction(signed.raw_transaction), timeout=120
-    )
+    receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=120)
     if receipt["status"] != 1:
-        raise TransactionFailed(
-            f"deployment transaction 0x{bytes(receipt['transactionHash']).hex()} reverted"
-        )
+        raise TransactionFailed(f"deployment transaction 0x{bytes(receipt['transactionHash']).hex()} reverted")
     return dict(receipt)
 
 
@@ -73,9 +71,7 @@ def deploy(
     def deploy_one(name: str, *args: Any) -> str:
         art = build.artifacts[name]
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-        tx = factory.constructor(*args).build_transaction(
-            {"from": admin.address, "chainId": chain_id, "gas": 0}
-        )
+        tx = factory.constructor(*args).build_transaction({"from": admin.address, "chainId": chain_id, "gas": 0})
         tx.pop("gas", None)
         receipt = _send(w3, admin, {"data": tx["data"]}, chain_id)
         address = receipt["contractAddress"]
@@ -110,4 +106,44 @@ def deploy(
         contracts=infos,
     )
     path = deployment.save(out)
+    cache_signatures_for_foundry(infos.values())
     return Deployment(**{**deployment.__dict__, "path": path})
+
+
+def _signature(item: dict[str, Any]) -> str:
+    def typ(inp: dict[str, Any]) -> str:
+        t = inp["type"]
+        if t.startswith("tuple"):
+            return "(" + ",".join(typ(c) for c in inp["components"]) + ")" + t[len("tuple") :]
+        return str(t)
+
+    return f"{item['name']}(" + ",".join(typ(i) for i in item.get("inputs", [])) + ")"
+
+
+def cache_signatures_for_foundry(contracts: Any, cache: Path | None = None) -> Path | None:
+    """Merge pcn's function, event and custom-error signatures into Foundry's local
+    signature cache, so `cast send` and `cast decode-error` name pcn's reverts (e.g.
+    `UnknownTask(42)`) on this machine without any online lookup. Best effort: a cache
+    that cannot be written never fails a deployment."""
+    cache = cache or Path(os.environ.get("FOUNDRY_DIR", Path.home() / ".foundry")) / "cache" / "signatures"
+    try:
+        current = json.loads(cache.read_text()) if cache.is_file() else {}
+        table = {k: dict(current.get(k, {})) for k in ("functions", "errors", "events")}
+        for info in contracts:
+            for item in info.abi:
+                kind = item.get("type")
+                if kind not in ("function", "error", "event"):
+                    continue
+                sig = _signature(item)
+                digest = Web3.keccak(text=sig).hex().removeprefix("0x")
+                if kind == "event":
+                    table["events"]["0x" + digest] = sig
+                else:
+                    table["functions" if kind == "function" else "errors"]["0x" + digest[:8]] = sig
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".pcn-tmp")
+        tmp.write_text(json.dumps(table))
+        tmp.replace(cache)
+        return cache
+    except (OSError, ValueError):
+        return None

@@ -107,17 +107,15 @@ def connect(
     signer: LocalAccount | None = None,
     need_signer: bool = False,
     dev_account: int | None = None,
+    key_env: str = "PCN_PRIVATE_KEY",
 ) -> Ledger:
     dep = load_deployment(deployment or os.environ.get("PCN_DEPLOYMENT") or None)
     if need_signer and signer is None:
         raise UserError(
-            "this command sends a transaction: give --key-file, set PCN_PRIVATE_KEY, "
-            "or use --dev-account N on the devnet"
+            f"this command sends a transaction: give --key-file, set {key_env}, or use --dev-account N on the devnet"
         )
     if dev_account is not None and dep.chain_id not in DEVNET_CHAIN_IDS:
-        raise UserError(
-            f"--dev-account uses public test keys and only works on a devnet, not chain {dep.chain_id}"
-        )
+        raise UserError(f"--dev-account uses public test keys and only works on a devnet, not chain {dep.chain_id}")
     ledger = Ledger(dep, rpc_url or os.environ.get("PCN_RPC_URL") or None, signer)
     ledger.check_connection()
     return ledger

@@ -9,11 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pcn.cli.common import connect, console, emit_json, handle_errors, load_signer
+from pcn.cli.common import DEVNET_CHAIN_IDS, UserError, connect, console, emit_json, handle_errors, load_signer
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="pcn: blockchain-audited privacy computation"
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="pcn: blockchain-audited privacy computation")
 devnet_app = typer.Typer(no_args_is_help=True, help="Run the local anvil devnet")
 org_app = typer.Typer(no_args_is_help=True, help="Consortium membership (admin)")
 app.add_typer(devnet_app, name="devnet")
@@ -58,9 +56,7 @@ def devnet_up(
     if as_json:
         emit_json(st)
     else:
-        console.print(
-            f"devnet up: chain {st.chain_id} at {st.rpc_url} (pid {st.pid}, block {st.block_number})"
-        )
+        console.print(f"devnet up: chain {st.chain_id} at {st.rpc_url} (pid {st.pid}, block {st.block_number})")
         console.print(f"state file: {st.state_file}")
 
 
@@ -74,9 +70,7 @@ def devnet_down(port: PortOpt = 8545, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(st)
     else:
-        console.print(
-            f"devnet on port {port} stopped" if not st.running else f"devnet on port {port} still answers"
-        )
+        console.print(f"devnet on port {port} stopped" if not st.running else f"devnet on port {port} still answers")
 
 
 @devnet_app.command("status")
@@ -114,6 +108,14 @@ def deploy_cmd(
     from pcn.devnet.deploy import deploy
 
     signer = load_signer("PCN_ADMIN_KEY", key_file, dev_account)
+    chain_id = _chain_id_of(rpc_url)
+    if chain_id not in DEVNET_CHAIN_IDS:
+        # Never fall back to (or accept) anvil's public test keys off the devnet: anyone could
+        # then act as the consortium admin.
+        if dev_account is not None:
+            raise UserError(f"--dev-account uses public test keys and only works on a devnet, not chain {chain_id}")
+        if signer is None:
+            raise UserError(f"chain {chain_id} is not a devnet: give --key-file or set PCN_ADMIN_KEY")
     key = "0x" + bytes(signer.key).hex() if signer is not None else None
     dep = deploy(rpc_url, admin_key=key, out=out, progress=None if as_json else console.print)
     if as_json:
@@ -148,7 +150,7 @@ def org_admit(
 ) -> None:
     """Admit an organisation (consortium admin only)."""
     ledger = connect(
-        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account, "PCN_ADMIN_KEY"
     )
     res = ledger.admit(_address(account), name, _hex32(encryption_key, "--encryption-key"), endpoint)
     _tx_out(res, as_json, f"admitted {name} ({account})")
@@ -166,7 +168,7 @@ def org_suspend(
 ) -> None:
     """Suspend an organisation (consortium admin only)."""
     ledger = connect(
-        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account, "PCN_ADMIN_KEY"
     )
     _tx_out(ledger.suspend(_address(account)), as_json, f"suspended {account}")
 
@@ -183,7 +185,7 @@ def org_reinstate(
 ) -> None:
     """Reinstate a suspended organisation (consortium admin only)."""
     ledger = connect(
-        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account, "PCN_ADMIN_KEY"
     )
     _tx_out(ledger.reinstate(_address(account)), as_json, f"reinstated {account}")
 
@@ -198,13 +200,20 @@ def org_list(deployment: DeploymentOpt = None, rpc_url: RpcOpt = None, as_json: 
         return
     table = Table("account", "name", "status", "endpoint", "encryption key")
     for o in orgs:
-        table.add_row(
-            o.account, o.name, o.status.name.lower(), o.endpoint, "0x" + o.encryption_key.hex()[:16] + "…"
-        )
+        table.add_row(o.account, o.name, o.status.name.lower(), o.endpoint, "0x" + o.encryption_key.hex()[:16] + "…")
     console.print(table)
 
 
 # ---------------------------------------------------------------------------- helpers
+
+
+def _chain_id_of(rpc_url: str) -> int:
+    from pcn.devnet.anvil import rpc_call
+
+    try:
+        return int(rpc_call(rpc_url, "eth_chainId"), 16)
+    except Exception as exc:
+        raise UserError(f"cannot reach the chain at {rpc_url}: {exc}") from exc
 
 
 def _address(value: str) -> str:

@@ -1,0 +1,25 @@
+"""Built-in pcn algorithms. Each lives in its own package; its registered hash is the
+canonical hash of that package plus the protocol framework (see codehash.py)."""
+
+from __future__ import annotations
+
+import importlib
+
+from pcn.algorithms.base import Protocol
+
+# on-chain kind -> (package, protocol class name)
+BUILTIN: dict[str, tuple[str, str]] = {
+    "stats": ("pcn.algorithms.stats.protocol", "StatsProtocol"),
+}
+
+
+class UnknownAlgorithm(LookupError):
+    """No built-in algorithm of that name."""
+
+
+def protocol_class(name: str) -> type[Protocol]:
+    try:
+        module_name, cls_name = BUILTIN[name]
+    except KeyError:
+        raise UnknownAlgorithm(f"no built-in algorithm {name!r}; known: {sorted(BUILTIN)}") from None
+    return getattr(importlib.import_module(module_name), cls_name)  # type: ignore[no-any-return]
