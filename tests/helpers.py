@@ -41,9 +41,7 @@ def build_consortium(
     """Admit n organisations, register one algorithm, and one dataset per organisation whose
     policy allows that algorithm and every organisation as requester and recipient."""
     admin = Ledger(deployment, account=Account.from_key(devnet_key(0)))
-    orgs = [
-        Ledger(deployment, account=Account.from_key(devnet_key(FIRST_ORG_ACCOUNT + i))) for i in range(n_orgs)
-    ]
+    orgs = [Ledger(deployment, account=Account.from_key(devnet_key(FIRST_ORG_ACCOUNT + i))) for i in range(n_orgs)]
     for i, org in enumerate(orgs):
         admin.admit(
             org.address,

@@ -30,8 +30,15 @@ if not PCN.exists():
 
 ADMIN = Account.from_key(devnet_key(0)).address
 CONTRACTS = ("Consortium", "AlgorithmRegistry", "DatasetRegistry", "TaskManager", "AuditLog")
-SIGNER_VARS = ("PCN_PRIVATE_KEY", "PCN_ADMIN_KEY", "PCN_RPC_URL", "PCN_DEPLOYMENT", "PCN_DEVNET_PORT",
-               "PCN_ROOT", "PCN_DEPLOYMENTS_DIR")
+SIGNER_VARS = (
+    "PCN_PRIVATE_KEY",
+    "PCN_ADMIN_KEY",
+    "PCN_RPC_URL",
+    "PCN_DEPLOYMENT",
+    "PCN_DEVNET_PORT",
+    "PCN_ROOT",
+    "PCN_DEPLOYMENTS_DIR",
+)
 
 
 def free_port() -> int:
@@ -41,8 +48,9 @@ def free_port() -> int:
 
 
 def run_pcn(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PCN), *args], env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [str(PCN), *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
 
 
 def ok_json(proc: subprocess.CompletedProcess[str]) -> object:
@@ -79,10 +87,20 @@ def fresh_account() -> str:
     return Account.create().address
 
 
-def admit_args(account: str, name: str = "bank", key: str | None = None,
-               endpoint: str = "http://127.0.0.1:9100") -> list[str]:
-    return ["org", "admit", account, "--name", name, "--encryption-key", key or "0x" + os.urandom(32).hex(),
-            "--endpoint", endpoint]
+def admit_args(
+    account: str, name: str = "bank", key: str | None = None, endpoint: str = "http://127.0.0.1:9100"
+) -> list[str]:
+    return [
+        "org",
+        "admit",
+        account,
+        "--name",
+        name,
+        "--encryption-key",
+        key or "0x" + os.urandom(32).hex(),
+        "--endpoint",
+        endpoint,
+    ]
 
 
 def org_entry(env: dict[str, str], account: str) -> dict | None:
@@ -97,10 +115,12 @@ def org_entry(env: dict[str, str], account: str) -> dict | None:
 
 
 def test_deploy_writes_a_deployment_file_plain_web3_can_use(
-        snapshot: None, devnet: DevnetStatus, cli_env: dict[str, str], tmp_path: Path) -> None:
+    snapshot: None, devnet: DevnetStatus, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "deploy" / "dep.json"
-    summary = ok_json(run_pcn("deploy", "--rpc-url", devnet.rpc_url, "--out", str(out), "--json",
-                              "--dev-account", "0", env=cli_env))
+    summary = ok_json(
+        run_pcn("deploy", "--rpc-url", devnet.rpc_url, "--out", str(out), "--json", "--dev-account", "0", env=cli_env)
+    )
     assert isinstance(summary, dict)
     assert Path(summary["path"]) == out
     assert summary["chainId"] == 31337
@@ -126,17 +146,20 @@ def test_deploy_writes_a_deployment_file_plain_web3_can_use(
         assert data["deployBlock"] <= c["block"] <= head
         addresses.add(c["address"])
     assert len(addresses) == 5
-    consortium = w3.eth.contract(address=data["contracts"]["Consortium"]["address"],
-                                 abi=data["contracts"]["Consortium"]["abi"])
+    consortium = w3.eth.contract(
+        address=data["contracts"]["Consortium"]["address"], abi=data["contracts"]["Consortium"]["abi"]
+    )
     role = consortium.functions.DEFAULT_ADMIN_ROLE().call()
     assert consortium.functions.hasRole(role, ADMIN).call() is True
     assert consortium.functions.hasRole(role, Account.from_key(devnet_key(3)).address).call() is False
     # The contracts are wired to each other.
-    registry = w3.eth.contract(address=data["contracts"]["DatasetRegistry"]["address"],
-                               abi=data["contracts"]["DatasetRegistry"]["abi"])
+    registry = w3.eth.contract(
+        address=data["contracts"]["DatasetRegistry"]["address"], abi=data["contracts"]["DatasetRegistry"]["abi"]
+    )
     assert registry.functions.taskManager().call() == data["contracts"]["TaskManager"]["address"]
-    tasks = w3.eth.contract(address=data["contracts"]["TaskManager"]["address"],
-                            abi=data["contracts"]["TaskManager"]["abi"])
+    tasks = w3.eth.contract(
+        address=data["contracts"]["TaskManager"]["address"], abi=data["contracts"]["TaskManager"]["abi"]
+    )
     assert tasks.functions.consortium().call() == data["contracts"]["Consortium"]["address"]
 
 
@@ -147,8 +170,9 @@ def test_org_admit_list_suspend_reinstate(snapshot: None, cli_env: dict[str, str
     account = fresh_account()
     key = os.urandom(32).hex()
     endpoint = "http://10.0.0.7:9100/mailbox"
-    res = ok_json(run_pcn(*admit_args(account.lower(), "Acme Bank", key, endpoint), "--json",
-                          "--dev-account", "0", env=cli_env))
+    res = ok_json(
+        run_pcn(*admit_args(account.lower(), "Acme Bank", key, endpoint), "--json", "--dev-account", "0", env=cli_env)
+    )
     assert isinstance(res, dict)
     assert re.fullmatch(r"0x[0-9a-f]{64}", res["tx_hash"])
     assert res["block_number"] > 0
@@ -284,14 +308,14 @@ def test_unusable_key_files_are_clear_errors(admin: Ledger, cli_env: dict[str, s
     out = assert_clean_failure(run_pcn(*admit_args(account), "--key-file", str(garbage), env=cli_env))
     assert "garbage.key" in out
     assert "this is not a key" not in out  # never echo what was in a key file
-    out = assert_clean_failure(run_pcn(*admit_args(account), "--key-file", str(tmp_path / "missing.key"),
-                                       env=cli_env))
+    out = assert_clean_failure(run_pcn(*admit_args(account), "--key-file", str(tmp_path / "missing.key"), env=cli_env))
     assert "missing.key" in out
     assert admin.organisation(account).status == OrgStatus.NONE
 
 
 def test_dev_account_refused_when_deployment_is_not_a_devnet(
-        admin: Ledger, deployment: Deployment, cli_env: dict[str, str], tmp_path: Path) -> None:
+    admin: Ledger, deployment: Deployment, cli_env: dict[str, str], tmp_path: Path
+) -> None:
     data = json.loads(Path(deployment.path).read_text())
     data["chainId"] = 1
     foreign = tmp_path / "mainnet.json"
@@ -337,8 +361,9 @@ def _nothing_deployed(chain: DevnetStatus) -> bool:
 
 def test_deploy_with_dev_account_refused_off_devnet(chain_one: DevnetStatus, tmp_path: Path) -> None:
     env = base_env(tmp_path / "run")
-    proc = run_pcn("deploy", "--rpc-url", chain_one.rpc_url, "--out", str(tmp_path / "d.json"),
-                   "--dev-account", "0", env=env)
+    proc = run_pcn(
+        "deploy", "--rpc-url", chain_one.rpc_url, "--out", str(tmp_path / "d.json"), "--dev-account", "0", env=env
+    )
     out = assert_clean_failure(proc)
     assert "devnet" in out.lower()
     assert not (tmp_path / "d.json").exists()
@@ -358,8 +383,9 @@ def test_deploy_without_signer_refused_off_devnet(chain_one: DevnetStatus, tmp_p
 def test_deploy_to_unreachable_rpc_is_a_clear_error(tmp_path: Path) -> None:
     env = base_env(tmp_path / "run")
     url = f"http://127.0.0.1:{free_port()}"
-    out = assert_clean_failure(run_pcn("deploy", "--rpc-url", url, "--dev-account", "0", "--out",
-                                       str(tmp_path / "d.json"), env=env))
+    out = assert_clean_failure(
+        run_pcn("deploy", "--rpc-url", url, "--dev-account", "0", "--out", str(tmp_path / "d.json"), env=env)
+    )
     assert url in out
 
 
@@ -373,12 +399,10 @@ def own_devnet(tmp_path: Path) -> Iterator[tuple[int, dict[str, str], Path]]:
     env = base_env(tmp_path / "run")
     state = tmp_path / "state" / "chain.json"
     yield port, env, state
-    subprocess.run([str(PCN), "devnet", "down", "--port", str(port)], env=env, capture_output=True,
-                   timeout=60)
+    subprocess.run([str(PCN), "devnet", "down", "--port", str(port)], env=env, capture_output=True, timeout=60)
 
 
-def test_devnet_up_status_down_keeps_state(own_devnet: tuple[int, dict[str, str], Path],
-                                           tmp_path: Path) -> None:
+def test_devnet_up_status_down_keeps_state(own_devnet: tuple[int, dict[str, str], Path], tmp_path: Path) -> None:
     port, env, state = own_devnet
     p = str(port)
     url = f"http://127.0.0.1:{port}"
@@ -398,8 +422,7 @@ def test_devnet_up_status_down_keeps_state(own_devnet: tuple[int, dict[str, str]
     assert json.loads(status.stdout)["running"] is True
 
     dep_file = tmp_path / "own-deployment.json"
-    ok_json(run_pcn("deploy", "--rpc-url", url, "--out", str(dep_file), "--dev-account", "0", "--json",
-                    env=env))
+    ok_json(run_pcn("deploy", "--rpc-url", url, "--out", str(dep_file), "--dev-account", "0", "--json", env=env))
     env = {**env, "PCN_DEPLOYMENT": str(dep_file)}
     account = fresh_account()
     ok_json(run_pcn(*admit_args(account, "persisted"), "--dev-account", "0", "--json", env=env))

@@ -54,15 +54,20 @@ def std_input(sources: dict[str, str], selection: list[str] | None = None) -> di
     }
 
 
-def adapter(*args: str, stdin: str | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["node", str(ADAPTER), *args], input=stdin, capture_output=True, text=True,
-                          timeout=120, cwd=cwd, stdin=None if stdin is not None else subprocess.DEVNULL)
+def adapter(*args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["node", str(ADAPTER), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
 
 
 def errors_of(output: dict[str, Any]) -> list[str]:
-    return [e.get("formattedMessage", e["message"])
-            for e in output.get("errors", []) if e["severity"] == "error"]
+    return [e.get("formattedMessage", e["message"]) for e in output.get("errors", []) if e["severity"] == "error"]
 
 
 # ---------------------------------------------------------------------------- solc adapter
@@ -110,9 +115,18 @@ def test_adapter_invalid_json_is_an_error_entry_not_a_crash(garbage: str) -> Non
 def test_adapter_accepts_flags_py_solc_x_and_forge_pass(tmp_path: Path) -> None:
     """`--flag=value` spellings, comma-separated --allow-paths, and flags it does not need."""
     proc = adapter(
-        "--standard-json", f"--base-path={tmp_path}", f"--allow-paths={tmp_path},{REPO}",
-        "--allow-paths", f"{tmp_path},{NODE_MODULES}", "--include-path", str(tmp_path),
-        "--output-dir", str(tmp_path / "out"), "--overwrite", "--evm-version=cancun", "--optimize",
+        "--standard-json",
+        f"--base-path={tmp_path}",
+        f"--allow-paths={tmp_path},{REPO}",
+        "--allow-paths",
+        f"{tmp_path},{NODE_MODULES}",
+        "--include-path",
+        str(tmp_path),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--overwrite",
+        "--evm-version=cancun",
+        "--optimize",
         stdin=json.dumps(std_input({"Tiny.sol": TINY})),
     )
     assert proc.returncode == 0, proc.stderr
@@ -135,12 +149,16 @@ def test_adapter_standard_json_equals_file_is_not_silently_dropped(tmp_path: Pat
     assert "Tiny" in out["contracts"]["Tiny.sol"]
 
 
-@pytest.mark.parametrize("flags", [
-    ["--base-path", str(NODE_MODULES)],
-    [f"--base-path={NODE_MODULES}"],
-    ["--base-path", "/nonexistent", "--include-path", str(NODE_MODULES)],
-    ["--allow-paths", f"/nonexistent,{NODE_MODULES}"],
-], ids=["base-path", "base-path=", "include-path", "allow-paths"])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--base-path", str(NODE_MODULES)],
+        [f"--base-path={NODE_MODULES}"],
+        ["--base-path", "/nonexistent", "--include-path", str(NODE_MODULES)],
+        ["--allow-paths", f"/nonexistent,{NODE_MODULES}"],
+    ],
+    ids=["base-path", "base-path=", "include-path", "allow-paths"],
+)
 def test_adapter_import_callback_reads_library_sources(flags: list[str], tmp_path: Path) -> None:
     inp = std_input({"UsesStrings.sol": USES_OZ})
     assert "@openzeppelin/contracts/utils/Strings.sol" not in inp["sources"]
@@ -153,8 +171,13 @@ def test_adapter_import_callback_reads_library_sources(flags: list[str], tmp_pat
 
 
 def test_adapter_missing_import_is_a_compiler_error(tmp_path: Path) -> None:
-    proc = adapter("--standard-json", "--base-path", str(tmp_path),
-                   stdin=json.dumps(std_input({"UsesStrings.sol": USES_OZ})), cwd=tmp_path)
+    proc = adapter(
+        "--standard-json",
+        "--base-path",
+        str(tmp_path),
+        stdin=json.dumps(std_input({"UsesStrings.sol": USES_OZ})),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     errors = errors_of(json.loads(proc.stdout))
     assert any("Strings.sol" in e for e in errors), errors

@@ -140,8 +140,7 @@ def test_concurrent_senders_of_one_account_never_collide(deployment, snapshot, t
 
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_send_from_process, args=(str(deployment.path), key, 5, str(lock_dir)))
-        for _ in range(2)
+        ctx.Process(target=_send_from_process, args=(str(deployment.path), key, 5, str(lock_dir))) for _ in range(2)
     ]
     threads = [threading.Thread(target=thread_sender, args=(k,)) for k in range(3)]
     for p in procs:

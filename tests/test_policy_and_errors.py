@@ -40,9 +40,7 @@ def test_submit_rejects_unknown_and_disallowed_inputs(deployment, snapshot):
     _revert(lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=h("nope"))), "UnknownAlgorithm")
     other = h("unapproved-algorithm")
     bank.register_algorithm(other, "psi", "1", h("d"))
-    e = _revert(
-        lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=other)), "AlgorithmNotAllowed"
-    )
+    e = _revert(lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=other)), "AlgorithmNotAllowed")
     assert "0x" + other.hex() in e.message
     hospital.set_requester_allowed(c.datasets[hospital.address], bank.address, False)
     e = _revert(lambda: bank.submit_task(base), "RequesterNotAllowed")
@@ -52,9 +50,7 @@ def test_submit_rejects_unknown_and_disallowed_inputs(deployment, snapshot):
     _revert(lambda: bank.submit_task(base), "RecipientNotAllowed")
     telecom.set_recipient_allowed(c.datasets[telecom.address], bank.address, True)
     ids = base.dataset_ids
-    _revert(
-        lambda: bank.submit_task(dataclasses.replace(base, dataset_ids=[ids[0], ids[0]])), "DuplicateDataset"
-    )
+    _revert(lambda: bank.submit_task(dataclasses.replace(base, dataset_ids=[ids[0], ids[0]])), "DuplicateDataset")
     _revert(
         lambda: bank.submit_task(dataclasses.replace(base, participants=base.participants[:2])),
         "OwnerNotParticipant",
@@ -116,13 +112,9 @@ def test_new_dataset_version_blocks_authorisation_of_older_tasks(deployment, sna
     c = build_consortium(deployment, n_orgs=2)
     bank, telecom = c.orgs
     task, _ = bank.submit_task(request_for(c))
-    version, _ = telecom.publish_version(
-        c.datasets[telecom.address], Fingerprint(h("new"), h("schema"), h("m"), 7)
-    )
+    version, _ = telecom.publish_version(c.datasets[telecom.address], Fingerprint(h("new"), h("schema"), h("m"), 7))
     assert version == 2
-    assert bank.fingerprint(c.datasets[telecom.address], 1).merkle_root == h(
-        "root-1"
-    )  # old one stays visible
+    assert bank.fingerprint(c.datasets[telecom.address], 1).merkle_root == h("root-1")  # old one stays visible
     bank.approve(task)
     e = _revert(lambda: telecom.approve(task), "DatasetVersionChanged")
     assert "version 1 to 2" in e.message

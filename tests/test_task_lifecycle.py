@@ -29,9 +29,7 @@ def test_three_party_lifecycle_with_relayed_eip712_approval(deployment, snapshot
     telecom.approve(task_id)
     # The hospital signs off-line; a relayer that owns nothing (the auditor's account) submits it.
     signed = hospital.sign_approval(task_id, deadline=hospital.block_timestamp() + 600)
-    digest = hospital.call(
-        "TaskManager", "approvalDigest", task_id, hospital.address, signed.nonce, signed.deadline
-    )
+    digest = hospital.call("TaskManager", "approvalDigest", task_id, hospital.address, signed.nonce, signed.deadline)
     assert Account._recover_hash(digest, signature=signed.signature) == hospital.address
     relayer = Ledger(deployment, account=Account.from_key(devnet_key(1)))
     res = relayer.approve_by_sig(signed)

@@ -108,6 +108,22 @@ class Protocol(ABC):
     def result_commitment(self) -> bytes:
         """32 bytes every party reports in its receipt; equal at all parties in an honest run."""
 
+    def commitment_opening(self) -> bytes:
+        """What the recipient keeps beside the result so that `commitment_for(result, opening)`
+        recomputes `result_commitment()` (salts, per-party commitments)."""
+        return b""
+
+    @staticmethod
+    def privacy_cost(params: dict[str, Any]) -> float:
+        """The differential-privacy ε these (validated) parameters spend; 0 without DP.
+        A node refuses a task whose parameters spend more than the ε charged on chain."""
+        return 0.0
+
+    @staticmethod
+    def commitment_for(result: bytes, opening: bytes) -> bytes:
+        """The on-chain result hash that `result` with `opening` must match (recipient, auditor)."""
+        raise NotImplementedError
+
 
 def run_local(
     protocols: Iterable[Protocol], shuffle_seed: int | None = None, max_messages: int = 10_000_000

@@ -19,9 +19,7 @@ ALGORITHMS_DIR = Path(__file__).resolve().parent
 def source_files(package_dir: Path, recursive: bool = True) -> list[Path]:
     root = Path(package_dir)
     candidates = root.rglob("*") if recursive else root.glob("*")
-    files = [
-        p for p in candidates if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts
-    ]
+    files = [p for p in candidates if p.is_file() and p.suffix in SOURCE_SUFFIXES and "__pycache__" not in p.parts]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 

@@ -85,8 +85,7 @@ MESSAGES: dict[str, str] = {
     "RecipientNotAllowed": "dataset {datasetId}'s policy does not allow result recipient {recipient}",
     "UsesExhausted": "dataset {datasetId} has used {uses} of its {maxUses} allowed uses",
     "PolicyExpired": "dataset {datasetId}'s policy expired at {expiry}",
-    "PrivacyBudgetExceeded": "dataset {datasetId}: ε spent {spent} + requested {requested} "
-    "exceeds budget {total}",
+    "PrivacyBudgetExceeded": "dataset {datasetId}: ε spent {spent} + requested {requested} exceeds budget {total}",
     "NotTaskManager": "{caller} is not the task manager",
     "TaskManagerAlreadySet": "the task manager is already wired",
     "NotDeployer": "only the deployer may wire the task manager",
@@ -114,16 +113,14 @@ MESSAGES: dict[str, str] = {
     "AlreadyFinished": "{participant} has already finished task {taskId}",
     "InvalidRefusalReason": "refusal reason {reason} is not a known reason code",
     "InvalidReceiptTimes": "receipt finishedAt {finishedAt} is before startedAt {startedAt}",
-    "DatasetVersionChanged": "dataset {datasetId} changed from version {submitted} to {current} "
-    "since submission",
+    "DatasetVersionChanged": "dataset {datasetId} changed from version {submitted} to {current} since submission",
     # AuditLog
     "SequenceNotIncreasing": "log sequence {given} is not above the last anchored {latest}",
     "ZeroHeadHash": "log head hash must not be zero",
     # OpenZeppelin
     "AccessControlUnauthorizedAccount": "{account} lacks the role {neededRole} needed for this action",
     "AccessControlBadConfirmation": "role renouncement must be confirmed by the account itself",
-    "InvalidAccountNonce": "signature nonce already used or out of order for {account} "
-    "(current nonce {currentNonce})",
+    "InvalidAccountNonce": "signature nonce already used or out of order for {account} (current nonce {currentNonce})",
     "ECDSAInvalidSignature": "invalid ECDSA signature",
     "ECDSAInvalidSignatureLength": "invalid signature length {length}",
     "ECDSAInvalidSignatureS": "invalid signature s value",
@@ -209,14 +206,10 @@ class ErrorDecoder:
             return ContractRevert("Error", {"reason": reason}, reason, "0x" + raw.hex())
         if selector == keccak(text="Panic(uint256)")[:4]:
             (code,) = abi_decode(["uint256"], body)
-            return ContractRevert(
-                "Panic", {"code": code}, PANIC_CODES.get(code, f"panic {code:#x}"), "0x" + raw.hex()
-            )
+            return ContractRevert("Panic", {"code": code}, PANIC_CODES.get(code, f"panic {code:#x}"), "0x" + raw.hex())
         known = self._by_selector.get(selector)
         if known is None:
-            return ContractRevert(
-                "UnknownError", {}, f"reverted with unknown error 0x{raw.hex()}", "0x" + raw.hex()
-            )
+            return ContractRevert("UnknownError", {}, f"reverted with unknown error 0x{raw.hex()}", "0x" + raw.hex())
         name, inputs = known
         values = abi_decode([_type_string(i) for i in inputs], body)
         args = {i["name"]: _fmt(v) for i, v in zip(inputs, values, strict=True)}

@@ -89,9 +89,7 @@ class LogDecoder:
 
     def decode(self, log: Any) -> ChainEvent | None:
         address = str(log["address"]).lower()
-        topics = [
-            bytes(t) if not isinstance(t, str) else bytes.fromhex(t.removeprefix("0x")) for t in log["topics"]
-        ]
+        topics = [bytes(t) if not isinstance(t, str) else bytes.fromhex(t.removeprefix("0x")) for t in log["topics"]]
         if not topics:
             return None
         entry = self._events.get((address, topics[0]))
@@ -133,9 +131,7 @@ class Cursor:
     recent: dict[int, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"next_block": self.next_block, "recent": {str(k): v for k, v in self.recent.items()}}
-        )
+        return json.dumps({"next_block": self.next_block, "recent": {str(k): v for k, v in self.recent.items()}})
 
     @classmethod
     def from_json(cls, text: str) -> Cursor:
@@ -200,9 +196,7 @@ class EventReader:
         for number in sorted(self.cursor.recent, reverse=True):
             if self._block_hash(number) == self.cursor.recent[number]:
                 return number + 1
-        raise ReorgTooDeep(
-            f"chain changed below block {min(self.cursor.recent)}; re-index from the deployment block"
-        )
+        raise ReorgTooDeep(f"chain changed below block {min(self.cursor.recent)}; re-index from the deployment block")
 
     def poll(
         self,
@@ -229,9 +223,7 @@ class EventReader:
             # Read the range between two looks at its last block: if the chain moved under
             # us meanwhile, read the range again rather than deliver a mix of branches.
             end_hash = self._block_hash(end)
-            logs = self.w3.eth.get_logs(
-                {"fromBlock": start, "toBlock": end, "address": self.decoder.addresses}
-            )
+            logs = self.w3.eth.get_logs({"fromBlock": start, "toBlock": end, "address": self.decoder.addresses})
             if self._block_hash(end) != end_hash:
                 continue
             events = self.decoder.decode_all(logs)

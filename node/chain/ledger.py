@@ -189,9 +189,7 @@ class Ledger:
             self._nonces = NonceManager(self.chain_id, sender, self._pending_count, self._nonce_dir)
         for attempt in range(3):
             with self._nonces.reserve() as nonce:
-                tx = bound.build_transaction(
-                    {**base, "nonce": nonce, "gas": int(gas * GAS_MARGIN), **self._fees()}
-                )
+                tx = bound.build_transaction({**base, "nonce": nonce, "gas": int(gas * GAS_MARGIN), **self._fees()})
                 signed = self.account.sign_transaction(tx)  # type: ignore[union-attr]
                 try:
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
@@ -214,13 +212,9 @@ class Ledger:
 
     def _await(self, tx_hash: bytes, tx: dict[str, Any]) -> TxResult:
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
-            )
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         except TimeExhausted as exc:
-            raise TransactionFailed(
-                f"transaction 0x{tx_hash.hex()} not mined in {self.receipt_timeout:.0f}s"
-            ) from exc
+            raise TransactionFailed(f"transaction 0x{tx_hash.hex()} not mined in {self.receipt_timeout:.0f}s") from exc
         if receipt["status"] != 1:
             # Another transaction changed the state between estimate and inclusion: replay
             # the call on the block before to name the error.
@@ -233,9 +227,7 @@ class Ledger:
         deadline = time.monotonic() + self.receipt_timeout
         while self.w3.eth.block_number < target:
             if time.monotonic() > deadline:
-                raise TransactionFailed(
-                    f"transaction 0x{tx_hash.hex()} not confirmed {self.confirmations} deep"
-                )
+                raise TransactionFailed(f"transaction 0x{tx_hash.hex()} not confirmed {self.confirmations} deep")
             time.sleep(0.2)
         return TxResult(
             tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
@@ -258,9 +250,7 @@ class Ledger:
     # ------------------------------------------------------------------ consortium
 
     def admit(self, account: str, name: str, encryption_key: bytes | str, endpoint: str) -> TxResult:
-        return self.transact(
-            "Consortium", "admit", to_checksum_address(account), name, _b32(encryption_key), endpoint
-        )
+        return self.transact("Consortium", "admit", to_checksum_address(account), name, _b32(encryption_key), endpoint)
 
     def suspend(self, account: str) -> TxResult:
         return self.transact("Consortium", "suspend", to_checksum_address(account))
@@ -288,9 +278,7 @@ class Ledger:
 
     def organisation(self, account: str) -> Organisation:
         r = self.call("Consortium", "organisation", to_checksum_address(account))
-        return Organisation(
-            to_checksum_address(account), r[0], bytes(r[1]), r[2], OrgStatus(r[3]), r[4], r[5]
-        )
+        return Organisation(to_checksum_address(account), r[0], bytes(r[1]), r[2], OrgStatus(r[3]), r[4], r[5])
 
     def organisations(self) -> list[Organisation]:
         count = self.call("Consortium", "organisationCount")
@@ -304,9 +292,7 @@ class Ledger:
     def register_algorithm(
         self, code_hash: bytes | str, kind: str, version: str, description_hash: bytes | str
     ) -> TxResult:
-        return self.transact(
-            "AlgorithmRegistry", "register", _b32(code_hash), kind, version, _b32(description_hash)
-        )
+        return self.transact("AlgorithmRegistry", "register", _b32(code_hash), kind, version, _b32(description_hash))
 
     def deprecate_algorithm(self, code_hash: bytes | str) -> TxResult:
         return self.transact("AlgorithmRegistry", "deprecate", _b32(code_hash))
@@ -337,9 +323,7 @@ class Ledger:
             [to_checksum_address(a) for a in grants.requesters],
             [to_checksum_address(a) for a in grants.recipients],
         )
-        res = self.transact(
-            "DatasetRegistry", "register", fingerprint.as_tuple(), limits.as_tuple(), grants.as_tuple()
-        )
+        res = self.transact("DatasetRegistry", "register", fingerprint.as_tuple(), limits.as_tuple(), grants.as_tuple())
         return int(res.event("DatasetRegistered").args["datasetId"]), res
 
     def publish_version(self, dataset_id: int, fingerprint: Fingerprint) -> tuple[int, TxResult]:
@@ -349,9 +333,7 @@ class Ledger:
     def set_policy_limits(self, dataset_id: int, limits: PolicyLimits) -> TxResult:
         return self.transact("DatasetRegistry", "setPolicyLimits", dataset_id, limits.as_tuple())
 
-    def set_algorithm_allowed(
-        self, dataset_id: int, code_hash: bytes | str, allowed: bool = True
-    ) -> TxResult:
+    def set_algorithm_allowed(self, dataset_id: int, code_hash: bytes | str, allowed: bool = True) -> TxResult:
         return self.transact("DatasetRegistry", "setAlgorithmAllowed", dataset_id, _b32(code_hash), allowed)
 
     def set_requester_allowed(self, dataset_id: int, requester: str, allowed: bool = True) -> TxResult:
@@ -409,13 +391,9 @@ class Ledger:
         if algorithm is not None:
             return bool(self.call("DatasetRegistry", "algorithmAllowed", dataset_id, _b32(algorithm)))
         if requester is not None:
-            return bool(
-                self.call("DatasetRegistry", "requesterAllowed", dataset_id, to_checksum_address(requester))
-            )
+            return bool(self.call("DatasetRegistry", "requesterAllowed", dataset_id, to_checksum_address(requester)))
         if recipient is not None:
-            return bool(
-                self.call("DatasetRegistry", "recipientAllowed", dataset_id, to_checksum_address(recipient))
-            )
+            return bool(self.call("DatasetRegistry", "recipientAllowed", dataset_id, to_checksum_address(recipient)))
         raise ValueError("name one of algorithm, requester, recipient")
 
     # ------------------------------------------------------------------ tasks
@@ -536,9 +514,7 @@ class Ledger:
         return {to_checksum_address(o): bool(a) for o, a in zip(owners, approved, strict=True)}
 
     def participant_state(self, task_id: int, participant: str) -> ParticipantState:
-        return ParticipantState(
-            self.call("TaskManager", "participantState", task_id, to_checksum_address(participant))
-        )
+        return ParticipantState(self.call("TaskManager", "participantState", task_id, to_checksum_address(participant)))
 
     def receipt(self, task_id: int, participant: str) -> Receipt:
         r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant))

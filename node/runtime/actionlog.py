@@ -75,9 +75,7 @@ def verify_entries(entries: list[Entry]) -> tuple[int, str]:
     prev, expected_seq = GENESIS, 1
     for e in entries:
         if e.seq != expected_seq:
-            raise LogCorrupt(
-                e.seq, f"sequence {e.seq} where {expected_seq} was expected (entry removed or inserted)"
-            )
+            raise LogCorrupt(e.seq, f"sequence {e.seq} where {expected_seq} was expected (entry removed or inserted)")
         if e.prev != prev:
             raise LogCorrupt(e.seq, "previous-hash link broken (an entry before it changed or is missing)")
         if entry_hash(e.body()) != e.hash:

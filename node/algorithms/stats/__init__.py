@@ -1,0 +1,1 @@
+"""Joint statistics across parties by additive secret sharing (see `protocol.py`)."""

@@ -1,0 +1,109 @@
+"""One configuration file per organisation (TOML).
+
+Everything a node needs to run lives here — RPC URL, deployment file, Redis URL, data
+directory, keystore directory, mailbox endpoint, worker count — so organisations on
+different hosts with their own Redis work by configuration alone. Secrets (the keystore
+password) are never in this file nor on the command line: $PCN_KEYSTORE_PASSWORD or a
+password file named here.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class ConfigError(ValueError):
+    """The organisation's configuration file is missing or invalid."""
+
+
+@dataclass
+class OrgConfig:
+    name: str
+    rpc_url: str
+    deployment: str
+    redis_url: str
+    data_dir: str
+    endpoint: str  # the mailbox URL registered on chain, as peers reach it
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0  # 0: the port of `endpoint`
+    workers: int = 2
+    confirmations: int = 1
+    password_file: str = ""
+    poll_interval: float = 0.5
+    message_timeout: float = 120.0  # seconds to wait for a peer before refusing PeerUnreachable
+    path: str = ""  # where this config was loaded from (not written)
+
+    @property
+    def data_path(self) -> Path:
+        return self._resolve(self.data_dir)
+
+    @property
+    def keystore_dir(self) -> Path:
+        return self.data_path / "keys"
+
+    @property
+    def deployment_path(self) -> Path:
+        return self._resolve(self.deployment)
+
+    @property
+    def port(self) -> int:
+        return self.listen_port or int(urlparse(self.endpoint).port or 80)
+
+    def _resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        if not p.is_absolute() and self.path:
+            p = Path(self.path).parent / p
+        return p.resolve()
+
+    def validate(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ \t"):
+            raise ConfigError(f"invalid organisation name {self.name!r}")
+        for key in ("rpc_url", "endpoint"):
+            u = urlparse(getattr(self, key))
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ConfigError(f"{key} must be an http(s) URL, got {getattr(self, key)!r}")
+        if urlparse(self.redis_url).scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"redis_url must be a redis:// URL, got {self.redis_url!r}")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("workers must be between 1 and 64")
+
+    def to_toml(self) -> str:
+        lines = [f"# pcn node configuration for organisation {self.name}"]
+        for k, v in asdict(self).items():
+            if k == "path":
+                continue
+            if isinstance(v, str):
+                lines.append(f'{k} = "{v}"'.replace("\\", "\\\\"))
+            else:
+                lines.append(f"{k} = {v}")
+        return "\n".join(lines) + "\n"
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_toml())
+        self.path = str(path.resolve())
+        return path
+
+
+def load_config(path: Path | str) -> OrgConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} not found (create it with `pcn org init`)")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(OrgConfig)} - {"path"}
+    unknown = set(raw) - known
+    if unknown:
+        raise ConfigError(f"{path}: unknown settings {sorted(unknown)}")
+    try:
+        cfg = OrgConfig(**raw, path=str(path.resolve()))
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    cfg.validate()
+    return cfg

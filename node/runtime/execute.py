@@ -1,0 +1,378 @@
+"""One organisation's side of one task, from verification to anchored receipt.
+
+Runs inside a Celery worker (`pcn.runtime.worker`). Every step is idempotent and keyed by
+(task id, organisation, step), so a task message that is delivered again — a worker
+killed mid-task, `acks_late` redelivery — resumes instead of repeating:
+
+1. read the chain: if this organisation already refused or receipted, stop;
+2. wait for the task's parameters (pushed by the requester to every mailbox, accepted
+   only when their hash equals the on-chain params hash);
+3. verify every check of DESIGN §5 (`verify.py`) — the data file is read only by the
+   last check; a failure calls `refuse(reason)` on chain and stops;
+4. `start` on chain (skipped when already started);
+5. run the algorithm's pure protocol, carrying its messages as signed, encrypted
+   envelopes over HTTP; a resumed worker replays the inbox, re-sends the same
+   deterministic messages (peers drop them as duplicates) and arrives where it was;
+6. store the result (recipient only), delete intermediates, submit the receipt;
+7. anchor the local action log's head on chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pcn.algorithms import protocol_class
+from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.codehash import algorithm_code_hash
+from pcn.chain.errors import ContractRevert
+from pcn.chain.types import Fingerprint, ParticipantState, Receipt, RefusalReason, Task, TaskStatus
+from pcn.data.fingerprint import fingerprint_table
+from pcn.data.readers import read_table
+from pcn.data.table import Table
+from pcn.runtime.context import NodeContext
+from pcn.runtime.envelope import seal
+from pcn.runtime.inbox import Inbox
+from pcn.runtime.peers import PeerDirectory
+from pcn.runtime.store import LocalDataset
+from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
+from pcn.runtime.verify import Refused, Verdict, verify_task
+
+
+class TaskAborted(Exception):
+    """The task cannot go on here; the reason was recorded on chain."""
+
+
+@dataclass
+class Outcome:
+    task_id: int
+    status: str  # "receipted" | "refused" | "skipped"
+    reason: str = ""
+    result_hash: str = ""
+
+
+def task_seed(ctx: NodeContext, task_id: int) -> bytes:
+    """This party's per-task secret randomness: stable across resumes, unknown to peers."""
+    key = bytes(ctx.keys.account.key)
+    return hmac.new(key, f"pcn/task-seed/{ctx.ledger.chain_id}/{task_id}".encode(), hashlib.sha256).digest()
+
+
+def message_digest(msg: Message) -> bytes:
+    head = f"{msg.sender.lower()}|{msg.receiver.lower()}|{msg.round}|{msg.kind}|{msg.seq}|".encode()
+    return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
+
+
+class Progress:
+    """Per-task progress in the organisation's Redis, read by the mailbox's status route."""
+
+    def __init__(self, ctx: NodeContext, task_id: int) -> None:
+        self.r = ctx.redis
+        self.key = ctx.key("progress", task_id)
+
+    def set(self, phase: str, fraction: float, detail: str = "", **extra: Any) -> None:
+        fields = {"phase": phase, "fraction": f"{fraction:.4f}", "detail": detail, "updated": f"{time.time():.3f}"}
+        fields.update({k: str(v) for k, v in extra.items()})
+        self.r.hset(self.key, mapping=fields)
+        self.r.expire(self.key, 7 * 24 * 3600)
+
+
+class TaskRunner:
+    def __init__(self, ctx: NodeContext, task_id: int, client: PeerClient | None = None) -> None:
+        self.ctx = ctx
+        self.task_id = task_id
+        self.ledger = ctx.ledger
+        self.me = ctx.address
+        self.peers = PeerDirectory(self.ledger)
+        self.client = client or PeerClient()
+        self.inbox = Inbox(ctx.redis, ctx.key())
+        self.progress = Progress(ctx, task_id)
+        self.log = ctx.log
+        self._tables: dict[int, Table] = {}
+
+    # ------------------------------------------------------------------ entry point
+
+    def run(self) -> Outcome:
+        task = self.ledger.task(self.task_id)
+        state = self.ledger.participant_state(self.task_id, self.me)
+        if state in (ParticipantState.REFUSED, ParticipantState.RECEIPTED):
+            return Outcome(self.task_id, "skipped", f"already {state.name.lower()}")
+        if state is ParticipantState.NONE:
+            return Outcome(self.task_id, "skipped", "not a participant")
+        if task.status.is_final:
+            return Outcome(self.task_id, "skipped", f"task is {task.status.name.lower()}")
+        self.progress.set("waiting-params", 0.0)
+        params_raw = self._wait_params(task)
+        if params_raw is None:
+            return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, "parameters never arrived"), task)
+        try:
+            params = json.loads(params_raw)
+            if not isinstance(params, dict):
+                raise ValueError("parameters must be a JSON object")
+            kind = self.ledger.algorithm(task.algorithm_hash)
+            proto_cls = protocol_class(kind.kind if kind else "")
+            validate = getattr(proto_cls, "validate_params", None)
+            if validate is not None:
+                params = validate(params)
+        except (ValueError, ProtocolError, LookupError) as exc:
+            return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, str(exc)), task)
+
+        self.progress.set("verifying", 0.0)
+        verdict = verify_task(
+            self.ledger,
+            self.task_id,
+            self.me,
+            self.ctx.store,
+            self._fingerprint,
+            params_raw,
+            requested_epsilon=proto_cls.privacy_cost(params),
+        )
+        self.log.append("verify", self.task_id, ok=verdict.ok, block=verdict.block, checks=verdict.checks)
+        if not verdict.ok:
+            return self._refuse(Refused(verdict.reason, verdict.detail), task, verdict)
+        if state is ParticipantState.INVITED:
+            try:
+                res = self.ledger.start(self.task_id)
+                self.log.append("start", self.task_id, tx=res.tx_hash, block=res.block_number)
+            except ContractRevert as exc:
+                if exc.name != "AlreadyStarted":
+                    raise
+        started_at = int(time.time())
+        try:
+            return self._execute(task, verdict, params, proto_cls, started_at)
+        except PeerUnreachable as exc:
+            return self._refuse(Refused(RefusalReason.PEER_UNREACHABLE, str(exc)), task)
+        except (ProtocolError, DeliveryRejected) as exc:
+            return self._refuse(Refused(RefusalReason.PROTOCOL_FAILURE, str(exc)), task)
+        except TaskAborted as exc:
+            self._delete_intermediates()
+            self.log.append("abort", self.task_id, why=str(exc))
+            self.progress.set("aborted", 1.0, str(exc))
+            self._anchor()
+            return Outcome(self.task_id, "skipped", str(exc))
+
+    # ------------------------------------------------------------------ steps
+
+    def _wait_params(self, task: Task) -> bytes | None:
+        key = self.ctx.key("params", self.task_id)
+        deadline = time.monotonic() + self.ctx.config.message_timeout
+        while time.monotonic() < deadline and time.time() < task.deadline:
+            raw = self.ctx.redis.get(key)
+            if raw is not None:
+                return bytes(raw)
+            time.sleep(0.1)
+        return None
+
+    def _fingerprint(self, local: LocalDataset, salt: bytes) -> Fingerprint:
+        table, schema = read_table(Path(local.path), local.fmt)
+        self._tables[local.dataset_id] = table
+        return fingerprint_table(table, schema, salt, {})
+
+    def _refuse(self, refused: Refused, task: Task, verdict: Verdict | None = None) -> Outcome:
+        detail_hash = hashlib.sha256(f"{refused.reason.name}:{refused.detail}".encode()).digest()
+        self.progress.set("refused", 1.0, f"{refused.reason.name}: {refused.detail}")
+        self._delete_intermediates()
+        try:
+            res = self.ledger.refuse(self.task_id, refused.reason, detail_hash)
+            tx = res.tx_hash
+        except ContractRevert as exc:  # task already closed (expired, refused by another party...)
+            tx = f"not recorded: {exc.name}"
+        self.log.append("refuse", self.task_id, reason=refused.reason.name, detail=refused.detail, tx=tx)
+        self._anchor()
+        return Outcome(self.task_id, "refused", refused.reason.name)
+
+    def _execute(
+        self, task: Task, verdict: Verdict, params: dict[str, Any], proto_cls: type[Protocol], started_at: int
+    ) -> Outcome:
+        participants = self.ledger.task_participants(self.task_id)
+        table = self._tables[verdict.my_datasets[0]]
+        fingerprints = [self.ctx.store.get(d).merkle_root.removeprefix("0x") for d in sorted(verdict.my_datasets)]
+        input_fp = hashlib.sha256(b"pcn/input/v1" + b"".join(bytes.fromhex(f) for f in fingerprints)).digest()
+        scratch = self.ctx.task_dir(self.task_id)
+        scratch.mkdir(parents=True, exist_ok=True)
+
+        def progress(fraction: float, what: str) -> None:
+            self.progress.set("running", fraction, what)
+
+        pctx = PartyContext(
+            self.task_id,
+            self.me,
+            participants,
+            task.result_recipient,
+            params,
+            task_seed(self.ctx, self.task_id),
+            progress,
+        )
+        proto = proto_cls(pctx, table)  # type: ignore[call-arg]
+        transcript = hashlib.sha256(b"pcn/transcript/v1")
+        sent = received = 0
+        deadline_mono = time.monotonic() + max(1.0, task.deadline - time.time())
+        self.progress.set("running", 0.0, "protocol started")
+
+        def deliver(msgs: list[Message]) -> None:
+            nonlocal sent
+            for m in msgs:
+                transcript.update(b"S" + message_digest(m))
+                org = self.peers.organisation(m.receiver)
+                env = seal(
+                    m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
+                )
+                self.client.deliver(org.endpoint, self.task_id, env, deadline=deadline_mono)
+                sent += 1
+
+        deliver(proto.start())
+        index = 0
+        idle_since = last_status_check = time.monotonic()
+        while not proto.done:
+            msgs = self.inbox.read(self.task_id, index, wait=0.5)
+            if not msgs:
+                waited = time.monotonic() - idle_since
+                if waited > self.ctx.config.message_timeout or time.time() > task.deadline:
+                    raise PeerUnreachable("peers", f"no message for {waited:.0f} s")
+                if time.monotonic() - last_status_check > 2.0:
+                    # Another participant refused, or the task expired: stop waiting at once.
+                    last_status_check = time.monotonic()
+                    status = self.ledger.task(self.task_id).status
+                    if status.is_final:
+                        raise TaskAborted(f"task became {status.name.lower()} on chain")
+                continue
+            idle_since = time.monotonic()
+            for m in msgs:
+                index += 1
+                received += 1
+                transcript.update(b"R" + message_digest(m))
+                deliver(proto.receive(m))
+        result = proto.result()
+        commitment = proto.result_commitment()
+        if result is not None:
+            self._store_result(result, proto, commitment)
+        deleted = self._delete_intermediates()
+        deletion_hash = hashlib.sha256(("\n".join(sorted(deleted))).encode()).digest()
+        self.log.append(
+            "protocol-done",
+            self.task_id,
+            sent=sent,
+            received=received,
+            transcript=transcript.hexdigest(),
+            commitment=commitment.hex(),
+        )
+        self.log.append("delete", self.task_id, items=sorted(deleted), hash=deletion_hash.hex())
+        receipt = Receipt(
+            commitment,
+            transcript.digest(),
+            input_fp,
+            algorithm_code_hash(proto_cls.name),
+            deletion_hash,
+            started_at,
+            max(started_at, int(time.time())),
+        )
+        self.progress.set("receipt", 0.99, "submitting receipt")
+        try:
+            res = self.ledger.submit_receipt(self.task_id, receipt)
+            self.log.append("receipt", self.task_id, tx=res.tx_hash, result_hash=commitment.hex())
+        except ContractRevert as exc:
+            if exc.name != "AlreadyFinished":
+                raise
+        self._anchor()
+        self.progress.set("done", 1.0, "receipt submitted", sent=sent, received=received)
+        return Outcome(self.task_id, "receipted", result_hash="0x" + commitment.hex())
+
+    @property
+    def _tm_address(self) -> str:
+        return str(self.ledger.deployment.contracts["TaskManager"].address)
+
+    def _store_result(self, result: bytes, proto: Protocol, commitment: bytes) -> None:
+        opening = getattr(proto, "commitment_opening", lambda: b"")()
+        out = self.ctx.results_dir()
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = out / f"{self.task_id}.json"
+        doc = {
+            "task_id": self.task_id,
+            "algorithm": proto.name,
+            "result": result.decode(),
+            "opening": opening.hex(),
+            "commitment": "0x" + commitment.hex(),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        self.log.append("result-stored", self.task_id, path=str(path), commitment=commitment.hex())
+
+    def _delete_intermediates(self) -> list[str]:
+        deleted: list[str] = []
+        scratch = self.ctx.task_dir(self.task_id)
+        if scratch.exists():
+            deleted += [str(p.relative_to(scratch.parent)) for p in sorted(scratch.rglob("*"))]
+            shutil.rmtree(scratch, ignore_errors=True)
+        deleted += [f"redis:{k}" for k in self.inbox.delete(self.task_id)]
+        self.ctx.redis.delete(self.ctx.key("params", self.task_id))
+        deleted.append(f"redis:{self.ctx.key('params', self.task_id)}")
+        self._tables.clear()
+        return deleted
+
+    def _anchor(self) -> None:
+        seq, head = self.log.head()
+        if seq == 0:
+            return
+        with contextlib.suppress(ContractRevert):  # anchored already at this sequence (a resumed worker)
+            self.ledger.anchor_log(seq, head)
+
+
+class TaskLock:
+    """One worker per (task, organisation) at a time. The lock expires unless renewed, so a
+    worker killed with SIGKILL frees it within `ttl` seconds for the redelivered message."""
+
+    def __init__(self, ctx: NodeContext, task_id: int, ttl: float = 15.0) -> None:
+        self.lock = ctx.redis.lock(ctx.key("lock", task_id), timeout=ttl, blocking_timeout=ttl * 4)
+        self.ttl = ttl
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> TaskLock:
+        if not self.lock.acquire():
+            raise TimeoutError("another worker holds this task")
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.lock.extend(self.ttl, replace_ttl=True)
+            except Exception:
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.lock.release()
+
+
+def run_task(ctx: NodeContext, task_id: int, on_done: Callable[[Outcome], None] | None = None) -> Outcome:
+    with TaskLock(ctx, task_id):
+        outcome = TaskRunner(ctx, task_id).run()
+    if on_done is not None:
+        on_done(outcome)
+    return outcome
+
+
+def handle_params(ctx: NodeContext, task_id: int, body: bytes) -> None:
+    """Accept a task's parameters only when they hash to the on-chain params hash."""
+    try:
+        task = ctx.ledger.task(task_id)
+    except ContractRevert as exc:
+        raise ValueError(f"task {task_id}: {exc}") from None
+    if task.status is TaskStatus.NONE:
+        raise ValueError(f"task {task_id} does not exist")
+    if hashlib.sha256(body).digest() != task.params_hash:
+        raise ValueError("parameters do not hash to the task's on-chain params hash")
+    ctx.redis.set(ctx.key("params", task_id), body, ex=max(60, int(task.deadline - time.time()) + 3600))

@@ -1,0 +1,245 @@
+"""What operators and requesters do, as functions: the CLI, the demo and the tests call
+these, so there is one way of doing each thing.
+
+- `init_org`: an organisation's config file and keys (the admin then admits it on chain);
+- `register_dataset`: fingerprint a local file and register it with its policy;
+- `register_algorithm` / `approve_algorithm`: by the hash of the code on disk;
+- `submit_task`: a contract call, then the parameters pushed to every participant's mailbox;
+- `task_progress`: the chain's view plus each participant's live progress;
+- `read_result`: the recipient's result, checked against the on-chain commitment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from pcn.algorithms import BUILTIN, protocol_class
+from pcn.algorithms.codehash import algorithm_code_hash
+from pcn.chain.ledger import Ledger, TxResult
+from pcn.chain.types import PolicyGrants, PolicyLimits, TaskRequest, epsilon_to_fixed
+from pcn.crypto.keys import OrgKeys
+from pcn.data.fingerprint import fingerprint_table, new_dataset_salt
+from pcn.data.readers import infer_format, read_table
+from pcn.runtime.config import OrgConfig
+from pcn.runtime.context import NodeContext
+from pcn.runtime.store import LocalDataset
+from pcn.runtime.transport import PeerClient
+
+
+class OperationError(ValueError):
+    """A user-level mistake (unknown name, missing file, result not here...)."""
+
+
+def init_org(
+    config_path: Path,
+    *,
+    name: str,
+    rpc_url: str,
+    deployment: Path,
+    redis_url: str,
+    endpoint: str,
+    password: str,
+    workers: int = 2,
+    data_dir: Path | None = None,
+    kdf_iterations: int | None = None,
+) -> tuple[OrgConfig, OrgKeys]:
+    cfg = OrgConfig(
+        name=name,
+        rpc_url=rpc_url,
+        deployment=str(Path(deployment).resolve()),
+        redis_url=redis_url,
+        data_dir=str((data_dir or config_path.parent / "data").resolve()),
+        endpoint=endpoint,
+        workers=workers,
+    )
+    cfg.validate()
+    if Path(config_path).exists():
+        raise OperationError(f"{config_path} exists already; pcn never overwrites an organisation's config")
+    keys = OrgKeys.create(cfg.keystore_dir, password, kdf_iterations=kdf_iterations)
+    cfg.save(config_path)
+    return cfg, keys
+
+
+def algorithm_hash(name_or_hash: str) -> bytes:
+    """A built-in algorithm's name (hashed from the code on disk) or a 0x code hash."""
+    if name_or_hash.startswith("0x") and len(name_or_hash) == 66:
+        return bytes.fromhex(name_or_hash[2:])
+    if name_or_hash not in BUILTIN:
+        raise OperationError(f"no built-in algorithm {name_or_hash!r}; known: {sorted(BUILTIN)}")
+    return algorithm_code_hash(name_or_hash)
+
+
+def resolve_org(ledger: Ledger, name_or_address: str) -> str:
+    if name_or_address.startswith("0x") and len(name_or_address) == 42:
+        return ledger.w3.to_checksum_address(name_or_address)
+    for org in ledger.organisations():
+        if org.name == name_or_address:
+            return org.account
+    raise OperationError(f"no organisation named {name_or_address!r} on chain")
+
+
+def register_algorithm(ledger: Ledger, name: str, version: str = "1.0.0", description: str = "") -> tuple[bytes, Any]:
+    code = algorithm_code_hash(name)
+    if ledger.algorithm(code) is not None:
+        return code, None
+    desc = hashlib.sha256((description or f"pcn built-in {name}").encode()).digest()
+    return code, ledger.register_algorithm(code, name, version, desc)
+
+
+def register_dataset(
+    ctx: NodeContext,
+    path: Path,
+    *,
+    name: str,
+    id_column: str,
+    limits: PolicyLimits,
+    grants: PolicyGrants,
+    fmt: str | None = None,
+) -> LocalDataset:
+    """Fingerprint `path` locally (salted rows → Merkle root) and register it on chain.
+    The salt is saved before the transaction, so a crash after it loses nothing."""
+    path = Path(path).resolve()
+    fmt = infer_format(path, fmt)
+    table, schema = read_table(path, fmt)
+    if id_column not in table:
+        raise OperationError(f"{path}: no id column {id_column!r}; columns are {table.names}")
+    salt = new_dataset_salt()
+    metadata = {"name": name, "id_column": id_column, "format": fmt}
+    fp = fingerprint_table(table, schema, salt, metadata)
+    ctx.store.save_salt("root-" + fp.merkle_root.hex(), salt)
+    dataset_id, tx = ctx.ledger.register_dataset(fp, limits, grants)
+    ctx.store.save_salt(str(dataset_id), salt)
+    local = LocalDataset(
+        dataset_id=dataset_id,
+        name=name,
+        path=str(path),
+        fmt=fmt,
+        id_column=id_column,
+        version=1,
+        merkle_root="0x" + fp.merkle_root.hex(),
+        schema_hash="0x" + fp.schema_hash.hex(),
+        metadata_hash="0x" + fp.metadata_hash.hex(),
+        row_count=fp.row_count,
+        registered_tx=tx.tx_hash,
+    )
+    ctx.store.put(local)
+    ctx.log.append("dataset-registered", None, dataset_id=dataset_id, root=local.merkle_root, tx=tx.tx_hash)
+    return local
+
+
+@dataclass
+class Submitted:
+    task_id: int
+    tx: TxResult
+    params_hash: bytes
+    delivered: dict[str, str]  # participant -> "ok" or the delivery error
+
+
+def submit_task(
+    ledger: Ledger,
+    *,
+    algorithm: str,
+    dataset_ids: list[int],
+    params: dict[str, Any],
+    recipient: str,
+    deadline_in: int = 3600,
+    epsilon: float = 0.0,
+    participants: list[str] | None = None,
+    push: bool = True,
+) -> Submitted:
+    """Submit by contract call, then push the parameters to every participant's mailbox
+    (each node accepts them only if they hash to the on-chain params hash)."""
+    if not dataset_ids:
+        raise OperationError("a task needs at least one input dataset")
+    owners = [ledger.call("DatasetRegistry", "ownerOf", d) for d in dataset_ids]
+    parts = participants or list(dict.fromkeys(owners))
+    params_bytes = params_bytes_of(params)
+    params_hash = hashlib.sha256(params_bytes).digest()
+    request = TaskRequest(
+        algorithm_hash=algorithm_hash(algorithm),
+        dataset_ids=dataset_ids,
+        participants=parts,
+        params_hash=params_hash,
+        result_recipient=resolve_org(ledger, recipient),
+        deadline=ledger.block_timestamp() + deadline_in,
+        epsilon=epsilon_to_fixed(epsilon),
+    )
+    task_id, tx = ledger.submit_task(request)
+    delivered = push_params(ledger, task_id, params_bytes) if push else {}
+    return Submitted(task_id, tx, params_hash, delivered)
+
+
+def params_bytes_of(params: dict[str, Any]) -> bytes:
+    """The canonical bytes of a task's parameters (their sha256 is the on-chain params hash)."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
+
+
+def push_params(ledger: Ledger, task_id: int, params_bytes: bytes, timeout: float = 30.0) -> dict[str, str]:
+    client = PeerClient()
+    out: dict[str, str] = {}
+    for p in ledger.task_participants(task_id):
+        endpoint = ledger.organisation(p).endpoint
+        try:
+            client.post_params(endpoint, task_id, params_bytes, deadline=time.monotonic() + timeout)
+            out[p] = "ok"
+        except Exception as exc:  # reported, not fatal: the operator can push again
+            out[p] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
+    task = ledger.task(task_id)
+    parts = ledger.task_participants(task_id)
+    rows = []
+    for p in parts:
+        org = ledger.organisation(p)
+        row: dict[str, Any] = {
+            "participant": p,
+            "name": org.name,
+            "state": ledger.participant_state(task_id, p).name.lower(),
+        }
+        try:
+            r = httpx.get(f"{org.endpoint.rstrip('/')}/v1/tasks/{task_id}/progress", timeout=2.0)
+            if r.status_code == 200:
+                live = r.json()
+                row.update({k: live[k] for k in ("phase", "fraction", "detail", "updated") if k in live})
+        except httpx.HTTPError:
+            row["phase"] = "node unreachable"
+        rows.append(row)
+    return {
+        "task_id": task_id,
+        "status": task.status.name.lower(),
+        "refusal": task.refusal_reason.name if task.refusal_reason.value else "",
+        "result_hash": "0x" + task.result_hash.hex(),
+        "deadline": task.deadline,
+        "participants": rows,
+    }
+
+
+def read_result(ctx: NodeContext, task_id: int) -> dict[str, Any]:
+    """The stored result of `task_id`, checked against the on-chain result hash."""
+    path = ctx.results_dir() / f"{task_id}.json"
+    if not path.is_file():
+        raise OperationError(
+            f"no result of task {task_id} at this node ({ctx.config.name}); only the named recipient holds it"
+        )
+    doc = json.loads(path.read_text())
+    task = ctx.ledger.task(task_id)
+    result = doc["result"].encode()
+    stored = bytes.fromhex(doc["commitment"][2:])
+    recomputed = protocol_class(doc["algorithm"]).commitment_for(result, bytes.fromhex(doc["opening"]))
+    return {
+        "task_id": task_id,
+        "status": task.status.name.lower(),
+        "result": json.loads(result),
+        "commitment": doc["commitment"],
+        "on_chain": "0x" + task.result_hash.hex(),
+        "matches_chain": recomputed == stored == task.result_hash,
+    }

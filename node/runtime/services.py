@@ -1,0 +1,189 @@
+"""Entry points of a node's long-running processes, and `pcn node start|stop|status`.
+
+A node is three kinds of processes sharing the organisation's config ($PCN_CONFIG):
+the peer mailbox (uvicorn + FastAPI), the chain watcher, and Celery workers (prefork,
+`workers` processes). `start` launches them detached with their logs in
+`<data_dir>/logs/`, records their pids in `<data_dir>/run/node.json`, and waits until the
+mailbox answers its health check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from pcn.runtime.config import OrgConfig
+
+
+class NodeError(RuntimeError):
+    """The node could not be started, stopped or inspected (the message says why)."""
+
+
+def mailbox_app() -> FastAPI:
+    """uvicorn factory: the mailbox of the organisation named by $PCN_CONFIG."""
+    from pcn.runtime.context import NodeContext
+    from pcn.runtime.execute import handle_params
+    from pcn.runtime.inbox import Inbox
+    from pcn.runtime.mailbox import create_mailbox_app
+    from pcn.runtime.peers import PeerDirectory
+
+    ctx = NodeContext.from_env()
+    app = create_mailbox_app(
+        me=ctx.address,
+        keys=ctx.keys,
+        inbox=Inbox(ctx.redis, ctx.key()),
+        peers=PeerDirectory(ctx.ledger),
+        chain_id=ctx.ledger.chain_id,
+        task_manager=str(ctx.ledger.deployment.contracts["TaskManager"].address),
+        on_params=lambda task_id, body: handle_params(ctx, task_id, body),
+    )
+
+    @app.get("/v1/tasks/{task_id}/progress")
+    def progress(task_id: int) -> dict[str, Any]:
+        raw = ctx.redis.hgetall(ctx.key("progress", task_id))
+        return {"org": ctx.address, "task_id": task_id, **{k.decode(): v.decode() for k, v in raw.items()}}
+
+    return app
+
+
+def _run_file(cfg: OrgConfig) -> Path:
+    return cfg.data_path / "run" / "node.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _commands(cfg: OrgConfig) -> dict[str, list[str]]:
+    py = sys.executable
+    return {
+        "mailbox": [
+            py,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "pcn.runtime.services:mailbox_app",
+            "--host",
+            cfg.listen_host,
+            "--port",
+            str(cfg.port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        "watcher": [py, "-m", "pcn.runtime.watcher"],
+        "worker": [
+            py,
+            "-m",
+            "celery",
+            "-A",
+            "pcn.runtime.worker",
+            "worker",
+            "-Q",
+            f"pcn.{cfg.name}",
+            "-c",
+            str(cfg.workers),
+            "-n",
+            f"{cfg.name}@%h",
+            "--pool",
+            "prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-l",
+            "INFO",
+        ],
+    }
+
+
+def status(cfg: OrgConfig) -> dict[str, Any]:
+    run = _run_file(cfg)
+    procs: dict[str, Any] = json.loads(run.read_text()) if run.is_file() else {}
+    out: dict[str, Any] = {"org": cfg.name, "endpoint": cfg.endpoint, "processes": {}}
+    for name, pid in procs.get("pids", {}).items():
+        out["processes"][name] = {"pid": pid, "alive": _alive(int(pid))}
+    try:
+        r = httpx.get(cfg.endpoint.rstrip("/") + "/v1/health", timeout=1.0)
+        out["mailbox_healthy"] = r.status_code == 200
+    except httpx.HTTPError:
+        out["mailbox_healthy"] = False
+    out["running"] = bool(out["processes"]) and all(p["alive"] for p in out["processes"].values())
+    return out
+
+
+def start(cfg: OrgConfig, env: dict[str, str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    current = status(cfg)
+    if current["running"]:
+        return current
+    if current["processes"]:
+        stop(cfg)
+    logs = cfg.data_path / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, **(env or {}), "PCN_CONFIG": cfg.path, "PYTHONUNBUFFERED": "1"}
+    pids: dict[str, int] = {}
+    for name, cmd in _commands(cfg).items():
+        with (logs / f"{name}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                start_new_session=True,
+                cwd=cfg.data_path,
+            )
+        pids[name] = proc.pid
+    run = _run_file(cfg)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    run.write_text(json.dumps({"pids": pids, "started": time.time()}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = status(cfg)
+        dead = [n for n, p in st["processes"].items() if not p["alive"]]
+        if dead:
+            tail = (logs / f"{dead[0]}.log").read_text(errors="replace")[-2000:]
+            stop(cfg)
+            raise NodeError(f"{cfg.name}: {dead[0]} exited at start:\n{tail}")
+        if st["mailbox_healthy"]:
+            return st
+        time.sleep(0.2)
+    stop(cfg)
+    raise NodeError(f"{cfg.name}: mailbox did not answer on {cfg.endpoint} within {timeout:.0f} s")
+
+
+def stop(cfg: OrgConfig, timeout: float = 15.0) -> dict[str, Any]:
+    run = _run_file(cfg)
+    if not run.is_file():
+        return {"org": cfg.name, "stopped": []}
+    pids = json.loads(run.read_text()).get("pids", {})
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(_alive(int(p)) for p in pids.values()):
+        time.sleep(0.1)
+    for pid in pids.values():
+        if _alive(int(pid)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(pid), signal.SIGKILL)
+    run.unlink(missing_ok=True)
+    return {"org": cfg.name, "stopped": sorted(pids)}

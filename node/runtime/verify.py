@@ -1,0 +1,196 @@
+"""What a node checks before it takes part in a task (DESIGN §5), against the chain at
+one pinned block, before the task's data is handed to any protocol.
+
+Checks run cheapest first; the first failure decides the refusal reason (one code per
+check). The data file is read only by the last check, to recompute its fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pcn.algorithms import BUILTIN
+from pcn.algorithms.codehash import algorithm_code_hash
+from pcn.chain.errors import ContractRevert
+from pcn.chain.ledger import Ledger
+from pcn.chain.types import (
+    Fingerprint,
+    ParticipantState,
+    RefusalReason,
+    TaskStatus,
+    epsilon_from_fixed,
+    epsilon_to_fixed,
+)
+from pcn.runtime.store import DatasetStore, LocalDataset, UnknownLocalDataset
+
+FingerprintFn = Callable[[LocalDataset, bytes], Fingerprint]
+
+
+class Refused(Exception):
+    def __init__(self, reason: RefusalReason, detail: str) -> None:
+        super().__init__(f"{reason.name}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Verdict:
+    task_id: int
+    block: int
+    reason: RefusalReason = RefusalReason.NONE
+    detail: str = ""
+    checks: list[tuple[str, str]] = field(default_factory=list)  # (check, outcome) in order
+    my_datasets: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is RefusalReason.NONE
+
+    @property
+    def detail_hash(self) -> bytes:
+        return hashlib.sha256(f"{self.reason.name}:{self.detail}".encode()).digest()
+
+
+def params_hash(params: bytes) -> bytes:
+    return hashlib.sha256(params).digest()
+
+
+def verify_task(
+    ledger: Ledger,
+    task_id: int,
+    me: str,
+    store: DatasetStore,
+    fingerprint: FingerprintFn,
+    params: bytes | None = None,
+    block: int | None = None,
+    requested_epsilon: float = 0.0,
+) -> Verdict:
+    """Run every check; return a Verdict whose reason is NONE when the node may start.
+    `requested_epsilon` is the privacy loss the parameters ask for; it must not exceed the ε
+    the chain charged to every dataset's budget when it authorised the task."""
+    block = ledger.w3.eth.block_number if block is None else block
+    verdict = Verdict(task_id, block)
+    try:
+        _run_checks(ledger, task_id, me, store, fingerprint, params, block, verdict, requested_epsilon)
+    except Refused as r:
+        verdict.reason, verdict.detail = r.reason, r.detail
+        verdict.checks.append((r.reason.name, "failed: " + r.detail))
+    return verdict
+
+
+def _passed(verdict: Verdict, check: str) -> None:
+    verdict.checks.append((check, "ok"))
+
+
+def _run_checks(
+    ledger: Ledger,
+    task_id: int,
+    me: str,
+    store: DatasetStore,
+    fingerprint: FingerprintFn,
+    params: bytes | None,
+    block: int,
+    verdict: Verdict,
+    requested_epsilon: float = 0.0,
+) -> None:
+    R = RefusalReason
+    task = ledger.task(task_id, block=block)
+    now = int(ledger.w3.eth.get_block(block)["timestamp"])
+    if task.status is TaskStatus.CANCELLED:
+        raise Refused(R.TASK_CANCELLED, "the requester cancelled the task")
+    if task.status is TaskStatus.EXPIRED or now > task.deadline:
+        raise Refused(R.TASK_EXPIRED, f"deadline {task.deadline} passed (block time {now})")
+    if task.status not in (TaskStatus.AUTHORISED, TaskStatus.RUNNING):
+        raise Refused(R.TASK_NOT_AUTHORISED, f"task is {task.status.name.lower()}")
+    approvers = ledger.call("TaskManager", "taskApprovers", task_id, block=block)
+    missing = [o for o, ok in zip(approvers[0], approvers[1], strict=True) if not ok]
+    if missing:
+        raise Refused(R.TASK_NOT_AUTHORISED, f"owners {missing} have not approved")
+    _passed(verdict, "task authorised and within deadline")
+
+    state = ledger.call("TaskManager", "participantState", task_id, me, block=block)
+    if ParticipantState(state) is not ParticipantState.INVITED and ParticipantState(state) is not (
+        ParticipantState.STARTED
+    ):
+        raise Refused(R.TASK_NOT_AUTHORISED, f"this node is {ParticipantState(state).name.lower()} in the task")
+    participants = ledger.call("TaskManager", "taskParticipants", task_id, block=block)
+    for account in [*participants, task.requester, task.result_recipient]:
+        if not ledger.call("Consortium", "isActive", account, block=block):
+            raise Refused(R.PEER_NOT_ACTIVE, f"{account} is not an active organisation")
+    _passed(verdict, "every peer admitted and active")
+
+    algo = ledger.call("AlgorithmRegistry", "algorithm", task.algorithm_hash, block=block)
+    kind, deprecated = algo[1], algo[5]
+    if deprecated:
+        raise Refused(R.ALGORITHM_NOT_APPROVED, f"algorithm {kind} is deprecated")
+    if kind not in BUILTIN:
+        raise Refused(R.ALGORITHM_HASH_MISMATCH, f"this node has no code for algorithm kind {kind!r}")
+    running = algorithm_code_hash(kind)
+    if running != task.algorithm_hash:
+        raise Refused(
+            R.ALGORITHM_HASH_MISMATCH,
+            f"code about to run hashes to 0x{running.hex()}, registered 0x{task.algorithm_hash.hex()}",
+        )
+    _passed(verdict, "running code hash equals the registered hash")
+
+    if params is not None and params_hash(params) != task.params_hash:
+        raise Refused(R.INVALID_PARAMETERS, "parameters do not match the on-chain params hash")
+    if epsilon_to_fixed(requested_epsilon) > task.epsilon:
+        raise Refused(
+            R.PRIVACY_BUDGET_EXCEEDED,
+            f"parameters spend ε {requested_epsilon} but the chain charged ε {epsilon_from_fixed(task.epsilon)}",
+        )
+
+    ids, versions = ledger.call("TaskManager", "taskDatasets", task_id, block=block)
+    for dataset_id in ids:
+        allowed = ledger.call("DatasetRegistry", "algorithmAllowed", dataset_id, task.algorithm_hash, block=block)
+        if not allowed:
+            raise Refused(R.ALGORITHM_NOT_APPROVED, f"dataset {dataset_id} does not allow this algorithm")
+        if not ledger.call("DatasetRegistry", "requesterAllowed", dataset_id, task.requester, block=block):
+            raise Refused(R.REQUESTER_NOT_ALLOWED, f"dataset {dataset_id} does not allow requester {task.requester}")
+        if not ledger.call("DatasetRegistry", "recipientAllowed", dataset_id, task.result_recipient, block=block):
+            raise Refused(
+                R.RECIPIENT_NOT_ALLOWED,
+                f"dataset {dataset_id} does not allow recipient {task.result_recipient}",
+            )
+        ds = ledger.call("DatasetRegistry", "dataset", dataset_id, block=block)
+        _owner, _version, max_uses, uses, expiry, eps_total, eps_spent = ds
+        if now > expiry:
+            raise Refused(R.POLICY_EXPIRED, f"dataset {dataset_id}'s policy expired at {expiry}")
+        if uses > max_uses:
+            raise Refused(R.USES_EXHAUSTED, f"dataset {dataset_id} used {uses} of {max_uses}")
+        if eps_spent > eps_total:
+            raise Refused(R.PRIVACY_BUDGET_EXCEEDED, f"dataset {dataset_id} spent ε {eps_spent} of {eps_total}")
+    _passed(verdict, "every dataset's policy allows algorithm, requester, recipient, uses, expiry and ε")
+
+    for dataset_id, version in zip(ids, versions, strict=True):
+        owner = ledger.call("DatasetRegistry", "ownerOf", dataset_id, block=block)
+        if owner.lower() != me.lower():
+            continue
+        try:
+            local = store.get(dataset_id)
+            salt = store.salt(str(dataset_id))
+        except UnknownLocalDataset as exc:
+            raise Refused(R.DATA_UNAVAILABLE, str(exc)) from None
+        if not Path(local.path).is_file():
+            raise Refused(R.DATA_UNAVAILABLE, f"dataset {dataset_id}'s file {local.path} is missing")
+        try:
+            registered = ledger.fingerprint(dataset_id, version)
+        except ContractRevert as exc:
+            raise Refused(R.FINGERPRINT_MISMATCH, str(exc)) from None
+        actual = fingerprint(local, salt)
+        if (actual.merkle_root, actual.schema_hash, actual.row_count) != (
+            registered.merkle_root,
+            registered.schema_hash,
+            registered.row_count,
+        ):
+            raise Refused(
+                R.FINGERPRINT_MISMATCH,
+                f"local data of dataset {dataset_id} has root 0x{actual.merkle_root.hex()}, "
+                f"version {version} on chain has 0x{registered.merkle_root.hex()}",
+            )
+        verdict.my_datasets.append(int(dataset_id))
+    _passed(verdict, "local data fingerprint equals the registered fingerprint")

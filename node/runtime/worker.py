@@ -1,0 +1,69 @@
+"""The organisation's Celery application: one queue per organisation on its own Redis.
+
+Settings that make a killed worker lose nothing:
+- `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged only after
+  the task function returned, and goes back to the queue when its worker process dies;
+- `worker_prefetch_multiplier = 1`: a worker holds one task message at a time, so a slow
+  task does not hide others from idle workers;
+- `visibility_timeout`: how long Redis waits before redelivering an unacknowledged
+  message whose worker vanished without a trace (the whole node killed);
+- every step of a task is idempotent against the chain (`execute.py`), so a redelivered
+  message resumes the task rather than repeating it.
+
+Start with `celery -A pcn.runtime.worker worker -Q pcn.<org>` and $PCN_CONFIG set
+(`pcn node start` does this).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+from celery import Celery
+
+from pcn.runtime.context import NodeContext
+
+RUN_TASK = "pcn.run_task"
+
+
+def make_app(broker_url: str, org: str) -> Celery:
+    app = Celery(f"pcn-{org}", broker=broker_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=f"pcn.{org}",
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+        worker_hijack_root_logger=False,
+        task_serializer="json",
+        accept_content=["json"],
+    )
+    return app
+
+
+@cache
+def node() -> NodeContext:
+    return NodeContext.from_env()
+
+
+def _app_from_env() -> Celery:
+    if not os.environ.get("PCN_CONFIG"):
+        return make_app("memory://", "unconfigured")
+    cfg = node().config
+    return make_app(cfg.redis_url, cfg.name)
+
+
+app = _app_from_env()
+
+
+@app.task(name=RUN_TASK, bind=True, max_retries=20)
+def run_task(self: object, task_id: int) -> dict[str, str]:
+    from pcn.runtime.execute import run_task as execute
+
+    try:
+        out = execute(node(), int(task_id))
+    except TimeoutError as exc:  # another worker holds the task: try again shortly
+        raise self.retry(exc=exc, countdown=2) from exc  # type: ignore[attr-defined]
+    return {"task_id": str(out.task_id), "status": out.status, "reason": out.reason, "result": out.result_hash}
