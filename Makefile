@@ -70,7 +70,7 @@ demo: deps
 	$(PY) -m pcn.devnet.demo
 
 demo-down:
-	-$(VENV)/bin/pcn devnet down
+	-$(PY) -m pcn.devnet.demo --down
 
 gas-snapshot: deps
 	cd contracts && FOUNDRY_PROFILE=default ../$(FORGE) snapshot $(FORGE_FLAGS)

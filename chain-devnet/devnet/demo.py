@@ -1,135 +1,272 @@
-"""`make demo`: a devnet, pcn's contracts, three organisations and one full task.
+"""`make demo` / `pcn demo`: the whole pcn flow on one machine, every component real.
 
-What runs today is the on-chain spine (issue #3): every step below is a real transaction on
-a real anvil devnet, read back through the same event reader the auditor will use. The
-compute nodes (issue #4) and the auditor dashboard (issue #7) plug into this same flow.
+A fresh anvil devnet with pcn's contracts; a private Redis; three organisations (bank,
+telecom, insurer), each with its own keys, config, mailbox, chain watcher and Celery
+workers; a regulator account holding the auditor role. Each organisation registers a
+synthetic customer dataset (fingerprint only on chain) and the built-in `stats`
+algorithm is registered by the hash of its code. Then:
+
+1. a joint-statistics task (income by region across the three) runs to completion and
+   the recipient's result is checked against the on-chain commitment and against the
+   plaintext computation the demo can do because it generated the data;
+2. the same with differential privacy, ε charged on chain;
+3. one byte of telecom's file changes after registration: every node refuses, with the
+   reason code on chain, and nobody runs the protocol.
+
+The devnet, Redis and nodes keep running afterwards for the CLI; `make demo-down` stops them.
 """
 
 from __future__ import annotations
 
-import hashlib
+import argparse
+import json
 import os
-import secrets
+import shutil
+import signal
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from eth_account import Account
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from pcn import paths
-from pcn.chain.deployment import load_deployment
 from pcn.chain.ledger import Ledger
-from pcn.chain.types import Fingerprint, PolicyGrants, PolicyLimits, Receipt, TaskRequest, epsilon_to_fixed
+from pcn.chain.types import TaskStatus, epsilon_from_fixed
 from pcn.devnet import anvil
 from pcn.devnet.deploy import deploy, devnet_key
+from pcn.devnet.localnet import REGIONS, Network, RedisServer, approve_all, build_network
+from pcn.runtime import services
+from pcn.runtime.config import load_config
+from pcn.runtime.operations import read_result, submit_task, task_progress
 
-console = Console(soft_wrap=True)
-ORGS = [("bank", 2), ("telecom", 3), ("hospital", 4)]
+ORG_NAMES = ["bank", "telecom", "insurer"]
 
 
-def _sha(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
+def workdir() -> Path:
+    return Path(os.environ.get("PCN_DEMO_DIR", paths.repo_root() / "var" / "demo"))
 
 
-def main() -> None:
-    port = int(os.environ.get("PCN_DEVNET_PORT", "8545"))
+def down(work: Path, port: int, say: Any = print) -> None:
+    """Stop everything a previous demo started (nodes, Redis, devnet)."""
+    for name in ORG_NAMES:
+        cfg_path = work / name / "node.toml"
+        if cfg_path.is_file():
+            services.stop(load_config(cfg_path))
+            say(f"stopped {name}'s node")
+    state = work / "demo.json"
+    if state.is_file():
+        pid = json.loads(state.read_text()).get("redis_pid")
+        if pid:
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+                say("stopped the demo's Redis")
+            except ProcessLookupError:
+                pass
+        state.unlink()
+    if anvil.status(port).running:
+        anvil.down(port)
+        say(f"stopped the devnet on port {port}")
+
+
+def _watch(net: Network, task_id: int, console: Console, quiet: bool, timeout: float = 600) -> TaskStatus:
+    """Follow a task's per-participant progress until it is final."""
+    deadline = time.monotonic() + timeout
+    if quiet:
+        return net.wait_final(task_id, timeout)
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%  {task.fields[phase]}"),
+        console=console,
+        transient=True,
+    ) as bars:
+        rows = {o.address: bars.add_task(o.name, total=1.0, phase="queued") for o in net.orgs}
+        while time.monotonic() < deadline:
+            st = task_progress(net.admin, task_id)
+            for p in st["participants"]:
+                bars.update(
+                    rows[p["participant"]],
+                    completed=float(p.get("fraction") or 0),
+                    phase=f"{p['state']} · {p.get('phase', '')} {p.get('detail', '')}"[:60],
+                )
+            if TaskStatus[st["status"].upper()].is_final:
+                return TaskStatus[st["status"].upper()]
+            time.sleep(0.3)
+    raise TimeoutError(f"task {task_id} did not finish in {timeout:.0f} s")
+
+
+def _plain_stats(net: Network) -> dict[str, dict[str, float]]:
+    income = np.concatenate([o.values["income"] for o in net.orgs])
+    region = np.concatenate([o.values["region"] for o in net.orgs])
+    out = {}
+    for g in REGIONS:
+        x = income[region == g]
+        out[g] = {"count": len(x), "mean": float(x.mean()), "variance": float(x.var(ddof=1))}
+    return out
+
+
+def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
+    console = Console(stderr=as_json, soft_wrap=True)
+    say = console.print
+    work = workdir()
     console.rule("[bold]pcn demo")
-    st = anvil.up(port=port)
-    console.print(f"devnet: chain {st.chain_id} at {st.rpc_url} (state {st.state_file})")
-    dep_path = paths.deployment_file(st.chain_id or 31337)
-    try:
-        dep = load_deployment(dep_path)
-        Ledger(dep, st.rpc_url).check_connection()
-        console.print(f"contracts already deployed ({dep_path})")
-    except Exception:
-        dep = deploy(st.rpc_url, progress=console.print)
+    down(work, port, say=lambda _m: None)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    st = anvil.up(port=port, state_file=work / "chain" / "anvil-state.json")
+    say(f"devnet: chain {st.chain_id} at {st.rpc_url}")
+    dep = deploy(st.rpc_url, out=work / "deployment.json", progress=say)
     admin = Ledger(dep, st.rpc_url, Account.from_key(devnet_key(0)))
-    auditor = Account.from_key(devnet_key(1))
-    if not admin.is_auditor(auditor.address):
-        admin.grant_auditor(auditor.address)
-        console.print(f"granted the auditor role to {auditor.address}")
+    regulator = Account.from_key(devnet_key(1))
+    admin.grant_auditor(regulator.address)
+    say(f"regulator {regulator.address} holds the auditor role")
+    redis_server = RedisServer(work / "redis", persist=True)
+    (work / "demo.json").write_text(json.dumps({"redis_pid": redis_server.proc.pid, "redis_url": redis_server.url}))
+    say(f"redis: {redis_server.url} (private to the demo, append-only file on)")
 
-    orgs: list[Ledger] = []
-    for i, (name, idx) in enumerate(ORGS):
-        org = admin.with_account(devnet_key(idx))
-        if admin.organisation(org.address).status.name == "NONE":
-            admin.admit(org.address, name, secrets.token_bytes(32), f"http://127.0.0.1:{9101 + i}")
-            console.print(f"admitted {name} ({org.address})")
-        orgs.append(org)
-
-    code = b"".join(sorted(p.read_bytes() for p in (paths.contracts_dir() / "src").glob("*.sol")))
-    algo_hash = _sha(b"demo-joint-count/" + code)
-    if orgs[0].algorithm(algo_hash) is None:
-        orgs[0].register_algorithm(algo_hash, "stats", "0.1.0", _sha(b"joint count of customers"))
-    everyone = [o.address for o in orgs]
-    dataset_ids = []
-    for (name, _), org in zip(ORGS, orgs, strict=True):
-        rows = [f"{name}-customer-{k},{k % 7}".encode() for k in range(1000)]
-        fp = Fingerprint(
-            _sha(b"\n".join(_sha(r) for r in rows)),
-            _sha(b"id:str,segment:int"),
-            _sha(name.encode()),
-            len(rows),
-        )
-        expiry = admin.block_timestamp() + 7 * 24 * 3600
-        ds_id, _ = org.register_dataset(
-            fp, PolicyLimits(100, expiry, epsilon_to_fixed(10)), PolicyGrants([algo_hash], everyone, everyone)
-        )
-        dataset_ids.append(ds_id)
-        console.print(f"{name} registered dataset {ds_id} (1000 rows, fingerprint only)")
-
-    bank, telecom, hospital = orgs
-    req = TaskRequest(
-        algo_hash,
-        dataset_ids,
-        everyone,
-        _sha(b'{"statistic":"count"}'),
-        bank.address,
-        admin.block_timestamp() + 3600,
-        epsilon_to_fixed(0.5),
+    net = build_network(
+        work,
+        dep,
+        ORG_NAMES,
+        rows=rows,
+        workers=2,
+        epsilon_total=3.0,
+        redis_server=redis_server,
+        kdf_iterations=2**14,
+        message_timeout=60.0,
+        progress=say,
     )
-    task_id, res = bank.submit_task(req)
-    console.print(f"bank submitted task {task_id} (gas {res.gas_used})")
-    bank.approve(task_id)
-    telecom.approve(task_id)
-    signed = hospital.sign_approval(task_id, admin.block_timestamp() + 600)
-    admin.with_account(devnet_key(1)).approve_by_sig(signed)
-    console.print("approved by bank and telecom; hospital's EIP-712 approval relayed by a third party")
-    started = int(time.time())
-    for org in orgs:
-        org.start(task_id)
-    result = _sha(b"joint-count=3000")
-    for org in orgs:
-        org.submit_receipt(
-            task_id,
-            Receipt(
-                result,
-                _sha(b"transcript" + org.address.encode()),
-                _sha(b"input" + org.address.encode()),
-                algo_hash,
-                _sha(b"deleted" + org.address.encode()),
-                started,
-                int(time.time()),
-            ),
+    bank = net.by_name("bank")
+    summary: dict[str, Any] = {"rpc_url": st.rpc_url, "deployment": str(dep.path), "tasks": []}
+
+    def record(task_id: int, title: str) -> dict[str, Any]:
+        task = net.admin.task(task_id)
+        receipts = sum(1 for o in net.orgs if net.admin.participant_state(task_id, o.address).name == "RECEIPTED")
+        entry = {
+            "task_id": task_id,
+            "title": title,
+            "status": task.status.name.lower(),
+            "receipts": receipts,
+            "participants": len(net.orgs),
+            "refusal": task.refusal_reason.name if task.refusal_reason.value else "",
+            "result_hash": "0x" + task.result_hash.hex(),
+        }
+        summary["tasks"].append(entry)
+        return entry
+
+    def submit(params: dict[str, Any], epsilon: float = 0.0) -> int:
+        sub = submit_task(
+            bank.ledger,
+            algorithm="stats",
+            dataset_ids=[o.dataset_id for o in net.orgs],
+            params=params,
+            recipient="bank",
+            epsilon=epsilon,
         )
-    task = bank.task(task_id)
-    console.print(f"task {task_id} is [bold green]{task.status.name}[/], result hash 0x{task.result_hash.hex()}")
+        approve_all(net, sub.task_id)
+        return sub.task_id
 
-    table = Table("block", "event", "who", "tx", title=f"on-chain timeline of task {task_id}")
-    cursor = Path(paths.run_dir()) / f"demo-cursor-{task_id}.json"
-    cursor.unlink(missing_ok=True)
+    # 1. joint statistics, exact
+    console.rule("1 · joint statistics: income by region across bank, telecom and insurer")
+    t0 = time.monotonic()
+    task1 = submit(
+        {
+            "column": "income",
+            "group_by": "region",
+            "groups": REGIONS,
+            "statistics": ["count", "sum", "mean", "variance", "histogram"],
+            "histogram": {"edges": [0, 10_000, 25_000, 50_000, 100_000]},
+        }
+    )
+    status = _watch(net, task1, console, as_json)
+    took = time.monotonic() - t0
+    res = read_result(bank.ctx, task1)
+    plain = _plain_stats(net)
+    table = Table("region", "count", "mean", "variance", "equals plaintext", title=f"task {task1}: {status.name}")
+    exact = True
+    for g in REGIONS:
+        got = res["result"]["groups"][g]
+        same = got["count"] == plain[g]["count"] and abs(got["mean"] - plain[g]["mean"]) <= 1e-9 * abs(plain[g]["mean"])
+        exact &= same
+        table.add_row(g, str(got["count"]), f"{got['mean']:.2f}", f"{got['variance']:.1f}", "yes" if same else "NO")
+    say(table)
+    say(f"result matches the on-chain commitment: {res['matches_chain']}; {took:.1f} s from submit to completed")
+    e1 = record(task1, "joint statistics by region")
+    e1.update(seconds=round(took, 2), matches_chain=res["matches_chain"], equals_plaintext=exact)
 
-    def show(ev: object) -> None:
-        args = ev.args  # type: ignore[attr-defined]
-        if args.get("taskId") == task_id:
-            who = args.get("participant") or args.get("owner") or args.get("requester") or ""
-            table.add_row(str(ev.block_number), ev.name, str(who), ev.tx_hash[:18] + "…")  # type: ignore[attr-defined]
+    # 2. the same with differential privacy
+    console.rule("2 · joint statistics with differential privacy (Laplace, ε = 0.5 charged on chain)")
+    before = net.admin.dataset(bank.dataset_id).epsilon_spent
+    task2 = submit(
+        {"column": "income", "statistics": ["count", "mean"], "dp": {"epsilon": 0.5, "clip": [0, 200_000]}},
+        epsilon=0.5,
+    )
+    _watch(net, task2, console, as_json)
+    res2 = read_result(bank.ctx, task2)["result"]["groups"]["__all__"]
+    spent = epsilon_from_fixed(net.admin.dataset(bank.dataset_id).epsilon_spent - before)
+    true_count = rows * len(net.orgs)
+    say(f"noisy count {res2['count']:.1f} (true {true_count}), noisy mean {res2['mean']:.2f}; ε charged {spent}")
+    e2 = record(task2, "joint statistics with DP")
+    e2.update(epsilon_charged=spent)
 
-    admin.event_reader(cursor, start_block=res.block_number).poll(show)
-    console.print(table)
-    console.print(f"\nthe devnet keeps running at {st.rpc_url}; deployment: {dep.path or dep_path}")
-    console.print("try: .venv/bin/pcn org list    stop: make demo-down")
+    # 3. a dataset byte changed after registration
+    console.rule("3 · one byte of telecom's dataset changes after registration")
+    telecom = net.by_name("telecom")
+    assert telecom.data_file is not None
+    original = telecom.data_file.read_bytes()
+    lines = original.split(b"\n")
+    lines[1] = lines[1].replace(b",", b",9", 1)
+    telecom.data_file.write_bytes(b"\n".join(lines))
+    try:
+        task3 = submit({"column": "income", "statistics": ["count"]})
+        _watch(net, task3, console, as_json)
+    finally:
+        telecom.data_file.write_bytes(original)
+    e3 = record(task3, "refused: data changed after registration")
+    say(f"task {task3} is {e3['status']}: reason {e3['refusal']} recorded on chain; no protocol ran")
+
+    console.rule("summary")
+    tbl = Table("task", "what", "status", "receipts", "refusal", "result hash")
+    for t in summary["tasks"]:
+        tbl.add_row(
+            str(t["task_id"]),
+            t["title"],
+            t["status"],
+            f"{t['receipts']}/{t['participants']}",
+            t["refusal"],
+            t["result_hash"][:18] + "…",
+        )
+    say(tbl)
+    summary["orgs"] = {o.name: {"address": o.address, "config": o.config.path} for o in net.orgs}
+    say(
+        "nodes, Redis and the devnet keep running. Try:\n"
+        f"  .venv/bin/pcn task status {task1} --config {bank.config.path}"
+    )
+    say("stop everything with: make demo-down")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="pcn demo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--port", type=int, default=int(os.environ.get("PCN_DEVNET_PORT", "8545")))
+    ap.add_argument("--rows", type=int, default=20_000, help="rows per organisation's dataset")
+    ap.add_argument("--json", action="store_true", help="no live output; print a JSON summary")
+    ap.add_argument("--down", action="store_true", help="stop what a previous demo started")
+    args = ap.parse_args(argv)
+    if args.down:
+        down(workdir(), args.port)
+        return
+    summary = run(args.port, args.rows, args.json)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    ok = [t["status"] for t in summary["tasks"]] == ["completed", "completed", "refused"]
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

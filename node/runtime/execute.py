@@ -26,7 +26,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,15 @@ class TaskRunner:
         self.progress = Progress(ctx, task_id)
         self.log = ctx.log
         self._tables: dict[int, Table] = {}
+        self.timings: dict[str, float] = {}  # seconds per phase, reported with the receipt
+
+    @contextlib.contextmanager
+    def _timed(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[phase] = self.timings.get(phase, 0.0) + time.perf_counter() - t0
 
     # ------------------------------------------------------------------ entry point
 
@@ -110,7 +119,8 @@ class TaskRunner:
         if task.status.is_final:
             return Outcome(self.task_id, "skipped", f"task is {task.status.name.lower()}")
         self.progress.set("waiting-params", 0.0)
-        params_raw = self._wait_params(task)
+        with self._timed("wait_params"):
+            params_raw = self._wait_params(task)
         if params_raw is None:
             return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, "parameters never arrived"), task)
         try:
@@ -126,21 +136,23 @@ class TaskRunner:
             return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, str(exc)), task)
 
         self.progress.set("verifying", 0.0)
-        verdict = verify_task(
-            self.ledger,
-            self.task_id,
-            self.me,
-            self.ctx.store,
-            self._fingerprint,
-            params_raw,
-            requested_epsilon=proto_cls.privacy_cost(params),
-        )
+        with self._timed("verify"):
+            verdict = verify_task(
+                self.ledger,
+                self.task_id,
+                self.me,
+                self.ctx.store,
+                self._fingerprint,
+                params_raw,
+                requested_epsilon=proto_cls.privacy_cost(params),
+            )
         self.log.append("verify", self.task_id, ok=verdict.ok, block=verdict.block, checks=verdict.checks)
         if not verdict.ok:
             return self._refuse(Refused(verdict.reason, verdict.detail), task, verdict)
         if state is ParticipantState.INVITED:
             try:
-                res = self.ledger.start(self.task_id)
+                with self._timed("chain_start"):
+                    res = self.ledger.start(self.task_id)
                 self.log.append("start", self.task_id, tx=res.tx_hash, block=res.block_number)
             except ContractRevert as exc:
                 if exc.name != "AlreadyStarted":
@@ -172,9 +184,11 @@ class TaskRunner:
         return None
 
     def _fingerprint(self, local: LocalDataset, salt: bytes) -> Fingerprint:
-        table, schema = read_table(Path(local.path), local.fmt)
+        with self._timed("read_data"):
+            table, schema = read_table(Path(local.path), local.fmt)
         self._tables[local.dataset_id] = table
-        return fingerprint_table(table, schema, salt, {})
+        with self._timed("fingerprint"):
+            return fingerprint_table(table, schema, salt, {})
 
     def _refuse(self, refused: Refused, task: Task, verdict: Verdict | None = None) -> Outcome:
         detail_hash = hashlib.sha256(f"{refused.reason.name}:{refused.detail}".encode()).digest()
@@ -228,6 +242,7 @@ class TaskRunner:
                 self.client.deliver(org.endpoint, self.task_id, env, deadline=deadline_mono)
                 sent += 1
 
+        protocol_t0 = time.perf_counter()
         deliver(proto.start())
         index = 0
         idle_since = last_status_check = time.monotonic()
@@ -250,6 +265,7 @@ class TaskRunner:
                 received += 1
                 transcript.update(b"R" + message_digest(m))
                 deliver(proto.receive(m))
+        self.timings["protocol"] = time.perf_counter() - protocol_t0
         result = proto.result()
         commitment = proto.result_commitment()
         if result is not None:
@@ -276,13 +292,29 @@ class TaskRunner:
         )
         self.progress.set("receipt", 0.99, "submitting receipt")
         try:
+            t0 = time.perf_counter()
             res = self.ledger.submit_receipt(self.task_id, receipt)
-            self.log.append("receipt", self.task_id, tx=res.tx_hash, result_hash=commitment.hex())
+            self.timings["chain_receipt"] = time.perf_counter() - t0
+            self.log.append(
+                "receipt",
+                self.task_id,
+                tx=res.tx_hash,
+                result_hash=commitment.hex(),
+                timings={k: round(v, 4) for k, v in self.timings.items()},
+            )
         except ContractRevert as exc:
             if exc.name != "AlreadyFinished":
                 raise
-        self._anchor()
-        self.progress.set("done", 1.0, "receipt submitted", sent=sent, received=received)
+        with self._timed("chain_anchor"):
+            self._anchor()
+        self.progress.set(
+            "done",
+            1.0,
+            "receipt submitted",
+            sent=sent,
+            received=received,
+            timings=json.dumps({k: round(v, 4) for k, v in self.timings.items()}),
+        )
         return Outcome(self.task_id, "receipted", result_hash="0x" + commitment.hex())
 
     @property

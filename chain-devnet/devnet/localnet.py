@@ -1,0 +1,237 @@
+"""A consortium of real pcn nodes on one machine — the embedded default of DESIGN §7,
+used by `make demo`, the benchmarks and the end-to-end tests.
+
+Each organisation has its own config file, keystore, data directory, mailbox process,
+watcher process and Celery worker processes; all talk over real HTTP, a real Redis (a
+private instance on its own port, never the machine's shared one) and a real chain.
+Nothing here is needed on a real deployment, where each organisation runs `pcn org init`
+and `pcn node start` on its own host.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from eth_account import Account
+
+from pcn.chain.deployment import Deployment
+from pcn.chain.ledger import Ledger
+from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus, epsilon_to_fixed
+from pcn.devnet.deploy import devnet_key
+from pcn.runtime import services
+from pcn.runtime.config import OrgConfig
+from pcn.runtime.context import NodeContext
+from pcn.runtime.operations import init_org, register_algorithm, register_dataset
+
+PASSWORD = "correct horse battery staple"
+REGIONS = ["north", "south", "east", "west"]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a free port (never the machine's shared 6379)."""
+
+    def __init__(self, workdir: Path, port: int | None = None, persist: bool = False) -> None:
+        self.port = port or free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def write_dataset(path: Path, rows: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    income = np.round(rng.lognormal(10, 0.6, rows), 2)
+    region = rng.choice(REGIONS, rows)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "income", "region"])
+        for i in range(rows):
+            w.writerow([f"C{seed:02d}{i:07d}", f"{income[i]:.2f}", region[i]])
+    return {"income": income, "region": region}
+
+
+@dataclass
+class Org:
+    name: str
+    config: OrgConfig
+    ctx: NodeContext
+    dataset_id: int = 0
+    data_file: Path | None = None
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return self.ctx.address
+
+    @property
+    def ledger(self) -> Ledger:
+        return self.ctx.ledger
+
+
+@dataclass
+class Network:
+    admin: Ledger
+    orgs: list[Org]
+    redis: RedisServer
+    algorithm: bytes
+
+    def by_name(self, name: str) -> Org:
+        return next(o for o in self.orgs if o.name == name)
+
+    def wait_final(self, task_id: int, timeout: float = 120.0) -> TaskStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.admin.task(task_id).status
+            if st.is_final:
+                return st
+            time.sleep(0.25)
+        logs = {o.name: _tail(o.config.data_path / "logs" / "worker.log") for o in self.orgs}
+        raise AssertionError(f"task {task_id} not final after {timeout} s: {self.admin.task(task_id)}\n{logs}")
+
+    def stop(self) -> None:
+        for o in self.orgs:
+            services.stop(o.config)
+
+
+def _tail(path: Path, n: int = 3000) -> str:
+    return path.read_text(errors="replace")[-n:] if path.is_file() else "<no log>"
+
+
+def fund(admin: Ledger, address: str, ether: int = 100) -> None:
+    w3 = admin.w3
+    acct = admin.account
+    tx = {
+        "to": address,
+        "value": ether * 10**18,
+        "gas": 21000,
+        "nonce": w3.eth.get_transaction_count(acct.address, "pending"),
+        "chainId": admin.chain_id,
+        "maxFeePerGas": 2 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+    }
+    signed = acct.sign_transaction(tx)
+    w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction))
+
+
+def build_network(
+    root: Path,
+    deployment: Deployment,
+    names: list[str],
+    rows: int = 1000,
+    workers: int = 1,
+    epsilon_total: float = 5.0,
+    max_uses: int = 20,
+    redis_server: RedisServer | None = None,
+    kdf_iterations: int = 2**10,
+    message_timeout: float = 30.0,
+    progress: Callable[[str], None] | None = None,
+) -> Network:
+    """Admit `names` as organisations with fresh keys, register one synthetic dataset each
+    and the built-in `stats` algorithm, and start every organisation's node processes."""
+    say = progress or (lambda _msg: None)
+    os.environ["PCN_KEYSTORE_PASSWORD"] = PASSWORD
+    admin = Ledger(deployment, account=Account.from_key(devnet_key(0)))
+    redis_server = redis_server or RedisServer(root / "redis")
+    orgs: list[Org] = []
+    for name in names:
+        port = free_port()
+        cfg, keys = init_org(
+            root / name / "node.toml",
+            name=name,
+            rpc_url=deployment.rpc_url,
+            deployment=deployment.path,
+            redis_url=redis_server.url,
+            endpoint=f"http://127.0.0.1:{port}",
+            password=PASSWORD,
+            workers=workers,
+            kdf_iterations=kdf_iterations,
+        )
+        cfg.message_timeout = message_timeout
+        cfg.save(Path(cfg.path))
+        fund(admin, keys.address)
+        admin.admit(keys.address, name, keys.x25519_public, cfg.endpoint)
+        orgs.append(Org(name, cfg, NodeContext(cfg)))
+        say(f"admitted {name} ({keys.address}), mailbox {cfg.endpoint}")
+    algorithm, _ = register_algorithm(orgs[0].ledger, "stats")
+    everyone = [o.address for o in orgs]
+    expiry = admin.block_timestamp() + 30 * 24 * 3600
+    for i, org in enumerate(orgs):
+        org.data_file = root / org.name / f"{org.name}.csv"
+        org.values = write_dataset(org.data_file, rows, seed=i + 1)
+        local = register_dataset(
+            org.ctx,
+            org.data_file,
+            name=f"{org.name} customers",
+            id_column="customer_id",
+            limits=PolicyLimits(max_uses, expiry, epsilon_to_fixed(epsilon_total)),
+            grants=PolicyGrants([algorithm], everyone, everyone),
+        )
+        org.dataset_id = local.dataset_id
+        say(f"{org.name} registered dataset {local.dataset_id}: {rows} rows, root {local.merkle_root[:18]}…")
+    net = Network(admin, orgs, redis_server, algorithm)
+    try:
+        for org in orgs:
+            services.start(org.config, timeout=90)
+            say(f"{org.name}'s node is up: mailbox, watcher, {org.config.workers} Celery worker(s)")
+    except Exception:
+        net.stop()
+        redis_server.stop()
+        raise
+    return net
+
+
+def approve_all(net: Network, task_id: int) -> None:
+    for org in net.orgs:
+        if net.admin.task_approvers(task_id).get(org.address) is False:
+            org.ledger.approve(task_id)

@@ -1,0 +1,39 @@
+"""`make demo`'s scenario, non-interactively (`--json`), as a newcomer would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PCN_DEMO_DIR": str(tmp_path / "demo"), "PCN_RUN_DIR": str(tmp_path / "run")}
+    cmd = [sys.executable, "-m", "pcn.devnet.demo", "--port", str(port), "--rows", "3000"]
+    try:
+        proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=500)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        summary = json.loads(proc.stdout)
+        tasks = summary["tasks"]
+        assert [t["status"] for t in tasks] == ["completed", "completed", "refused"]
+        assert tasks[0]["matches_chain"] is True and tasks[0]["equals_plaintext"] is True
+        assert tasks[0]["receipts"] == tasks[0]["participants"] == 3
+        assert tasks[1]["epsilon_charged"] == pytest.approx(0.5)
+        assert tasks[2]["refusal"] == "FINGERPRINT_MISMATCH" and tasks[2]["receipts"] == 0
+    finally:
+        down = subprocess.run([*cmd, "--down"], capture_output=True, text=True, env=env, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert "stopped the devnet" in down.stdout
+    # everything the demo started is gone: its mailboxes no longer answer
+    for org in summary["orgs"].values():
+        run = Path(org["config"]).parent / "data" / "run" / "node.json"
+        assert not run.exists()
