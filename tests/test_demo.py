@@ -27,6 +27,7 @@ def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
         assert [t["status"] for t in tasks] == ["completed", "completed", "refused"]
         assert tasks[0]["matches_chain"] is True and tasks[0]["equals_plaintext"] is True
         assert tasks[0]["receipts"] == tasks[0]["participants"] == 3
+        assert tasks[0]["gas"]["total"] == sum(v for k, v in tasks[0]["gas"].items() if k != "total") > 0
         assert tasks[1]["epsilon_charged"] == pytest.approx(0.5)
         assert tasks[2]["refusal"] == "FINGERPRINT_MISMATCH" and tasks[2]["receipts"] == 0
     finally:
