@@ -233,7 +233,9 @@ contract DatasetRegistry {
         address recipient,
         uint64 epsilon
     ) private view {
-        if (!algorithmAllowed[datasetId][algorithmHash]) revert AlgorithmNotAllowed(datasetId, algorithmHash);
+        if (!algorithmAllowed[datasetId][algorithmHash]) {
+            revert AlgorithmNotAllowed(datasetId, algorithmHash);
+        }
         if (!requesterAllowed[datasetId][requester]) revert RequesterNotAllowed(datasetId, requester);
         if (!recipientAllowed[datasetId][recipient]) revert RecipientNotAllowed(datasetId, recipient);
         if (block.timestamp > ds.expiry) revert PolicyExpired(datasetId, ds.expiry);

@@ -436,7 +436,7 @@ contract TaskManager is EIP712, Nonces {
     }
 
     function _isOpen(PcnTypes.TaskStatus s) private pure returns (bool) {
-        return s == PcnTypes.TaskStatus.Pending || s == PcnTypes.TaskStatus.Authorised
-            || s == PcnTypes.TaskStatus.Running;
+        return
+            s == PcnTypes.TaskStatus.Pending || s == PcnTypes.TaskStatus.Authorised || s == PcnTypes.TaskStatus.Running;
     }
 }

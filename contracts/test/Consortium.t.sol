@@ -58,7 +58,9 @@ contract ConsortiumTest is PcnFixture {
     function test_grantRole_nonAdminReverts() public {
         bytes32 role = consortium.AUDITOR_ROLE();
         bytes32 adminRole = consortium.DEFAULT_ADMIN_ROLE();
-        vm.expectRevert(abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole));
+        vm.expectRevert(
+            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole)
+        );
         vm.prank(alice);
         consortium.grantRole(role, alice);
     }
@@ -109,7 +111,9 @@ contract ConsortiumTest is PcnFixture {
 
     function test_admit_nonAdminReverts() public {
         bytes32 adminRole = consortium.DEFAULT_ADMIN_ROLE();
-        vm.expectRevert(abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole));
+        vm.expectRevert(
+            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole)
+        );
         vm.prank(alice);
         consortium.admit(erin, "Erin", KEY, ENDPOINT);
     }
@@ -192,7 +196,9 @@ contract ConsortiumTest is PcnFixture {
 
     function test_suspend_nonAdminReverts() public {
         bytes32 adminRole = consortium.DEFAULT_ADMIN_ROLE();
-        vm.expectRevert(abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole));
+        vm.expectRevert(
+            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, alice, adminRole)
+        );
         vm.prank(alice);
         consortium.suspend(bob);
     }
@@ -226,7 +232,9 @@ contract ConsortiumTest is PcnFixture {
     function test_reinstate_nonAdminReverts() public {
         _suspend(bob);
         bytes32 adminRole = consortium.DEFAULT_ADMIN_ROLE();
-        vm.expectRevert(abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, bob, adminRole));
+        vm.expectRevert(
+            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, bob, adminRole)
+        );
         vm.prank(bob);
         consortium.reinstate(bob);
     }

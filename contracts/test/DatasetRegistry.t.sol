@@ -223,7 +223,9 @@ contract DatasetRegistryTest is PcnFixture {
         g.recipients = new address[](32);
         for (uint256 i = 0; i < 32; ++i) {
             g.algorithms[i] = keccak256(abi.encode(i));
+            // forge-lint: disable-next-line(unsafe-typecast) -- small constants fit in 160 bits
             g.requesters[i] = address(uint160(0x1000 + i));
+            // forge-lint: disable-next-line(unsafe-typecast) -- small constants fit in 160 bits
             g.recipients[i] = address(uint160(0x2000 + i));
         }
         vm.prank(dave);

@@ -88,8 +88,7 @@ contract FuzzTest is PcnFixture {
             assertLe(d.epsilonSpent, d.epsilonTotal);
         }
         assertEq(
-            uint8(_status(second)),
-            uint8(failing != 0 ? PcnTypes.TaskStatus.Pending : PcnTypes.TaskStatus.Authorised)
+            uint8(_status(second)), uint8(failing != 0 ? PcnTypes.TaskStatus.Pending : PcnTypes.TaskStatus.Authorised)
         );
     }
 
@@ -138,6 +137,7 @@ contract FuzzTest is PcnFixture {
             _submit(dave, _request(_ids(dsA), _addrs(alice), eps));
             _approveAll(tm.taskCount());
         }
+        // forge-lint: disable-next-line(unsafe-typecast) -- u is bounded by the fuzz set-up
         uint64 spent = uint64(u) * eps;
         assertEq(_spent(dsA), spent);
         newMax = uint64(bound(newMax, 0, 10));
@@ -213,7 +213,9 @@ contract FuzzTest is PcnFixture {
         bytes32[4] memory algoUsed;
         bool agree = true;
         for (uint256 i = 0; i < 4; ++i) {
+            // forge-lint: disable-next-line(incorrect-shift) -- bit i of a fuzzed mask
             if (mask & (1 << i) != 0) results[i] = results[0];
+            // forge-lint: disable-next-line(incorrect-shift) -- bit i+4 of a fuzzed mask
             algoUsed[i] = mask & (1 << (i + 4)) != 0 ? keccak256(abi.encode("wrong", results[i])) : ALGO;
             if (results[i] != results[0] || algoUsed[i] != ALGO) agree = false;
         }
@@ -291,7 +293,9 @@ contract FuzzTest is PcnFixture {
         bytes memory sig = _signApproval(bobKey, id, bob, 0, sigDeadline);
         vm.warp(block.timestamp + elapsed);
         bool expired = block.timestamp > sigDeadline;
-        if (expired) vm.expectRevert(abi.encodeWithSelector(TaskManager.ApprovalSignatureExpired.selector, sigDeadline));
+        if (expired) {
+            vm.expectRevert(abi.encodeWithSelector(TaskManager.ApprovalSignatureExpired.selector, sigDeadline));
+        }
         tm.approveBySig(id, bob, 0, sigDeadline, sig);
         assertEq(tm.task(id).approvals, expired ? 0 : 1);
     }

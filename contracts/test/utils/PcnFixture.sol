@@ -288,9 +288,7 @@ abstract contract PcnFixture is Test {
 
     function _domainSeparator() internal view returns (bytes32) {
         return keccak256(
-            abi.encode(
-                EIP712_DOMAIN_TYPEHASH, keccak256("pcn TaskManager"), keccak256("1"), block.chainid, address(tm)
-            )
+            abi.encode(EIP712_DOMAIN_TYPEHASH, keccak256("pcn TaskManager"), keccak256("1"), block.chainid, address(tm))
         );
     }
 

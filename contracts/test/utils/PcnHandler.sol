@@ -145,12 +145,14 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         view
         returns (uint256[] memory ids, address[] memory parts)
     {
+        // forge-lint: disable-next-line(incorrect-shift) -- a mask with one bit per dataset
         dsMask = _bound(dsMask, 1, (1 << datasetIds.length) - 1);
         ids = new uint256[](datasetIds.length);
         parts = new address[](datasetIds.length + 1);
         uint256 nIds;
         uint256 nParts;
         for (uint256 i = 0; i < datasetIds.length; ++i) {
+            // forge-lint: disable-next-line(incorrect-shift) -- bit i of the dataset mask
             if (dsMask & (1 << i) == 0) continue;
             ids[nIds++] = datasetIds[i];
             address owner = datasets.ownerOf(datasetIds[i]);
@@ -261,11 +263,13 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         (bool ok, uint256 id) = _pickTask(taskSeed);
         if (!ok || _isTerminal(tm.task(id).status)) {
             uint256 h = uint256(keccak256(abi.encode(taskSeed, agreeSeed)));
+            // forge-lint: disable-next-line(unsafe-typecast) -- deliberate truncation of a random word
             if (!_submit(h, h >> 8, h >> 16, (h >> 24) & 1 == 1, uint64(h >> 32), uint32(h >> 96))) return;
             id = taskIds[taskIds.length - 1];
         }
         steps = uint8(_bound(steps, 1, 6));
         for (uint256 i = 0; i < steps; ++i) {
+            // forge-lint: disable-next-line(unsafe-typecast) -- deliberate truncation of a random word
             if (!_step(id, uint8(uint256(agreeSeed) + i * 37))) return;
         }
     }
