@@ -12,6 +12,7 @@ the world, then pushes the parameters.
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -33,7 +34,9 @@ COUNT = {"column": "income", "statistics": ["count", "sum"]}
 def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
     snap = rpc_call(devnet.rpc_url, "evm_snapshot")
     root = tmp_path_factory.mktemp("refusal-net")
-    yield from network_fixture(root, deployment, ["bank", "telecom", "insurer"], rows=300, max_uses=50)
+    yield from network_fixture(
+        root, deployment, ["bank", "telecom", "insurer"], rows=300, max_uses=50, message_timeout=8.0
+    )
     rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
 
@@ -246,3 +249,31 @@ def test_epsilon_budget_exhausted_is_refused_by_the_chain(net: Network) -> None:
         telecom.ledger.set_policy_limits(
             telecom.dataset_id, PolicyLimits(ds.max_uses, ds.expiry, ds.epsilon_total + 10**7)
         )
+
+
+def test_unreachable_peer_ends_in_a_clean_refusal_before_the_deadline(net: Network) -> None:
+    """telecom's node is down (mailbox, watcher, workers): the others retry with backoff for
+    the message timeout, then refuse PEER_UNREACHABLE on chain — long before the deadline."""
+    from pcn.runtime import services
+
+    telecom = net.by_name("telecom")
+    services.stop(telecom.config)
+    try:
+        bank = net.by_name("bank")
+        sub = submit_task(
+            bank.ledger,
+            algorithm="stats",
+            dataset_ids=[o.dataset_id for o in net.orgs],
+            params=COUNT,
+            recipient="bank",
+        )
+        assert sub.delivered[telecom.address] != "ok"  # its mailbox is down
+        approve_all(net, sub.task_id)
+        t0 = time.monotonic()
+        assert net.wait_final(sub.task_id, timeout=120) is TaskStatus.REFUSED
+        assert time.monotonic() - t0 < 60
+        task = net.admin.task(sub.task_id)
+        assert task.refusal_reason is RefusalReason.PEER_UNREACHABLE
+        assert task.deadline > net.admin.block_timestamp() + 3000
+    finally:
+        services.start(telecom.config, timeout=90)

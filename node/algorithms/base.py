@@ -16,7 +16,7 @@ import hashlib
 import random
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -44,6 +44,10 @@ class PartyContext:
     params: dict[str, Any]
     seed: bytes  # this party's secret per-task randomness (32 bytes)
     progress: Callable[[float, str], None] | None = None  # fraction done, what is happening
+    id_column: str = ""  # the ID / key column this party registered its dataset with
+    # The runtime's parallel map (worker processes); `fn` must be a module-level function.
+    # None: run in this process. Protocols call `self.pmap`, never this directly.
+    parallel_map: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
 
     @property
     def index(self) -> int:
@@ -82,6 +86,13 @@ class Protocol(ABC):
     def secret_bytes(self, label: str, n: int) -> bytes:
         """n deterministic, secret, uniformly random bytes derived from the seed (SHAKE-256)."""
         return hashlib.shake_256(b"pcn/secret/" + self.ctx.seed + b"/" + label.encode()).digest(n)
+
+    def pmap(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """`[fn(x) for x in items]`, spread over the node's cores when the runtime offers it.
+        Results come back in order, so determinism is kept."""
+        if self.ctx.parallel_map is not None and len(items) > 1:
+            return list(self.ctx.parallel_map(fn, items))
+        return [fn(x) for x in items]
 
     def report(self, fraction: float, what: str) -> None:
         if self.ctx.progress is not None:

@@ -30,6 +30,7 @@ class OrgConfig:
     listen_host: str = "127.0.0.1"
     listen_port: int = 0  # 0: the port of `endpoint`
     workers: int = 2
+    compute_processes: int = 0  # processes for a protocol's heavy parallel parts; 0: one per CPU core
     confirmations: int = 1
     password_file: str = ""
     poll_interval: float = 0.5
@@ -69,6 +70,8 @@ class OrgConfig:
             raise ConfigError(f"redis_url must be a redis:// URL, got {self.redis_url!r}")
         if not 1 <= self.workers <= 64:
             raise ConfigError("workers must be between 1 and 64")
+        if not 0 <= self.compute_processes <= 256:
+            raise ConfigError("compute_processes must be between 0 (one per core) and 256")
 
     def to_toml(self) -> str:
         lines = [f"# pcn node configuration for organisation {self.name}"]

@@ -23,10 +23,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import multiprocessing
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,27 @@ class Outcome:
     status: str  # "receipted" | "refused" | "skipped"
     reason: str = ""
     result_hash: str = ""
+
+
+_POOL: ProcessPoolExecutor | None = None
+
+
+def compute_pool_map(processes: int) -> Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None:
+    """A parallel map over a process pool kept for the worker's lifetime, for the heavy,
+    embarrassingly parallel parts of protocols (blinding buckets, encrypting chunks).
+    `spawn`ed children: the worker process has threads (lock renewal, HTTP), so forking it
+    is unsafe. 0 or 1 process: no pool."""
+    global _POOL
+    if processes <= 1:
+        return None
+    if _POOL is None:
+        _POOL = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
+    pool = _POOL
+
+    def pmap(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        return list(pool.map(fn, items))
+
+    return pmap
 
 
 def task_seed(ctx: NodeContext, task_id: int) -> bytes:
@@ -224,11 +248,13 @@ class TaskRunner:
             params,
             task_seed(self.ctx, self.task_id),
             progress,
+            id_column=self.ctx.store.get(verdict.my_datasets[0]).id_column,
+            parallel_map=compute_pool_map(self.ctx.config.compute_processes or os.cpu_count() or 1),
         )
         proto = proto_cls(pctx, table)  # type: ignore[call-arg]
         transcript = hashlib.sha256(b"pcn/transcript/v1")
         sent = received = 0
-        deadline_mono = time.monotonic() + max(1.0, task.deadline - time.time())
+        task_left = max(1.0, task.deadline - time.time())
         self.progress.set("running", 0.0, "protocol started")
 
         def deliver(msgs: list[Message]) -> None:
@@ -239,7 +265,10 @@ class TaskRunner:
                 env = seal(
                     m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
                 )
-                self.client.deliver(org.endpoint, self.task_id, env, deadline=deadline_mono)
+                # A peer may be down for a while (retries with backoff), but not for longer than
+                # the message timeout: then this node refuses PEER_UNREACHABLE, well before the deadline.
+                wait = min(task_left, self.ctx.config.message_timeout)
+                self.client.deliver(org.endpoint, self.task_id, env, deadline=time.monotonic() + wait)
                 sent += 1
 
         protocol_t0 = time.perf_counter()
