@@ -80,7 +80,7 @@ def test_joint_statistics_equal_numpy(net: Network) -> None:
     # intermediates are gone, and only the recipient holds a result
     for o in net.orgs:
         assert not o.ctx.task_dir(task_id).exists()
-        has_result = (o.ctx.results_dir() / f"{task_id}.json").exists()
+        has_result = (o.ctx.results_dir() / f"{task_id}.sealed").exists()
         assert has_result is (o.name == "bank")
     # each node's local log verifies and its head is anchored on chain
     for o in net.orgs:
@@ -100,6 +100,26 @@ def test_non_recipient_cannot_read_result(net: Network) -> None:
         read_result(net.by_name("telecom").ctx, task_id)
     result = read_result(net.by_name("bank").ctx, task_id)["result"]
     assert result["groups"]["__all__"]["count"] == sum(len(o.values["income"]) for o in net.orgs)
+    # the stored result is sealed to the recipient's registered key: a copy is useless elsewhere
+    sealed = net.by_name("bank").ctx.results_dir() / f"{task_id}.sealed"
+    assert b"__all__" not in sealed.read_bytes()
+    telecom = net.by_name("telecom").ctx
+    telecom.results_dir().mkdir(parents=True, exist_ok=True)
+    (telecom.results_dir() / sealed.name).write_bytes(sealed.read_bytes())
+    with pytest.raises(OperationError, match="cannot open"):
+        read_result(telecom, task_id)
+    # and a modified one is refused rather than shown
+    blob = bytearray(sealed.read_bytes())
+    blob[-5] ^= 1
+    (telecom.results_dir() / sealed.name).unlink()
+    tampered = net.by_name("bank").ctx.results_dir() / f"{task_id}.sealed"
+    original = tampered.read_bytes()
+    tampered.write_bytes(bytes(blob))
+    try:
+        with pytest.raises(OperationError, match="modified"):
+            read_result(net.by_name("bank").ctx, task_id)
+    finally:
+        tampered.write_bytes(original)
 
 
 def test_differential_privacy_within_noise(net: Network) -> None:

@@ -39,6 +39,7 @@ from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import Fingerprint, ParticipantState, Receipt, RefusalReason, Task, TaskStatus
+from pcn.crypto import sealed
 from pcn.data.fingerprint import fingerprint_table
 from pcn.data.readers import read_table
 from pcn.data.table import Table
@@ -82,6 +83,10 @@ def compute_pool_map(processes: int) -> Callable[[Callable[[Any], Any], Sequence
         return list(pool.map(fn, items))
 
     return pmap
+
+
+def result_context(task_id: int) -> bytes:
+    return f"pcn/result/{task_id}".encode()
 
 
 def task_seed(ctx: NodeContext, task_id: int) -> bytes:
@@ -351,19 +356,21 @@ class TaskRunner:
         return str(self.ledger.deployment.contracts["TaskManager"].address)
 
     def _store_result(self, result: bytes, proto: Protocol, commitment: bytes) -> None:
-        opening = getattr(proto, "commitment_opening", lambda: b"")()
-        out = self.ctx.results_dir()
-        out.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = out / f"{self.task_id}.json"
+        """The result, sealed to this organisation's registered X25519 key (readable only with
+        its keystore), next to the opening that ties it to the on-chain commitment."""
         doc = {
             "task_id": self.task_id,
             "algorithm": proto.name,
             "result": result.decode(),
-            "opening": opening.hex(),
+            "opening": proto.commitment_opening().hex(),
             "commitment": "0x" + commitment.hex(),
         }
+        blob = sealed.seal(self.ctx.keys.x25519_public, json.dumps(doc).encode(), result_context(self.task_id))
+        out = self.ctx.results_dir()
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = out / f"{self.task_id}.sealed"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.write_bytes(blob)
         tmp.chmod(0o600)
         tmp.replace(path)
         self.log.append("result-stored", self.task_id, path=str(path), commitment=commitment.hex())

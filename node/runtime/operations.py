@@ -25,10 +25,12 @@ from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.ledger import Ledger, TxResult
 from pcn.chain.types import PolicyGrants, PolicyLimits, TaskRequest, epsilon_to_fixed
 from pcn.crypto.keys import OrgKeys
+from pcn.crypto.sealed import SealedError, open_sealed
 from pcn.data.fingerprint import fingerprint_table, new_dataset_salt
 from pcn.data.readers import infer_format, read_table
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
+from pcn.runtime.execute import result_context
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import PeerClient
 
@@ -225,12 +227,15 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
 
 def read_result(ctx: NodeContext, task_id: int) -> dict[str, Any]:
     """The stored result of `task_id`, checked against the on-chain result hash."""
-    path = ctx.results_dir() / f"{task_id}.json"
+    path = ctx.results_dir() / f"{task_id}.sealed"
     if not path.is_file():
         raise OperationError(
             f"no result of task {task_id} at this node ({ctx.config.name}); only the named recipient holds it"
         )
-    doc = json.loads(path.read_text())
+    try:
+        doc = json.loads(open_sealed(ctx.keys.x25519_private, path.read_bytes(), result_context(task_id)))
+    except SealedError as exc:
+        raise OperationError(f"{path}: {exc}") from None
     task = ctx.ledger.task(task_id)
     result = doc["result"].encode()
     stored = bytes.fromhex(doc["commitment"][2:])
