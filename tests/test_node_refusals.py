@@ -277,3 +277,18 @@ def test_unreachable_peer_ends_in_a_clean_refusal_before_the_deadline(net: Netwo
         assert task.deadline > net.admin.block_timestamp() + 3000
     finally:
         services.start(telecom.config, timeout=90)
+
+
+def test_recipient_outside_the_participants_is_refused(net: Network) -> None:
+    """Statistics deliver their result to a participant; naming an outsider is invalid."""
+    bank, telecom = net.by_name("bank"), net.by_name("telecom")
+    sub = submit_task(
+        bank.ledger,
+        algorithm="stats",
+        dataset_ids=[bank.dataset_id, telecom.dataset_id],
+        params=COUNT,
+        recipient="insurer",
+    )
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
+    assert net.admin.task(sub.task_id).refusal_reason is RefusalReason.INVALID_PARAMETERS

@@ -161,6 +161,9 @@ class TaskRunner:
             validate = getattr(proto_cls, "validate_params", None)
             if validate is not None:
                 params = validate(params)
+            participants = [p.lower() for p in self.ledger.task_participants(self.task_id)]
+            if task.result_recipient.lower() not in participants:
+                raise ValueError(f"the result recipient {task.result_recipient} must be one of the participants")
         except (ValueError, ProtocolError, LookupError) as exc:
             return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, str(exc)), task)
 
