@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from eth_account import Account
 
+from pcn.algorithms import BUILTIN
 from pcn.chain.deployment import Deployment
 from pcn.chain.ledger import Ledger
 from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus, epsilon_to_fixed
@@ -90,15 +91,18 @@ class RedisServer:
 
 
 def write_dataset(path: Path, rows: int, seed: int) -> dict[str, np.ndarray]:
+    """A synthetic customer table. IDs come from one shared pool of 2·rows customers, so
+    every two organisations share about half their customers (what PSI and private query
+    need); income is log-normal, region uniform."""
     rng = np.random.default_rng(seed)
+    ids = np.array([f"C{k:09d}" for k in rng.choice(2 * rows, rows, replace=False)])
     income = np.round(rng.lognormal(10, 0.6, rows), 2)
     region = rng.choice(REGIONS, rows)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["customer_id", "income", "region"])
-        for i in range(rows):
-            w.writerow([f"C{seed:02d}{i:07d}", f"{income[i]:.2f}", region[i]])
-    return {"income": income, "region": region}
+        w.writerows(zip(ids.tolist(), [f"{x:.2f}" for x in income], region.tolist(), strict=True))
+    return {"customer_id": ids, "income": income, "region": region}
 
 
 @dataclass
@@ -124,7 +128,8 @@ class Network:
     admin: Ledger
     orgs: list[Org]
     redis: RedisServer
-    algorithm: bytes
+    algorithm: bytes  # the stats algorithm's code hash
+    algorithms: dict[str, bytes] = field(default_factory=dict)  # every built-in, by name
 
     def by_name(self, name: str) -> Org:
         return next(o for o in self.orgs if o.name == name)
@@ -203,7 +208,8 @@ def build_network(
         admin.admit(keys.address, name, keys.x25519_public, cfg.endpoint)
         orgs.append(Org(name, cfg, NodeContext(cfg)))
         say(f"admitted {name} ({keys.address}), mailbox {cfg.endpoint}")
-    algorithm, _ = register_algorithm(orgs[0].ledger, "stats")
+    algorithms = {name: register_algorithm(orgs[0].ledger, name)[0] for name in BUILTIN}
+    algorithm = algorithms["stats"]
     everyone = [o.address for o in orgs]
     expiry = admin.block_timestamp() + 30 * 24 * 3600
     for i, org in enumerate(orgs):
@@ -215,11 +221,11 @@ def build_network(
             name=f"{org.name} customers",
             id_column="customer_id",
             limits=PolicyLimits(max_uses, expiry, epsilon_to_fixed(epsilon_total)),
-            grants=PolicyGrants([algorithm], everyone, everyone),
+            grants=PolicyGrants(list(algorithms.values()), everyone, everyone),
         )
         org.dataset_id = local.dataset_id
         say(f"{org.name} registered dataset {local.dataset_id}: {rows} rows, root {local.merkle_root[:18]}…")
-    net = Network(admin, orgs, redis_server, algorithm)
+    net = Network(admin, orgs, redis_server, algorithm, algorithms)
     try:
         for org in orgs:
             services.start(org.config, timeout=90)

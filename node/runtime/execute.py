@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import multiprocessing
+import multiprocessing.process
 import os
 import shutil
 import threading
@@ -34,15 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
+import requests
+
 from pcn.algorithms import protocol_class
 from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.codehash import algorithm_code_hash
-from pcn.chain.errors import ContractRevert
+from pcn.chain.errors import ChainUnavailable, ContractRevert
 from pcn.chain.types import Fingerprint, ParticipantState, Receipt, RefusalReason, Task, TaskStatus
 from pcn.crypto import sealed
 from pcn.data.fingerprint import fingerprint_table
 from pcn.data.readers import read_table
 from pcn.data.table import Table
+from pcn.runtime.cache import FileCache
 from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import seal
 from pcn.runtime.inbox import Inbox
@@ -50,6 +55,14 @@ from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, verify_task
+
+# Failures that go away by themselves: the task is retried (and resumes) instead of refused.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ChainUnavailable,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    requests.ConnectionError,
+)
 
 
 class TaskAborted(Exception):
@@ -76,6 +89,15 @@ def compute_pool_map(processes: int) -> Callable[[Callable[[Any], Any], Sequence
     if processes <= 1:
         return None
     if _POOL is None:
+        # Celery's prefork children are flagged daemonic (so they die with their master), and
+        # multiprocessing refuses children to daemonic processes. The compute pool's processes
+        # read their work from a pipe to this process and exit when it closes, so they cannot
+        # outlive it: lifting the flag for this process is safe.
+        # Billiard (Celery's multiprocessing) also leaves its own AuthenticationString on the
+        # process, which the standard library refuses to pickle into a spawned child.
+        me = multiprocessing.current_process()
+        me._config["daemon"] = False  # type: ignore[attr-defined]
+        me._config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]
         _POOL = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
     pool = _POOL
 
@@ -108,8 +130,11 @@ class Progress:
         self.key = ctx.key("progress", task_id)
 
     def set(self, phase: str, fraction: float, detail: str = "", **extra: Any) -> None:
-        fields = {"phase": phase, "fraction": f"{fraction:.4f}", "detail": detail, "updated": f"{time.time():.3f}"}
+        now = time.time()
+        fields = {"phase": phase, "fraction": f"{fraction:.4f}", "detail": detail, "updated": f"{now:.3f}"}
         fields.update({k: str(v) for k, v in extra.items()})
+        if phase == "running":
+            self.r.hsetnx(self.key, "running_since", f"{now:.3f}")
         self.r.hset(self.key, mapping=fields)
         self.r.expire(self.key, 7 * 24 * 3600)
 
@@ -202,6 +227,10 @@ class TaskRunner:
             self.progress.set("aborted", 1.0, str(exc))
             self._anchor()
             return Outcome(self.task_id, "skipped", str(exc))
+        except TRANSIENT_ERRORS:
+            raise  # the chain or Redis is briefly away: the worker retries the task (it resumes)
+        except Exception as exc:  # a bug or bad data met mid-protocol: say so on chain, never hang peers
+            return self._refuse(Refused(RefusalReason.PROTOCOL_FAILURE, f"{type(exc).__name__}: {exc}"), task)
 
     # ------------------------------------------------------------------ steps
 
@@ -259,6 +288,7 @@ class TaskRunner:
             id_column=self.ctx.store.get(verdict.my_datasets[0]).id_column,
             parallel_map=compute_pool_map(self.ctx.config.compute_processes or os.cpu_count() or 1),
         )
+        self._configure(proto_cls)
         proto = proto_cls(pctx, table)  # type: ignore[call-arg]
         transcript = hashlib.sha256(b"pcn/transcript/v1")
         sent = received = 0
@@ -353,6 +383,20 @@ class TaskRunner:
             timings=json.dumps({k: round(v, 4) for k, v in self.timings.items()}),
         )
         return Outcome(self.task_id, "receipted", result_hash="0x" + commitment.hex())
+
+    def _configure(self, proto_cls: type[Protocol]) -> None:
+        """Organisation-level hooks some protocols use: a stable secret per label (a key epoch
+        that must outlive one task) and an on-disk cache for reusable preprocessing."""
+        if hasattr(proto_cls, "epoch_key"):
+            org_key = bytes(self.ctx.keys.account.key)
+            chain = self.ledger.chain_id
+
+            def epoch_key(label: str) -> bytes:
+                return hmac.new(org_key, f"pcn/org-secret/{chain}/{label}".encode(), hashlib.sha256).digest()
+
+            proto_cls.epoch_key = epoch_key  # type: ignore[attr-defined]
+        if hasattr(proto_cls, "cache"):
+            proto_cls.cache = FileCache(self.ctx.config.data_path / "cache" / proto_cls.name)  # type: ignore[attr-defined]
 
     @property
     def _tm_address(self) -> str:

@@ -196,6 +196,17 @@ def push_params(ledger: Ledger, task_id: int, params_bytes: bytes, timeout: floa
     return out
 
 
+def _eta(live: dict[str, Any]) -> float | None:
+    """Seconds left for a running participant, from its rate so far (None when unknown)."""
+    try:
+        fraction, since, updated = float(live["fraction"]), float(live["running_since"]), float(live["updated"])
+    except (KeyError, ValueError):
+        return None
+    if live.get("phase") != "running" or not 0.01 <= fraction < 1.0:
+        return None
+    return round((updated - since) / fraction * (1.0 - fraction), 1)
+
+
 def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
     task = ledger.task(task_id)
     parts = ledger.task_participants(task_id)
@@ -212,6 +223,7 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             if r.status_code == 200:
                 live = r.json()
                 row.update({k: live[k] for k in ("phase", "fraction", "detail", "updated") if k in live})
+                row["eta_seconds"] = _eta(live)
         except httpx.HTTPError:
             row["phase"] = "node unreachable"
         rows.append(row)

@@ -58,12 +58,16 @@ def _app_from_env() -> Celery:
 app = _app_from_env()
 
 
-@app.task(name=RUN_TASK, bind=True, max_retries=20)
+@app.task(name=RUN_TASK, bind=True, max_retries=60)
 def run_task(self: object, task_id: int) -> dict[str, str]:
+    from pcn.runtime.execute import TRANSIENT_ERRORS
     from pcn.runtime.execute import run_task as execute
 
     try:
         out = execute(node(), int(task_id))
     except TimeoutError as exc:  # another worker holds the task: try again shortly
         raise self.retry(exc=exc, countdown=2) from exc  # type: ignore[attr-defined]
+    except TRANSIENT_ERRORS as exc:  # chain or Redis away: back off and resume
+        countdown = min(30, 2 ** min(self.request.retries, 5))  # type: ignore[attr-defined]
+        raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[attr-defined]
     return {"task_id": str(out.task_id), "status": out.status, "reason": out.reason, "result": out.result_hash}

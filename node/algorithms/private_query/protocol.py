@@ -1,0 +1,533 @@
+"""Keyword private query (匿踪查询) by an ECDH OPRF on X25519: the querier looks keys up in the
+holder's table; the holder does not learn which keys.
+
+Parties: exactly two. The querier Q is the task's result recipient; its table's key column
+(params "query_column", else its dataset's ID column) is the list of keys to look up. The
+holder H is the other participant; its table has a key column (params "key_column", else its
+ID column) and the "value_columns" Q asks for. Keys on both sides are normalised (strip
+surrounding whitespace, Unicode NFC; case is kept); null or empty keys match nothing, and Q's
+duplicates are asked once.
+
+Construction (2HashDH OPRF of Jarecki-Kiayias-Krawczyk, keyword PIR by shipping the
+OPRF-encrypted table; the scheme behind the ECDH-OPRF private query of industrial stacks):
+
+  H(x) is hash-to-curve on Curve25519 with the epoch as domain; X25519(s, P) is [s]P on
+  x-coordinates (see `group.py`). H has an epoch secret scalar b and, once per (table
+  content, columns, epoch), builds the encrypted table (see `encrypted.py`): for every key
+  k, T_k = X25519(b, H(k)); its rows are encrypted under a key derived from (k, T_k) and
+  filed under the tag SHA-256(k, T_k)[:16]. That preprocessing is cached and reused by
+  every query of the epoch.
+
+  Round 1  Q -> H "query-head": n, the number of distinct keys.
+           Q -> H "blinded" (batches of batch_size): X25519(a, H(q)) for each key q, with a
+                 Q's per-task secret scalar.
+           H -> Q "table-head": rows, entries, slot size, chunk count, digest of the table.
+           H -> Q "table" (chunks of <= 65,536 entries, <= 8 MiB): the encrypted table.
+  Round 2  H -> Q "evaluated" (same batches, same order): X25519(b, X25519(a, H(q))).
+           Q unblinds with clamped u1, u2 where a·u1·u2 ≡ 1 mod L (X25519 has no scalar
+           inverse, see `group.py`): X25519(u2, X25519(u1, ·)) = X25519(b, H(q)) = T_q, finds
+           tag(q, T_q) in the table and decrypts the rows of each hit.
+  Round 3  Q -> H "result-hash": h_r = SHA-256("pcn/pq/result/v1" | salt | result), salt
+           Q's secret, so h_r cannot confirm a guessed result.
+
+  Both parties then commit to SHA-256("pcn/pq/commit/v1" | d_query | d_eval | d_table | h_r),
+  where d_query and d_eval hash the payloads of the query-head and blinded messages, and of
+  the evaluated messages, and d_table is the table digest; equal at both parties in an honest
+  run. Q's `commitment_opening()` is d_query | d_eval | d_table | salt.
+
+Cost (measured on this machine, one core): preprocessing 1 X25519 per distinct key, about
+60-100 us per row all included (100k rows: 5.8 s), cached. Per query key: 3 X25519 at Q (blind,
+two to unblind) plus hashing, 1 X25519 at H, 64 bytes on the wire. Per task: the whole
+encrypted table (entries * (32 + slot size) bytes) travels to Q, whatever n is; lookups are
+binary searches. Rounds: 3 message rounds, the first two pipelined per batch.
+
+Leakage (semi-honest parties, no collusion; one-more-DH assumption in the prime-order
+subgroup, SHA-256 as random oracle):
+  - H learns n (the number of distinct non-empty query keys) and nothing else: every element
+    it sees is [a]H(q) for Q's secret clamped scalar a (fresh per task), which under DDH in
+    the prime-order subgroup is indistinguishable from a random subgroup element; queries are
+    unlinkable across tasks. (Hiding is computational, as in every X25519 ECDH-PSI: clamped
+    scalars cover half of Z_L, not all of it.)
+  - Q learns, for each of its keys, whether H's table has it and then all of its rows (the
+    value columns only, grouped in table order). Beyond that it learns the table's row count,
+    the number of entries (the number of distinct non-empty keys, plus extra slots for keys
+    whose rows exceed 4 KiB) and the slot size (the largest entry, capped at 4 KiB). Entries
+    are equal-sized and sorted by pseudorandom tags: they reveal no row order, no key and no
+    value. With n evaluations Q can open at most n entries (one-more DH), whichever keys it
+    chooses: it learns what it asked for, as the functionality says.
+  - The epoch secret b is the same for every query of an epoch on the same table content and
+    columns (that is what lets the encrypted table be reused); it is derived per table id, so
+    an OPRF value obtained for one table or column selection does not open another's entries.
+    Changing the epoch (e.g. monthly) re-keys everything.
+  - A malicious Q could send its elements in any order or repeat them; it still gets at most
+    n OPRF evaluations, which is what H agreed to. H cannot prove it evaluated with the same b
+    as the table (no DLEQ proof): a dishonest H can make keys miss, but not learn them. The
+    chain binds what was exchanged through the commitment.
+
+The runtime hooks (class attributes, set once per process):
+  - `PrivateQueryProtocol.epoch_key`: label -> 32 secret bytes, an organisation-level KDF
+    (e.g. HMAC of a node master key) that is stable across tasks. H calls it with
+    "pq-epoch/<epoch>/<table id hex>". Unset (tests), the holder falls back to its per-task
+    `secret_bytes`, which is deterministic for a given seed but changes with the task seed,
+    so the cache is then only reused by tasks that share a seed.
+  - `PrivateQueryProtocol.cache`: a `TableCacheLike` (get/put of bytes by hex key). The key is
+    SHA-256 of the table id, the epoch and a one-way fingerprint of the epoch secret. Values
+    hold only tags and ciphertexts. Unset, every task preprocesses.
+
+Result (canonical JSON, at Q only): {"algorithm": "private-query", "hits": {key: [{column:
+cell-or-null, ...}, ...]}, "misses": [key, ...] (sorted), "queried": n, "table_rows": m}, keys
+normalised. A key that is not in the holder's current registered table is a miss. Only if the
+holder sent an entry that matches a queried key but does not decrypt (a dishonest holder: an
+honest one cannot produce it), the result also has "unreadable": [key, ...]; the querier does
+not abort then, because an abort the holder can see would be a selective-failure channel
+telling it that the key was asked. Every other malformed message is a ProtocolError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.algorithms.private_query.encrypted import (
+    AEAD_OVERHEAD,
+    HEADER_BYTES,
+    JOB_KEYS,
+    MAGIC,
+    MIN_SLOT,
+    SLOT_CAP,
+    TAG_BYTES,
+    EncryptedTable,
+    TableCacheLike,
+    UnreadableEntry,
+    cache_key,
+    chunk_entries,
+    normalise_key,
+    preprocess_table,
+    table_id,
+)
+from pcn.algorithms.private_query.group import (
+    POINT_BYTES,
+    clamp,
+    h2c_prefix,
+    hash_and_multiply,
+    multiply,
+    scalar_bytes,
+    unblinding_scalars,
+)
+from pcn.algorithms.private_query.params import validate_params as _validate_params
+
+RESULT_DOMAIN = b"pcn/pq/result/v1"
+COMMIT_DOMAIN = b"pcn/pq/commit/v1"
+QUERY_DOMAIN = b"pcn/pq/query-transcript/v1"
+EVAL_DOMAIN = b"pcn/pq/eval-transcript/v1"
+
+ROUND_QUERY, ROUND_EVAL, ROUND_RESULT = 1, 2, 3
+KIND_QUERY_HEAD, KIND_BLINDED, KIND_TABLE_HEAD, KIND_TABLE = "query-head", "blinded", "table-head", "table"
+KIND_EVALUATED, KIND_RESULT = "evaluated", "result-hash"
+
+DIGEST_BYTES = 32
+INDEX_BYTES = 4
+TABLE_HEAD_BYTES = HEADER_BYTES + INDEX_BYTES + DIGEST_BYTES
+MAX_QUERIES = 100_000_000
+JOB_POINTS = 1024  # group elements per parallel job
+WAVE_JOBS = 32
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def result_hash(salt: bytes, result: bytes) -> bytes:
+    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
+
+
+def _index(payload: bytes) -> int:
+    return int.from_bytes(payload[:INDEX_BYTES], "big")
+
+
+@dataclass(eq=False)
+class PrivateQueryProtocol(Protocol):
+    name: ClassVar[str] = "private-query"
+    # Runtime hooks, see the module docstring.
+    cache: ClassVar[TableCacheLike | None] = None
+    epoch_key: ClassVar[Callable[[str], bytes] | None] = None
+
+    _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+    _done: bool = field(default=False, init=False, repr=False)
+    _n: int | None = field(default=None, init=False, repr=False)  # number of distinct query keys
+    _next_batch: int = field(default=0, init=False, repr=False)
+    _q_digest: Any = field(default=None, init=False, repr=False)
+    _e_digest: Any = field(default=None, init=False, repr=False)
+    _table_digest: bytes | None = field(default=None, init=False, repr=False)
+    _result_hash: bytes | None = field(default=None, init=False, repr=False)
+    _result: bytes | None = field(default=None, init=False, repr=False)
+    # querier
+    _queries: list[str] = field(default_factory=list, init=False, repr=False)
+    _unblind: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
+    _head: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False)  # rows, entries, slot, chunks
+    _body: bytearray = field(default_factory=bytearray, init=False, repr=False)
+    _next_chunk: int = field(default=0, init=False, repr=False)
+    _evaluated: list[bytes] = field(default_factory=list, init=False, repr=False)
+    # holder
+    _scalar: bytes | None = field(default=None, init=False, repr=False)
+    _table_rows: int = field(default=0, init=False, repr=False)
+    preprocess_seconds: float = field(default=0.0, init=False, repr=False)
+    cache_hit: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ctx = self.ctx
+        if len(ctx.participants) != 2 or len(set(ctx.participants)) != 2:
+            raise ProtocolError("private-query needs exactly 2 distinct participants: the querier and the holder")
+        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
+            raise ProtocolError("both this party and the recipient (the querier) must be participants")
+        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
+            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
+        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
+            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._params = self.validate_params(ctx.params)
+        self._q_digest = hashlib.sha256(QUERY_DOMAIN)
+        self._e_digest = hashlib.sha256(EVAL_DOMAIN)
+
+    @staticmethod
+    def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+        """The params normalised (defaults filled in); ProtocolError on anything wrong."""
+        return _validate_params(params)
+
+    @staticmethod
+    def commitment_for(result: bytes, opening: bytes) -> bytes:
+        """The result commitment the querier's `result` and `commitment_opening()` hash to."""
+        if len(opening) != 4 * DIGEST_BYTES:
+            raise ProtocolError("a private-query opening is d_query | d_eval | d_table | salt, 32 bytes each")
+        digests, salt = opening[: 3 * DIGEST_BYTES], opening[3 * DIGEST_BYTES :]
+        return hashlib.sha256(COMMIT_DOMAIN + digests + result_hash(salt, result)).digest()
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def holder(self) -> str:
+        return next(p for p in self.ctx.participants if p != self.ctx.recipient)
+
+    def _key_column(self, param: str) -> str:
+        column = self._params[param] or self.ctx.id_column
+        if not column:
+            raise ProtocolError(f"no key column: set params {param!r} or register the dataset with an ID column")
+        return column
+
+    def _batches(self) -> int:
+        assert self._n is not None
+        return -(-self._n // self._params["batch_size"])
+
+    def _batch_len(self, index: int) -> int:
+        assert self._n is not None
+        size = self._params["batch_size"]
+        return min(size, self._n - index * size)
+
+    def _salt(self) -> bytes:
+        return self.secret_bytes("pq/result-salt", 32)
+
+    def _waves(self, fn: Callable[[Any], bytes], jobs: list[Any], lo: float, hi: float, what: str) -> bytes:
+        """pmap over jobs in waves, reporting progress between waves; results concatenated."""
+        out = bytearray()
+        for w in range(0, len(jobs), WAVE_JOBS):
+            for blob in self.pmap(fn, jobs[w : w + WAVE_JOBS]):
+                out += blob
+            done = min(len(jobs), w + WAVE_JOBS)
+            self.report(lo + (hi - lo) * done / max(1, len(jobs)), what)
+        return bytes(out)
+
+    def _point_jobs(self, scalars: tuple[bytes, ...], points: bytes) -> list[tuple[tuple[bytes, ...], bytes, int]]:
+        step = JOB_POINTS * POINT_BYTES
+        return [(scalars, points[i : i + step], i // POINT_BYTES) for i in range(0, len(points), step)]
+
+    # -- protocol ----------------------------------------------------------------------
+
+    def start(self) -> list[Message]:
+        if self._started:
+            raise ProtocolError("start() called twice")
+        self._started = True
+        return self._start_querier() if self.ctx.is_recipient else self._start_holder()
+
+    def _start_querier(self) -> list[Message]:
+        p = self._params
+        column = self._key_column("query_column")
+        self.report(0.0, "normalising query keys")
+        self._queries = sorted({k for k in map(normalise_key, self.data.column(column)) if k is not None})
+        self._n = n = len(self._queries)
+        a = clamp(self.secret_bytes("pq/blind", 32))
+        u1, u2 = unblinding_scalars(a, lambda i: self.secret_bytes(f"pq/unblind/{i}", 32))
+        self._unblind = (scalar_bytes(u1), scalar_bytes(u2))
+        prefix = h2c_prefix(p["epoch"])
+        jobs = [(scalar_bytes(a), prefix, self._queries[i : i + JOB_KEYS]) for i in range(0, n, JOB_KEYS)]
+        blinded = self._waves(hash_and_multiply, jobs, 0.0, 0.3, f"hashing and blinding {n:,} query keys")
+        holder = self.holder
+        head = n.to_bytes(8, "big")
+        self._q_digest.update(head)
+        out = [self.send(holder, ROUND_QUERY, KIND_QUERY_HEAD, head)]
+        step = p["batch_size"] * POINT_BYTES
+        for b in range(self._batches()):
+            payload = b.to_bytes(INDEX_BYTES, "big") + blinded[b * step : (b + 1) * step]
+            self._q_digest.update(payload)
+            out.append(self.send(holder, ROUND_QUERY, KIND_BLINDED, payload))
+        self.report(0.3, f"sent {n:,} blinded keys in {self._batches()} batches")
+        return out
+
+    def _epoch_secret(self, label: str) -> bytes:
+        hook = type(self).epoch_key
+        secret = hook(label) if hook is not None else self.secret_bytes(label, 32)
+        if not isinstance(secret, bytes) or len(secret) != 32:
+            raise ProtocolError("the epoch key hook must return 32 bytes")
+        return secret
+
+    def _encrypted_table(self) -> EncryptedTable:
+        p = self._params
+        column = self._key_column("key_column")
+        table = self.data
+        self.report(0.0, "fingerprinting the table")
+        tid = table_id(table, column, p["value_columns"])
+        secret = self._epoch_secret(f"pq-epoch/{p['epoch']}/{tid.hex()}")
+        self._scalar = scalar_bytes(clamp(secret))
+        cache = type(self).cache
+        key = cache_key(tid, p["epoch"], secret)
+        if cache is not None:
+            blob = cache.get(key)
+            if blob is not None:
+                try:
+                    enc = EncryptedTable.from_bytes(blob)
+                    if enc.table_rows == table.num_rows:
+                        self.cache_hit = True
+                        self.report(0.5, f"reusing the encrypted table of epoch {p['epoch']!r} from the cache")
+                        return enc
+                except ProtocolError:
+                    pass  # a damaged cache entry: rebuild it
+        t0 = time.perf_counter()
+        enc = preprocess_table(
+            table,
+            column,
+            p["value_columns"],
+            secret,
+            p["epoch"],
+            pmap=self.pmap,
+            progress=lambda f, what: self.report(0.5 * f, what),
+        )
+        self.preprocess_seconds = time.perf_counter() - t0
+        if cache is not None:
+            cache.put(key, enc.to_bytes())
+        return enc
+
+    def _start_holder(self) -> list[Message]:
+        enc = self._encrypted_table()
+        self._table_rows = enc.table_rows
+        self._table_digest = enc.digest()
+        chunks = enc.chunks()
+        head = enc.header() + len(chunks).to_bytes(INDEX_BYTES, "big") + self._table_digest
+        querier = self.ctx.recipient
+        out = [self.send(querier, ROUND_QUERY, KIND_TABLE_HEAD, head)]
+        for i, chunk in enumerate(chunks):
+            out.append(self.send(querier, ROUND_QUERY, KIND_TABLE, i.to_bytes(INDEX_BYTES, "big") + chunk))
+        self.report(0.5, f"sent the encrypted table ({enc.num_entries:,} entries in {len(chunks)} messages)")
+        return out
+
+    def receive(self, msg: Message) -> list[Message]:
+        ctx = self.ctx
+        if not self._started:
+            raise ProtocolError("message received before start()")
+        if msg.receiver != ctx.me:
+            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
+        if msg.sender not in ctx.peers:
+            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        key = (msg.round, msg.kind)
+        if ctx.is_recipient:
+            if key == (ROUND_QUERY, KIND_TABLE_HEAD):
+                return self._on_table_head(msg)
+            if key == (ROUND_QUERY, KIND_TABLE):
+                return self._on_table_chunk(msg)
+            if key == (ROUND_EVAL, KIND_EVALUATED):
+                return self._on_evaluated(msg)
+        else:
+            if key == (ROUND_QUERY, KIND_QUERY_HEAD):
+                return self._on_query_head(msg)
+            if key == (ROUND_QUERY, KIND_BLINDED):
+                return self._on_blinded(msg)
+            if key == (ROUND_RESULT, KIND_RESULT):
+                return self._on_result_hash(msg)
+        role = "querier" if ctx.is_recipient else "holder"
+        raise ProtocolError(f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r} at the {role}")
+
+    @staticmethod
+    def _length(msg: Message, expected: int) -> None:
+        if len(msg.payload) != expected:
+            raise ProtocolError(
+                f"{msg.kind!r} message from {msg.sender!r} has {len(msg.payload)} bytes, expected {expected}"
+            )
+
+    @staticmethod
+    def _in_order(msg: Message, expected: int, total: int) -> None:
+        if len(msg.payload) < INDEX_BYTES:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} is too short")
+        got = _index(msg.payload)
+        if got != expected or expected >= total:
+            what = "duplicate or out-of-order" if got < expected else "unexpected"
+            raise ProtocolError(
+                f"{what} {msg.kind!r} message {got} from {msg.sender!r} (expected {expected} of {total})"
+            )
+
+    # holder side
+
+    def _on_query_head(self, msg: Message) -> list[Message]:
+        if self._n is not None:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
+        self._length(msg, 8)
+        n = int.from_bytes(msg.payload, "big")
+        if n > MAX_QUERIES:
+            raise ProtocolError(f"the querier announces {n:,} keys; at most {MAX_QUERIES:,} per task")
+        self._n = n
+        self._q_digest.update(msg.payload)
+        self.report(0.5, f"the querier asks {n:,} keys")
+        return self._maybe_finish_holder()
+
+    def _on_blinded(self, msg: Message) -> list[Message]:
+        if self._n is None:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} before the query head")
+        total = self._batches()
+        self._in_order(msg, self._next_batch, total)
+        index = self._next_batch
+        self._length(msg, INDEX_BYTES + self._batch_len(index) * POINT_BYTES)
+        assert self._scalar is not None
+        jobs = self._point_jobs((self._scalar,), msg.payload[INDEX_BYTES:])
+        evaluated = b"".join(self.pmap(multiply, jobs))
+        self._q_digest.update(msg.payload)
+        self._next_batch += 1
+        payload = index.to_bytes(INDEX_BYTES, "big") + evaluated
+        self._e_digest.update(payload)
+        self.report(0.5 + 0.45 * self._next_batch / total, f"evaluated batch {self._next_batch} of {total}")
+        return [self.send(msg.sender, ROUND_EVAL, KIND_EVALUATED, payload)]
+
+    def _on_result_hash(self, msg: Message) -> list[Message]:
+        if self._result_hash is not None:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
+        if self._n is None or self._next_batch < self._batches():
+            raise ProtocolError(f"{msg.kind!r} from {msg.sender!r} before every batch was evaluated")
+        self._length(msg, DIGEST_BYTES)
+        self._result_hash = msg.payload
+        return self._maybe_finish_holder()
+
+    def _maybe_finish_holder(self) -> list[Message]:
+        if self._result_hash is not None and not self._done:
+            self._done = True
+            self.report(1.0, "done; the querier holds the result")
+        return []
+
+    # querier side
+
+    def _on_table_head(self, msg: Message) -> list[Message]:
+        if self._head is not None:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
+        self._length(msg, TABLE_HEAD_BYTES)
+        magic = msg.payload[:8]
+        rows = int.from_bytes(msg.payload[8:16], "big")
+        entries = int.from_bytes(msg.payload[16:24], "big")
+        slot = int.from_bytes(msg.payload[24:28], "big")
+        chunks = int.from_bytes(msg.payload[HEADER_BYTES : HEADER_BYTES + INDEX_BYTES], "big")
+        if magic != MAGIC or not MIN_SLOT <= slot <= SLOT_CAP:
+            raise ProtocolError(f"table head from {msg.sender!r} is malformed")
+        if chunks != -(-entries // chunk_entries(slot)):
+            raise ProtocolError(f"table head from {msg.sender!r}: {chunks} chunks for {entries} entries")
+        self._head = (rows, entries, slot, chunks)
+        self._table_digest = msg.payload[HEADER_BYTES + INDEX_BYTES :]
+        return self._maybe_finish_querier()
+
+    def _on_table_chunk(self, msg: Message) -> list[Message]:
+        if self._head is None:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} before the table head")
+        _rows, entries, slot, chunks = self._head
+        self._in_order(msg, self._next_chunk, chunks)
+        per = chunk_entries(slot)
+        count = min(per, entries - self._next_chunk * per)
+        self._length(msg, INDEX_BYTES + count * (TAG_BYTES + slot + AEAD_OVERHEAD))
+        self._body += msg.payload[INDEX_BYTES:]
+        self._next_chunk += 1
+        self.report(0.3 + 0.4 * self._next_chunk / chunks, f"received table chunk {self._next_chunk} of {chunks}")
+        return self._maybe_finish_querier()
+
+    def _on_evaluated(self, msg: Message) -> list[Message]:
+        total = self._batches()
+        self._in_order(msg, len(self._evaluated), total)
+        self._length(msg, INDEX_BYTES + self._batch_len(len(self._evaluated)) * POINT_BYTES)
+        self._e_digest.update(msg.payload)
+        self._evaluated.append(msg.payload[INDEX_BYTES:])
+        return self._maybe_finish_querier()
+
+    def _maybe_finish_querier(self) -> list[Message]:
+        if self._done or self._head is None or self._next_chunk < self._head[3]:
+            return []
+        if len(self._evaluated) < self._batches():
+            return []
+        rows, _entries, slot, _chunks = self._head
+        enc = EncryptedTable(rows, slot, bytes(self._body))
+        if enc.digest() != self._table_digest:
+            raise ProtocolError("the encrypted table does not match the digest in its head")
+        self._body = bytearray()
+        assert self._unblind is not None
+        points = b"".join(self._evaluated)
+        self._evaluated = [b""] * len(self._evaluated)  # keep the count, free the memory
+        unblinded = self._waves(multiply, self._point_jobs(self._unblind, points), 0.7, 0.9, "unblinding")
+        self.report(0.9, "looking up and decrypting")
+        hits: dict[str, list[dict[str, str | None]]] = {}
+        misses: list[str] = []
+        unreadable: list[str] = []
+        for i, q in enumerate(self._queries):
+            try:
+                found = enc.open(q, unblinded[i * POINT_BYTES : (i + 1) * POINT_BYTES])
+            except UnreadableEntry:  # never abort here: that would tell the holder q was asked
+                unreadable.append(q)
+                continue
+            if found is None:
+                misses.append(q)
+            else:
+                hits[q] = found
+        assert self._n is not None
+        out: dict[str, Any] = {
+            "algorithm": self.name,
+            "hits": hits,
+            "misses": misses,
+            "queried": self._n,
+            "table_rows": rows,
+        }
+        if unreadable:
+            out["unreadable"] = unreadable
+        self._result = canonical_json(out)
+        self._result_hash = result_hash(self._salt(), self._result)
+        self._done = True
+        self.report(1.0, f"done; {len(hits):,} of {self._n:,} keys found")
+        return [self.send(self.holder, ROUND_RESULT, KIND_RESULT, self._result_hash)]
+
+    # -- outcome -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> bytes | None:
+        return self._result if self.ctx.is_recipient else None
+
+    def _digests(self) -> bytes:
+        if not self._done or self._result_hash is None or self._table_digest is None:
+            raise ProtocolError("the private-query protocol has not finished")
+        return self._q_digest.digest() + self._e_digest.digest() + self._table_digest
+
+    def result_commitment(self) -> bytes:
+        digests = self._digests()
+        assert self._result_hash is not None
+        return hashlib.sha256(COMMIT_DOMAIN + digests + self._result_hash).digest()
+
+    def commitment_opening(self) -> bytes:
+        """d_query | d_eval | d_table, followed at the querier by its 32-byte result salt; with
+        the result bytes, `commitment_for` recomputes `result_commitment()`."""
+        digests = self._digests()
+        return digests + self._salt() if self.ctx.is_recipient else digests
