@@ -67,10 +67,10 @@ bench: deps
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: deps
-	$(PY) -m pcn.devnet.demo
+	$(VENV)/bin/pcn demo
 
 demo-down:
-	-$(PY) -m pcn.devnet.demo --down
+	-$(VENV)/bin/pcn demo --down
 
 gas-snapshot: deps
 	cd contracts && FOUNDRY_PROFILE=default ../$(FORGE) snapshot $(FORGE_FLAGS)

@@ -9,25 +9,29 @@ import csv
 import datetime as dt
 import hashlib
 import hmac
+import io
 import json
-import struct
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pcn.chain.types import MAX_POLICY_ENTRIES, Fingerprint, epsilon_to_fixed
-from pcn.data.canonical import encode_row, json_hash, schema_from_pairs
+from pcn.data import fingerprint, readers
+from pcn.data.canonical import Schema, encode_row, json_hash, schema_from_pairs
 from pcn.data.errors import DataError
 from pcn.data.fingerprint import (
     EMPTY_ROOT,
     RowProof,
     Sibling,
+    canonical_rows,
     fingerprint_file,
     fingerprint_table,
     inclusion_proof,
@@ -40,7 +44,7 @@ from pcn.data.fingerprint import (
     verify_row_proof,
 )
 from pcn.data.policy import load_policy
-from pcn.data.readers import read_table
+from pcn.data.readers import _read_csv_arrow, _read_csv_python, read_table
 from pcn.data.table import Table
 
 SALT = bytes(range(32))
@@ -80,7 +84,10 @@ def table_of(rows: list[list[str | None]], names: list[str] | None = None) -> Ta
 
 
 def ref_row_salt(salt: bytes, i: int) -> bytes:
-    return hmac.new(salt, b"pcn/row-salt/v1" + struct.pack(">Q", i), hashlib.sha256).digest()
+    # AES-256 of the counter blocks 2i and 2i+1 (ECB here: independent of the CTR stream the code uses)
+    key = hmac.new(salt, b"pcn/row-salt/v2", hashlib.sha256).digest()
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return ecb.update((2 * i).to_bytes(16, "big") + (2 * i + 1).to_bytes(16, "big")) + ecb.finalize()
 
 
 def ref_leaf(salt: bytes, i: int, cells: list[str | None]) -> bytes:
@@ -300,7 +307,7 @@ def test_duplicate_parquet_column_names_are_an_error(tmp_path: Path) -> None:
 # -- the fingerprint --------------------------------------------------------------------------
 
 
-def test_row_salt_is_the_specified_hmac() -> None:
+def test_row_salt_is_the_specified_aes_block_pair() -> None:
     for i in (0, 1, 255, 2**40 + 3):
         assert row_salt(SALT, i) == ref_row_salt(SALT, i)
     assert row_salt(SALT, 0) != row_salt(SALT, 1)
@@ -587,6 +594,196 @@ def test_property_csv_and_parquet_agree(data: tuple[list[str], list[list[str]]])
         assert tc.column(n) == tp.column(n)
     assert sc.hash == sp.hash
     assert table_root(tc, SALT) == table_root(tp, SALT)
+
+
+# -- the Arrow CSV fast path agrees with Python's csv module ----------------------------------
+
+
+def csv_outcome(read: Callable[[], tuple[Table, Schema] | None]) -> object:
+    """What a reader gives: names, cells and schema hash, or the DataError (None: declined)."""
+    try:
+        result = read()
+    except DataError as exc:
+        return ("error", str(exc), exc.line)
+    if result is None:
+        return None
+    table, schema = result
+    return (table.names, [table.column(n) for n in table.names], schema.hash)
+
+
+TRICKY_CSV = [
+    b'id,note\n1,"says ""hi"", twice"\n2,"comma, inside"\n',  # escaped quotes, embedded comma
+    b'id,note\r\n1,"line one\nline two"\r\n2,"bare\rcr"\r\n3,"\n\r"\r\n',  # newlines in values
+    b"id,note\r1,x\r\r2,y",  # CR line ends, blank CR line, no final line end
+    b"\n\r\nid,note\n\n1,\n\n,2\n,\n\r\n",  # blank lines before and between records
+    b'id,note\n1,\n,2\n,\n"",""\n',  # empty cells, quoted empty cells
+    b'a\n""\n\nx\n\n',  # a single empty field is a record; a blank line is not
+    b'id,note\n1,x"y\n2,"z""w"\n3,ab""\n',  # quotes inside unquoted fields are literal
+    b"id,note\n1, padded \n2,\t\n3, \n",  # whitespace is kept
+    b"id,note\n1,a\x00b\n",  # NUL
+    "pr\u0065\u0301nom,b\nZo\u0065\u0308,x\n\u00e9,\u1e69\n".encode(),  # NFD names and cells
+    '"k\u00f6\u0301r",b\n"\u0065\u0301, quoted",x\n'.encode(),
+    "id,\u674e\n1,\u00f8laf\n2,\U0001f600\n".encode(),  # non-Latin, astral
+    b'"multi\nline header",b\n1,2\n',
+    b'id,note\n1,"ends with quote"""\n2,""""\n',
+]
+
+
+@pytest.mark.parametrize("content", TRICKY_CSV)
+@pytest.mark.parametrize("bom", [False, True])
+def test_csv_fast_path_gives_the_cells_of_python_csv(tmp_path: Path, content: bytes, bom: bool) -> None:
+    path = tmp_path / "t.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + content)
+    fast = _read_csv_arrow(content, path)
+    assert fast is not None, "this file should take the Arrow path"
+    expected = csv_outcome(lambda: _read_csv_python(content.decode("utf-8"), path))
+    assert csv_outcome(lambda: fast) == expected
+    assert csv_outcome(lambda: read_table(path)) == expected
+    table, schema = read_table(path)
+    slow_table, slow_schema = _read_csv_python(content.decode("utf-8"), path)
+    assert fingerprint_table(table, schema, SALT, {}) == fingerprint_table(slow_table, slow_schema, SALT, {})
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'a,b\n"x"y,2\n',  # Arrow would read xy; strict csv refuses it
+        b'a,b\n"x" ,2\n',
+        b'a,b\n1,"open\n',
+        b"a,b\n1,2\n3\n",  # ragged: Arrow refuses, csv words the error
+    ],
+)
+def test_csv_fast_path_leaves_doubtful_files_to_python_csv(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    assert _read_csv_arrow(content, path) is None
+    with pytest.raises(DataError, match=r"line \d"):
+        read_table(path)
+
+
+def test_csv_with_crlf_inside_a_quoted_field_is_read_by_python_csv(tmp_path: Path) -> None:
+    # Arrow drops the LF of a quoted CRLF that straddles one of its blocks (apache/arrow#51368)
+    path = write_csv(tmp_path / "crlf.csv", ["id", "note"], [["1", "line one\r\nline two"]], newline="\r\n")
+    data = path.read_bytes()
+    assert _read_csv_arrow(data, path) is None
+    assert read_table(path)[0].column("note") == ["line one\r\nline two"]
+
+
+def test_csv_fast_path_across_arrow_blocks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # tiny blocks: quoted newlines and CRLF line ends straddle Arrow's block boundaries everywhere
+    monkeypatch.setattr(readers, "_ARROW_BLOCK_BYTES", 512)
+    rows = [[f"{i}", f"multi\nline {i}\rvalue\n\r" if i % 3 else 'q"uote, é', "e\u0301" * (i % 4)] for i in range(2000)]
+    path = write_csv(tmp_path / "blocks.csv", ["id", "note", "acc"], rows, newline="\r\n")
+    data = path.read_bytes()
+    fast = _read_csv_arrow(data, path)
+    assert fast is not None
+    assert csv_outcome(lambda: fast) == csv_outcome(lambda: _read_csv_python(data.decode("utf-8"), path))
+    assert fast[0].column("acc")[1] == "\u00e9"
+
+
+csv_piece = st.sampled_from(["a", "b", "\u00e9", "e\u0301", "\u0301", ",", '"', '"', "\r", "\n", "\r\n", " ", "\x00"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(csv_piece, max_size=60).map("".join), st.sampled_from([16, 32, 64, 1 << 22]))
+def test_property_csv_fast_path_never_differs(text: str, block: int) -> None:
+    # any text, any Arrow block size: when the Arrow path answers (cells or an error),
+    # Python's csv answers the same
+    data = text.encode("utf-8")
+    path = Path("p.csv")
+    default = readers._ARROW_BLOCK_BYTES
+    readers._ARROW_BLOCK_BYTES = block
+    try:
+        fast = csv_outcome(lambda: _read_csv_arrow(data, path))
+    finally:
+        readers._ARROW_BLOCK_BYTES = default
+    if fast is not None:
+        assert fast == csv_outcome(lambda: _read_csv_python(text, path))
+
+
+written_cell = st.one_of(
+    st.text(max_size=5),
+    st.lists(st.sampled_from(["a", "é", "e\u0301", ",", '"', "\r", "\n", " ", ""]), max_size=5).map("".join),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=3).flatmap(
+        lambda w: st.lists(st.lists(written_cell, min_size=w, max_size=w), min_size=1, max_size=8)
+    ),
+    st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL]),
+    st.sampled_from(["\r\n", "\n"]),
+)
+def test_property_written_csv_takes_the_fast_path(rows: list[list[str]], quoting: int, newline: str) -> None:
+    header = [f"c{i}" for i in range(len(rows[0]))]
+    buf = io.StringIO()
+    csv.writer(buf, quoting=quoting, lineterminator=newline).writerows([header, *rows])
+    text = buf.getvalue()
+    data = text.encode("utf-8")
+    path = Path("w.csv")
+    expected = csv_outcome(lambda: _read_csv_python(text, path))
+    fast = csv_outcome(lambda: _read_csv_arrow(data, path))
+    joined = "\x1f".join(c for r in rows for c in r)
+    # csv.writer leaves a bare CR unquoted unless it is part of the line terminator, and a
+    # quoted CRLF is left to the csv path on purpose (see readers._STRICT_CSV)
+    if "\r\n" not in joined and ("\r" not in joined or newline == "\r\n"):
+        assert fast is not None  # what csv.writer writes is read by Arrow...
+    if fast is not None:
+        assert fast == expected  # ...and always to the same cells
+
+
+# -- tables held as Arrow arrays -------------------------------------------------------------
+
+
+def test_arrow_table_is_nfc_and_agrees_with_a_list_table() -> None:
+    cells = [unicodedata.normalize("NFD", "Zoë"), None, "", "plain", "\u0301x"]
+    other = ["1", "2", None, "4", "5"]
+    arrow = Table(
+        {
+            "a": pa.chunked_array([pa.array(cells[:2]), pa.array(cells[2:])]),
+            "b": pa.chunked_array([pa.array(other[:3], pa.large_string()), pa.array(other[3:], pa.large_string())]),
+        }
+    )
+    listed = Table({"a": cells, "b": other})
+    assert arrow.column("a") == ["Zoë", None, "", "plain", "\u0301x"]
+    assert arrow.cell("a", 0) == "Zoë" and arrow.cell("b", 2) is None
+    assert arrow.arrow_column("a") is not None and listed.arrow_column("a") is None
+    assert (
+        canonical_rows(arrow) == canonical_rows(listed) == [encode_row(list(r)) for r in zip(cells, other, strict=True)]
+    )
+    assert table_root(arrow, SALT) == table_root(listed, SALT)
+    assert inclusion_proofs(arrow, SALT, [0, 4]) == inclusion_proofs(listed, SALT, [0, 4])
+    with pytest.raises(TypeError, match="strings"):
+        Table({"n": pa.array([1, 2])})
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7])
+def test_root_does_not_depend_on_the_hashing_window(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows: list[list[str | None]] = [[str(i), None if i % 4 == 0 else "é" * (i % 3), "x" * i] for i in range(11)]
+    expected = [ref_leaf(SALT, i, r) for i, r in enumerate(rows)]
+    while len(expected) > 1:
+        nxt = [ref_node(expected[i], expected[i + 1]) for i in range(0, len(expected) - 1, 2)]
+        expected = nxt + ([expected[-1]] if len(expected) % 2 else [])
+    monkeypatch.setattr(fingerprint, "_WINDOW", window)
+    chunked = Table(
+        {
+            f"c{j}": pa.chunked_array([pa.array([r[j] for r in rows[:5]]), pa.array([r[j] for r in rows[5:]])])
+            for j in range(3)
+        }
+    )
+    assert table_root(table_of(rows), SALT) == expected[0]
+    assert table_root(chunked, SALT) == expected[0]
+
+
+def test_bulk_row_salts_equal_single_ones() -> None:
+    stream = fingerprint._row_salt_stream(SALT).update(bytes(32 * 300))
+    assert [stream[32 * i : 32 * i + 32] for i in range(300)] == [row_salt(SALT, i) for i in range(300)]
+    assert row_salt(SALT, 2**64 - 1) == ref_row_salt(SALT, 2**64 - 1)
+    with pytest.raises(DataError, match="outside"):
+        row_salt(SALT, 2**64)
+    with pytest.raises(DataError, match="salt"):
+        row_salt(b"", 0)
 
 
 # -- policy files -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`make demo`'s scenario, non-interactively (`--json`), as a newcomer would run it."""
+"""`make demo`'s scenario through `pcn demo --json`, as a newcomer would run it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(600)
 def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "PCN_DEMO_DIR": str(tmp_path / "demo"), "PCN_RUN_DIR": str(tmp_path / "run")}
-    cmd = [sys.executable, "-m", "pcn.devnet.demo", "--port", str(port), "--rows", "3000"]
+    cmd = [str(Path(sys.executable).parent / "pcn"), "demo", "--port", str(port), "--rows", "3000"]
     try:
         proc = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=500)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

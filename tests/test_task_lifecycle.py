@@ -157,3 +157,29 @@ def test_suspended_organisation_cannot_act(deployment, snapshot):
     c.orgs[2].submit_receipt(task_id, receipt_for(c, c.orgs[2], h("r")))
     assert c.admin.participant_state(task_id, c.orgs[2].address) is ParticipantState.RECEIPTED
     assert c.admin.task(task2).status is TaskStatus.PENDING
+
+
+def test_concurrent_approvals_all_land_and_authorise(deployment, snapshot):
+    """Every owner approves at the same moment: whichever lands last also authorises the task
+    (the costlier path its gas estimate did not see) and must not run out of gas."""
+    import threading
+
+    c = build_consortium(deployment, n_orgs=4)
+    task_id, _ = c.orgs[0].submit_task(request_for(c))
+    barrier = threading.Barrier(len(c.orgs))
+    errors: list[Exception] = []
+
+    def approve(org: Ledger) -> None:
+        barrier.wait()
+        try:
+            org.approve(task_id)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=approve, args=(o,)) for o in c.orgs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert c.admin.task(task_id).status is TaskStatus.AUTHORISED

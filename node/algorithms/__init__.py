@@ -10,6 +10,7 @@ from pcn.algorithms.base import Protocol
 # on-chain kind -> (package, protocol class name)
 BUILTIN: dict[str, tuple[str, str]] = {
     "stats": ("pcn.algorithms.stats.protocol", "StatsProtocol"),
+    "psi": ("pcn.algorithms.psi.protocol", "PsiProtocol"),
     "private-query": ("pcn.algorithms.private_query.protocol", "PrivateQueryProtocol"),
 }
 

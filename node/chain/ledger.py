@@ -45,6 +45,17 @@ from pcn.chain.types import (
 )
 
 GAS_MARGIN = 1.25
+# Calls whose cost depends on what others do concurrently: the approval that happens to be
+# last also authorises the task (consuming every dataset's quota and ε), the receipt that is
+# last also finalises it. An estimate taken while others' transactions were pending is too
+# low for that path, so these get a limit that covers the worst case (unused gas is refunded).
+GAS_FLOOR: dict[tuple[str, str], int] = {
+    ("TaskManager", "approve"): 800_000,
+    ("TaskManager", "approveBySig"): 800_000,
+    ("TaskManager", "submitReceipt"): 800_000,
+    ("TaskManager", "refuse"): 400_000,
+    ("TaskManager", "start"): 400_000,
+}
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,8 @@ class Ledger:
             self._nonces = NonceManager(self.chain_id, sender, self._pending_count, self._nonce_dir)
         for attempt in range(3):
             with self._nonces.reserve() as nonce:
-                tx = bound.build_transaction({**base, "nonce": nonce, "gas": int(gas * GAS_MARGIN), **self._fees()})
+                limit = max(int(gas * GAS_MARGIN), GAS_FLOOR.get((contract, fn), 0))
+                tx = bound.build_transaction({**base, "nonce": nonce, "gas": limit, **self._fees()})
                 signed = self.account.sign_transaction(tx)  # type: ignore[union-attr]
                 try:
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)

@@ -9,23 +9,28 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pcn.cli.common import DEVNET_CHAIN_IDS, UserError, connect, console, emit_json, handle_errors, load_signer
+from pcn.cli import node_cmds
+from pcn.cli.common import (
+    DEVNET_CHAIN_IDS,
+    DeploymentOpt,
+    JsonOpt,
+    RpcOpt,
+    UserError,
+    connect,
+    console,
+    emit_json,
+    handle_errors,
+    load_signer,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="pcn: blockchain-audited privacy computation")
 devnet_app = typer.Typer(no_args_is_help=True, help="Run the local anvil devnet")
 org_app = typer.Typer(no_args_is_help=True, help="Consortium membership (admin)")
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(org_app, name="org")
+node_cmds.register(app, org_app)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output")]
 PortOpt = Annotated[int, typer.Option("--port", envvar="PCN_DEVNET_PORT", help="Devnet RPC port")]
-DeploymentOpt = Annotated[
-    Path | None,
-    typer.Option("--deployment", envvar="PCN_DEPLOYMENT", help="Deployment file (default: chain 31337)"),
-]
-RpcOpt = Annotated[
-    str | None, typer.Option("--rpc-url", envvar="PCN_RPC_URL", help="RPC URL (default: from deployment)")
-]
 KeyFileOpt = Annotated[
     Path | None,
     typer.Option("--key-file", help="File holding the signer's private key (else $PCN_PRIVATE_KEY)"),
@@ -239,6 +244,21 @@ def _tx_out(res: object, as_json: bool, text: str) -> None:
         emit_json(res)
     else:
         console.print(f"{text} (tx {res.tx_hash}, block {res.block_number})")  # type: ignore[attr-defined]
+
+
+@app.command("demo")
+def demo_cmd(
+    port: PortOpt = 8545,
+    rows: Annotated[int, typer.Option("--rows", help="Rows per organisation's synthetic dataset")] = 20_000,
+    as_json: JsonOpt = False,
+    down: Annotated[bool, typer.Option("--down", help="Stop what a previous demo started")] = False,
+) -> None:
+    """The whole flow on this machine: devnet, Redis, three organisations' nodes, tasks (`make demo`)."""
+    from pcn.devnet.demo import main as demo_main
+
+    demo_main(
+        ["--port", str(port), "--rows", str(rows), *(["--json"] if as_json else []), *(["--down"] if down else [])]
+    )
 
 
 def main() -> None:

@@ -9,7 +9,9 @@ CSV (format "csv"): UTF-8 (a leading byte-order mark is dropped), RFC 4180 quoti
 CRLF line ends, a header row naming every column. Every column has the logical type
 "string" and no cell is ever null (an empty field is the empty string). Completely blank
 lines carry no record and are skipped (a single empty field is written ``""`` by RFC 4180
-writers, so nothing is lost).
+writers, so nothing is lost). These are the semantics of Python's `csv` module in strict
+mode; Arrow's C++ parser reads the file whenever it provably gives the same cells (see
+`read_csv`), and `csv` itself reads the rest and words the errors.
 
 Parquet (format "parquet"): every column is converted to text, type by type:
 
@@ -43,7 +45,7 @@ import codecs
 import csv
 import datetime as _dt
 import io
-import unicodedata
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,12 +54,13 @@ import numpy as np
 
 from pcn.data.canonical import Schema, bool_text, float_text, nfc, schema_from_pairs
 from pcn.data.errors import DataError
-from pcn.data.table import Table
+from pcn.data.table import Table, nfc_cells
 
 FORMATS = ("csv", "parquet")
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _FMT_ALIASES = {"csv": "csv", "parquet": "parquet", "pq": "parquet"}
 _CSV_FIELD_LIMIT = 2**31 - 1
+_ARROW_BLOCK_BYTES = 1 << 22  # Arrow parses blocks in parallel; a record longer than this takes the `csv` path
 
 
 def infer_format(path: str | Path, fmt: str | None = None) -> str:
@@ -105,22 +108,108 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def read_csv(path: str | Path) -> tuple[Table, Schema]:
-    """Read a CSV file (see the module docstring); every column has type "string"."""
+    """Read a CSV file (see the module docstring); every column has type "string".
+
+    Fast path: Arrow's multithreaded C++ CSV parser, whenever it is certain to give exactly
+    the cells Python's `csv` module (strict, RFC 4180) gives: the file is valid UTF-8 and
+    either has no quote character at all or passes `_STRICT_CSV` (every quoted field closes
+    right before a comma, a line end or the end of the file, which is all strict `csv` adds
+    to Arrow's rules, and holds no CRLF, which Arrow can corrupt). Anything else (or anything
+    Arrow rejects: ragged rows, huge cells...) goes through `csv`, which gives the same cells
+    or the precise error with its line.
+    """
     data = _read_bytes(path)
     skipped = 0
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
         skipped = len(codecs.BOM_UTF8)
+    if not data.isascii():
+        try:
+            data.decode("utf-8")  # validate only: Arrow needs the bytes, the error needs Python's offset
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            bad = data[exc.start : exc.start + 1].hex()
+            raise DataError(
+                f"not valid UTF-8 (byte 0x{bad} at byte offset {exc.start + skipped}); save the file as UTF-8",
+                path=path,
+                line=line,
+            ) from None
+    fast = _read_csv_arrow(data, path)
+    if fast is not None:
+        return fast
+    return _read_csv_python(data.decode("utf-8"), path)
+
+
+# Files with quotes that strict `csv` and Arrow read alike: a sequence of quoted fields that
+# close right before a separator or the end, unquoted runs (which may hold quotes after their
+# first byte: literal in both), and separators. Arrow would read `"x"y` as `xy` where strict
+# `csv` refuses it, so such a file (which this does not match in full) takes the `csv` path.
+# So does a file with a CRLF inside a quoted field: Arrow drops its LF when a block boundary
+# falls between the CR and the LF (apache/arrow#51368, open as of pyarrow 26).
+_STRICT_CSV = re.compile(rb'(?:"(?:[^"\r]++|""|\r(?!\n))*+"(?=[,\r\n]|\Z)|[^",\r\n][^,\r\n]*+|[,\r\n]++)*+')
+
+
+def _read_csv_arrow(data: bytes, path: str | Path) -> tuple[Table, Schema] | None:
+    """`read_csv` by Arrow, or None when the `csv` path must decide (see `read_csv`)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    if b'"' in data and _STRICT_CSV.match(data).end() != len(data):  # type: ignore[union-attr]
+        return None
+    # the header by `csv` itself (it decodes lazily: only the first lines are read)
+    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", newline=""), strict=True)
+    header: list[str] | None = None
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 1].hex()
-        raise DataError(
-            f"not valid UTF-8 (byte 0x{bad} at byte offset {exc.start + skipped}); save the file as UTF-8",
-            path=path,
-            line=line,
-        ) from None
+        for record in reader:
+            if record:
+                header = record
+                break
+    except csv.Error:
+        return None
+    if header is None:
+        return None
+    header_line = reader.line_num
+    width = len(header)
+    try:
+        arrow = pa_csv.read_csv(
+            pa.py_buffer(data),
+            read_options=pa_csv.ReadOptions(
+                use_threads=True, block_size=_ARROW_BLOCK_BYTES, autogenerate_column_names=True, encoding="utf8"
+            ),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=",",
+                quote_char='"',
+                double_quote=True,
+                escape_char=False,
+                newlines_in_values=True,
+                ignore_empty_lines=True,
+            ),
+            convert_options=pa_csv.ConvertOptions(
+                column_types={f"f{i}": pa.string() for i in range(width)},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+                check_utf8=True,
+                auto_dict_encode=False,
+            ),
+        )
+    except (pa.ArrowException, ValueError, OSError):
+        return None
+    if (
+        arrow.num_columns != width
+        or arrow.num_rows < 1
+        or any(t != pa.string() for t in arrow.schema.types)
+        or any(c.null_count for c in arrow.columns)
+        or [c[0].as_py() for c in arrow.columns] != header
+    ):
+        return None
+    names = _header_names(header, path, header_line, normalise=True)
+    columns = {name: arrow.column(i).slice(1) for i, name in enumerate(names)}
+    table = Table(columns, source=str(path))
+    return table, schema_from_pairs(((n, "string") for n in names), "csv")
+
+
+def _read_csv_python(text: str, path: str | Path) -> tuple[Table, Schema]:
+    """`read_csv` by Python's `csv` module: the reference semantics, and the precise errors."""
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
@@ -146,9 +235,10 @@ def read_csv(path: str | Path) -> tuple[Table, Schema]:
         records = _recheck_rows(text, path, width)
 
     # one comprehension per column: much faster than zip(*records) for a million rows
-    columns = [[record[j] for record in records] for j in range(width)]
+    columns: list[list[str]] = [[record[j] for record in records] for j in range(width)]
+    del records
     if not ascii_text:
-        columns = [_nfc_column(col) for col in columns]
+        columns = [nfc_cells(col) for col in columns]  # type: ignore[misc]
     table = Table(dict(zip(names, columns, strict=True)), source=str(path))
     return table, schema_from_pairs(((n, "string") for n in names), "csv")
 
@@ -195,15 +285,6 @@ def _recheck_rows(text: str, path: str | Path, width: int) -> list[list[str]]:
     return out
 
 
-def _nfc_column(col: list[str]) -> list[str]:
-    """`col` with every cell in NFC. "\\n" is a stable code point (it neither composes nor
-    reorders with its neighbours), so the joined column is NFC exactly when every cell is."""
-    joined = "\n".join(col)
-    if joined.isascii() or unicodedata.is_normalized("NFC", joined):
-        return col
-    return [nfc(c) for c in col]
-
-
 # -- Parquet ----------------------------------------------------------------------------------
 
 
@@ -226,7 +307,7 @@ def read_parquet(path: str | Path) -> tuple[Table, Schema]:
 
     names: list[str] = []
     types: list[str] = []
-    columns: list[list[str | None]] = []
+    columns: list[Any] = []
     seen: set[str] = set()
     for i, field in enumerate(arrow.schema):
         name = nfc(field.name)
@@ -264,10 +345,10 @@ def _fixed_point(value: Any) -> str:
     return format(value, "f")
 
 
-def _arrow_column_text(col: Any, path: str | Path, name: str) -> tuple[str, list[str | None]]:
-    """The schema type name and canonical text cells of one Arrow (chunked) column."""
+def _arrow_column_text(col: Any, path: str | Path, name: str) -> tuple[str, Any]:
+    """The schema type name and canonical text cells of one Arrow (chunked) column: a list,
+    or the Arrow column itself for strings."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     t = col.type
     if pa.types.is_dictionary(t):
@@ -276,10 +357,7 @@ def _arrow_column_text(col: Any, path: str | Path, name: str) -> tuple[str, list
     nulls = col.null_count
 
     if pa.types.is_string(t) or pa.types.is_large_string(t) or _is_string_view(t):
-        values = col.to_pylist()
-        if nulls == 0 and len(col) and bool(pc.all(pc.string_is_ascii(col)).as_py()):
-            return "string", values
-        return "string", [None if v is None else nfc(v) for v in values]
+        return "string", col  # stays Arrow; `Table` brings it to NFC
     if pa.types.is_boolean(t):
         return "bool", _map_nullable(col.to_pylist(), bool_text, nulls)
     if pa.types.is_integer(t):

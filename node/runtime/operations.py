@@ -11,6 +11,7 @@ these, so there is one way of doing each thing.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import time
@@ -104,6 +105,7 @@ def register_dataset(
     limits: PolicyLimits,
     grants: PolicyGrants,
     fmt: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> LocalDataset:
     """Fingerprint `path` locally (salted rows → Merkle root) and register it on chain.
     The salt is saved before the transaction, so a crash after it loses nothing."""
@@ -113,8 +115,8 @@ def register_dataset(
     if id_column not in table:
         raise OperationError(f"{path}: no id column {id_column!r}; columns are {table.names}")
     salt = new_dataset_salt()
-    metadata = {"name": name, "id_column": id_column, "format": fmt}
-    fp = fingerprint_table(table, schema, salt, metadata)
+    meta = {"name": name, "id_column": id_column, "format": fmt, **(metadata or {})}
+    fp = fingerprint_table(table, schema, salt, meta)
     ctx.store.save_salt("root-" + fp.merkle_root.hex(), salt)
     dataset_id, tx = ctx.ledger.register_dataset(fp, limits, grants)
     ctx.store.save_salt(str(dataset_id), salt)
@@ -260,3 +262,50 @@ def read_result(ctx: NodeContext, task_id: int) -> dict[str, Any]:
         "on_chain": "0x" + task.result_hash.hex(),
         "matches_chain": recomputed == stored == task.result_hash,
     }
+
+
+def derive_aligned_dataset(
+    ctx: NodeContext,
+    task_id: int,
+    *,
+    name: str,
+    limits: PolicyLimits,
+    grants: PolicyGrants,
+) -> LocalDataset:
+    """The aligned sample of a PSI task, as a new registered dataset: the recipient's own rows
+    of the task's input whose IDs are in the (chain-checked) intersection. Its metadata names
+    the source task and dataset, so an auditor can follow the lineage."""
+    from pcn.algorithms.psi.protocol import normalise_id
+
+    got = read_result(ctx, task_id)
+    result = got["result"]
+    if result.get("algorithm") != "psi" or result.get("output") != "ids":
+        raise OperationError(f"task {task_id} is not a PSI task whose result lists the intersection IDs")
+    if not got["matches_chain"]:
+        raise OperationError(f"task {task_id}'s stored result does not match its on-chain commitment")
+    mine = [d for d, _v in ctx.ledger.task_datasets(task_id) if ctx.store.has(d)]
+    if not mine:
+        raise OperationError(f"none of task {task_id}'s input datasets is held by this node")
+    source = ctx.store.get(mine[0])
+    table, _schema = read_table(Path(source.path), source.fmt)
+    wanted = set(result["ids"])
+    keys = [normalise_id(c, bool(result.get("casefold"))) for c in table.column(source.id_column)]
+    keep = [i for i, k in enumerate(keys) if k is not None and k in wanted]
+    out = ctx.config.data_path / "derived" / f"psi-task-{task_id}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(table.names)
+        columns = [table.column(n) for n in table.names]
+        for i in keep:
+            w.writerow(["" if col[i] is None else col[i] for col in columns])
+    return register_dataset(
+        ctx,
+        out,
+        name=name,
+        id_column=source.id_column,
+        limits=limits,
+        grants=grants,
+        fmt="csv",
+        metadata={"derived_from_task": task_id, "source_dataset": source.dataset_id, "result_hash": got["on_chain"]},
+    )

@@ -1,0 +1,94 @@
+"""PSI over real nodes (Celery workers, signed HTTP, chain receipts) against plain Python sets,
+two and three parties, IDs or only the size; the intersection feeds a later task as a
+derived, fingerprinted dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus
+from pcn.devnet.anvil import rpc_call
+from pcn.runtime.operations import derive_aligned_dataset, read_result, submit_task
+from tests.nodes import Network, approve_all, network_fixture
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
+    snap = rpc_call(devnet.rpc_url, "evm_snapshot")
+    root = tmp_path_factory.mktemp("psi-net")
+    yield from network_fixture(root, deployment, ["bank", "telecom", "insurer"], rows=2500)
+    rpc_call(devnet.rpc_url, "evm_revert", [snap])
+
+
+def _psi(net: Network, names: list[str], params: dict | None = None, recipient: str = "bank") -> tuple[int, dict]:
+    orgs = [net.by_name(n) for n in names]
+    sub = submit_task(
+        net.by_name(recipient).ledger,
+        algorithm="psi",
+        dataset_ids=[o.dataset_id for o in orgs],
+        params=params or {},
+        recipient=recipient,
+    )
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
+    got = read_result(net.by_name(recipient).ctx, sub.task_id)
+    assert got["matches_chain"] is True
+    return sub.task_id, got["result"]
+
+
+def _ids(net: Network, name: str) -> set[str]:
+    return set(net.by_name(name).values["customer_id"].tolist())
+
+
+def test_two_party_intersection_equals_python_sets(net: Network) -> None:
+    task_id, result = _psi(net, ["bank", "telecom"])
+    expected = _ids(net, "bank") & _ids(net, "telecom")
+    assert expected and set(result["ids"]) == expected
+    assert result["size"] == len(expected)
+    # only the recipient holds a result
+    assert not (net.by_name("telecom").ctx.results_dir() / f"{task_id}.sealed").exists()
+
+
+def test_three_party_intersection_with_the_recipient_in_the_middle(net: Network) -> None:
+    _, result = _psi(net, ["bank", "telecom", "insurer"], recipient="telecom")
+    expected = _ids(net, "bank") & _ids(net, "telecom") & _ids(net, "insurer")
+    assert expected and set(result["ids"]) == expected
+
+
+def test_cardinality_only(net: Network) -> None:
+    _, result = _psi(net, ["bank", "insurer"], {"output": "cardinality"})
+    assert result["size"] == len(_ids(net, "bank") & _ids(net, "insurer"))
+    assert "ids" not in result
+
+
+def test_intersection_becomes_a_derived_dataset_that_a_later_task_uses(net: Network) -> None:
+    bank, telecom = net.by_name("bank"), net.by_name("telecom")
+    task_id, result = _psi(net, ["bank", "telecom"])
+    everyone = [o.address for o in net.orgs]
+    ds = net.admin.dataset(bank.dataset_id)
+    derived = derive_aligned_dataset(
+        bank.ctx,
+        task_id,
+        name="bank x telecom aligned sample",
+        limits=PolicyLimits(5, ds.expiry, 0),
+        grants=PolicyGrants(list(net.algorithms.values()), everyone, everyone),
+    )
+    assert derived.row_count == result["size"]
+    on_chain = net.admin.fingerprint(derived.dataset_id)
+    assert "0x" + on_chain.merkle_root.hex() == derived.merkle_root
+    # the aligned sample is an input like any other: joint statistics over it and telecom's data
+    sub = submit_task(
+        bank.ledger,
+        algorithm="stats",
+        dataset_ids=[derived.dataset_id, telecom.dataset_id],
+        params={"column": "income", "statistics": ["count"]},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
+    count = read_result(bank.ctx, sub.task_id)["result"]["groups"]["__all__"]["count"]
+    assert count == result["size"] + len(telecom.values["customer_id"])
