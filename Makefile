@@ -63,8 +63,7 @@ lint: deps
 	cd contracts && ../$(FORGE) lint $(FORGE_FLAGS)
 
 bench: deps
-	@ls bench/bench_*.py >/dev/null 2>&1 || { echo "no benchmarks yet (bench/bench_*.py)"; exit 0; }; \
-	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: deps
 	$(VENV)/bin/pcn demo

@@ -10,7 +10,11 @@ algorithm is registered by the hash of its code. Then:
    the recipient's result is checked against the on-chain commitment and against the
    plaintext computation the demo can do because it generated the data;
 2. the same with differential privacy, ε charged on chain;
-3. one byte of telecom's file changes after registration: every node refuses, with the
+3. a three-party PSI of the customer lists (result to the bank), whose intersection the
+   bank registers as a derived, fingerprinted "aligned sample" dataset;
+4. a private query: the bank looks its customers up in telecom's table; telecom learns
+   only how many keys were asked;
+5. one byte of telecom's file changes after registration: every node refuses, with the
    reason code on chain, and nobody runs the protocol.
 
 The devnet, Redis and nodes keep running afterwards for the CLI; `make demo-down` stops them.
@@ -36,13 +40,13 @@ from rich.table import Table
 
 from pcn import paths
 from pcn.chain.ledger import Ledger
-from pcn.chain.types import TaskStatus, epsilon_from_fixed
+from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus, epsilon_from_fixed
 from pcn.devnet import anvil
 from pcn.devnet.deploy import deploy, devnet_key
 from pcn.devnet.localnet import REGIONS, Network, RedisServer, approve_all, build_network
 from pcn.runtime import services
 from pcn.runtime.config import load_config
-from pcn.runtime.operations import read_result, submit_task, task_progress
+from pcn.runtime.operations import derive_aligned_dataset, read_result, submit_task, task_progress
 
 ORG_NAMES = ["bank", "telecom", "insurer"]
 
@@ -243,21 +247,68 @@ def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
     e2 = record(task2, "joint statistics with DP")
     e2.update(epsilon_charged=spent)
 
-    # 3. a dataset byte changed after registration
-    console.rule("3 · one byte of telecom's dataset changes after registration")
+    # 3. three-party PSI: which customers do all three serve? Then the aligned sample.
+    console.rule("3 · private set intersection of the three customer lists (result to the bank)")
+    sub = submit_task(
+        bank.ledger,
+        algorithm="psi",
+        dataset_ids=[o.dataset_id for o in net.orgs],
+        params={},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    _watch(net, sub.task_id, console, as_json)
+    psi = read_result(bank.ctx, sub.task_id)
+    expected = set.intersection(*(set(o.values["customer_id"].tolist()) for o in net.orgs))
+    same = set(psi["result"]["ids"]) == expected
+    e3 = record(sub.task_id, "PSI of three customer lists")
+    e3.update(size=psi["result"]["size"], equals_plaintext=same, matches_chain=psi["matches_chain"])
+    say(
+        f"{psi['result']['size']} customers in common (plain set intersection agrees: {same}); "
+        "telecom and insurer learnt only the set sizes"
+    )
+    ds_bank = net.admin.dataset(bank.dataset_id)
+    derived = derive_aligned_dataset(
+        bank.ctx,
+        sub.task_id,
+        name="aligned sample: bank ∩ telecom ∩ insurer",
+        limits=PolicyLimits(10, ds_bank.expiry, 0),
+        grants=PolicyGrants(list(net.algorithms.values()), [o.address for o in net.orgs], [bank.address]),
+    )
+    e3["derived_dataset"] = derived.dataset_id
+    say(f"registered the aligned sample as dataset {derived.dataset_id} ({derived.row_count} rows, lineage on chain)")
+
+    # 4. private query: the bank looks its customers up in telecom's table, telecom learns only how many
+    console.rule("4 · private query (匿踪查询): the bank looks up its customers in telecom's table")
     telecom = net.by_name("telecom")
+    sub = submit_task(
+        bank.ledger,
+        algorithm="private-query",
+        dataset_ids=[bank.dataset_id, telecom.dataset_id],
+        params={"value_columns": ["region"], "epoch": "demo"},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    _watch(net, sub.task_id, console, as_json)
+    pq = read_result(bank.ctx, sub.task_id)["result"]
+    e4 = record(sub.task_id, "private query of telecom's table")
+    e4.update(hits=len(pq["hits"]), queried=pq["queried"])
+    say(f"{len(pq['hits'])} of {pq['queried']} keys found; telecom saw only the number of keys asked")
+
+    # 5. a dataset byte changed after registration
+    console.rule("5 · one byte of telecom's dataset changes after registration")
     assert telecom.data_file is not None
     original = telecom.data_file.read_bytes()
     lines = original.split(b"\n")
     lines[1] = lines[1].replace(b",", b",9", 1)
     telecom.data_file.write_bytes(b"\n".join(lines))
     try:
-        task3 = submit({"column": "income", "statistics": ["count"]})
-        _watch(net, task3, console, as_json)
+        task5 = submit({"column": "income", "statistics": ["count"]})
+        _watch(net, task5, console, as_json)
     finally:
         telecom.data_file.write_bytes(original)
-    e3 = record(task3, "refused: data changed after registration")
-    say(f"task {task3} is {e3['status']}: reason {e3['refusal']} recorded on chain; no protocol ran")
+    e5 = record(task5, "refused: data changed after registration")
+    say(f"task {task5} is {e5['status']}: reason {e5['refusal']} recorded on chain; no protocol ran")
 
     console.rule("summary")
     tbl = Table("task", "what", "status", "receipts", "refusal", "result hash")
@@ -293,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = run(args.port, args.rows, args.json)
     if args.json:
         print(json.dumps(summary, indent=2))
-    ok = [t["status"] for t in summary["tasks"]] == ["completed", "completed", "refused"]
+    ok = [t["status"] for t in summary["tasks"]] == ["completed"] * 4 + ["refused"]
     sys.exit(0 if ok else 1)
 
 
