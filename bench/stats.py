@@ -74,6 +74,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "numpy": np.__version__,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work on the machine
     }
 
 
