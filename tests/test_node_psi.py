@@ -92,3 +92,58 @@ def test_intersection_becomes_a_derived_dataset_that_a_later_task_uses(net: Netw
     assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
     count = read_result(bank.ctx, sub.task_id)["result"]["groups"]["__all__"]["count"]
     assert count == result["size"] + len(telecom.values["customer_id"])
+
+
+def _register_ids(net: Network, name: str, ids: list[str], tag: str) -> int:
+    """Register a dataset holding exactly `ids` (in this order, duplicates kept) for one org."""
+    import csv
+
+    from pcn.runtime.operations import register_dataset
+
+    org = net.by_name(name)
+    path = org.config.data_path / f"ids-{tag}.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["customer_id", "income", "region"])
+        w.writerows([i, "1.00", "north"] for i in ids)
+    everyone = [o.address for o in net.orgs]
+    ds = net.admin.dataset(org.dataset_id)
+    return register_dataset(
+        org.ctx,
+        path,
+        name=f"{name} {tag}",
+        id_column="customer_id",
+        limits=PolicyLimits(5, ds.expiry, 0),
+        grants=PolicyGrants(list(net.algorithms.values()), everyone, everyone),
+    ).dataset_id
+
+
+CASES = {
+    "duplicates": (["a", "a", "b", "c", "c", "c"], ["c", "c", "a", "z"], ["a", "c", "c", "q"]),
+    "empty": (["a", "b", "c"], [], ["a", "b"]),
+    "disjoint": (["a1", "a2", "a3"], ["b1", "b2"], ["c1"]),
+    "identical": ([f"id{i}" for i in range(300)],) * 3,
+    "skewed": ([f"k{i}" for i in range(5)], [f"k{i}" for i in range(3, 4000)], [f"k{i}" for i in range(0, 4000, 2)]),
+    "unnormalised": ([" Ana ", "Zoë", "x"], ["Ana", "Zoe\u0308", "y"], ["Ana", "Zoë", "x"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("parties", [2, 3])
+def test_adversarial_sets_equal_python_set_intersection(net: Network, case: str, parties: int) -> None:
+    names = ["bank", "telecom", "insurer"][:parties]
+    sets = CASES[case][:parties]
+    ids = [_register_ids(net, n, list(s), f"{case}-{parties}") for n, s in zip(names, sets, strict=True)]
+    sub = submit_task(net.by_name("bank").ledger, algorithm="psi", dataset_ids=ids, params={}, recipient="bank")
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
+    result = read_result(net.by_name("bank").ctx, sub.task_id)["result"]
+
+    import unicodedata
+
+    def norm(s: str) -> str:  # the stated rules: strip, NFC, case kept
+        return unicodedata.normalize("NFC", s.strip())
+
+    expected = set.intersection(*({norm(x) for x in s if norm(x)} for s in sets))
+    assert set(result["ids"]) == expected
+    assert result["size"] == len(expected)
