@@ -1,0 +1,84 @@
+"""Faults over real nodes: a Celery worker process killed with SIGKILL in the middle of a
+protocol. The task still completes, every participant receipts exactly once, and nothing
+is left behind — the redelivered task message resumes the party (acks_late,
+reject_on_worker_lost, an expiring task lock, deterministic protocols replayed from the
+inbox, peers dropping re-sent messages as duplicates)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from pcn.chain.types import ParticipantState, TaskStatus
+from pcn.devnet.anvil import rpc_call
+from pcn.runtime.operations import read_result, submit_task
+from tests.nodes import Network, Org, approve_all, network_fixture
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
+    snap = rpc_call(devnet.rpc_url, "evm_snapshot")
+    root = tmp_path_factory.mktemp("fault-net")
+    yield from network_fixture(root, deployment, ["bank", "telecom"], rows=40_000, message_timeout=60.0)
+    rpc_call(devnet.rpc_url, "evm_revert", [snap])
+
+
+def _worker_children(org: Org) -> list[int]:
+    master = json.loads((org.config.data_path / "run" / "node.json").read_text())["pids"]["worker"]
+    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _progress(org: Org, task_id: int) -> dict[str, str]:
+    raw = org.ctx.redis.hgetall(org.ctx.key("progress", task_id))
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+@pytest.mark.parametrize("victim", ["telecom", "bank"])
+def test_worker_killed_mid_psi_resumes_and_completes(net: Network, victim: str) -> None:
+    org = net.by_name(victim)
+    sub = submit_task(
+        net.by_name("bank").ledger,
+        algorithm="psi",
+        dataset_ids=[o.dataset_id for o in net.orgs],
+        params={"bucket_size": 4096},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        p = _progress(org, sub.task_id)
+        if p.get("phase") == "running" and float(p.get("fraction", 0)) > 0.05:
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"{victim} never got running: {_progress(org, sub.task_id)}")
+    assert net.admin.task(sub.task_id).status is TaskStatus.RUNNING
+    killed = _worker_children(org)
+    assert killed
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+
+    assert net.wait_final(sub.task_id, timeout=300) is TaskStatus.COMPLETED
+    for o in net.orgs:
+        assert net.admin.participant_state(sub.task_id, o.address) is ParticipantState.RECEIPTED
+        receipts = [e for e in o.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
+        assert len(receipts) == 1, f"{o.name} receipted {len(receipts)} times"
+        assert not o.ctx.task_dir(sub.task_id).exists()
+        assert not o.ctx.redis.keys(o.ctx.key("inbox", sub.task_id) + "*")
+    # the killed party ran its verification twice: once before the kill, once on resume
+    verifies = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id and e.action == "verify"]
+    assert len(verifies) >= 2
+    result = read_result(net.by_name("bank").ctx, sub.task_id)["result"]
+    expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
+        net.by_name("telecom").values["customer_id"].tolist()
+    )
+    assert set(result["ids"]) == expected
