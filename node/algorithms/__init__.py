@@ -12,6 +12,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "stats": ("pcn.algorithms.stats.protocol", "StatsProtocol"),
     "psi": ("pcn.algorithms.psi.protocol", "PsiProtocol"),
     "private-query": ("pcn.algorithms.private_query.protocol", "PrivateQueryProtocol"),
+    "fedavg": ("pcn.algorithms.fedavg.protocol", "FedAvgProtocol"),
 }
 
 

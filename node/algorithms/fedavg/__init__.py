@@ -1,0 +1,1 @@
+"""Horizontal federated learning (FedAvg) with dropout-tolerant secure aggregation (see `protocol.py`)."""
