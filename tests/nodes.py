@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from pcn.chain.deployment import Deployment
 from pcn.devnet.localnet import (
     PASSWORD,
@@ -16,6 +18,7 @@ from pcn.devnet.localnet import (
     build_network,
     free_port,
     fund,
+    register_rows,
     write_dataset,
 )
 
@@ -26,6 +29,7 @@ __all__ = [
     "Org",
     "RedisServer",
     "approve_all",
+    "breast_cancer_split",
     "build_network",
     "free_port",
     "fund",
@@ -41,3 +45,19 @@ def network_fixture(root: Path, deployment: Deployment, names: list[str], **kw: 
     finally:
         net.stop()
         net.redis.stop()
+
+
+def breast_cancer_split(net: Network, guest: str, host: str) -> tuple[int, int, np.ndarray, np.ndarray, list[str]]:
+    """scikit-learn's breast-cancer data, standardised, split vertically: `guest` holds 10
+    features and the label, `host` the other 20, both keyed by the same IDs."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    x = (data.data - data.data.mean(0)) / data.data.std(0)
+    y = data.target
+    ids = [f"A{i:04d}" for i in range(len(y))]
+    guest_rows = [[ids[i], *(f"{v:.8f}" for v in x[i, :10]), str(y[i])] for i in range(len(y))]
+    host_rows = [[ids[i], *(f"{v:.8f}" for v in x[i, 10:])] for i in range(len(y))]
+    g = register_rows(net, guest, ["id", *(f"g{j}" for j in range(10)), "label"], guest_rows, "bc-guest")
+    h = register_rows(net, host, ["id", *(f"h{j}" for j in range(20))], host_rows, "bc-host")
+    return g, h, x, y, ids

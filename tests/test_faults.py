@@ -82,3 +82,36 @@ def test_worker_killed_mid_psi_resumes_and_completes(net: Network, victim: str) 
         net.by_name("telecom").values["customer_id"].tolist()
     )
     assert set(result["ids"]) == expected
+
+
+@pytest.mark.parametrize("victim", ["bank", "telecom"])
+def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, victim: str) -> None:
+    """Vertical LR: the killed party restarts from its last epoch checkpoint, not from zero."""
+    from tests.nodes import breast_cancer_split
+
+    org = net.by_name(victim)
+    g, h, *_ = breast_cancer_split(net, "bank", "telecom")
+    params = {"label_column": "label", "epochs": 8, "key_bits": 2048, "batch_size": 128, "tol": 0}
+    sub = submit_task(
+        net.by_name("bank").ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="bank"
+    )
+    approve_all(net, sub.task_id)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if any(e.action == "checkpoint" and e.task_id == sub.task_id for e in org.ctx.log.entries()):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"{victim} never checkpointed an epoch")
+    for pid in _worker_children(org):
+        os.kill(pid, signal.SIGKILL)
+    assert net.wait_final(sub.task_id, timeout=400) is TaskStatus.COMPLETED
+    entries = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id]
+    resumed = [e for e in entries if e.action == "resume"]
+    assert resumed and resumed[0].data["epochs_done"] >= 1  # not from zero
+    for o in net.orgs:
+        receipts = [e for e in o.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
+        assert len(receipts) == 1
+        assert not o.ctx.task_dir(sub.task_id).exists()
+    metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
+    assert [m["epoch"] for m in metrics] == list(range(1, 9))

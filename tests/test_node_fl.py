@@ -12,7 +12,7 @@ from pcn.chain.types import TaskStatus
 from pcn.devnet.anvil import rpc_call
 from pcn.devnet.localnet import register_rows
 from pcn.runtime.operations import read_result, submit_task
-from tests.nodes import Network, approve_all, network_fixture
+from tests.nodes import Network, approve_all, breast_cancer_split, network_fixture
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,9 +49,7 @@ def test_fedavg_logreg_learns_across_three_hospitals(net: Network) -> None:
         "learning_rate": 0.5,
         "batch_size": 32,
     }
-    sub = submit_task(
-        net.orgs[0].ledger, algorithm="fedavg", dataset_ids=ids, params=params, recipient="hospital-a"
-    )
+    sub = submit_task(net.orgs[0].ledger, algorithm="fedavg", dataset_ids=ids, params=params, recipient="hospital-a")
     approve_all(net, sub.task_id)
     assert net.wait_final(sub.task_id, timeout=600) is TaskStatus.COMPLETED
     got = read_result(net.orgs[0].ctx, sub.task_id)
@@ -67,3 +65,39 @@ def test_fedavg_logreg_learns_across_three_hospitals(net: Network) -> None:
     assert accuracy == pytest.approx(result["final"]["accuracy"], abs=0.01)
     w = np.array(result["model"]["layers"][0]["weights"]).ravel()
     assert np.sign(w).tolist() == [1.0, -1.0, 1.0]
+
+
+def test_vertical_lr_matches_centralised_sklearn_and_predicts_jointly(net: Network) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    guest, host = net.by_name("hospital-a"), net.by_name("hospital-b")
+    g, h, x, y, ids = breast_cancer_split(net, "hospital-a", "hospital-b")
+    l2 = 0.01
+    params = {"label_column": "label", "l2": l2, "epochs": 10, "key_bits": 1024, "batch_size": 128}
+    sub = submit_task(guest.ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="hospital-a")
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id, timeout=600) is TaskStatus.COMPLETED
+    got = read_result(guest.ctx, sub.task_id)
+    assert got["matches_chain"] is True
+    metrics = got["result"]["metrics"]
+    assert len(metrics) >= 2 and all({"loss", "auc", "ks", "accuracy"} <= set(m) for m in metrics)
+    central = LogisticRegression(C=1 / (l2 * len(y)), max_iter=5000).fit(x, y)
+    sk_auc = roc_auc_score(y, central.decision_function(x))
+    assert abs(metrics[-1]["auc"] - sk_auc) <= 0.01
+    # the model stays split: each side holds only its own part, sealed to its own key
+    for org in (guest, host):
+        assert (org.config.data_path / "models" / f"{sub.task_id}.sealed").is_file()
+    # joint scoring of the same aligned rows with the split model
+    pred = submit_task(
+        guest.ledger,
+        algorithm="hetero-lr-predict",
+        dataset_ids=[g, h],
+        params={"model_task": sub.task_id},
+        recipient="hospital-a",
+    )
+    approve_all(net, pred.task_id)
+    assert net.wait_final(pred.task_id, timeout=300) is TaskStatus.COMPLETED
+    scored = read_result(guest.ctx, pred.task_id)["result"]
+    assert scored["ids"] == sorted(ids) and len(scored["scores"]) == len(ids)
+    assert scored["metrics"]["auc"] == pytest.approx(metrics[-1]["auc"], abs=1e-6)

@@ -13,6 +13,8 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "psi": ("pcn.algorithms.psi.protocol", "PsiProtocol"),
     "private-query": ("pcn.algorithms.private_query.protocol", "PrivateQueryProtocol"),
     "fedavg": ("pcn.algorithms.fedavg.protocol", "FedAvgProtocol"),
+    "hetero-lr": ("pcn.algorithms.hetero_lr.protocol", "HeteroLrProtocol"),
+    "hetero-lr-predict": ("pcn.algorithms.hetero_lr_predict.protocol", "HeteroLrPredictProtocol"),
 }
 
 

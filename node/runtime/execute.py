@@ -111,6 +111,18 @@ def result_context(task_id: int) -> bytes:
     return f"pcn/result/{task_id}".encode()
 
 
+def model_context(task_id: int) -> bytes:
+    return f"pcn/model/{task_id}".encode()
+
+
+def load_model(ctx: NodeContext, task_id: int) -> dict[str, Any]:
+    """This organisation's part of the model trained by `task_id`."""
+    path = ctx.config.data_path / "models" / f"{task_id}.sealed"
+    if not path.is_file():
+        raise LookupError(f"this node holds no model of task {task_id}")
+    return dict(json.loads(sealed.open_sealed(ctx.keys.x25519_private, path.read_bytes(), model_context(task_id))))
+
+
 def task_seed(ctx: NodeContext, task_id: int) -> bytes:
     """This party's per-task secret randomness: stable across resumes, unknown to peers."""
     key = bytes(ctx.keys.account.key)
@@ -289,8 +301,16 @@ class TaskRunner:
             parallel_map=compute_pool_map(self.ctx.config.compute_processes or os.cpu_count() or 1),
         )
         self._configure(proto_cls)
-        proto = proto_cls(pctx, table)  # type: ignore[call-arg]
-        transcript = hashlib.sha256(b"pcn/transcript/v1")
+        checkpoint = scratch / "checkpoint.bin"
+        resume_from: dict[str, int] = {}
+        if checkpoint.is_file() and hasattr(proto_cls, "resume"):
+            # A worker died mid-training: continue from the last epoch boundary, not from zero.
+            proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())  # type: ignore[attr-defined]
+            resume_from = {k.lower(): v for k, v in getattr(proto, "resume_from", {}).items()}
+            self.log.append("resume", self.task_id, epochs_done=getattr(proto, "checkpoint_epoch", None))
+        else:
+            proto = proto_cls(pctx, table)  # type: ignore[call-arg]
+        sent_key = self.ctx.key("sent", self.task_id)
         sent = received = 0
         task_left = max(1.0, task.deadline - time.time())
         self.progress.set("running", 0.0, "protocol started")
@@ -298,7 +318,8 @@ class TaskRunner:
         def deliver(msgs: list[Message]) -> None:
             nonlocal sent
             for m in msgs:
-                transcript.update(b"S" + message_digest(m))
+                # Recorded by (receiver, seq): a resumed worker re-sending a message records it once.
+                self.ctx.redis.hset(sent_key, f"{m.receiver.lower()}:{m.seq:012d}", message_digest(m).hex())
                 org = self.peers.organisation(m.receiver)
                 env = seal(
                     m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
@@ -330,13 +351,17 @@ class TaskRunner:
             for m in msgs:
                 index += 1
                 received += 1
-                transcript.update(b"R" + message_digest(m))
+                if m.seq < resume_from.get(m.sender.lower(), 0):
+                    continue  # already inside the checkpoint the party resumed from
                 deliver(proto.receive(m))
         self.timings["protocol"] = time.perf_counter() - protocol_t0
+        transcript = self._transcript(sent_key)
         result = proto.result()
         commitment = proto.result_commitment()
         if result is not None:
             self._store_result(result, proto, commitment)
+        if hasattr(proto, "model_state"):
+            self._store_model(proto.model_state())
         deleted = self._delete_intermediates()
         deletion_hash = hashlib.sha256(("\n".join(sorted(deleted))).encode()).digest()
         self.log.append(
@@ -344,13 +369,13 @@ class TaskRunner:
             self.task_id,
             sent=sent,
             received=received,
-            transcript=transcript.hexdigest(),
+            transcript=transcript.hex(),
             commitment=commitment.hex(),
         )
         self.log.append("delete", self.task_id, items=sorted(deleted), hash=deletion_hash.hex())
         receipt = Receipt(
             commitment,
-            transcript.digest(),
+            transcript,
             input_fp,
             algorithm_code_hash(proto_cls.name),
             deletion_hash,
@@ -395,12 +420,56 @@ class TaskRunner:
                 return hmac.new(org_key, f"pcn/org-secret/{chain}/{label}".encode(), hashlib.sha256).digest()
 
             proto_cls.epoch_key = epoch_key  # type: ignore[attr-defined]
+        if hasattr(proto_cls, "model_store"):
+            me = self.me.lower()
+
+            def model_store(task_id: int, party: str) -> dict[str, Any]:
+                if party.lower() != me:
+                    raise LookupError("a node only holds its own part of a model")
+                return load_model(self.ctx, task_id)
+
+            proto_cls.model_store = model_store  # type: ignore[attr-defined]
+        if hasattr(proto_cls, "checkpoint_store"):
+            scratch = self.ctx.task_dir(self.task_id)
+
+            def checkpoint_store(task_id: int, party: str, epochs_done: int, blob: bytes) -> None:
+                scratch.mkdir(parents=True, exist_ok=True)
+                tmp = scratch / "checkpoint.tmp"
+                tmp.write_bytes(blob)
+                tmp.replace(scratch / "checkpoint.bin")  # atomic: a kill never leaves half a checkpoint
+                self.log.append("checkpoint", task_id, epochs_done=epochs_done)
+
+            proto_cls.checkpoint_store = checkpoint_store  # type: ignore[attr-defined]
         if hasattr(proto_cls, "cache"):
             proto_cls.cache = FileCache(self.ctx.config.data_path / "cache" / proto_cls.name)  # type: ignore[attr-defined]
 
     @property
     def _tm_address(self) -> str:
         return str(self.ledger.deployment.contracts["TaskManager"].address)
+
+    def _transcript(self, sent_key: str) -> bytes:
+        """Hash of every message this party sent and received, each once, in a canonical order
+        (sent by receiver and sequence, received in inbox order), so a resumed worker reports
+        the same transcript as one that never stopped."""
+        h = hashlib.sha256(b"pcn/transcript/v2")
+        for field, digest in sorted(self.ctx.redis.hgetall(sent_key).items()):
+            h.update(b"S" + field + b"=" + digest)
+        for m in self.inbox.read(self.task_id, 0):
+            h.update(b"R" + message_digest(m))
+        return h.digest()
+
+    def _store_model(self, state: dict[str, Any]) -> None:
+        """This party's part of a split model (e.g. a host's weights in vertical LR), sealed to
+        its own key; later prediction tasks load it through `load_model`."""
+        out = self.ctx.config.data_path / "models"
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = out / f"{self.task_id}.sealed"
+        blob = sealed.seal(self.ctx.keys.x25519_public, json.dumps(state).encode(), model_context(self.task_id))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(blob)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        self.log.append("model-stored", self.task_id, path=str(path), sha256=hashlib.sha256(blob).hexdigest())
 
     def _store_result(self, result: bytes, proto: Protocol, commitment: bytes) -> None:
         """The result, sealed to this organisation's registered X25519 key (readable only with
@@ -429,6 +498,8 @@ class TaskRunner:
             deleted += [str(p.relative_to(scratch.parent)) for p in sorted(scratch.rglob("*"))]
             shutil.rmtree(scratch, ignore_errors=True)
         deleted += [f"redis:{k}" for k in self.inbox.delete(self.task_id)]
+        self.ctx.redis.delete(self.ctx.key("sent", self.task_id))
+        deleted.append(f"redis:{self.ctx.key('sent', self.task_id)}")
         self.ctx.redis.delete(self.ctx.key("params", self.task_id))
         deleted.append(f"redis:{self.ctx.key('params', self.task_id)}")
         self._tables.clear()

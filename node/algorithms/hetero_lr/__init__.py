@@ -1,0 +1,1 @@
+"""Vertical (hetero) logistic regression with Paillier-encrypted, masked gradients (see `protocol.py`)."""

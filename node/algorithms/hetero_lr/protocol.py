@@ -1,0 +1,1100 @@
+"""Vertical (hetero) logistic regression, arbiter-free, in the style of FATE's HeteroLR.
+
+Parties. The guest G = the task's recipient holds the 0/1 labels y and features X_G; one
+or more hosts H_1..H_k (the other participants, in on-chain order) hold features X_j for
+the same IDs. Every party sorts its rows by ID; in the setup round each broadcasts a hash
+of its sorted ID list (bound to the task id), and a mismatch is "datasets are not aligned, run PSI first".
+Each party standardises its own columns with its own mean/std (kept in its model).
+
+Model and loss. z = X_G·w_G + b + Σ_j X_j·w_j; the guest holds w_G and the intercept b,
+host j holds w_j, and nobody ever holds another's weights. Training minimises FATE's
+second-order Taylor approximation of the (class-weighted) logistic loss,
+    L = (1/n) Σ_i s_i·(log 2 - ½·ŷ_i·z_i + ⅛·z_i²) + (l2/2)·‖w‖²      (ŷ = 2y - 1, b not penalised)
+whose per-row gradient factor is the residual d_i = s_i·(¼·z_i + ½ - y_i). With
+l2 = 1/(C·n) this is scikit-learn's LogisticRegression(C) objective with the logistic loss
+replaced by its Taylor expansion at z = 0 (the optimum is that of a ridge regression of 2ŷ
+on the features, so the weights differ from the exact logistic ones; the ranking, hence
+AUC, is close). Mini-batch gradient descent, constant learning rate, weights start at 0.
+
+Keys. Two Paillier key pairs, each derived deterministically from its owner's secret task
+seed: the guest's (G) and the first host's, the "lead" L. Ciphertexts under G are only
+ever seen by hosts, ciphertexts under L only by the guest; every value a key owner
+decrypts for someone else is masked with a uniform R ∈ Z_n (perfectly hiding). Every
+encryption or re-randomisation uses DJN fixed-base obfuscators whose exponents come from a
+ChaCha20 stream keyed per (purpose, epoch, step) (`common.SeededObfuscator`).
+
+One step on batch B (m rows; every batch has at least batch_size rows and more rows than
+any party has features + 1, else the setup fails). [[·]]_K = encrypted under K.
+  1. G -> every H (kind "residual"): [[s⊙d_G]]_G with d_G = ¼·(X_G w_G + b) + ½ - y on B,
+     plus [[¼·s]]_G when class weights are not all 1.
+     H_j -> G ("score-share"): [[u_j]]_L, u_j = X_j[B]·w_j.
+     H_j -> every other host ("contrib"): c_j = [[¼·s⊙u_j]]_G (a fresh encryption of ¼u_j, or
+     [[¼s]]^u_j re-randomised), so [[d]] = [[s⊙d_G]]·Π_j c_j = [[s⊙d]]_G at every host.
+  2. H_j -> G ("grad-masked"): [[X_j[B]^T (s⊙d) + R_j]]_G (multi-exponentiation, then ·Enc(R_j)).
+     G -> L ("guest-grad-masked"): [[X'^T (Σ_j u_j) + R_G]]_L with X' = ¼s⊙[X_G[B], 1].
+  3. G -> H_j ("grad-unmasked"): the decrypted residues; H_j subtracts R_j, divides by m,
+     adds l2·w_j and updates w_j. L -> G ("guest-grad-unmasked") likewise for G, which adds
+     its plaintext part [X_G, 1]^T (s⊙d_G) and updates w_G, b.
+Epoch end. H_j -> G ("eval"): fixed-point X_j·w_j on all rows and (l2/2)·‖w_j‖², plus
+pairwise masks agreed between hosts (X25519 in the setup round, ChaCha20-expanded) that
+cancel in the sum, so G learns only Σ_j over hosts. G computes z on all rows, the Taylor
+loss above, AUC, KS, accuracy and log-loss, stops if |Δloss| < tol or at the last epoch,
+and tells the hosts ("epoch-end"). Then every host sends a salted hash of its model state
+("model-commit"), G builds the result and broadcasts its salted hash ("result-hash").
+
+Rounds: setup 1; step s of epoch e: (e+1)·2^40 + 8·s + phase (phase 1..3); eval and
+epoch-end: (e+2)·2^40 - 8 + 1 / + 2; model-commit 2^62, result-hash 2^62 + 1. Payloads
+over 8 MiB are split into parts, each prefixed by (part index, part count) (u32, u32).
+
+What each party learns (semi-honest parties, no collusion):
+  - guest: its own gradient at every step, i.e. X'^T(Σ_j u_j) on the batch — d_G + 1
+    linear combinations of the hosts' joint batch scores (inherent to the guest learning
+    its gradient); at every epoch end the joint host score Σ_j X_j·w_j of every row and the
+    sum of the hosts' penalty terms (needed for loss and metrics; with one host this IS
+    that host's per-row score contribution, as in FATE); row count and each host's number
+    of features. Never a host's per-batch scores u_j, features, weights or gradients.
+  - host j: its own gradient X_j^T(s⊙d)/m at every step (the standard HeteroLR leakage: it
+    depends on the labels through d; batches larger than the feature count keep d from
+    being solved for in one step, but many steps leak statistics of d), the number of
+    epochs and when training stopped. Nothing about labels beyond that, no score of
+    another party (it only holds ciphertexts under G), no other party's gradient.
+  - lead host: in addition, decrypts the guest's gradient plus a uniform mask (nothing).
+  Collusion breaks this: G with L decrypts every host's batch scores; G with host j learns
+  what j's gradients say about the other hosts; a host colluding with G learns the labels.
+  Malicious behaviour (wrong ciphertexts, wrong decryptions) is not detected: Paillier is
+  malleable; the transport's signatures make every message attributable.
+Security assumptions: DCR with the small-exponent variant for DJN obfuscation (paillier.py
+(b)), X25519 (CDH), ChaCha20 as a PRG, SHA-256.
+
+Result (canonical JSON, guest only): {"algorithm", "params", "guest", "hosts", "rows",
+"features": {"guest": [...], "hosts": {address: count}}, "epochs_run", "stopped":
+"converged" | "max_epochs", "metrics": [{"epoch", "loss", "log_loss", "auc", "ks",
+"accuracy"}, ...], "model": {"guest": {"features", "weights", "intercept", "mean", "std"},
+"host_commitments": {address: hex}}}. `model_state()` at every party is its half of the
+model (JSON) to be stored locally; the host commitment is sha256("pcn/hetero-lr/model/v1" |
+canonical JSON of the host's state, which holds a secret salt). Commitment: sha256(
+"pcn/hetero-lr/commit/v1" | host commitments in order | h_r), h_r = sha256(
+"pcn/hetero-lr/result/v1" | salt | result).
+
+Checkpoints. At every epoch boundary (guest: after sending "epoch-end"; host: after
+receiving it) the party snapshots its state (`checkpoint()`, also pushed to the
+`checkpoint_store` hook when set). `HeteroLrProtocol.resume(ctx, data, blob)` rebuilds the
+party at that boundary; its `start()` emits the first messages of the next epoch with the
+same sequence numbers (after re-emitting the guest's "epoch-end" messages of the boundary,
+in case they were never delivered: peers drop duplicates by sequence number), and
+`resume_from[sender]` is the first incoming sequence number the runtime must deliver again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from gmpy2 import mpz
+
+from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.hetero_lr.common import (
+    MODEL_DOMAIN,
+    Assembly,
+    Drbg,
+    SeededObfuscator,
+    add_frame,
+    batch_count,
+    canonical_json,
+    ciphertexts,
+    classification_metrics,
+    derive_keypair,
+    dot_job,
+    epoch_batches,
+    frames,
+    from_fixed,
+    ids_hash,
+    load_local,
+    masked_encrypt,
+    masked_vector,
+    min_batch,
+    numeric,
+    pack_residues,
+    pair_seed,
+    public_key_from_hex,
+    residue_width,
+    split_key,
+    standardisation,
+    unpack_residues,
+    x25519_public,
+)
+from pcn.algorithms.hetero_lr.params import validate_params as _validate_params
+from pcn.crypto.paillier import EncryptedVector, PaillierError, PaillierPrivateKey, PaillierPublicKey, decode_int
+
+RESULT_DOMAIN = b"pcn/hetero-lr/result/v1"
+COMMIT_DOMAIN = b"pcn/hetero-lr/commit/v1"
+CHECKPOINT_VERSION = 1
+
+P_U = 32  # fractional bits of encrypted scores u and of ¼s
+P_D = 64  # of the encrypted residual s⊙d (a product of two P_U quantities)
+P_X = 24  # of the plaintext features in X^T·[[·]]
+
+ROUND_SETUP = 1
+ROUND_EPOCH = 1 << 40
+ROUND_STEP = 8
+ROUND_FINAL = 1 << 62
+
+KIND_SETUP = "setup"
+KIND_RESIDUAL = "residual"
+KIND_SHARE = "score-share"
+KIND_CONTRIB = "contrib"
+KIND_GRAD = "grad-masked"
+KIND_GUEST_GRAD = "guest-grad-masked"
+KIND_GRAD_PLAIN = "grad-unmasked"
+KIND_GUEST_GRAD_PLAIN = "guest-grad-unmasked"
+KIND_EVAL = "eval"
+KIND_EPOCH_END = "epoch-end"
+KIND_MODEL = "model-commit"
+KIND_RESULT = "result-hash"
+
+STEP_KINDS = {
+    KIND_RESIDUAL: 1,
+    KIND_SHARE: 1,
+    KIND_CONTRIB: 1,
+    KIND_GRAD: 2,
+    KIND_GUEST_GRAD: 2,
+    KIND_GRAD_PLAIN: 3,
+    KIND_GUEST_GRAD_PLAIN: 3,
+}
+EPOCH_KINDS = {KIND_EVAL: 1, KIND_EPOCH_END: 2}
+FINAL_KINDS = {KIND_MODEL: ROUND_FINAL, KIND_RESULT: ROUND_FINAL + 1}
+FROM_GUEST = {KIND_SETUP, KIND_RESIDUAL, KIND_GRAD_PLAIN, KIND_GUEST_GRAD, KIND_EPOCH_END, KIND_RESULT}
+FROM_HOST_TO_GUEST = {KIND_SETUP, KIND_SHARE, KIND_GRAD, KIND_GUEST_GRAD_PLAIN, KIND_EVAL, KIND_MODEL}
+FROM_HOST_TO_HOST = {KIND_SETUP, KIND_CONTRIB, KIND_MODEL}
+
+LOG2 = math.log(2.0)
+
+# phases
+SETUP, STEP, WAIT_SHARES, WAIT_GRADS, WAIT_OWN, WAIT_EVAL, WAIT_COMMITS = range(7)
+WAIT_RESIDUAL, WAIT_CONTRIBS, WAIT_GUEST_GRAD, WAIT_GRAD, WAIT_EPOCH_END, WAIT_FINAL, DONE = range(7, 14)
+
+
+def step_round(epoch: int, step: int, phase: int) -> int:
+    return (epoch + 1) * ROUND_EPOCH + step * ROUND_STEP + phase
+
+
+def epoch_round(epoch: int, phase: int) -> int:
+    return (epoch + 2) * ROUND_EPOCH - ROUND_STEP + phase
+
+
+def result_hash(salt: bytes, result: bytes) -> bytes:
+    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
+
+
+def model_commitment(state: dict[str, Any]) -> bytes:
+    """The commitment to a host's model state (which carries its own secret salt)."""
+    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
+
+
+def _floats(a: np.ndarray) -> list[float]:
+    return [float(v) for v in np.asarray(a, dtype=np.float64).tolist()]
+
+
+@dataclass(eq=False)
+class HeteroLrProtocol(Protocol):
+    name: ClassVar[str] = "hetero-lr"
+    # Set by the runtime to persist each epoch's checkpoint: (task id, party, epochs done, blob).
+    checkpoint_store: ClassVar[Callable[[int, str, int, bytes], None] | None] = None
+
+    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _role: str = field(default="", init=False, repr=False)
+    _guest: str = field(default="", init=False, repr=False)
+    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
+    _features: list[str] = field(default_factory=list, init=False, repr=False)
+    _ids_hash: bytes = field(default=b"", init=False, repr=False)
+    _n: int = field(default=0, init=False, repr=False)
+    _X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), init=False, repr=False)
+    _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _y: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _sw: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _weighted: bool = field(default=False, init=False, repr=False)
+    _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    # setup
+    _setups: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _host_features: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _guest_features: int = field(default=0, init=False, repr=False)
+    _pk_g: PaillierPublicKey | None = field(default=None, init=False, repr=False)
+    _sk_g: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _pk_l: PaillierPublicKey | None = field(default=None, init=False, repr=False)
+    _sk_l: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _obf_g: SeededObfuscator | None = field(default=None, init=False, repr=False)
+    _obf_l: SeededObfuscator | None = field(default=None, init=False, repr=False)
+    _pair_seeds: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _shuffle_key: bytes = field(default=b"", init=False, repr=False)
+    # progress through the rounds
+    _phase: int = field(default=SETUP, init=False, repr=False)
+    _epoch: int = field(default=0, init=False, repr=False)
+    _step: int = field(default=0, init=False, repr=False)
+    _batches: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
+    _floor: int = field(default=0, init=False, repr=False)
+    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _parts: dict[tuple[str, int, str], Assembly] = field(default_factory=dict, init=False, repr=False)
+    _inbox: dict[tuple[str, int, str], bytes] = field(default_factory=dict, init=False, repr=False)
+    _consumed: set[tuple[str, int, str]] = field(default_factory=set, init=False, repr=False)
+    # per-step scratch
+    _scratch: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    # outcome
+    _metrics: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
+    _stopped: str = field(default="", init=False, repr=False)
+    _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
+    _result: bytes | None = field(default=None, init=False, repr=False)
+    _result_hash: bytes | None = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+    _resumed: bool = field(default=False, init=False, repr=False)
+    _resend: list[Message] = field(default_factory=list, init=False, repr=False)
+    _checkpoint: bytes | None = field(default=None, init=False, repr=False)
+    _checkpoint_epoch: int = field(default=0, init=False, repr=False)
+    resume_from: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ctx = self.ctx
+        n = len(ctx.participants)
+        if n < 2 or len(set(ctx.participants)) != n:
+            raise ProtocolError("hetero-lr needs at least 2 distinct participants (a guest and a host)")
+        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
+            raise ProtocolError("both this party and the recipient (the guest) must be participants")
+        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
+            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
+        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
+            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._p = self.validate_params(ctx.params)
+        lowered = {p.lower() for p in ctx.participants}
+        strangers = sorted(set(self._p["features"]) - lowered)
+        if strangers:
+            raise ProtocolError(f"invalid hetero-lr params: 'features' names non-participant(s) {strangers}")
+        self._guest = ctx.recipient
+        self._hosts = [p for p in ctx.participants if p != self._guest]
+        self._role = "guest" if ctx.is_recipient else "host"
+        self._load()
+
+    # -- static parts of the interface ------------------------------------------------------
+
+    @staticmethod
+    def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+        return _validate_params(params)
+
+    @staticmethod
+    def commitment_for(result: bytes, opening: bytes) -> bytes:
+        if len(opening) < 64 or len(opening) % 32:
+            raise ProtocolError("a hetero-lr opening is the host model commitments followed by the salt, 32 bytes each")
+        return hashlib.sha256(COMMIT_DOMAIN + opening[:-32] + result_hash(opening[-32:], result)).digest()
+
+    # -- local data ---------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        p, ctx = self._p, self.ctx
+        label = p["label_column"]
+        wanted = p["features"].get(ctx.me.lower())
+        local = load_local(self.data, ctx.id_column, wanted, {label})
+        if self._role == "host" and not local.features:
+            raise ProtocolError("this host has no numeric feature column to contribute")
+        self._features = local.features
+        self._n = len(local.ids)
+        if self._n < 2:
+            raise ProtocolError(f"hetero-lr needs at least 2 rows, this party has {self._n}")
+        self._ids_hash = ids_hash(ctx.task_id, local.ids)
+        self._mean, self._std = standardisation(local.raw, p["standardize"])
+        X = (local.raw - self._mean) / self._std
+        if self._role == "guest":
+            if label not in self.data:
+                raise ProtocolError(f"the guest's dataset has no label column {label!r}")
+            y = numeric(self.data, label, local.order)
+            if not np.all((y == 0) | (y == 1)):
+                raise ProtocolError(f"label column {label!r} must hold only 0 and 1")
+            pos = int(y.sum())
+            if pos == 0 or pos == len(y):
+                raise ProtocolError(f"label column {label!r} has only one class")
+            self._y = y
+            cw = p["class_weight"]
+            if cw is None:
+                self._sw = np.ones(self._n)
+            elif cw == "balanced":
+                self._sw = np.where(y == 1, self._n / (2.0 * pos), self._n / (2.0 * (self._n - pos)))
+            else:
+                self._sw = np.where(y == 1, cw["1"], cw["0"])
+            X = np.hstack([X, np.ones((self._n, 1))])  # intercept column last
+        self._weighted = p["class_weight"] is not None
+        self._X = np.ascontiguousarray(X)
+        self._w = np.zeros(self._X.shape[1])
+
+    # -- keys and randomness ------------------------------------------------------------------
+
+    def _key(self, label: str) -> bytes:
+        return self.secret_bytes(f"hetero-lr/{label}", 32)
+
+    @property
+    def _is_lead(self) -> bool:
+        return self.ctx.me == self._hosts[0]
+
+    def _setup_payload(self) -> bytes:
+        p = self._p
+        body: dict[str, Any] = {
+            "role": self._role,
+            "ids": self._ids_hash.hex(),
+            "rows": self._n,
+            "features": len(self._features),
+            "key_bits": p["key_bits"],
+        }
+        self._own_keys()
+        if self._role == "guest":
+            assert self._pk_g is not None
+            body["paillier"] = format(int(self._pk_g.n), "x")
+            body["shuffle"] = self._shuffle_seed().hex()
+        else:
+            body["x25519"] = x25519_public(self._key("x25519")).hex()
+            if self._is_lead:
+                assert self._pk_l is not None
+                body["paillier"] = format(int(self._pk_l.n), "x")
+        return canonical_json(body)
+
+    def _own_keys(self) -> None:
+        """The Paillier key pair this party owns (guest and lead host), derived from its seed."""
+        bits = self._p["key_bits"]
+        if self._role == "guest" and self._sk_g is None:
+            self._pk_g, self._sk_g = derive_keypair(bits, self._key("paillier/guest"))
+        elif self._role == "host" and self._is_lead and self._sk_l is None:
+            self._pk_l, self._sk_l = derive_keypair(bits, self._key("paillier/lead"))
+
+    def _shuffle_seed(self) -> bytes:
+        split = self._p["seed_split"]
+        if split is not None:
+            return split_key(split)
+        return self._key("shuffle")
+
+    def _process_setups(self) -> None:
+        """Check every peer's setup message and derive keys, obfuscators and pair seeds."""
+        p, ctx = self._p, self.ctx
+        self._own_keys()
+        infos: dict[str, dict[str, Any]] = {}
+        for peer in ctx.peers:
+            what = f"setup from {peer!r}"
+            try:
+                info = json.loads(self._setups[peer])
+            except (ValueError, UnicodeDecodeError):
+                raise ProtocolError(f"{what} is not JSON") from None
+            if not isinstance(info, dict):
+                raise ProtocolError(f"{what} is not an object")
+            role = "guest" if peer == self._guest else "host"
+            if info.get("role") != role:
+                raise ProtocolError(f"{what}: role {info.get('role')!r}, expected {role!r}")
+            if info.get("key_bits") != p["key_bits"]:
+                raise ProtocolError(f"{what}: key_bits {info.get('key_bits')!r} differ from the params")
+            if info.get("ids") != self._ids_hash.hex() or info.get("rows") != self._n:
+                raise ProtocolError(
+                    f"datasets are not aligned, run PSI first: the ID list of {peer!r} differs from this party's "
+                    f"({info.get('rows')!r} rows vs {self._n})"
+                )
+            d = info.get("features")
+            if isinstance(d, bool) or not isinstance(d, int) or not (0 if role == "guest" else 1) <= d <= 10_000:
+                raise ProtocolError(f"{what}: bad feature count {d!r}")
+            infos[peer] = info
+        if self._role == "guest":
+            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts}
+            self._pk_l = public_key_from_hex(infos[self._hosts[0]].get("paillier"), p["key_bits"], "lead host setup")
+            self._shuffle_key = self._shuffle_seed()
+            d_guest = self._guest_features = len(self._features)
+        else:
+            g = infos[self._guest]
+            self._pk_g = public_key_from_hex(g.get("paillier"), p["key_bits"], "guest setup")
+            shuffle = g.get("shuffle")
+            if not isinstance(shuffle, str) or len(shuffle) != 64:
+                raise ProtocolError("guest setup: bad shuffle key")
+            self._shuffle_key = bytes.fromhex(shuffle)
+            if p["seed_split"] is not None and self._shuffle_key != self._shuffle_seed():
+                raise ProtocolError("guest setup: shuffle key does not follow params seed_split")
+            if not self._is_lead:
+                lead = infos[self._hosts[0]]
+                self._pk_l = public_key_from_hex(lead.get("paillier"), p["key_bits"], "lead host setup")
+            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts if h != self.ctx.me}
+            self._host_features[self.ctx.me] = len(self._features)
+            d_guest = int(g["features"])
+            self._guest_features = d_guest
+            secret = self._key("x25519")
+            for h in self._hosts:
+                if h == ctx.me:
+                    continue
+                pub = infos[h].get("x25519")
+                if not isinstance(pub, str) or len(pub) != 64:
+                    raise ProtocolError(f"setup from {h!r}: bad X25519 key")
+                self._pair_seeds[h] = pair_seed(secret, bytes.fromhex(pub), ctx.task_id, ctx.me, h)
+        widest = max([d_guest + 1, *self._host_features.values()])
+        smallest = min_batch(self._n, p["batch_size"])
+        if smallest <= widest:
+            raise ProtocolError(
+                f"batches of {smallest} rows are not larger than the {widest} features (+ intercept) of a party: a "
+                "gradient would reveal the residuals; use a larger batch_size or more rows"
+            )
+        self._make_obfuscators()
+
+    def _make_obfuscators(self) -> None:
+        p, n = self._p, self._n
+        epochs, steps = p["epochs"], batch_count(n, p["batch_size"])
+        many = len(self._hosts) > 1
+        assert self._pk_g is not None and self._pk_l is not None
+        if self._role == "guest":
+            uses_g = epochs * n * (2 if self._weighted else 1)
+            uses_l = epochs * steps * self._X.shape[1]
+        else:
+            uses_g = epochs * (n * (1 if many else 0) + steps * len(self._features))
+            uses_l = epochs * n
+        self._obf_g = SeededObfuscator.derive(self._pk_g, self._key("obfuscator/guest-key"), uses_g)
+        self._obf_l = SeededObfuscator.derive(self._pk_l, self._key("obfuscator/lead-key"), uses_l)
+
+    def _obf(self, which: str, label: str) -> SeededObfuscator:
+        obf = self._obf_g if which == "g" else self._obf_l
+        assert obf is not None
+        return obf.reseed(self._key(f"obf/{label}/{self._epoch}/{self._step}"))
+
+    def _masks(self, label: str, n: mpz, count: int) -> list[int]:
+        drbg = Drbg(self._key(f"mask/{label}/{self._epoch}/{self._step}"))
+        return [drbg.below(int(n)) for _ in range(count)]
+
+    # -- messages -----------------------------------------------------------------------------
+
+    def _send(self, receiver: str, round_: int, kind: str, payload: bytes) -> list[Message]:
+        return [self.send(receiver, round_, kind, part) for part in frames(payload)]
+
+    def _check_round(self, msg: Message) -> None:
+        kind, rnd = msg.kind, msg.round
+        ok = False
+        if kind == KIND_SETUP:
+            ok = rnd == ROUND_SETUP
+        elif kind in STEP_KINDS:
+            epoch, rest = divmod(rnd, ROUND_EPOCH)
+            step, phase = divmod(rest, ROUND_STEP)
+            steps = batch_count(self._n, self._p["batch_size"])
+            ok = phase == STEP_KINDS[kind] and 1 <= epoch <= self._p["epochs"] and step < steps
+            ok = ok and epoch - 1 <= self._epoch + 1
+        elif kind in EPOCH_KINDS:
+            epoch = (rnd + ROUND_STEP - EPOCH_KINDS[kind]) // ROUND_EPOCH - 2
+            ok = 0 <= epoch < self._p["epochs"] and epoch_round(epoch, EPOCH_KINDS[kind]) == rnd
+            ok = ok and epoch <= self._epoch + 1
+        elif kind in FINAL_KINDS:
+            ok = rnd == FINAL_KINDS[kind]
+        if not ok:
+            raise ProtocolError(f"{kind!r} message from {msg.sender!r} with an impossible round {rnd}")
+        if rnd < self._floor:
+            raise ProtocolError(f"stale {kind!r} message from {msg.sender!r} (round {rnd}, this party is past it)")
+
+    def _allowed(self, sender: str) -> set[str]:
+        if sender == self._guest:
+            kinds = set(FROM_GUEST)
+            if not self._is_lead:
+                kinds.discard(KIND_GUEST_GRAD)
+            return kinds
+        if self._role == "guest":
+            kinds = set(FROM_HOST_TO_GUEST)
+            if sender != self._hosts[0]:
+                kinds.discard(KIND_GUEST_GRAD_PLAIN)
+            return kinds
+        return set(FROM_HOST_TO_HOST)
+
+    def start(self) -> list[Message]:
+        if self._started:
+            raise ProtocolError("start() called twice")
+        self._started = True
+        if self._resumed:
+            self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
+            return list(self._resend) + self._advance()
+        self.report(0.0, f"{self._role}: {self._n} rows, {len(self._features)} features; setting up keys")
+        payload = self._setup_payload()
+        out: list[Message] = []
+        for peer in self.ctx.peers:
+            out += self._send(peer, ROUND_SETUP, KIND_SETUP, payload)
+        return out + self._advance()
+
+    def receive(self, msg: Message) -> list[Message]:
+        ctx = self.ctx
+        if not self._started:
+            raise ProtocolError("message received before start()")
+        if msg.receiver != ctx.me:
+            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
+        if msg.sender not in ctx.peers:
+            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        if self._phase == DONE:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} after the protocol finished")
+        expected = self._recv_next.get(msg.sender, 0)
+        if msg.seq != expected:
+            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
+        self._recv_next[msg.sender] = expected + 1
+        if msg.kind not in self._allowed(msg.sender):
+            raise ProtocolError(f"unexpected {msg.kind!r} message from {msg.sender!r}")
+        self._check_round(msg)
+        key = (msg.kind, msg.round, msg.sender)
+        if key in self._inbox or key in self._consumed:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r} (round {msg.round})")
+        whole = add_frame(self._parts, key, msg.payload, f"{msg.kind!r} message from {msg.sender!r}")
+        if whole is not None:
+            self._inbox[key] = whole
+        return self._advance()
+
+    def _has(self, kind: str, round_: int, senders: list[str]) -> bool:
+        return all((kind, round_, s) in self._inbox for s in senders)
+
+    def _take(self, kind: str, round_: int, sender: str) -> bytes:
+        key = (kind, round_, sender)
+        self._consumed.add(key)
+        return self._inbox.pop(key)
+
+    def _set_floor(self, floor: int) -> None:
+        self._floor = floor
+        self._consumed = {k for k in self._consumed if k[1] >= floor}
+
+    def _advance(self) -> list[Message]:
+        out: list[Message] = []
+        while self._phase != DONE:
+            handler = self._HANDLERS[self._phase]
+            msgs = handler(self)
+            if msgs is None:
+                break
+            out += msgs
+        return out
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _on_setup(self) -> list[Message] | None:
+        if not self._has(KIND_SETUP, ROUND_SETUP, self.ctx.peers):
+            return None
+        for peer in self.ctx.peers:
+            self._setups[peer] = self._take(KIND_SETUP, ROUND_SETUP, peer)
+        self._process_setups()
+        self._begin_epoch(0)
+        return []
+
+    def _begin_epoch(self, epoch: int) -> None:
+        self._epoch, self._step = epoch, 0
+        self._batches = epoch_batches(self._shuffle_key, epoch, self._n, self._p["batch_size"])
+        self._phase = STEP
+        self._set_floor(step_round(epoch, 0, 0))
+
+    def _progress(self, what: str) -> None:
+        total = self._p["epochs"] * len(self._batches)
+        done = self._epoch * len(self._batches) + self._step
+        self.report(0.02 + 0.96 * done / total, what)
+
+    def _dot(self, ev: EncryptedVector, matrix: np.ndarray) -> EncryptedVector:
+        """Enc(row vector · matrix) with multi-exponentiation, split by columns over the
+        node's worker processes when the runtime offers them."""
+        k = matrix.shape[1]
+        if self.ctx.parallel_map is None or k < 2 or len(ev) < 64:
+            out: EncryptedVector = ev.dot(matrix, P_X)
+            return out
+        pk = ev.public_key
+        data = ev.to_bytes()
+        chunks = np.array_split(np.arange(k), min(k, 8))
+        jobs = [(int(pk.n), P_X, data, np.ascontiguousarray(matrix[:, c])) for c in chunks if len(c)]
+        parts = self.pmap(dot_job, jobs)
+        return ciphertexts(pk, b"".join(parts), k, ev.precision_bits + P_X, "parallel dot")
+
+    # -- guest --------------------------------------------------------------------------------
+
+    def _g_step(self) -> list[Message]:
+        E, S = self._epoch, self._step
+        assert self._pk_g is not None
+        B = self._batches[S]
+        u = self._X[B] @ self._w
+        s = self._sw[B]
+        d_g = s * (0.25 * u + 0.5 - self._y[B])
+        obf = self._obf("g", "residual")
+        payload = self._pk_g.encrypt_vector(d_g, P_D, obf).to_bytes()
+        if self._weighted:
+            payload += self._pk_g.encrypt_vector(0.25 * s, P_U, obf).to_bytes()
+        self._scratch = {"d_g": d_g}
+        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, step_round(E, S, 1), KIND_RESIDUAL, payload)
+        self._phase = WAIT_SHARES
+        return out
+
+    def _g_shares(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        if not self._has(KIND_SHARE, rnd, self._hosts):
+            return None
+        pk = self._pk_l
+        assert pk is not None
+        B = self._batches[S]
+        total: EncryptedVector | None = None
+        for h in self._hosts:
+            ev = ciphertexts(pk, self._take(KIND_SHARE, rnd, h), len(B), P_U, f"score share from {h!r}")
+            total = ev if total is None else total + ev
+        assert total is not None
+        scaled = self._X[B] * (0.25 * self._sw[B])[:, None]
+        enc = self._dot(total, scaled)
+        masks = self._masks("guest-grad", pk.n, len(enc))
+        rs = masked_encrypt(pk, self._obf("l", "guest-grad"), masks)
+        nsq = pk.nsquare
+        masked = EncryptedVector(pk, [c * r % nsq for c, r in zip(enc.ciphertexts, rs, strict=True)])
+        self._scratch["masks"] = masks
+        self._phase = WAIT_GRADS
+        return self._send(self._hosts[0], step_round(E, S, 2), KIND_GUEST_GRAD, masked.to_bytes())
+
+    def _g_grads(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 2)
+        if not self._has(KIND_GRAD, rnd, self._hosts):
+            return None
+        sk, pk = self._sk_g, self._pk_g
+        assert sk is not None and pk is not None
+        out: list[Message] = []
+        width = residue_width(pk)
+        for h in self._hosts:
+            ev = ciphertexts(pk, self._take(KIND_GRAD, rnd, h), self._host_features[h], 0, f"gradient from {h!r}")
+            out += self._send(
+                h, step_round(E, S, 3), KIND_GRAD_PLAIN, pack_residues(sk.raw_decrypt_many(ev.ciphertexts), width)
+            )
+        self._phase = WAIT_OWN
+        return out
+
+    def _g_own(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 3)
+        lead = self._hosts[0]
+        if not self._has(KIND_GUEST_GRAD_PLAIN, rnd, [lead]):
+            return None
+        pk = self._pk_l
+        assert pk is not None
+        d = self._X.shape[1]
+        residues = unpack_residues(self._take(KIND_GUEST_GRAD_PLAIN, rnd, lead), d, pk, "guest gradient from the lead")
+        host_part = self._unmask(residues, self._scratch["masks"], pk.n, P_U + P_X, "guest gradient")
+        B = self._batches[S]
+        grad = (self._X[B].T @ self._scratch["d_g"] + host_part) / len(B)
+        grad[:-1] += self._p["l2"] * self._w[:-1]
+        self._w = self._w - self._p["learning_rate"] * grad
+        self._scratch = {}
+        return self._next_step()
+
+    @staticmethod
+    def _unmask(residues: list[int], masks: list[int], n: mpz, precision: int, what: str) -> np.ndarray:
+        scale = 1 << precision
+        try:
+            vals = [decode_int((r - m) % int(n), n) / scale for r, m in zip(residues, masks, strict=True)]
+        except (PaillierError, OverflowError):
+            raise ProtocolError(f"{what} overflowed the plaintext space (diverged or tampered)") from None
+        return np.array(vals, dtype=np.float64)
+
+    def _next_step(self) -> list[Message]:
+        self._step += 1
+        if self._step < len(self._batches):
+            self._phase = STEP
+            self._set_floor(step_round(self._epoch, self._step, 0))
+            return []
+        self._set_floor(epoch_round(self._epoch, 0))
+        if self._role == "guest":
+            self._phase = WAIT_EVAL
+            return []
+        # host: the epoch's evaluation vector for the guest
+        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
+        values = np.append(self._X @ self._w, penalty)
+        vec = masked_vector(
+            values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
+        )
+        self._phase = WAIT_EPOCH_END
+        return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
+
+    def _g_eval(self) -> list[Message] | None:
+        E = self._epoch
+        rnd = epoch_round(E, 1)
+        if not self._has(KIND_EVAL, rnd, self._hosts):
+            return None
+        total = np.zeros(self._n + 1, dtype=np.uint64)
+        for h in self._hosts:
+            data = self._take(KIND_EVAL, rnd, h)
+            if len(data) != 8 * (self._n + 1):
+                raise ProtocolError(f"evaluation vector from {h!r} has {len(data)} bytes, expected {8 * (self._n + 1)}")
+            total = total + np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        joint = from_fixed(total)
+        hosts_u, hosts_penalty = joint[:-1], float(joint[-1])
+        z = self._X @ self._w + hosts_u
+        y, s, l2 = self._y, self._sw, self._p["l2"]
+        yhat = 2.0 * y - 1.0
+        loss = float(np.mean(s * (LOG2 - 0.5 * yhat * z + 0.125 * z * z)))
+        loss += 0.5 * l2 * float(self._w[:-1] @ self._w[:-1]) + hosts_penalty
+        if not math.isfinite(loss):
+            raise ProtocolError(f"training diverged at epoch {E + 1} (loss {loss}); lower the learning rate")
+        metrics: dict[str, float] = {"epoch": E + 1, "loss": loss, **classification_metrics(y, z)}
+        self._metrics.append(metrics)
+        converged = E >= 1 and abs(self._metrics[-2]["loss"] - loss) < self._p["tol"]
+        last = self._p["epochs"] == E + 1
+        self.report(
+            0.02 + 0.96 * (E + 1) / self._p["epochs"],
+            f"epoch {E + 1}/{self._p['epochs']}: loss {loss:.6f}, AUC {metrics['auc']:.4f}, KS {metrics['ks']:.4f}, "
+            f"accuracy {metrics['accuracy']:.4f}",
+        )
+        stop = converged or last
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, epoch_round(E, 2), KIND_EPOCH_END, b"\x01" if stop else b"\x00")
+        if stop:
+            self._stopped = "converged" if converged else "max_epochs"
+            self._phase = WAIT_COMMITS
+            self._set_floor(ROUND_FINAL)
+            return out
+        self._begin_epoch(E + 1)
+        self._snapshot(resend=out)
+        return out
+
+    def _g_commits(self) -> list[Message] | None:
+        if not self._has(KIND_MODEL, ROUND_FINAL, self._hosts):
+            return None
+        for h in self._hosts:
+            c = self._take(KIND_MODEL, ROUND_FINAL, h)
+            if len(c) != 32:
+                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
+            self._model_commits[h] = c
+        self._model = self._guest_state()
+        result = {
+            "algorithm": self.name,
+            "params": self._p,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "rows": self._n,
+            "features": {"guest": self._features, "hosts": {h: self._host_features[h] for h in self._hosts}},
+            "epochs_run": len(self._metrics),
+            "stopped": self._stopped,
+            "metrics": self._metrics,
+            "model": {
+                "guest": {k: self._model[k] for k in ("features", "weights", "intercept", "mean", "std")},
+                "host_commitments": self._model["host_commitments"],
+            },
+        }
+        self._result = canonical_json(result)
+        self._result_hash = result_hash(self._salt(), self._result)
+        self._phase = DONE
+        self.report(1.0, f"done after {len(self._metrics)} epochs ({self._stopped})")
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, ROUND_FINAL + 1, KIND_RESULT, self._result_hash)
+        return out
+
+    def _guest_state(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "version": 1,
+            "task_id": self.ctx.task_id,
+            "role": "guest",
+            "party": self.ctx.me,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "label_column": self._p["label_column"],
+            "standardize": self._p["standardize"],
+            "features": self._features,
+            "weights": _floats(self._w[:-1]),
+            "intercept": float(self._w[-1]),
+            "mean": _floats(self._mean),
+            "std": _floats(self._std),
+            "host_commitments": {h: self._model_commits[h].hex() for h in self._hosts},
+        }
+
+    # -- host ---------------------------------------------------------------------------------
+
+    def _h_step(self) -> list[Message]:
+        E, S = self._epoch, self._step
+        assert self._pk_l is not None and self._pk_g is not None
+        B = self._batches[S]
+        u = self._X[B] @ self._w
+        self._scratch = {"u": u}
+        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
+        share = self._pk_l.encrypt_vector(u, P_U, self._obf("l", "share"))
+        out = self._send(self._guest, step_round(E, S, 1), KIND_SHARE, share.to_bytes())
+        if not self._weighted and len(self._hosts) > 1:
+            contrib = self._pk_g.encrypt_vector(0.25 * u, P_D, self._obf("g", "contrib")).to_bytes()
+            for h in self._hosts:
+                if h != self.ctx.me:
+                    out += self._send(h, step_round(E, S, 1), KIND_CONTRIB, contrib)
+        self._phase = WAIT_RESIDUAL
+        return out
+
+    def _h_residual(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        if not self._has(KIND_RESIDUAL, rnd, [self._guest]):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        m = len(self._batches[S])
+        data = self._take(KIND_RESIDUAL, rnd, self._guest)
+        u = self._scratch["u"]
+        out: list[Message] = []
+        if self._weighted:
+            half = len(data) // 2
+            residual = ciphertexts(pk, data[:half], m, P_D, "residual from the guest")
+            quarter_s = ciphertexts(pk, data[half:], m, P_U, "class weights from the guest")
+            own = quarter_s.mul(u, P_U)
+            if len(self._hosts) > 1:
+                contrib = own.obfuscate(self._obf("g", "contrib")).to_bytes()
+                for h in self._hosts:
+                    if h != self.ctx.me:
+                        out += self._send(h, rnd, KIND_CONTRIB, contrib)
+            self._scratch["d"] = residual + own
+        else:
+            residual = ciphertexts(pk, data, m, P_D, "residual from the guest")
+            self._scratch["d"] = residual + 0.25 * u
+        self._phase = WAIT_CONTRIBS
+        return out
+
+    def _h_contribs(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        others = [h for h in self._hosts if h != self.ctx.me]
+        if not self._has(KIND_CONTRIB, rnd, others):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        B = self._batches[S]
+        d: EncryptedVector = self._scratch.pop("d")
+        for h in others:
+            d = d + ciphertexts(pk, self._take(KIND_CONTRIB, rnd, h), len(B), P_D, f"contribution from {h!r}")
+        grad = self._dot(d, self._X[B])
+        masks = self._masks("grad", pk.n, len(grad))
+        rs = masked_encrypt(pk, self._obf("g", "grad-mask"), masks)
+        nsq = pk.nsquare
+        masked = EncryptedVector(pk, [c * r % nsq for c, r in zip(grad.ciphertexts, rs, strict=True)])
+        self._scratch["masks"] = masks
+        self._phase = WAIT_GUEST_GRAD if self._is_lead else WAIT_GRAD
+        return self._send(self._guest, step_round(E, S, 2), KIND_GRAD, masked.to_bytes())
+
+    def _h_guest_grad(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 2)
+        if not self._has(KIND_GUEST_GRAD, rnd, [self._guest]):
+            return None
+        sk, pk = self._sk_l, self._pk_l
+        assert sk is not None and pk is not None
+        count = self._guest_features + 1  # its features and the intercept
+        ev = ciphertexts(pk, self._take(KIND_GUEST_GRAD, rnd, self._guest), count, 0, "guest's masked gradient")
+        self._phase = WAIT_GRAD
+        residues = pack_residues(sk.raw_decrypt_many(ev.ciphertexts), residue_width(pk))
+        return self._send(self._guest, step_round(E, S, 3), KIND_GUEST_GRAD_PLAIN, residues)
+
+    def _h_grad(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 3)
+        if not self._has(KIND_GRAD_PLAIN, rnd, [self._guest]):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        data = self._take(KIND_GRAD_PLAIN, rnd, self._guest)
+        residues = unpack_residues(data, len(self._features), pk, "gradient from the guest")
+        B = self._batches[S]
+        grad = self._unmask(residues, self._scratch["masks"], pk.n, P_D + P_X, "gradient") / len(B)
+        grad += self._p["l2"] * self._w
+        self._w = self._w - self._p["learning_rate"] * grad
+        self._scratch = {}
+        return self._next_step()
+
+    def _h_epoch_end(self) -> list[Message] | None:
+        E = self._epoch
+        rnd = epoch_round(E, 2)
+        if not self._has(KIND_EPOCH_END, rnd, [self._guest]):
+            return None
+        flag = self._take(KIND_EPOCH_END, rnd, self._guest)
+        if flag not in (b"\x00", b"\x01"):
+            raise ProtocolError(f"epoch-end message from the guest is {flag!r}, expected one byte 0 or 1")
+        if flag == b"\x00":
+            if self._p["epochs"] <= E + 1:
+                raise ProtocolError("the guest asked for another epoch beyond params epochs")
+            self._begin_epoch(E + 1)
+            self._snapshot(resend=[])
+            return []
+        self._model = self._host_state()
+        commit = model_commitment(self._model)
+        self._model_commits[self.ctx.me] = commit
+        self._phase = WAIT_FINAL
+        self._set_floor(ROUND_FINAL)
+        self.report(0.99, f"training stopped after {E + 1} epochs; committing to the model")
+        out: list[Message] = []
+        for peer in self.ctx.peers:
+            out += self._send(peer, ROUND_FINAL, KIND_MODEL, commit)
+        return out
+
+    def _host_state(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "version": 1,
+            "task_id": self.ctx.task_id,
+            "role": "host",
+            "party": self.ctx.me,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "standardize": self._p["standardize"],
+            "features": self._features,
+            "weights": _floats(self._w),
+            "mean": _floats(self._mean),
+            "std": _floats(self._std),
+            "salt": self._key("model-salt").hex(),
+        }
+
+    def _h_final(self) -> list[Message] | None:
+        others = [h for h in self._hosts if h != self.ctx.me]
+        if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
+            return None
+        for h in others:
+            c = self._take(KIND_MODEL, ROUND_FINAL, h)
+            if len(c) != 32:
+                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
+            self._model_commits[h] = c
+        h_r = self._take(KIND_RESULT, ROUND_FINAL + 1, self._guest)
+        if len(h_r) != 32:
+            raise ProtocolError(f"result hash from the guest has {len(h_r)} bytes, expected 32")
+        self._result_hash = h_r
+        self._phase = DONE
+        self.report(1.0, "done; the guest holds the result, this party its part of the model")
+        return []
+
+    _HANDLERS: ClassVar[dict[int, Callable[[HeteroLrProtocol], list[Message] | None]]] = {}
+
+    def _dispatch_step(self) -> list[Message] | None:
+        return self._g_step() if self._role == "guest" else self._h_step()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _params_digest(self) -> str:
+        return hashlib.sha256(canonical_json(self._p)).hexdigest()
+
+    def _snapshot(self, resend: list[Message]) -> None:
+        """The state at an epoch boundary, before the next epoch's first message. `resend`
+        are the messages sent in the same call (the guest's "epoch-end"): a worker killed
+        before delivering them re-emits them on resume (peers drop what they already have)."""
+        state = {
+            "v": CHECKPOINT_VERSION,
+            "algorithm": self.name,
+            "task_id": self.ctx.task_id,
+            "party": self.ctx.me,
+            "params": self._params_digest(),
+            "ids": self._ids_hash.hex(),
+            "features": self._features,
+            "epoch": self._epoch,
+            "weights": _floats(self._w),
+            "metrics": self._metrics,
+            "setups": {k: v.hex() for k, v in sorted(self._setups.items())},
+            "sent": dict(sorted(self._seq.items())),
+            "received": dict(sorted(self._recv_next.items())),
+            "inbox": [[k, r, s, v.hex()] for (k, r, s), v in sorted(self._inbox.items())],
+            "parts": [[k, r, s, a.count, [p.hex() for p in a.parts]] for (k, r, s), a in sorted(self._parts.items())],
+            "resend": [[m.receiver, m.round, m.kind, m.seq, m.payload.hex()] for m in resend],
+        }
+        self._checkpoint = canonical_json(state)
+        self._checkpoint_epoch = self._epoch
+        store = type(self).checkpoint_store
+        if store is not None:
+            store(self.ctx.task_id, self.ctx.me, self._epoch, self._checkpoint)
+
+    def checkpoint(self) -> bytes | None:
+        """The latest epoch-boundary snapshot (None before the first epoch ended)."""
+        return self._checkpoint
+
+    @property
+    def checkpoint_epoch(self) -> int:
+        """Epochs completed in the latest snapshot (0: none)."""
+        return self._checkpoint_epoch
+
+    @classmethod
+    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> HeteroLrProtocol:
+        """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
+        deliver the peers' messages from `resume_from[sender]` on."""
+        proto = cls(ctx, data)
+        proto._restore(checkpoint)
+        return proto
+
+    def _restore(self, blob: bytes) -> None:
+        try:
+            state = json.loads(blob)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError("checkpoint is not JSON") from None
+        if not isinstance(state, dict) or state.get("v") != CHECKPOINT_VERSION or state.get("algorithm") != self.name:
+            raise ProtocolError("not a hetero-lr checkpoint of this version")
+        if state.get("task_id") != self.ctx.task_id or state.get("party") != self.ctx.me:
+            raise ProtocolError("checkpoint of another task or party")
+        if state.get("params") != self._params_digest():
+            raise ProtocolError("checkpoint was taken with different params")
+        if state.get("ids") != self._ids_hash.hex() or state.get("features") != self._features:
+            raise ProtocolError("checkpoint does not match this party's dataset")
+        try:
+            self._setups = {k: bytes.fromhex(v) for k, v in state["setups"].items()}
+            self._process_setups()
+            epoch = int(state["epoch"])
+            if not 1 <= epoch < self._p["epochs"]:
+                raise ProtocolError(f"checkpoint epoch {epoch} out of range")
+            w = np.array(state["weights"], dtype=np.float64)
+            if w.shape != self._w.shape:
+                raise ProtocolError("checkpoint weights have the wrong shape")
+            self._w = w
+            self._metrics = list(state["metrics"])
+            self._seq = {str(k): int(v) for k, v in state["sent"].items()}
+            self._recv_next = {str(k): int(v) for k, v in state["received"].items()}
+            self._inbox = {(k, int(r), s): bytes.fromhex(v) for k, r, s, v in state["inbox"]}
+            self._parts = {
+                (k, int(r), s): Assembly(int(c), [bytes.fromhex(p) for p in ps]) for k, r, s, c, ps in state["parts"]
+            }
+            me = self.ctx.me
+            self._resend = [Message(me, to, int(r), k, bytes.fromhex(v), int(q)) for to, r, k, q, v in state["resend"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed checkpoint: {exc}") from None
+        self._begin_epoch(epoch)
+        self._checkpoint, self._checkpoint_epoch = blob, epoch
+        self._resumed = True
+        self.resume_from = dict(self._recv_next)
+
+    # -- outcome --------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._phase == DONE
+
+    def result(self) -> bytes | None:
+        return self._result if self.ctx.is_recipient else None
+
+    def model_state(self) -> dict[str, Any]:
+        """This party's part of the trained model (JSON-serialisable), for local storage."""
+        if self._phase != DONE or self._model is None:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return dict(self._model)
+
+    def _salt(self) -> bytes:
+        return self._key("result-salt")
+
+    def _commits(self) -> bytes:
+        return b"".join(self._model_commits[h] for h in self._hosts)
+
+    def result_commitment(self) -> bytes:
+        if self._phase != DONE or self._result_hash is None:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return hashlib.sha256(COMMIT_DOMAIN + self._commits() + self._result_hash).digest()
+
+    def commitment_opening(self) -> bytes:
+        """The hosts' model commitments (host order), followed at the guest by its 32-byte
+        result salt; with the result bytes, `commitment_for` recomputes the commitment."""
+        if self._phase != DONE:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return self._commits() + self._salt() if self.ctx.is_recipient else self._commits()
+
+
+HeteroLrProtocol._HANDLERS = {
+    SETUP: HeteroLrProtocol._on_setup,
+    STEP: HeteroLrProtocol._dispatch_step,
+    WAIT_SHARES: HeteroLrProtocol._g_shares,
+    WAIT_GRADS: HeteroLrProtocol._g_grads,
+    WAIT_OWN: HeteroLrProtocol._g_own,
+    WAIT_EVAL: HeteroLrProtocol._g_eval,
+    WAIT_COMMITS: HeteroLrProtocol._g_commits,
+    WAIT_RESIDUAL: HeteroLrProtocol._h_residual,
+    WAIT_CONTRIBS: HeteroLrProtocol._h_contribs,
+    WAIT_GUEST_GRAD: HeteroLrProtocol._h_guest_grad,
+    WAIT_GRAD: HeteroLrProtocol._h_grad,
+    WAIT_EPOCH_END: HeteroLrProtocol._h_epoch_end,
+    WAIT_FINAL: HeteroLrProtocol._h_final,
+}

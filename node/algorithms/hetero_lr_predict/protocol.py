@@ -1,0 +1,482 @@
+"""Joint scoring with a split hetero-lr model (the model of a finished "hetero-lr" task).
+
+Every party loads its own part of the model of training task `model_task` through the
+`model_store` hook the runtime sets (tests set it to a dict lookup): the guest (the
+recipient, as in training) its weights, intercept and standardisation plus the hosts'
+model commitments; each host its weights and standardisation. The data are new rows with
+the same IDs at every party (e.g. a PSI output).
+
+Rounds:
+  1 "setup" (everyone -> everyone): a hash of the party's sorted ID list (a mismatch is
+    "datasets are not aligned, run PSI first"), its row count, and for a host the
+    commitment to its model state (sha256("pcn/hetero-lr/model/v1" | canonical JSON of the
+    state, which carries a secret salt)) and an X25519 public key. The guest checks every
+    host's commitment against the one recorded in training, so every host scores with
+    the model it committed to on chain.
+  2 "scores" (host -> guest): u_j = standardised X_j · w_j per row in fixed point (32
+    fractional bits, int64 ring), plus pairwise masks agreed between hosts (X25519 shared
+    secret -> SHA-256 -> ChaCha20 keystream) that cancel in the sum; parts of at most 8 MiB.
+  3 "result-hash" (guest -> hosts): h_r = sha256("pcn/hetero-lr-predict/result/v1" | salt |
+    result). Commitment at every party: sha256("pcn/hetero-lr-predict/commit/v1" | host model
+    commitments in host order | h_r).
+
+What each party learns: the guest learns the joint score z = X_G·w_G + b + Σ_j u_j of every
+row (that is the output) and therefore Σ_j u_j per row; with one host that is the host's
+score contribution per row, with several only their sum. Hosts learn nothing but the row
+count and the other hosts' commitments (semi-honest, no collusion).
+
+Result (canonical JSON, guest only): {"algorithm": "hetero-lr-predict", "model_task",
+"rows", "ids": [sorted normalised IDs], "scores": [P(y = 1) per ID], "threshold": 0.5,
+"label_column", "metrics": {"auc", "ks", "accuracy", "log_loss"} when the guest's rows
+carry the training label column, else null}.
+
+The helpers below repeat a few of hetero-lr's (ID hashing, pairwise masks, framing,
+metrics) on purpose: an algorithm's registered code hash covers its own package only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import struct
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.data.errors import DataError
+from pcn.data.table import Table
+
+DOMAIN = b"pcn/hetero-lr-predict/"
+MODEL_DOMAIN = b"pcn/hetero-lr/model/v1"  # the training algorithm's model commitment
+RESULT_DOMAIN = b"pcn/hetero-lr-predict/result/v1"
+COMMIT_DOMAIN = b"pcn/hetero-lr-predict/commit/v1"
+FIXED_BITS = 32
+FIXED_LIMIT = float(1 << 30)
+PART_BYTES = 8 * 1024 * 1024
+FRAME = struct.Struct(">II")
+THRESHOLD = 0.5
+
+ROUND_SETUP, ROUND_SCORES, ROUND_RESULT = 1, 2, 3
+KIND_SETUP, KIND_SCORES, KIND_RESULT = "setup", "scores", "result-hash"
+PARAM_KEYS = frozenset({"model_task"})
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def model_commitment(state: dict[str, Any]) -> bytes:
+    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
+
+
+def result_hash(salt: bytes, result: bytes) -> bytes:
+    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
+
+
+def _stream(key: bytes, count: int) -> np.ndarray:
+    enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+    return np.frombuffer(enc.update(bytes(8 * count)), dtype="<u8").astype(np.uint64)
+
+
+def _normalise_id(cell: str | None) -> str:
+    s = "" if cell is None else unicodedata.normalize("NFC", cell.strip())
+    if not s:
+        raise ProtocolError("the ID column has an empty cell")
+    return s
+
+
+def _ids_hash(task_id: int, ids: Sequence[str]) -> bytes:
+    h = hashlib.sha256(DOMAIN + b"ids/v1" + task_id.to_bytes(32, "big") + len(ids).to_bytes(8, "big"))
+    for x in ids:
+        b = x.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(4, "big") + b)
+    return h.digest()
+
+
+def _numeric(table: Table, column: str, order: np.ndarray) -> np.ndarray:
+    if column not in table:
+        raise ProtocolError(f"column {column!r} of the model is not in the dataset; columns are {table.names}")
+    try:
+        values = table.numeric(column)[order]
+    except DataError as exc:
+        raise ProtocolError(f"column {column!r}: {exc}") from None
+    if not np.all(np.isfinite(values)):
+        raise ProtocolError(f"column {column!r} has a non-finite value")
+    return values
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    pos = int(y.sum())
+    neg = len(y) - pos
+    order = np.argsort(score, kind="mergesort")
+    s = score[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    ends = np.r_[starts[1:], len(s)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def _ks(y: np.ndarray, score: np.ndarray) -> float:
+    pos = int(y.sum())
+    neg = len(y) - pos
+    order = np.argsort(-score, kind="mergesort")
+    s, t = score[order], y[order]
+    tp, fp = np.cumsum(t), np.cumsum(1 - t)
+    last = np.r_[s[1:] != s[:-1], True]
+    return float(np.max(np.abs(tp[last] / pos - fp[last] / neg)))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * z))
+    return out
+
+
+def _floats(values: object, count: int, what: str) -> np.ndarray:
+    if not isinstance(values, list) or len(values) != count:
+        raise ProtocolError(f"stored model: {what} must be a list of {count} numbers")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+        raise ProtocolError(f"stored model: {what} must hold finite numbers")
+    return np.array(values, dtype=np.float64)
+
+
+@dataclass(eq=False)
+class HeteroLrPredictProtocol(Protocol):
+    name: ClassVar[str] = "hetero-lr-predict"
+    # Set by the runtime: (training task id, this party's address) -> the model state that
+    # party's `HeteroLrProtocol.model_state()` returned at the end of that task.
+    model_store: ClassVar[Callable[[int, str], dict[str, Any]] | None] = None
+
+    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _guest: str = field(default="", init=False, repr=False)
+    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
+    _model: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _commitment: bytes = field(default=b"", init=False, repr=False)
+    _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _b: float = field(default=0.0, init=False, repr=False)
+    _ids: list[str] = field(default_factory=list, init=False, repr=False)
+    _ids_hash: bytes = field(default=b"", init=False, repr=False)
+    _u: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _y: np.ndarray | None = field(default=None, init=False, repr=False)
+    _setups: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _parts: dict[str, list[bytes]] = field(default_factory=dict, init=False, repr=False)
+    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _sent_scores: bool = field(default=False, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
+    _result: bytes | None = field(default=None, init=False, repr=False)
+    _result_hash: bytes | None = field(default=None, init=False, repr=False)
+    _done: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ctx = self.ctx
+        n = len(ctx.participants)
+        if n < 2 or len(set(ctx.participants)) != n:
+            raise ProtocolError("hetero-lr-predict needs at least 2 distinct participants (a guest and a host)")
+        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
+            raise ProtocolError("both this party and the recipient (the guest) must be participants")
+        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
+            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
+        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
+            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._p = self.validate_params(ctx.params)
+        self._guest = ctx.recipient
+        self._hosts = [p for p in ctx.participants if p != self._guest]
+        self._load_model()
+        self._load_data()
+
+    @staticmethod
+    def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(params, dict):
+            raise ProtocolError("invalid hetero-lr-predict params: expected a JSON object")
+        unknown = set(params) - PARAM_KEYS
+        if unknown:
+            raise ProtocolError(
+                f"invalid hetero-lr-predict params: unknown key(s) {sorted(unknown)}; allowed: model_task"
+            )
+        task = params.get("model_task")
+        if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < 2**256:
+            raise ProtocolError(
+                f"invalid hetero-lr-predict params: 'model_task' (the training task id) must be a uint256, got {task!r}"
+            )
+        return {"model_task": task}
+
+    @staticmethod
+    def commitment_for(result: bytes, opening: bytes) -> bytes:
+        if len(opening) < 64 or len(opening) % 32:
+            raise ProtocolError("an opening is the host model commitments followed by the salt, 32 bytes each")
+        return hashlib.sha256(COMMIT_DOMAIN + opening[:-32] + result_hash(opening[-32:], result)).digest()
+
+    # -- model and data -----------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        ctx, task = self.ctx, self._p["model_task"]
+        store = type(self).model_store
+        if store is None:
+            raise ProtocolError("this node has no model store configured for hetero-lr-predict")
+        try:
+            state = store(task, ctx.me)
+        except (KeyError, FileNotFoundError):
+            raise ProtocolError(f"this party holds no hetero-lr model of task {task}") from None
+        if not isinstance(state, dict) or state.get("algorithm") != "hetero-lr" or state.get("task_id") != task:
+            raise ProtocolError(f"the stored model of task {task} is not a hetero-lr model of that task")
+        role = "guest" if ctx.is_recipient else "host"
+        if state.get("role") != role or state.get("party") != ctx.me:
+            raise ProtocolError(f"the stored model of task {task} is not this party's {role} part")
+        if state.get("guest") != self._guest:
+            raise ProtocolError(f"the recipient must be the guest of training task {task} ({state.get('guest')!r})")
+        hosts = state.get("hosts")
+        if not isinstance(hosts, list) or sorted(hosts) != sorted(self._hosts):
+            raise ProtocolError(f"the participants must be the parties of training task {task}: guest and {hosts}")
+        features = state.get("features")
+        if not isinstance(features, list) or not all(isinstance(c, str) for c in features):
+            raise ProtocolError("stored model: bad feature list")
+        d = len(features)
+        self._w = _floats(state.get("weights"), d, "weights")
+        self._mean = _floats(state.get("mean"), d, "mean")
+        self._std = _floats(state.get("std"), d, "std")
+        if np.any(self._std <= 0):
+            raise ProtocolError("stored model: std must be > 0")
+        self._b = 0.0
+        if role == "guest":
+            b = state.get("intercept")
+            if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b):
+                raise ProtocolError("stored model: bad intercept")
+            self._b = float(b)
+            commits = state.get("host_commitments")
+            if not isinstance(commits, dict) or sorted(commits) != sorted(self._hosts):
+                raise ProtocolError("stored model: host commitments missing")
+        self._model = state
+        self._commitment = model_commitment(state)
+
+    def _load_data(self) -> None:
+        ctx, table = self.ctx, self.data
+        if not isinstance(table, Table):
+            raise ProtocolError(f"hetero-lr-predict needs a Table, got {type(table).__name__}")
+        if not ctx.id_column or ctx.id_column not in table:
+            raise ProtocolError(f"no ID column {ctx.id_column!r}; columns are {table.names}")
+        ids = [_normalise_id(c) for c in table.column(ctx.id_column)]
+        order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
+        self._ids = [ids[i] for i in order.tolist()]
+        for a, b in itertools.pairwise(self._ids):
+            if a == b:
+                raise ProtocolError(f"ID {a!r} appears twice: hetero-lr-predict needs one row per ID (run PSI first)")
+        if not self._ids:
+            raise ProtocolError("no rows to score")
+        self._ids_hash = _ids_hash(ctx.task_id, self._ids)
+        X = np.empty((len(ids), len(self._w)))
+        for j, c in enumerate(self._model["features"]):
+            X[:, j] = _numeric(table, c, order)
+        self._u = (X - self._mean) / self._std @ self._w + self._b
+        label = self._model.get("label_column") if ctx.is_recipient else None
+        if isinstance(label, str) and label in table:
+            y = _numeric(table, label, order)
+            if np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
+                self._y = y
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def _x25519(self) -> X25519PrivateKey:
+        return X25519PrivateKey.from_private_bytes(self.secret_bytes("hetero-lr-predict/x25519", 32))
+
+    def start(self) -> list[Message]:
+        if self._started:
+            raise ProtocolError("start() called twice")
+        self._started = True
+        ctx = self.ctx
+        body: dict[str, Any] = {
+            "role": "guest" if ctx.is_recipient else "host",
+            "ids": self._ids_hash.hex(),
+            "rows": len(self._ids),
+            "model_task": self._p["model_task"],
+        }
+        if not ctx.is_recipient:
+            body["model"] = self._commitment.hex()
+            body["x25519"] = self._x25519().public_key().public_bytes_raw().hex()
+        payload = canonical_json(body)
+        self.report(0.1, f"scoring {len(self._ids)} rows with the model of task {self._p['model_task']}")
+        return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in ctx.peers]
+
+    def receive(self, msg: Message) -> list[Message]:
+        ctx = self.ctx
+        if not self._started:
+            raise ProtocolError("message received before start()")
+        if msg.receiver != ctx.me:
+            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
+        if msg.sender not in ctx.peers:
+            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        expected = self._recv_next.get(msg.sender, 0)
+        if msg.seq != expected:
+            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
+        self._recv_next[msg.sender] = expected + 1
+        if (msg.kind, msg.round) == (KIND_SETUP, ROUND_SETUP):
+            if msg.sender in self._setups:
+                raise ProtocolError(f"duplicate setup from {msg.sender!r}")
+            self._setups[msg.sender] = self._check_setup(msg)
+            return self._after_setup()
+        if (msg.kind, msg.round) == (KIND_SCORES, ROUND_SCORES) and ctx.is_recipient and msg.sender in self._hosts:
+            return self._on_scores(msg)
+        if (msg.kind, msg.round) == (KIND_RESULT, ROUND_RESULT) and msg.sender == self._guest:
+            if self._result_hash is not None or len(msg.payload) != 32 or len(self._setups) < len(ctx.peers):
+                raise ProtocolError(f"unexpected result hash from {msg.sender!r}")
+            self._result_hash = msg.payload
+            self._done = True
+            self.report(1.0, "done; the guest holds the scores")
+            return []
+        raise ProtocolError(f"unexpected {msg.kind!r} message round {msg.round} from {msg.sender!r}")
+
+    def _check_setup(self, msg: Message) -> dict[str, Any]:
+        who = msg.sender
+        try:
+            info = json.loads(msg.payload)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError(f"setup from {who!r} is not JSON") from None
+        if not isinstance(info, dict):
+            raise ProtocolError(f"setup from {who!r} is not an object")
+        role = "guest" if who == self._guest else "host"
+        if info.get("role") != role or info.get("model_task") != self._p["model_task"]:
+            raise ProtocolError(f"setup from {who!r}: wrong role or model task")
+        if info.get("ids") != self._ids_hash.hex() or info.get("rows") != len(self._ids):
+            raise ProtocolError(f"datasets are not aligned, run PSI first: the ID list of {who!r} differs")
+        if role == "host":
+            for key in ("model", "x25519"):
+                v = info.get(key)
+                if not isinstance(v, str) or len(v) != 64:
+                    raise ProtocolError(f"setup from {who!r}: bad {key!r}")
+            commit = bytes.fromhex(info["model"])
+            if self.ctx.is_recipient and self._model["host_commitments"].get(who) != commit.hex():
+                raise ProtocolError(
+                    f"host {who!r} scores with a model other than the one it committed to in training task "
+                    f"{self._p['model_task']}"
+                )
+            self._commits[who] = commit
+        return info
+
+    def _after_setup(self) -> list[Message]:
+        ctx = self.ctx
+        if len(self._setups) < len(ctx.peers):
+            return []
+        if ctx.is_recipient:
+            return self._maybe_finish()
+        if self._sent_scores:
+            raise ProtocolError("scores were already sent")
+        self._commits[ctx.me] = self._commitment
+        values = self._u
+        if not np.all(np.isfinite(values)) or np.any(np.abs(values) >= FIXED_LIMIT):
+            raise ProtocolError("scores are not finite or too large for the fixed-point encoding")
+        out = np.rint(np.ldexp(values, FIXED_BITS)).astype(np.int64).view(np.uint64)
+        secret, index = self._x25519(), self._hosts.index(ctx.me)
+        for j, other in enumerate(self._hosts):
+            if other == ctx.me:
+                continue
+            try:
+                peer = X25519PublicKey.from_public_bytes(bytes.fromhex(self._setups[other]["x25519"]))
+                shared = secret.exchange(peer)
+            except ValueError as exc:
+                raise ProtocolError(f"bad X25519 key from {other!r}: {exc}") from None
+            lo, hi = sorted((ctx.me.lower(), other.lower()))
+            seed = hashlib.sha256(
+                DOMAIN + b"pair/v1" + ctx.task_id.to_bytes(32, "big") + lo.encode() + b"|" + hi.encode() + shared
+            ).digest()
+            mask = _stream(seed, len(out))
+            out = out + mask if index < j else out - mask
+        self._sent_scores = True
+        payload = out.astype("<u8").tobytes()
+        count = max(1, -(-len(payload) // PART_BYTES))
+        self.report(0.5, "sent masked scores to the guest")
+        return [
+            self.send(
+                self._guest,
+                ROUND_SCORES,
+                KIND_SCORES,
+                FRAME.pack(i, count) + payload[i * PART_BYTES : (i + 1) * PART_BYTES],
+            )
+            for i in range(count)
+        ]
+
+    def _on_scores(self, msg: Message) -> list[Message]:
+        who = msg.sender
+        if who in self._scores or len(msg.payload) < FRAME.size:
+            raise ProtocolError(f"unexpected scores message from {who!r}")
+        index, count = FRAME.unpack_from(msg.payload)
+        parts = self._parts.setdefault(who, [])
+        if index != len(parts) or index >= count:
+            raise ProtocolError(f"scores from {who!r}: part {index} of {count} out of order")
+        parts.append(msg.payload[FRAME.size :])
+        if len(parts) < count:
+            return []
+        data = b"".join(self._parts.pop(who))
+        if len(data) != 8 * len(self._ids):
+            raise ProtocolError(f"scores from {who!r} have {len(data)} bytes, expected {8 * len(self._ids)}")
+        self._scores[who] = np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        return self._maybe_finish()
+
+    def _maybe_finish(self) -> list[Message]:
+        ctx = self.ctx
+        if self._done or len(self._setups) < len(ctx.peers) or len(self._scores) < len(self._hosts):
+            return []
+        total = np.zeros(len(self._ids), dtype=np.uint64)
+        for h in self._hosts:
+            total = total + self._scores[h]
+        z = self._u + np.ldexp(total.view(np.int64).astype(np.float64), -FIXED_BITS)
+        probs = _sigmoid(z)
+        metrics: dict[str, float] | None = None
+        if self._y is not None:
+            y = self._y
+            p = np.clip(probs, 1e-15, 1 - 1e-15)
+            metrics = {
+                "auc": _auc(y, z),
+                "ks": _ks(y, z),
+                "accuracy": float(np.mean((probs > THRESHOLD) == (y == 1))),
+                "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            }
+        result = {
+            "algorithm": self.name,
+            "model_task": self._p["model_task"],
+            "rows": len(self._ids),
+            "ids": self._ids,
+            "scores": [float(v) for v in probs.tolist()],
+            "threshold": THRESHOLD,
+            "label_column": self._model.get("label_column"),
+            "metrics": metrics,
+        }
+        self._result = canonical_json(result)
+        self._result_hash = result_hash(self.secret_bytes("hetero-lr-predict/result-salt", 32), self._result)
+        self._done = True
+        self._scores.clear()
+        self.report(1.0, f"scored {len(self._ids)} rows")
+        return [self.send(h, ROUND_RESULT, KIND_RESULT, self._result_hash) for h in self._hosts]
+
+    # -- outcome --------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def result(self) -> bytes | None:
+        return self._result if self.ctx.is_recipient else None
+
+    def _commit_bytes(self) -> bytes:
+        return b"".join(self._commits[h] for h in self._hosts)
+
+    def result_commitment(self) -> bytes:
+        if not self._done or self._result_hash is None:
+            raise ProtocolError("the hetero-lr-predict protocol has not finished")
+        return hashlib.sha256(COMMIT_DOMAIN + self._commit_bytes() + self._result_hash).digest()
+
+    def commitment_opening(self) -> bytes:
+        if not self._done:
+            raise ProtocolError("the hetero-lr-predict protocol has not finished")
+        salt = self.secret_bytes("hetero-lr-predict/result-salt", 32)
+        return self._commit_bytes() + salt if self.ctx.is_recipient else self._commit_bytes()
