@@ -14,7 +14,10 @@ algorithm is registered by the hash of its code. Then:
    bank registers as a derived, fingerprinted "aligned sample" dataset;
 4. a private query: the bank looks its customers up in telecom's table; telecom learns
    only how many keys were asked;
-5. one byte of telecom's file changes after registration: every node refuses, with the
+5. a vertical credit-risk model: bank labels and repayment data, telecom arrears and spend,
+   aligned by PSI (each side learns the alignment), trained with hetero-lr; the model stays
+   split between them;
+6. one byte of telecom's file changes after registration: every node refuses, with the
    reason code on chain, and nobody runs the protocol.
 
 The devnet, Redis and nodes keep running afterwards for the CLI; `make demo-down` stops them.
@@ -43,7 +46,7 @@ from pcn.chain.ledger import Ledger
 from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus, epsilon_from_fixed
 from pcn.devnet import anvil
 from pcn.devnet.deploy import deploy, devnet_key
-from pcn.devnet.localnet import REGIONS, Network, RedisServer, approve_all, build_network
+from pcn.devnet.localnet import REGIONS, Network, RedisServer, approve_all, build_network, register_rows
 from pcn.runtime import services
 from pcn.runtime.config import load_config
 from pcn.runtime.operations import derive_aligned_dataset, read_result, submit_task, task_progress
@@ -124,6 +127,25 @@ def task_gas(ledger: Ledger, task_id: int) -> dict[str, int]:
             gas[steps[ev.name]] = gas.get(steps[ev.name], 0) + used
     gas["total"] = sum(gas.values())
     return gas
+
+
+def credit_tables(pool: int, seed: int = 7) -> tuple[list[list[str]], list[list[str]]]:
+    """Synthetic credit-risk data split vertically, with a hidden truth per customer so the
+    two sides' features really are complementary: the bank sees income and repayment history
+    and the default label; the telecom sees arrears and spend. Each holds ~2/3 of the pool."""
+    rng = np.random.default_rng(seed)
+    z_credit, z_telecom = rng.normal(size=pool), rng.normal(size=pool)
+    logit = 1.4 * z_credit + 1.1 * z_telecom - 1.0
+    defaulted = (rng.random(pool) < 1 / (1 + np.exp(-logit))).astype(int)
+    income = np.round(np.exp(10.3 - 0.25 * z_credit + rng.normal(scale=0.3, size=pool)), 2)
+    repayment = np.round(650 - 60 * z_credit + rng.normal(scale=25, size=pool), 1)
+    arrears = np.round(np.maximum(0, 12 + 9 * z_telecom + rng.normal(scale=4, size=pool)), 1)
+    spend = np.round(np.exp(4.0 + 0.2 * z_telecom + rng.normal(scale=0.4, size=pool)), 2)
+    ids = [f"K{i:07d}" for i in range(pool)]
+    in_bank, in_telecom = rng.random(pool) < 0.67, rng.random(pool) < 0.67
+    bank = [[ids[i], f"{income[i]:.2f}", f"{repayment[i]:.1f}", str(defaulted[i])] for i in range(pool) if in_bank[i]]
+    telecom = [[ids[i], f"{arrears[i]:.1f}", f"{spend[i]:.2f}"] for i in range(pool) if in_telecom[i]]
+    return bank, telecom
 
 
 def _plain_stats(net: Network) -> dict[str, dict[str, float]]:
@@ -295,20 +317,70 @@ def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
     e4.update(hits=len(pq["hits"]), queried=pq["queried"])
     say(f"{len(pq['hits'])} of {pq['queried']} keys found; telecom saw only the number of keys asked")
 
-    # 5. a dataset byte changed after registration
-    console.rule("5 · one byte of telecom's dataset changes after registration")
+    # 5. vertical credit-risk model: bank labels + telecom features, on the PSI-aligned sample
+    console.rule("5 · vertical credit-risk model: bank labels and telecom features, aligned by PSI")
+    telecom = net.by_name("telecom")
+    bank_rows, telecom_rows = credit_tables(max(600, rows // 4))
+    credit_b = register_rows(
+        net, "bank", ["customer_id", "income", "repayment_score", "defaulted"], bank_rows, "credit"
+    )
+    credit_t = register_rows(net, "telecom", ["customer_id", "arrears_days", "monthly_spend"], telecom_rows, "usage")
+    aligned: dict[str, int] = {}
+    for side in (bank, telecom):  # both sides learn the alignment: one PSI with each as recipient
+        sub = submit_task(
+            side.ledger, algorithm="psi", dataset_ids=[credit_b, credit_t], params={}, recipient=side.name
+        )
+        approve_all(net, sub.task_id)
+        _watch(net, sub.task_id, console, as_json)
+        aligned[side.name] = derive_aligned_dataset(
+            side.ctx,
+            sub.task_id,
+            name=f"{side.name} credit sample aligned with {'telecom' if side is bank else 'bank'}",
+            limits=PolicyLimits(10, net.admin.dataset(side.dataset_id).expiry, 0),
+            grants=PolicyGrants(list(net.algorithms.values()), [bank.address, telecom.address], [bank.address]),
+        ).dataset_id
+    params = {
+        "label_column": "defaulted",
+        "features": {
+            bank.address.lower(): ["income", "repayment_score"],
+            telecom.address.lower(): ["arrears_days", "monthly_spend"],
+        },
+        "epochs": 8,
+        "batch_size": 256,
+        "learning_rate": 0.3,
+    }
+    sub = submit_task(
+        bank.ledger,
+        algorithm="hetero-lr",
+        dataset_ids=[aligned["bank"], aligned["telecom"]],
+        params=params,
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    _watch(net, sub.task_id, console, as_json)
+    lr = read_result(bank.ctx, sub.task_id)["result"]
+    table = Table("epoch", "loss", "AUC", "KS", "accuracy", title=f"task {sub.task_id}: hetero-lr, {lr['rows']} rows")
+    for m in lr["metrics"]:
+        table.add_row(str(m["epoch"]), f"{m['loss']:.4f}", f"{m['auc']:.3f}", f"{m['ks']:.3f}", f"{m['accuracy']:.3f}")
+    say(table)
+    say("the model stays split: the bank holds its weights, the telecom its own; neither saw the other's data")
+    e5 = record(sub.task_id, "vertical credit-risk model")
+    e5.update(rows=lr["rows"], auc=lr["metrics"][-1]["auc"], epochs=len(lr["metrics"]))
+
+    # 6. a dataset byte changed after registration
+    console.rule("6 · one byte of telecom's dataset changes after registration")
     assert telecom.data_file is not None
     original = telecom.data_file.read_bytes()
     lines = original.split(b"\n")
     lines[1] = lines[1].replace(b",", b",9", 1)
     telecom.data_file.write_bytes(b"\n".join(lines))
     try:
-        task5 = submit({"column": "income", "statistics": ["count"]})
-        _watch(net, task5, console, as_json)
+        task6 = submit({"column": "income", "statistics": ["count"]})
+        _watch(net, task6, console, as_json)
     finally:
         telecom.data_file.write_bytes(original)
-    e5 = record(task5, "refused: data changed after registration")
-    say(f"task {task5} is {e5['status']}: reason {e5['refusal']} recorded on chain; no protocol ran")
+    e6 = record(task6, "refused: data changed after registration")
+    say(f"task {task6} is {e6['status']}: reason {e6['refusal']} recorded on chain; no protocol ran")
 
     console.rule("summary")
     tbl = Table("task", "what", "status", "receipts", "refusal", "result hash")
@@ -344,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     summary = run(args.port, args.rows, args.json)
     if args.json:
         print(json.dumps(summary, indent=2))
-    ok = [t["status"] for t in summary["tasks"]] == ["completed"] * 4 + ["refused"]
+    ok = [t["status"] for t in summary["tasks"]] == ["completed"] * 5 + ["refused"]
     sys.exit(0 if ok else 1)
 
 
