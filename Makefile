@@ -36,17 +36,23 @@ $(CHAIN)/node_modules/.stamp: $(CHAIN)/package.json $(CHAIN)/package-lock.json
 	cd $(CHAIN) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-.redis-check:
-	@command -v redis-server >/dev/null || { \
+# Debian packages the tests use: a Redis server binary (each test network starts its own on
+# a private port), tcpdump (the no-plaintext-on-the-wire test), Chromium (the dashboard's
+# browser test). Installed when missing and we are root; otherwise a clear message.
+SYSTEM_PACKAGES := redis-server:redis-server tcpdump:tcpdump chromium:chromium
+.system-check: Makefile
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing redis-server (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "redis-server is missing: install it (e.g. sudo apt-get install redis-server) and re-run"; exit 1; \
-	  fi; }
+	    echo "missing:$$missing — install them (e.g. sudo apt-get install$$missing) and re-run"; exit 1; \
+	  fi; fi
 	@touch $@
 
-deps: $(VENV)/.stamp $(CHAIN)/node_modules/.stamp .redis-check
+deps: $(VENV)/.stamp $(CHAIN)/node_modules/.stamp .system-check
 
 test: deps test-contracts test-python
 
