@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pcn.cli import node_cmds
+from pcn.cli import audit_cmds, node_cmds
 from pcn.cli.common import (
     DEVNET_CHAIN_IDS,
     DeploymentOpt,
@@ -29,6 +29,7 @@ org_app = typer.Typer(no_args_is_help=True, help="Consortium membership (admin)"
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(org_app, name="org")
 node_cmds.register(app, org_app)
+audit_cmds.register(node_cmds.audit_app)
 
 PortOpt = Annotated[int, typer.Option("--port", envvar="PCN_DEVNET_PORT", help="Devnet RPC port")]
 KeyFileOpt = Annotated[

@@ -1,0 +1,32 @@
+"""The regulator's web dashboard (FastAPI, server-rendered, Sign-In with Ethereum).
+
+- `app`: `create_dashboard_app(store, ledger, ...)`, routes and the session guard;
+- `auth` / `siwe`: EIP-4361 messages, nonces, sessions, rate limits and the sign-in checks;
+- `views`: what each page shows, as JSON-ready dicts (also served by the JSON API);
+- `pages` / `html` / `labels`: the HTML, escaped, in plain words;
+- `live`: the background indexer and anomaly watcher that keep the pages live;
+- `static/`: CSS, the pages' JavaScript and Chart.js (served locally, never from a CDN).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pcn.auditor.web.app import create_dashboard_app
+    from pcn.auditor.web.siwe import siwe_message
+
+__all__ = ["create_dashboard_app", "siwe_message"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `pcn.auditor.web.siwe` or `.html` do not pull in FastAPI.
+    if name == "create_dashboard_app":
+        from pcn.auditor.web.app import create_dashboard_app
+
+        return create_dashboard_app
+    if name == "siwe_message":
+        from pcn.auditor.web.siwe import siwe_message
+
+        return siwe_message
+    raise AttributeError(name)
