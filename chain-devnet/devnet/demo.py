@@ -30,11 +30,13 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from eth_account import Account
 from rich.console import Console
@@ -67,17 +69,40 @@ def down(work: Path, port: int, say: Any = print) -> None:
             say(f"stopped {name}'s node")
     state = work / "demo.json"
     if state.is_file():
-        pid = json.loads(state.read_text()).get("redis_pid")
-        if pid:
-            try:
-                os.kill(int(pid), signal.SIGTERM)
-                say("stopped the demo's Redis")
-            except ProcessLookupError:
-                pass
+        started = json.loads(state.read_text())
+        for key, what in (("dashboard_pid", "the regulator's dashboard"), ("redis_pid", "the demo's Redis")):
+            pid = started.get(key)
+            if pid:
+                try:
+                    os.killpg(int(pid), signal.SIGTERM) if key == "dashboard_pid" else os.kill(int(pid), signal.SIGTERM)
+                    say(f"stopped {what}")
+                except ProcessLookupError:
+                    pass
         state.unlink()
     if anvil.status(port).running:
         anvil.down(port)
         say(f"stopped the devnet on port {port}")
+
+
+def start_dashboard(work: Path, deployment: Path | None, rpc_url: str, port: int) -> subprocess.Popen[bytes]:
+    """`pcn audit serve` in the background: indexer + anomaly detection + dashboard."""
+    pcn = Path(sys.executable).parent / "pcn"
+    cmd = [
+        str(pcn), "audit", "serve", "--store", str(work / "auditor.sqlite"), "--port", str(port),
+        "--domain", f"127.0.0.1:{port}", "--deployment", str(deployment), "--rpc-url", rpc_url,
+    ]  # fmt: skip
+    with (work / "auditor.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the dashboard exited: {(work / 'auditor.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the dashboard did not answer on port {port}")
 
 
 def _watch(net: Network, task_id: int, console: Console, quiet: bool, timeout: float = 600) -> TaskStatus:
@@ -158,7 +183,7 @@ def _plain_stats(net: Network) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
+def run(port: int, rows: int, as_json: bool, dashboard_port: int = 8700) -> dict[str, Any]:
     console = Console(stderr=as_json, soft_wrap=True)
     say = console.print
     work = workdir()
@@ -175,8 +200,14 @@ def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
     admin.grant_auditor(regulator.address)
     say(f"regulator {regulator.address} holds the auditor role")
     redis_server = RedisServer(work / "redis", persist=True)
-    (work / "demo.json").write_text(json.dumps({"redis_pid": redis_server.proc.pid, "redis_url": redis_server.url}))
+    started = {"redis_pid": redis_server.proc.pid, "redis_url": redis_server.url}
+    (work / "demo.json").write_text(json.dumps(started))
     say(f"redis: {redis_server.url} (private to the demo, append-only file on)")
+    dashboard = start_dashboard(work, dep.path, st.rpc_url, dashboard_port)
+    started["dashboard_pid"] = dashboard.pid
+    (work / "demo.json").write_text(json.dumps(started))
+    dashboard_url = f"http://127.0.0.1:{dashboard_port}"
+    say(f"regulator's dashboard: {dashboard_url} (it follows the chain live)")
 
     net = build_network(
         work,
@@ -399,6 +430,14 @@ def run(port: int, rows: int, as_json: bool) -> dict[str, Any]:
         "nodes, Redis and the devnet keep running. Try:\n"
         f"  .venv/bin/pcn task status {task1} --config {bank.config.path}"
     )
+    regulator_key = devnet_key(1)
+    summary["dashboard"] = {"url": dashboard_url, "regulator": regulator.address, "regulator_key": regulator_key}
+    say(
+        f"\nregulator's dashboard: {dashboard_url}\n"
+        f"  sign in as the regulator {regulator.address} (devnet test key {regulator_key}):\n"
+        "  open the page, enter the address, press 'Prepare message', save the message to m.txt, then\n"
+        "  .venv/bin/pcn audit sign --dev-account 1 --message-file m.txt   and paste the signature"
+    )
     say("stop everything with: make demo-down")
     return summary
 
@@ -408,12 +447,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=int(os.environ.get("PCN_DEVNET_PORT", "8545")))
     ap.add_argument("--rows", type=int, default=20_000, help="rows per organisation's dataset")
     ap.add_argument("--json", action="store_true", help="no live output; print a JSON summary")
+    ap.add_argument("--dashboard-port", type=int, default=8700, help="port of the regulator's dashboard")
     ap.add_argument("--down", action="store_true", help="stop what a previous demo started")
     args = ap.parse_args(argv)
     if args.down:
         down(workdir(), args.port)
         return
-    summary = run(args.port, args.rows, args.json)
+    summary = run(args.port, args.rows, args.json, args.dashboard_port)
     if args.json:
         print(json.dumps(summary, indent=2))
     ok = [t["status"] for t in summary["tasks"]] == ["completed"] * 5 + ["refused"]

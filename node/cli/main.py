@@ -253,12 +253,17 @@ def demo_cmd(
     rows: Annotated[int, typer.Option("--rows", help="Rows per organisation's synthetic dataset")] = 20_000,
     as_json: JsonOpt = False,
     down: Annotated[bool, typer.Option("--down", help="Stop what a previous demo started")] = False,
+    dashboard_port: Annotated[int, typer.Option("--dashboard-port", help="Port of the regulator's dashboard")] = 8700,
 ) -> None:
     """The whole flow on this machine: devnet, Redis, three organisations' nodes, tasks (`make demo`)."""
     from pcn.devnet.demo import main as demo_main
 
     demo_main(
-        ["--port", str(port), "--rows", str(rows), *(["--json"] if as_json else []), *(["--down"] if down else [])]
+        [
+            *("--port", str(port), "--rows", str(rows), "--dashboard-port", str(dashboard_port)),
+            *(["--json"] if as_json else []),
+            *(["--down"] if down else []),
+        ]
     )
 
 
