@@ -687,7 +687,7 @@ def test_tampered_messages_are_refused(
 
 
 def test_parallel_map_gives_the_same_run() -> None:
-    """The runtime's process pool (here: a pickling map) splits X^T·[[d]] by columns; the
+    """The runtime's process pool (here: a pickling map) splits X^T·[[d]] by rows; the
     result is byte-identical to the serial run."""
 
     def pickling_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:

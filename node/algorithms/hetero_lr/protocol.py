@@ -90,6 +90,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -585,18 +586,27 @@ class HeteroLrProtocol(Protocol):
         self.report(0.02 + 0.96 * done / total, what)
 
     def _dot(self, ev: EncryptedVector, matrix: np.ndarray) -> EncryptedVector:
-        """Enc(row vector · matrix) with multi-exponentiation, split by columns over the
-        node's worker processes when the runtime offers them."""
-        k = matrix.shape[1]
-        if self.ctx.parallel_map is None or k < 2 or len(ev) < 64:
+        """Enc(row vector · matrix) with multi-exponentiation, split by ROWS over the node's
+        worker processes when the runtime offers them: each process multi-exponentiates its
+        rows for every column and the partial products are multiplied together (homomorphic
+        addition), which gives exactly the ciphertexts of the single-process dot. (Splitting by
+        columns made every process re-read and re-invert all the ciphertexts.)"""
+        m, k = matrix.shape
+        pieces = min(max(2, os.cpu_count() or 1), m // 32)
+        if self.ctx.parallel_map is None or pieces < 2:
             out: EncryptedVector = ev.dot(matrix, P_X)
             return out
         pk = ev.public_key
-        data = ev.to_bytes()
-        chunks = np.array_split(np.arange(k), min(k, 8))
-        jobs = [(int(pk.n), P_X, data, np.ascontiguousarray(matrix[:, c])) for c in chunks if len(c)]
-        parts = self.pmap(dot_job, jobs)
-        return ciphertexts(pk, b"".join(parts), k, ev.precision_bits + P_X, "parallel dot")
+        rows = [c for c in np.array_split(np.arange(m), pieces) if len(c)]
+        jobs = [
+            (int(pk.n), P_X, ev[int(c[0]) : int(c[-1]) + 1].to_bytes(), np.ascontiguousarray(matrix[c[0] : c[-1] + 1]))
+            for c in rows
+        ]
+        parts = [ciphertexts(pk, part, k, ev.precision_bits + P_X, "parallel dot") for part in self.pmap(dot_job, jobs)]
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        return total
 
     # -- guest --------------------------------------------------------------------------------
 
