@@ -91,7 +91,7 @@ contract DatasetRegistry {
     event PolicyRequesterSet(uint256 indexed datasetId, address indexed requester, bool allowed);
     event PolicyRecipientSet(uint256 indexed datasetId, address indexed recipient, bool allowed);
     event DatasetUsed(uint256 indexed datasetId, uint256 indexed taskId, uint64 uses, uint64 epsilonSpent);
-    event TaskManagerSet(address taskManager);
+    event TaskManagerSet(address indexed taskManager);
 
     constructor(Consortium consortium_) {
         consortium = consortium_;
@@ -102,6 +102,9 @@ contract DatasetRegistry {
     function setTaskManager(address taskManager_) external {
         if (msg.sender != deployer) revert NotDeployer();
         if (taskManager != address(0)) revert TaskManagerAlreadySet();
+        // Zero is harmless: taskManager stays unset (consume() then always reverts) and the
+        // deployer can call again with the real address.
+        // slither-disable-next-line missing-zero-check
         taskManager = taskManager_;
         emit TaskManagerSet(taskManager_);
     }

@@ -234,6 +234,9 @@ contract TaskManager is EIP712, Nonces {
     {
         if (block.timestamp > deadline) revert ApprovalSignatureExpired(deadline);
         bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, owner, nonce, deadline)));
+        // The third value only details why recovery failed (bad length or s); both `err` and
+        // `recovered` are checked, so any failure reverts with InvalidApprovalSignature.
+        // slither-disable-next-line unused-return
         (address recovered, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
         if (err != ECDSA.RecoverError.NoError || recovered != owner) {
             revert InvalidApprovalSignature(owner, recovered);
@@ -274,6 +277,9 @@ contract TaskManager is EIP712, Nonces {
             uint32 current = datasets.currentVersion(ids[i]);
             uint32 submitted = _datasetVersions[taskId][i];
             if (current != submitted) revert DatasetVersionChanged(ids[i], submitted, current);
+            // `datasets` is the deployment's own immutable DatasetRegistry: it makes no outside
+            // call, so nothing can re-enter between this call and TaskAuthorised below.
+            // slither-disable-next-line reentrancy-events
             datasets.consume(ids[i], taskId, task.algorithmHash, task.requester, task.resultRecipient, task.epsilon);
         }
         task.status = PcnTypes.TaskStatus.Authorised;

@@ -31,7 +31,7 @@ contract DatasetRegistryTest is PcnFixture {
     event PolicyRequesterSet(uint256 indexed datasetId, address indexed requester, bool allowed);
     event PolicyRecipientSet(uint256 indexed datasetId, address indexed recipient, bool allowed);
     event DatasetUsed(uint256 indexed datasetId, uint256 indexed taskId, uint64 uses, uint64 epsilonSpent);
-    event TaskManagerSet(address taskManager);
+    event TaskManagerSet(address indexed taskManager);
 
     function _emptyGrants() internal pure returns (DatasetRegistry.PolicyGrants memory g) {
         g.algorithms = new bytes32[](0);
