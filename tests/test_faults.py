@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -115,3 +116,148 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
         assert not o.ctx.task_dir(sub.task_id).exists()
     metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
     assert [m["epoch"] for m in metrics] == list(range(1, 9))
+
+
+def _kill_when_busy(net: Network, org: Org, task_id: int, after: float, rng: random.Random) -> bool:
+    """SIGKILL `org`'s worker processes once its (new) run is busy in the protocol; False if
+    the task finished first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if net.admin.task(task_id).status.is_final:
+            return False
+        p = _progress(org, task_id)
+        if p.get("phase") in ("running", "waiting") and float(p.get("updated", 0)) > after:
+            time.sleep(rng.uniform(0.0, 0.4))
+            for pid in _worker_children(org):
+                os.kill(pid, signal.SIGKILL)
+            return True
+        time.sleep(0.02)
+    pytest.fail(f"{org.name} never got busy again on task {task_id}: {_progress(org, task_id)}")
+
+
+def _assert_clean_completion(net: Network, task_id: int) -> None:
+    assert net.wait_final(task_id, timeout=400) is TaskStatus.COMPLETED
+    for o in net.orgs:
+        actions = [e.action for e in o.ctx.log.entries() if e.task_id == task_id]
+        assert actions.count("receipt") == 1, f"{o.name} receipted {actions.count('receipt')} times"
+        assert not o.ctx.task_dir(task_id).exists()
+        assert not o.ctx.redis.keys(o.ctx.key("inbox", task_id) + "*")
+
+
+def test_repeated_worker_kills_during_psi(net: Network) -> None:
+    """Ten SIGKILLs, alternating between the parties, each landing while a PSI runs. When a
+    task completes before the next kill, the next kill goes into a new task."""
+    rng = random.Random(8)
+    kills, tasks = 0, []
+    while kills < 10:
+        sub = submit_task(
+            net.by_name("bank").ledger,
+            algorithm="psi",
+            dataset_ids=[o.dataset_id for o in net.orgs],
+            params={"bucket_size": 1024},
+            recipient="bank",
+        )
+        approve_all(net, sub.task_id)
+        tasks.append(sub.task_id)
+        since = 0.0
+        while kills < 10:
+            victim = net.orgs[kills % 2]
+            if not _kill_when_busy(net, victim, sub.task_id, since, rng):
+                break
+            since = time.time()
+            kills += 1
+        _assert_clean_completion(net, sub.task_id)
+    expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
+        net.by_name("telecom").values["customer_id"].tolist()
+    )
+    for task_id in tasks:
+        assert set(read_result(net.by_name("bank").ctx, task_id)["result"]["ids"]) == expected
+
+
+def test_repeated_worker_kills_across_training_epochs(net: Network) -> None:
+    """Six SIGKILLs in one vertical LR training, each after a further epoch checkpoint,
+    alternating guest and host: each resume starts from a later epoch, never from zero."""
+    from tests.nodes import breast_cancer_split
+
+    g, h, *_ = breast_cancer_split(net, "bank", "telecom")
+    params = {"label_column": "label", "epochs": 10, "key_bits": 1024, "batch_size": 128, "tol": 0}
+    sub = submit_task(
+        net.by_name("bank").ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="bank"
+    )
+    approve_all(net, sub.task_id)
+    kills = 0
+    for target_epoch in range(1, 7):
+        victim = net.orgs[target_epoch % 2]
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            done = [
+                e.data["epochs_done"]
+                for e in victim.ctx.log.entries()
+                if e.action == "checkpoint" and e.task_id == sub.task_id
+            ]
+            if done and max(done) >= target_epoch:
+                break
+            assert not net.admin.task(sub.task_id).status.is_final, "training ended before all kills"
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"{victim.name} never checkpointed epoch {target_epoch}")
+        for pid in _worker_children(victim):
+            os.kill(pid, signal.SIGKILL)
+        kills += 1
+    assert kills == 6
+    _assert_clean_completion(net, sub.task_id)
+    resumes = [
+        e.data["epochs_done"]
+        for o in net.orgs
+        for e in o.ctx.log.entries()
+        if e.action == "resume" and e.task_id == sub.task_id
+    ]
+    assert len(resumes) >= 6 and min(resumes) >= 1  # every restart resumed from a checkpoint
+    metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
+    assert [m["epoch"] for m in metrics] == list(range(1, 11))
+
+
+def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
+    """One party stalls (its worker processes stopped with SIGSTOP, as a machine swapping or a
+    saturated host would): `task_progress` — what `pcn task status` shows — says the other
+    party is waiting, and for whom. Once the slow party resumes, the task completes."""
+    from pcn.cli.node_cmds import _progress_view
+    from pcn.runtime.operations import task_progress
+
+    slow, other = net.by_name("telecom"), net.by_name("bank")
+    sub = submit_task(
+        other.ledger,
+        algorithm="psi",
+        dataset_ids=[o.dataset_id for o in net.orgs],
+        params={"bucket_size": 1024},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    deadline = time.monotonic() + 120
+    while _progress(slow, sub.task_id).get("phase") != "running":
+        assert time.monotonic() < deadline, f"telecom never got running: {_progress(slow, sub.task_id)}"
+        time.sleep(0.02)
+    stalled = _worker_children(slow)
+    for pid in stalled:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = {r["name"]: r for r in task_progress(net.admin, sub.task_id)["participants"]}
+            if rows["bank"].get("phase") == "waiting":
+                break
+            assert time.monotonic() < deadline, f"bank never reported waiting: {rows}"
+            time.sleep(0.2)
+        assert rows["bank"]["waiting_for"] == ["telecom"]
+        assert rows["telecom"].get("phase") == "running"
+        from rich.console import Console
+
+        console = Console(width=200, record=True)
+        console.print(_progress_view(task_progress(net.admin, sub.task_id)))
+        assert "waiting for telecom" in console.export_text()
+    finally:
+        for pid in stalled:
+            os.kill(pid, signal.SIGCONT)
+    _assert_clean_completion(net, sub.task_id)
+    rows = {r["name"]: r for r in task_progress(net.admin, sub.task_id)["participants"]}
+    assert all("waiting_for" not in r for r in rows.values())

@@ -45,39 +45,37 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private redis-server on a free port (never the machine's shared 6379)."""
+    """A private redis-server on a free port (never the machine's shared 6379).
+
+    `persist=True` is how a node's Redis must run in production: every write is appended to
+    an fsynced log (AOF, `appendfsync always`), so a Redis restart loses no queued Celery
+    task, inbox message or progress record."""
 
     def __init__(self, workdir: Path, port: int | None = None, persist: bool = False) -> None:
         self.port = port or free_port()
         self.dir = workdir
+        self.persist = persist
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        import redis
+
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.dir),
-            ],
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *durability, "--dir", str(self.dir)]
+        proc = subprocess.Popen(
+            [binary, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        import redis
-
         deadline = time.monotonic() + 10
         while True:
             try:
                 redis.Redis(port=self.port).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
+                return proc
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline or proc.poll() is not None:
                     raise
                 time.sleep(0.05)
 
@@ -88,6 +86,12 @@ class RedisServer:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+    def restart(self, down_for: float = 0.0) -> None:
+        """Stop the server, stay down `down_for` seconds, start it again on the same port."""
+        self.stop()
+        time.sleep(down_for)
+        self.proc = self._spawn()
 
 
 def write_dataset(path: Path, rows: int, seed: int) -> dict[str, np.ndarray]:
@@ -138,11 +142,23 @@ class Network:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.admin.task(task_id).status
-            if st.is_final:
+            if st.is_final and (st is not TaskStatus.COMPLETED or self._all_runners_done(task_id)):
                 return st
             time.sleep(0.25)
         logs = {o.name: _tail(o.config.data_path / "logs" / "worker.log") for o in self.orgs}
         raise AssertionError(f"task {task_id} not final after {timeout} s: {self.admin.task(task_id)}\n{logs}")
+
+    def _all_runners_done(self, task_id: int) -> bool:
+        """The chain says COMPLETED as soon as the last receipt is mined; the node that sent it
+        still has to log the receipt and anchor its log. Callers that then read node logs
+        must not race that tail, so a completed task is final once every runner says done."""
+        participants = {a.lower() for a in self.admin.task_participants(task_id)}
+        for o in self.orgs:
+            if o.address.lower() in participants:
+                phase = o.ctx.redis.hget(o.ctx.key("progress", task_id), "phase")
+                if phase not in (b"done", "done"):
+                    return False
+        return True
 
     def stop(self) -> None:
         for o in self.orgs:
@@ -180,6 +196,7 @@ def build_network(
     redis_server: RedisServer | None = None,
     kdf_iterations: int = 2**10,
     message_timeout: float = 30.0,
+    requeue_after: float = 60.0,
     progress: Callable[[str], None] | None = None,
 ) -> Network:
     """Admit `names` as organisations with fresh keys, register one synthetic dataset each
@@ -203,6 +220,7 @@ def build_network(
             kdf_iterations=kdf_iterations,
         )
         cfg.message_timeout = message_timeout
+        cfg.requeue_after = requeue_after
         cfg.save(Path(cfg.path))
         fund(admin, keys.address)
         admin.admit(keys.address, name, keys.x25519_public, cfg.endpoint)

@@ -890,13 +890,17 @@ def _progress_view(p: dict[str, Any]) -> Group:
     table = Table("participant", "on chain", "phase", "progress", "%", "detail")
     for row in p["participants"]:
         frac = _fraction(row)
+        detail = row.get("detail", "")
+        if row.get("phase") == "waiting":
+            whom = ", ".join(row.get("waiting_for", [])) or "a message in flight"
+            detail = f"waiting for {whom} ({row.get('waiting_seconds', 0):.0f} s)"
         table.add_row(
             row["name"],
             row["state"],
             row.get("phase", "-"),
             ProgressBar(total=1.0, completed=frac, width=24),
             f"{frac * 100:.0f}%",
-            row.get("detail", ""),
+            detail,
         )
     return Group(Text(head), table)
 

@@ -35,6 +35,8 @@ class OrgConfig:
     password_file: str = ""
     poll_interval: float = 0.5
     message_timeout: float = 120.0  # seconds to wait for a peer before refusing PeerUnreachable
+    sweep_interval: float = 10.0  # how often the watcher looks for open tasks whose run message was lost
+    requeue_after: float = 60.0  # silence (no progress, no worker, not queued) after which it queues one again
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -72,6 +74,9 @@ class OrgConfig:
             raise ConfigError("workers must be between 1 and 64")
         if not 0 <= self.compute_processes <= 256:
             raise ConfigError("compute_processes must be between 0 (one per core) and 256")
+        for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{key} must be a positive number of seconds")
 
     def to_toml(self) -> str:
         lines = [f"# pcn node configuration for organisation {self.name}"]

@@ -286,8 +286,12 @@ class TaskRunner:
         scratch = self.ctx.task_dir(self.task_id)
         scratch.mkdir(parents=True, exist_ok=True)
 
+        last_fraction = 0.0
+
         def progress(fraction: float, what: str) -> None:
-            self.progress.set("running", fraction, what)
+            nonlocal last_fraction
+            last_fraction = fraction
+            self.progress.set("running", fraction, what, waiting_since="")
 
         pctx = PartyContext(
             self.task_id,
@@ -334,10 +338,17 @@ class TaskRunner:
         deliver(proto.start())
         index = 0
         idle_since = last_status_check = time.monotonic()
+        waiting = False
         while not proto.done:
             msgs = self.inbox.read(self.task_id, index, wait=0.5)
             if not msgs:
                 waited = time.monotonic() - idle_since
+                if not waiting and waited > 1.0:
+                    # Idle with nothing to compute: say so, so `pcn task status` can tell the
+                    # operators which party the others are waiting for.
+                    waiting = True
+                    since = f"{time.time() - waited:.3f}"
+                    self.progress.set("waiting", last_fraction, "waiting for peers' messages", waiting_since=since)
                 if waited > self.ctx.config.message_timeout or time.time() > task.deadline:
                     raise PeerUnreachable("peers", f"no message for {waited:.0f} s")
                 if time.monotonic() - last_status_check > 2.0:
@@ -348,6 +359,9 @@ class TaskRunner:
                         raise TaskAborted(f"task became {status.name.lower()} on chain")
                 continue
             idle_since = time.monotonic()
+            if waiting:
+                waiting = False
+                self.progress.set("running", last_fraction, "protocol running", waiting_since="")
             for m in msgs:
                 index += 1
                 received += 1
@@ -534,8 +548,10 @@ class TaskLock:
         while not self._stop.wait(self.ttl / 3):
             try:
                 self.lock.extend(self.ttl, replace_ttl=True)
-            except Exception:
-                return
+            except redis.exceptions.LockError:
+                return  # the lock expired and is someone else's now
+            except redis.RedisError:
+                continue  # Redis briefly away (restarting): keep renewing once it is back
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

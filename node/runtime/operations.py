@@ -11,6 +11,7 @@ these, so there is one way of doing each thing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -209,6 +210,23 @@ def _eta(live: dict[str, Any]) -> float | None:
     return round((updated - since) / fraction * (1.0 - fraction), 1)
 
 
+# Phases in which a participant holds nobody up: it is itself waiting, or it has finished.
+_NOT_BLOCKING = {"waiting", "done", "refused", "aborted"}
+
+
+def _who_waits_for_whom(rows: list[dict[str, Any]]) -> None:
+    """A participant idle in the protocol waits for those still busy (computing, verifying,
+    not started, unreachable): the slow party is the one every other row names. When all
+    are waiting, a message is in flight (or being retried to a peer that is down)."""
+    busy = [r["name"] for r in rows if r.get("phase") not in _NOT_BLOCKING]
+    for r in rows:
+        if r.get("phase") != "waiting":
+            continue
+        r["waiting_for"] = [n for n in busy if n != r["name"]]
+        with contextlib.suppress(KeyError, ValueError):
+            r["waiting_seconds"] = round(max(0.0, time.time() - float(r["waiting_since"])), 1)
+
+
 def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
     task = ledger.task(task_id)
     parts = ledger.task_participants(task_id)
@@ -224,11 +242,14 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             r = httpx.get(f"{org.endpoint.rstrip('/')}/v1/tasks/{task_id}/progress", timeout=2.0)
             if r.status_code == 200:
                 live = r.json()
-                row.update({k: live[k] for k in ("phase", "fraction", "detail", "updated") if k in live})
+                row.update(
+                    {k: live[k] for k in ("phase", "fraction", "detail", "updated", "waiting_since") if live.get(k)}
+                )
                 row["eta_seconds"] = _eta(live)
         except httpx.HTTPError:
             row["phase"] = "node unreachable"
         rows.append(row)
+    _who_waits_for_whom(rows)
     return {
         "task_id": task_id,
         "status": task.status.name.lower(),

@@ -4,16 +4,24 @@ organisation's Celery queue, every authorised task it takes part in.
 At-least-once: the cursor advances only after the handler returned, so a watcher killed
 between queueing and saving the cursor queues the task again on restart — harmless,
 because task execution is idempotent per (task, organisation, step).
+
+A sweep closes the remaining gap: a task message can still vanish after it was queued
+(a broker wiped or restored from an old snapshot, a message rejected while Redis was
+away). Every `sweep_interval` the watcher looks at the tasks it queued that this
+organisation has not finished on chain; one that no worker holds, that is not in the
+queue, and whose progress has been silent for `requeue_after` seconds is queued again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
 from types import FrameType
 
 from pcn.chain.events import ChainEvent
+from pcn.chain.types import ParticipantState
 from pcn.runtime.context import NodeContext
 
 log = logging.getLogger("pcn.watcher")
@@ -28,6 +36,13 @@ class Watcher:
             ctx.config.data_path / "watcher.cursor", confirmations=max(0, ctx.config.confirmations - 1)
         )
         self._stop = False
+        self._last_sweep = time.monotonic()
+
+    def _queue(self, task_id: int) -> None:
+        from pcn.runtime.worker import RUN_TASK, app
+
+        self.ctx.redis.hset(self.ctx.key("open-tasks"), str(task_id), f"{time.time():.3f}")
+        app.send_task(RUN_TASK, args=[task_id], queue=self.ctx.queue)
 
     def handle(self, ev: ChainEvent) -> None:
         if ev.contract != "TaskManager" or ev.name != "TaskAuthorised":
@@ -36,11 +51,49 @@ class Watcher:
         participants = [p.lower() for p in self.ledger.task_participants(task_id)]
         if self.me not in participants:
             return
-        from pcn.runtime.worker import RUN_TASK, app
-
-        app.send_task(RUN_TASK, args=[task_id], queue=self.ctx.queue)
+        self._queue(task_id)
         self.ctx.log.append("queued", task_id, block=ev.block_number, tx=ev.tx_hash)
         log.info("queued task %s", task_id)
+
+    def _in_queue(self) -> set[int]:
+        """Task ids of the run messages waiting in this organisation's Celery queue."""
+        ids: set[int] = set()
+        for raw in self.ctx.redis.lrange(self.ctx.queue, 0, -1):
+            try:
+                ids.add(int(json.loads(raw)["headers"]["argsrepr"].strip("[]()").split(",")[0]))
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+        return ids
+
+    def sweep(self) -> list[int]:
+        """Queue again the open tasks whose message was lost; return their ids."""
+        r, cfg = self.ctx.redis, self.ctx.config
+        open_key = self.ctx.key("open-tasks")
+        open_tasks = {int(k): float(v) for k, v in r.hgetall(open_key).items()}
+        if not open_tasks:
+            return []
+        waiting = self._in_queue()
+        requeued = []
+        now = time.time()
+        for task_id, queued_at in sorted(open_tasks.items()):
+            state = self.ledger.participant_state(task_id, self.me)
+            if self.ledger.task(task_id).status.is_final or state in (
+                ParticipantState.RECEIPTED,
+                ParticipantState.REFUSED,
+            ):
+                r.hdel(open_key, str(task_id))
+                continue
+            if task_id in waiting or r.exists(self.ctx.key("lock", task_id)):
+                continue
+            updated = r.hget(self.ctx.key("progress", task_id), "updated")
+            last_sign = max(queued_at, float(updated) if updated else 0.0)
+            if now - last_sign < cfg.requeue_after:
+                continue
+            self._queue(task_id)
+            self.ctx.log.append("requeued", task_id, silent_for=round(now - last_sign, 1))
+            log.warning("task %s: its run message was lost (silent %.0f s); queued again", task_id, now - last_sign)
+            requeued.append(task_id)
+        return requeued
 
     def run_forever(self) -> None:
         def stop(_sig: int, _frame: FrameType | None) -> None:
@@ -52,6 +105,9 @@ class Watcher:
         while not self._stop:
             try:
                 self.reader.poll(self.handle)
+                if time.monotonic() - self._last_sweep >= self.ctx.config.sweep_interval:
+                    self._last_sweep = time.monotonic()
+                    self.sweep()
                 backoff = self.ctx.config.poll_interval
             except Exception as exc:  # chain or Redis briefly away: keep the cursor, retry
                 log.warning("watcher poll failed: %s", exc)

@@ -16,7 +16,9 @@ Start with `celery -A pcn.runtime.worker worker -Q pcn.<org>` and $PCN_CONFIG se
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from functools import cache
 
 from celery import Celery
@@ -24,6 +26,7 @@ from celery import Celery
 from pcn.runtime.context import NodeContext
 
 RUN_TASK = "pcn.run_task"
+log = logging.getLogger("pcn.worker")
 
 
 def make_app(broker_url: str, org: str) -> Celery:
@@ -58,16 +61,30 @@ def _app_from_env() -> Celery:
 app = _app_from_env()
 
 
+# Transient failures are retried inside the worker, not through `Task.retry`: a retry is a
+# new message published to the broker, and when the broker itself (the organisation's Redis)
+# is what went away, publishing fails and Celery drops the message — the task would be lost.
+# Retrying in place keeps the original message unacknowledged (acks_late) until it is done.
+TRANSIENT_ATTEMPTS = 40
+TRANSIENT_MAX_BACKOFF = 30.0
+
+
 @app.task(name=RUN_TASK, bind=True, max_retries=60)
 def run_task(self: object, task_id: int) -> dict[str, str]:
     from pcn.runtime.execute import TRANSIENT_ERRORS
     from pcn.runtime.execute import run_task as execute
 
-    try:
-        out = execute(node(), int(task_id))
-    except TimeoutError as exc:  # another worker holds the task: try again shortly
-        raise self.retry(exc=exc, countdown=2) from exc  # type: ignore[attr-defined]
-    except TRANSIENT_ERRORS as exc:  # chain or Redis away: back off and resume
-        countdown = min(30, 2 ** min(self.request.retries, 5))  # type: ignore[attr-defined]
-        raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[attr-defined]
+    backoff = 1.0
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            out = execute(node(), int(task_id))
+            break
+        except TimeoutError as exc:  # another worker holds the task: try again shortly
+            raise self.retry(exc=exc, countdown=2) from exc  # type: ignore[attr-defined]
+        except TRANSIENT_ERRORS as exc:  # chain or Redis away: back off and resume the task
+            if attempt == TRANSIENT_ATTEMPTS:
+                raise
+            log.warning("task %s: %s; retrying in %.0f s (attempt %d)", task_id, exc, backoff, attempt)
+            time.sleep(backoff)
+            backoff = min(TRANSIENT_MAX_BACKOFF, backoff * 2)
     return {"task_id": str(out.task_id), "status": out.status, "reason": out.reason, "result": out.result_hash}
