@@ -261,3 +261,32 @@ def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
     _assert_clean_completion(net, sub.task_id)
     rows = {r["name"]: r for r in task_progress(net.admin, sub.task_id)["participants"]}
     assert all("waiting_for" not in r for r in rows.values())
+
+
+def test_a_peer_unreachable_for_a_while_is_retried_and_the_task_completes(net: Network) -> None:
+    """The telecom's mailbox stops answering (its process frozen, as behind a network
+    partition) while the bank starts a PSI: the bank's deliveries back off and retry for 8 s,
+    and once the mailbox answers again the task completes."""
+    telecom = net.by_name("telecom")
+    mailbox = json.loads((telecom.config.data_path / "run" / "node.json").read_text())["pids"]["mailbox"]
+    sub = submit_task(
+        net.by_name("bank").ledger,
+        algorithm="psi",
+        dataset_ids=[o.dataset_id for o in net.orgs],
+        params={"bucket_size": 1024},
+        recipient="bank",
+    )
+    os.kill(mailbox, signal.SIGSTOP)  # before the protocol starts: the bank's first message must wait
+    try:
+        approve_all(net, sub.task_id)
+        bank = net.by_name("bank")
+        deadline = time.monotonic() + 60
+        while _progress(bank, sub.task_id).get("phase") != "running":
+            assert time.monotonic() < deadline, f"bank never got running: {_progress(bank, sub.task_id)}"
+            time.sleep(0.05)
+        time.sleep(8.0)
+        assert _progress(bank, sub.task_id).get("phase") == "running"  # still delivering, not refused
+        assert not net.admin.task(sub.task_id).status.is_final  # nobody gave up while it was away
+    finally:
+        os.kill(mailbox, signal.SIGCONT)
+    _assert_clean_completion(net, sub.task_id)
