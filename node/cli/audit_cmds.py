@@ -39,6 +39,7 @@ from pcn.cli.common import (
 if TYPE_CHECKING:
     from pcn.auditor.store import Store
 
+STORE_INT_MAX = 2**63 - 1  # ids are SQL integers in the auditor's store: larger ones are usage errors
 StoreOpt = Annotated[
     str | None,
     typer.Option(
@@ -267,7 +268,9 @@ def audit_report(
     org: Annotated[
         str | None, typer.Option("--org", help="Only tasks this organisation (name or account) was in")
     ] = None,
-    dataset: Annotated[int | None, typer.Option("--dataset", help="Only tasks that read this dataset id")] = None,
+    dataset: Annotated[
+        int | None, typer.Option("--dataset", help="Only tasks that read this dataset id", min=0, max=STORE_INT_MAX)
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="json, csv or html")] = "json",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file (default: standard output)")] = None,
     store: StoreOpt = None,
@@ -305,7 +308,7 @@ def audit_report(
 
 @handle_errors()
 def audit_verify(
-    task_id: Annotated[int, typer.Argument(help="Task id (on chain)", show_default=False)],
+    task_id: Annotated[int, typer.Argument(help="Task id (on chain)", show_default=False, min=0, max=STORE_INT_MAX)],
     result: Annotated[
         Path | None,
         typer.Option("--result", help="Also check a recipient's result document (JSON, as the node stores it)"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -54,8 +55,11 @@ algo_app = typer.Typer(no_args_is_help=True, help="Algorithms: register by code 
 task_app = typer.Typer(no_args_is_help=True, help="Tasks: submit, approve, follow, read the result")
 audit_app = typer.Typer(no_args_is_help=True, help="Audit: export this node's action log")
 
-DatasetArg = Annotated[int, typer.Argument(help="Dataset id (on chain)", show_default=False)]
-TaskArg = Annotated[int, typer.Argument(help="Task id (on chain)", show_default=False)]
+# Ids are uint256 on chain: anything outside is a usage error (exit 2), never an ABI traceback.
+UINT256_MAX = 2**256 - 1
+DatasetArg = Annotated[int, typer.Argument(help="Dataset id (on chain)", show_default=False, min=0, max=UINT256_MAX)]
+TaskArg = Annotated[int, typer.Argument(help="Task id (on chain)", show_default=False, min=0, max=UINT256_MAX)]
+DatasetIdOpt = Annotated[int, typer.Option("--dataset", help="Dataset id", show_default=False, min=0, max=UINT256_MAX)]
 
 
 def register(app: typer.Typer, org_app: typer.Typer) -> None:
@@ -97,9 +101,12 @@ def _tx(res: TxResult | None) -> dict[str, Any] | None:
 
 def _int_list(text: str, option: str) -> list[int]:
     items = [p.strip() for p in text.split(",") if p.strip()]
-    if not items or not all(p.isdigit() for p in items):
+    if not items or not all(p.isdigit() and len(p) <= 78 for p in items):
         raise UserError(f"{option} takes comma-separated ids such as 1,2,3, not {text!r}")
-    return [int(p) for p in items]
+    ids = [int(p) for p in items]
+    if max(ids) > UINT256_MAX:
+        raise UserError(f"{option}: ids are at most 2^256 - 1")
+    return ids
 
 
 def _names(ledger: Ledger) -> dict[str, str]:
@@ -118,15 +125,49 @@ def _read_params(path: Path) -> dict[str, Any]:
         raise NamedError("InvalidParameters", f"cannot read parameters file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise NamedError("InvalidParameters", f"parameters file {path} is not UTF-8 text") from None
+    # web3's py_ecc raises the interpreter's recursion limit to 100000 at import, deep enough
+    # for json's C decoder to overflow the C stack (a segfault) on "[[[[…": parse under the
+    # default limit instead (the CLI is single-threaded).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(min(limit, 1000))
     try:
         params = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NamedError("InvalidParameters", f"parameters file {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise NamedError("InvalidParameters", f"parameters file {path} is nested too deeply") from None
+    finally:
+        sys.setrecursionlimit(limit)
     if not isinstance(params, dict):
         raise NamedError(
             "InvalidParameters", f"parameters file {path} must hold a JSON object, not {type(params).__name__}"
         )
     return params
+
+
+def _check_params(algo: str, params: dict[str, Any], path: Path, ledger: Ledger | None = None) -> None:
+    """Refuse parameters the algorithm would refuse, before a transaction is sent: a task with
+    them would be approved, consume its datasets' uses and budget, then be refused by every
+    node. `algo` is a built-in name, or a code hash looked up on `ledger` (skipped without)."""
+    from pcn.algorithms import BUILTIN, protocol_class
+    from pcn.algorithms.base import ProtocolError
+
+    kind = algo if algo in BUILTIN else None
+    if kind is None and ledger is not None and algo.startswith("0x") and len(algo) == 66:
+        try:
+            found = ledger.algorithm(bytes.fromhex(algo[2:]))
+        except ValueError:
+            found = None  # not hex: submit_task names the problem
+        kind = found.kind if found is not None and found.kind in BUILTIN else None
+    if kind is None:
+        return
+    validate = getattr(protocol_class(kind), "validate_params", None)
+    if validate is None:
+        return
+    try:
+        validate(params)
+    except (ProtocolError, ValueError, TypeError, LookupError) as exc:
+        raise NamedError("InvalidParameters", f"parameters file {path} is not valid for {kind}: {exc}") from None
 
 
 class _Kinds:
@@ -580,8 +621,10 @@ def data_prove(
 @handle_errors()
 def data_check_proof(
     file: Annotated[Path, typer.Argument(help="Row proof JSON (from `pcn data prove`)", show_default=False)],
-    dataset_id: Annotated[int, typer.Option("--dataset", help="Dataset id", show_default=False)],
-    version: Annotated[int | None, typer.Option("--version", help="Fingerprint version (default: current)")] = None,
+    dataset_id: DatasetIdOpt,
+    version: Annotated[
+        int | None, typer.Option("--version", help="Fingerprint version (default: current)", min=0, max=2**32 - 1)
+    ] = None,
     config: ConfigOpt = None,
     org: OrgOpt = None,
     deployment: DeploymentOpt = None,
@@ -665,7 +708,9 @@ def algo_register(
 @handle_errors()
 def algo_approve(
     name: Annotated[str, typer.Argument(help="Built-in algorithm name or 0x code hash", show_default=False)],
-    dataset_id: Annotated[int, typer.Option("--dataset", help="Your dataset's id", show_default=False)],
+    dataset_id: Annotated[
+        int, typer.Option("--dataset", help="Your dataset's id", show_default=False, min=0, max=UINT256_MAX)
+    ],
     revoke: Annotated[bool, typer.Option("--revoke", help="Withdraw the approval instead")] = False,
     config: ConfigOpt = None,
     org: OrgOpt = None,
@@ -760,12 +805,14 @@ def task_submit(
     from pcn.runtime import operations
 
     doc = _read_params(params)
+    _check_params(algo, doc, params)
     ids = _int_list(datasets, "--datasets")
     seconds = parse_duration(deadline)
     if epsilon < 0:
         raise UserError("--epsilon must not be negative")
     ctx = node_context(config, org)
     ledger = ctx.ledger
+    _check_params(algo, doc, params, ledger)
     parts = None
     if participants:
         parts = [operations.resolve_org(ledger, p.strip()) for p in participants.split(",") if p.strip()]
