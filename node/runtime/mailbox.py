@@ -203,6 +203,7 @@ def create_mailbox_app(
     def _store_params(task_id: int, body: bytes) -> JSONResponse:
         if on_params is None:
             raise Problem(501, "not-supported", "this node does not accept task parameters")
+        _participants(task_id)  # 404 unknown-task before anything is stored or hashed
         try:
             on_params(task_id, body)
         except ValueError as exc:
