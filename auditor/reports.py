@@ -72,6 +72,9 @@ def parse_when(text: str | int | float, end: bool = False) -> int:
         return int(text)
     value = str(text).strip()
     if re.fullmatch(r"\d{9,}", value):
+        if len(value) > 19 or int(value) >= 2**63:  # what an SQL integer holds
+            shown = value[:24] + ("…" if len(value) > 24 else "")
+            raise ReportError(f"{shown} is out of range for unix seconds")
         return int(value)
     if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         try:

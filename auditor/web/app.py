@@ -49,6 +49,7 @@ log = logging.getLogger("pcn.auditor.web")
 STATIC_DIR = Path(__file__).parent / "static"
 COOKIE = "pcn_audit_session"
 MAX_AUTH_BODY = 16 * 1024
+MAX_URL = 8 * 1024  # path + query string; longer is 414 before any routing or session lookup
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
     "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -71,6 +72,20 @@ def _safe_next(value: str | None) -> str:
     if parts.scheme or parts.netloc:
         return "/"
     return value
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed `limit` bytes (from Content-Length,
+    or while a chunked body streams in): an oversized body is never buffered whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return bytes(buf)
 
 
 def _int_param(value: str | None, name: str) -> int | None:
@@ -200,6 +215,14 @@ def create_dashboard_app(
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
+        raw_path = request.scope.get("raw_path") or path.encode()
+        if len(raw_path) + len(request.scope.get("query_string") or b"") > MAX_URL:
+            response = JSONResponse(
+                {"error": {"code": "uri-too-long", "message": f"the URL is longer than {MAX_URL} bytes"}},
+                status_code=414,
+            )
+            _headers(response)
+            return response
         public = path.startswith("/static/") or path == "/login" or path.startswith("/auth/")
         if not public:
             session = auth.sessions.get(request.cookies.get(COOKIE))
@@ -387,8 +410,8 @@ def create_dashboard_app(
                 f"too many sign-in attempts; wait {int(wait)} s",
                 headers={"Retry-After": str(int(wait))},
             )
-        body = await request.body()
-        if len(body) > MAX_AUTH_BODY:
+        body = await _read_capped(request, MAX_AUTH_BODY)
+        if body is None:
             return fail(413, "too-large", "the request is too large")
         try:
             if is_form:
