@@ -627,16 +627,25 @@ def test_malformed_params_files_are_refused_before_any_transaction(world: World)
     assert world.admin.task_count() == tasks  # nothing reached the chain
 
 
-def test_deeply_nested_params_are_an_error_not_a_crash(world: World) -> None:
+def test_deeply_nested_files_are_an_error_not_a_crash(world: World) -> None:
     """web3's py_ecc raises the recursion limit to 100000, where json's C decoder overflows
-    the C stack on deep nesting: the process used to die with SIGSEGV."""
+    the C stack on deep nesting: `pcn task submit` and `pcn data check-proof` (a proof file
+    anyone may hand over) used to die with SIGSEGV. Separate processes, so a crash is a failure."""
     deep = world.root / "deep.json"
     deep.write_text("[" * 200_000 + "]" * 200_000)
     bank = world.bank
-    proc = pcn(world, "task", "submit", "--algo", "stats", "--datasets", str(bank.dataset_id), "--params", str(deep),
-               "--recipient", "bank", *bank.cfg)  # fmt: skip
-    out = refused(proc)
+    submit, check = pcn_many(
+        world,
+        [
+            ["task", "submit", "--algo", "stats", "--datasets", str(bank.dataset_id), "--params", str(deep),
+             "--recipient", "bank", *bank.cfg],
+            ["data", "check-proof", str(deep), "--dataset", str(bank.dataset_id), *bank.cfg],
+        ],
+    )  # fmt: skip
+    out = refused(submit)
     assert "InvalidParameters" in out and "nested too deeply" in out
+    out = refused(check)
+    assert "DataError" in out and "nested too deeply" in out
 
 
 # ============================================================================ (g) unknown task and dataset ids

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shlex
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from pcn import jsonsafe
 from pcn.cli.common import (
     ConfigOpt,
     DeploymentOpt,
@@ -125,19 +125,12 @@ def _read_params(path: Path) -> dict[str, Any]:
         raise NamedError("InvalidParameters", f"cannot read parameters file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise NamedError("InvalidParameters", f"parameters file {path} is not UTF-8 text") from None
-    # web3's py_ecc raises the interpreter's recursion limit to 100000 at import, deep enough
-    # for json's C decoder to overflow the C stack (a segfault) on "[[[[…": parse under the
-    # default limit instead (the CLI is single-threaded).
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(min(limit, 1000))
     try:
-        params = json.loads(text)
+        params = jsonsafe.loads(text)  # not json.loads: "[[[[…" would crash the process (see jsonsafe)
+    except jsonsafe.JsonTooDeep:
+        raise NamedError("InvalidParameters", f"parameters file {path} is nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise NamedError("InvalidParameters", f"parameters file {path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise NamedError("InvalidParameters", f"parameters file {path} is nested too deeply") from None
-    finally:
-        sys.setrecursionlimit(limit)
     if not isinstance(params, dict):
         raise NamedError(
             "InvalidParameters", f"parameters file {path} must hold a JSON object, not {type(params).__name__}"

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pcn import jsonsafe
 from pcn.chain.types import Fingerprint
 from pcn.data.canonical import MAX_CELL_BYTES, NULL_TAG, VALUE_TAG, Schema, encode_row, json_hash, nfc
 from pcn.data.errors import DataError
@@ -327,7 +328,7 @@ class RowProof:
     def from_json(cls, text: str | bytes, source: str | Path | None = None) -> RowProof:
         """Parse `to_json` output; anything malformed is a `DataError` (naming `source`)."""
         try:
-            raw = json.loads(text)
+            raw = jsonsafe.loads(text)  # a proof file may come from anyone: "[[[[…" must not crash us
         except (ValueError, TypeError) as exc:
             raise DataError(f"row proof is not valid JSON ({exc})", path=source) from None
         return cls.from_dict(raw, source)
