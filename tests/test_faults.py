@@ -6,11 +6,9 @@ inbox, peers dropping re-sent messages as duplicates)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -19,7 +17,7 @@ import pytest
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import read_result, submit_task
-from tests.nodes import Network, Org, approve_all, network_fixture
+from tests.nodes import Network, approve_all, network_fixture
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -32,53 +30,35 @@ def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterato
     rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
 
-def _worker_children(org: Org) -> list[int]:
-    master = json.loads((org.config.data_path / "run" / "node.json").read_text())["pids"]["worker"]
-    out = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
-
-
-def _progress(org: Org, task_id: int) -> dict[str, str]:
-    raw = org.ctx.redis.hgetall(org.ctx.key("progress", task_id))
-    return {k.decode(): v.decode() for k, v in raw.items()}
-
-
 @pytest.mark.parametrize("victim", ["telecom", "bank"])
 def test_worker_killed_mid_psi_resumes_and_completes(net: Network, victim: str) -> None:
     org = net.by_name(victim)
-    sub = submit_task(
-        net.by_name("bank").ledger,
-        algorithm="psi",
-        dataset_ids=[o.dataset_id for o in net.orgs],
-        params={"bucket_size": 4096},
-        recipient="bank",
-    )
-    approve_all(net, sub.task_id)
+    task_id = net.submit_psi(bucket_size=4096)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        p = _progress(org, sub.task_id)
+        p = org.progress(task_id)
         if p.get("phase") == "running" and float(p.get("fraction", 0)) > 0.05:
             break
         time.sleep(0.02)
     else:
-        pytest.fail(f"{victim} never got running: {_progress(org, sub.task_id)}")
-    assert net.admin.task(sub.task_id).status is TaskStatus.RUNNING
-    killed = _worker_children(org)
+        pytest.fail(f"{victim} never got running: {org.progress(task_id)}")
+    assert net.admin.task(task_id).status is TaskStatus.RUNNING
+    killed = org.worker_processes()
     assert killed
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
 
-    assert net.wait_final(sub.task_id, timeout=300) is TaskStatus.COMPLETED
+    assert net.wait_final(task_id, timeout=300) is TaskStatus.COMPLETED
     for o in net.orgs:
-        assert net.admin.participant_state(sub.task_id, o.address) is ParticipantState.RECEIPTED
-        receipts = [e for e in o.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
+        assert net.admin.participant_state(task_id, o.address) is ParticipantState.RECEIPTED
+        receipts = [e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]
         assert len(receipts) == 1, f"{o.name} receipted {len(receipts)} times"
-        assert not o.ctx.task_dir(sub.task_id).exists()
-        assert not o.ctx.redis.keys(o.ctx.key("inbox", sub.task_id) + "*")
+        assert not o.ctx.task_dir(task_id).exists()
+        assert not o.ctx.redis.keys(o.ctx.key("inbox", task_id) + "*")
     # the killed party ran its verification twice: once before the kill, once on resume
-    verifies = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id and e.action == "verify"]
+    verifies = [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == "verify"]
     assert len(verifies) >= 2
-    result = read_result(net.by_name("bank").ctx, sub.task_id)["result"]
+    result = read_result(net.by_name("bank").ctx, task_id)["result"]
     expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
         net.by_name("telecom").values["customer_id"].tolist()
     )
@@ -104,7 +84,7 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
         time.sleep(0.05)
     else:
         pytest.fail(f"{victim} never checkpointed an epoch")
-    for pid in _worker_children(org):
+    for pid in org.worker_processes():
         os.kill(pid, signal.SIGKILL)
     assert net.wait_final(sub.task_id, timeout=400) is TaskStatus.COMPLETED
     entries = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id]
@@ -116,23 +96,6 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
         assert not o.ctx.task_dir(sub.task_id).exists()
     metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
     assert [m["epoch"] for m in metrics] == list(range(1, 9))
-
-
-def _kill_when_busy(net: Network, org: Org, task_id: int, after: float, rng: random.Random) -> bool:
-    """SIGKILL `org`'s worker processes once its (new) run is busy in the protocol; False if
-    the task finished first."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if net.admin.task(task_id).status.is_final:
-            return False
-        p = _progress(org, task_id)
-        if p.get("phase") in ("running", "waiting") and float(p.get("updated", 0)) > after:
-            time.sleep(rng.uniform(0.0, 0.4))
-            for pid in _worker_children(org):
-                os.kill(pid, signal.SIGKILL)
-            return True
-        time.sleep(0.02)
-    pytest.fail(f"{org.name} never got busy again on task {task_id}: {_progress(org, task_id)}")
 
 
 def _assert_clean_completion(net: Network, task_id: int) -> None:
@@ -150,23 +113,16 @@ def test_repeated_worker_kills_during_psi(net: Network) -> None:
     rng = random.Random(8)
     kills, tasks = 0, []
     while kills < 10:
-        sub = submit_task(
-            net.by_name("bank").ledger,
-            algorithm="psi",
-            dataset_ids=[o.dataset_id for o in net.orgs],
-            params={"bucket_size": 1024},
-            recipient="bank",
-        )
-        approve_all(net, sub.task_id)
-        tasks.append(sub.task_id)
+        task_id = net.submit_psi(bucket_size=1024)
+        tasks.append(task_id)
         since = 0.0
         while kills < 10:
             victim = net.orgs[kills % 2]
-            if not _kill_when_busy(net, victim, sub.task_id, since, rng):
+            if not net.kill_workers_when_busy(victim, task_id, since, rng.uniform(0.0, 0.4)):
                 break
             since = time.time()
             kills += 1
-        _assert_clean_completion(net, sub.task_id)
+        _assert_clean_completion(net, task_id)
     expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
         net.by_name("telecom").values["customer_id"].tolist()
     )
@@ -201,7 +157,7 @@ def test_repeated_worker_kills_across_training_epochs(net: Network) -> None:
             time.sleep(0.05)
         else:
             pytest.fail(f"{victim.name} never checkpointed epoch {target_epoch}")
-        for pid in _worker_children(victim):
+        for pid in victim.worker_processes():
             os.kill(pid, signal.SIGKILL)
         kills += 1
     assert kills == 6
@@ -224,26 +180,19 @@ def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
     from pcn.cli.node_cmds import _progress_view
     from pcn.runtime.operations import task_progress
 
-    slow, other = net.by_name("telecom"), net.by_name("bank")
-    sub = submit_task(
-        other.ledger,
-        algorithm="psi",
-        dataset_ids=[o.dataset_id for o in net.orgs],
-        params={"bucket_size": 1024},
-        recipient="bank",
-    )
-    approve_all(net, sub.task_id)
+    slow = net.by_name("telecom")
+    task_id = net.submit_psi(bucket_size=1024)
     deadline = time.monotonic() + 120
-    while _progress(slow, sub.task_id).get("phase") != "running":
-        assert time.monotonic() < deadline, f"telecom never got running: {_progress(slow, sub.task_id)}"
+    while slow.progress(task_id).get("phase") != "running":
+        assert time.monotonic() < deadline, f"telecom never got running: {slow.progress(task_id)}"
         time.sleep(0.02)
-    stalled = _worker_children(slow)
+    stalled = slow.worker_processes()
     for pid in stalled:
         os.kill(pid, signal.SIGSTOP)
     try:
         deadline = time.monotonic() + 30
         while True:
-            rows = {r["name"]: r for r in task_progress(net.admin, sub.task_id)["participants"]}
+            rows = {r["name"]: r for r in task_progress(net.admin, task_id)["participants"]}
             if rows["bank"].get("phase") == "waiting":
                 break
             assert time.monotonic() < deadline, f"bank never reported waiting: {rows}"
@@ -253,13 +202,13 @@ def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
         from rich.console import Console
 
         console = Console(width=200, record=True)
-        console.print(_progress_view(task_progress(net.admin, sub.task_id)))
+        console.print(_progress_view(task_progress(net.admin, task_id)))
         assert "waiting for telecom" in console.export_text()
     finally:
         for pid in stalled:
             os.kill(pid, signal.SIGCONT)
-    _assert_clean_completion(net, sub.task_id)
-    rows = {r["name"]: r for r in task_progress(net.admin, sub.task_id)["participants"]}
+    _assert_clean_completion(net, task_id)
+    rows = {r["name"]: r for r in task_progress(net.admin, task_id)["participants"]}
     assert all("waiting_for" not in r for r in rows.values())
 
 
@@ -268,7 +217,7 @@ def test_a_peer_unreachable_for_a_while_is_retried_and_the_task_completes(net: N
     partition) while the bank starts a PSI: the bank's deliveries back off and retry for 8 s,
     and once the mailbox answers again the task completes."""
     telecom = net.by_name("telecom")
-    mailbox = json.loads((telecom.config.data_path / "run" / "node.json").read_text())["pids"]["mailbox"]
+    mailbox = telecom.node_pid("mailbox")
     sub = submit_task(
         net.by_name("bank").ledger,
         algorithm="psi",
@@ -281,11 +230,11 @@ def test_a_peer_unreachable_for_a_while_is_retried_and_the_task_completes(net: N
         approve_all(net, sub.task_id)
         bank = net.by_name("bank")
         deadline = time.monotonic() + 60
-        while _progress(bank, sub.task_id).get("phase") != "running":
-            assert time.monotonic() < deadline, f"bank never got running: {_progress(bank, sub.task_id)}"
+        while bank.progress(sub.task_id).get("phase") != "running":
+            assert time.monotonic() < deadline, f"bank never got running: {bank.progress(sub.task_id)}"
             time.sleep(0.05)
         time.sleep(8.0)
-        assert _progress(bank, sub.task_id).get("phase") == "running"  # still delivering, not refused
+        assert bank.progress(sub.task_id).get("phase") == "running"  # still delivering, not refused
         assert not net.admin.task(sub.task_id).status.is_final  # nobody gave up while it was away
     finally:
         os.kill(mailbox, signal.SIGCONT)

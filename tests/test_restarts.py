@@ -11,7 +11,6 @@ from its cursor (no task queued twice from one event), and nothing is left behin
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -24,8 +23,9 @@ from pcn.chain.deployment import Deployment
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet import anvil
 from pcn.devnet.deploy import deploy
-from pcn.runtime.operations import read_result, submit_task
-from tests.nodes import Network, RedisServer, approve_all, free_port, network_fixture
+from pcn.runtime import services
+from pcn.runtime.operations import read_result
+from tests.nodes import Network, RedisServer, free_port, network_fixture
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -49,18 +49,6 @@ def net(tmp_path_factory: pytest.TempPathFactory, chain: tuple[int, Path, Deploy
     yield from network_fixture(
         root, chain[2], ["bank", "telecom"], rows=40_000, redis_server=redis, message_timeout=90.0, requeue_after=8.0
     )
-
-
-def _submit_psi(net: Network) -> int:
-    sub = submit_task(
-        net.by_name("bank").ledger,
-        algorithm="psi",
-        dataset_ids=[o.dataset_id for o in net.orgs],
-        params={"bucket_size": 2048},
-        recipient="bank",
-    )
-    approve_all(net, sub.task_id)
-    return sub.task_id
 
 
 def _wait_running(net: Network, task_id: int) -> None:
@@ -89,24 +77,24 @@ def _check_outcome(net: Network, task_id: int) -> None:
 
 
 def test_redis_restarted_mid_task(net: Network) -> None:
-    task_id = _submit_psi(net)
+    task_id = net.submit_psi(bucket_size=2048)
     _wait_running(net, task_id)
     net.redis.restart(down_for=3.0)
     _check_outcome(net, task_id)
     # the nodes still take new work after the restart
-    _check_outcome(net, _submit_psi(net))
+    _check_outcome(net, net.submit_psi(bucket_size=2048))
 
 
 def test_anvil_restarted_from_its_state_file_mid_task(net: Network, chain: tuple[int, Path, Deployment]) -> None:
     port, state, _ = chain
-    task_id = _submit_psi(net)
+    task_id = net.submit_psi(bucket_size=2048)
     _wait_running(net, task_id)
     anvil.down(port)
     time.sleep(3.0)
     anvil.up(port=port, state_file=state)
     assert net.admin.task(task_id).status is not TaskStatus.NONE  # the chain kept the task
     _check_outcome(net, task_id)
-    _check_outcome(net, _submit_psi(net))
+    _check_outcome(net, net.submit_psi(bucket_size=2048))
 
 
 def test_a_lost_run_message_is_queued_again_by_the_watchers_sweep(net: Network) -> None:
@@ -114,17 +102,15 @@ def test_a_lost_run_message_is_queued_again_by_the_watchers_sweep(net: Network) 
     restored from an older snapshot, say). The watcher's sweep sees an open task that no
     worker holds, no queue holds and nobody has reported on, and queues it again."""
     bank = net.by_name("bank")
-    worker = json.loads((bank.config.data_path / "run" / "node.json").read_text())["pids"]["worker"]
-    os.killpg(worker, signal.SIGSTOP)  # so that no worker takes the message before it is lost
-    try:
-        task_id = _submit_psi(net)
-        deadline = time.monotonic() + 60
-        while not any(e.action == "queued" and e.task_id == task_id for e in bank.ctx.log.entries()):
-            assert time.monotonic() < deadline, "the bank's watcher never queued the task"
-            time.sleep(0.1)
-        assert bank.ctx.redis.delete(bank.ctx.queue) == 1  # the message is lost
-    finally:
-        os.killpg(worker, signal.SIGCONT)
+    os.killpg(bank.node_pid("worker"), signal.SIGKILL)  # no consumer: the message waits in the queue
+    task_id = net.submit_psi(bucket_size=2048)
+    deadline = time.monotonic() + 60
+    while not any(e.action == "queued" and e.task_id == task_id for e in bank.ctx.log.entries()):
+        assert time.monotonic() < deadline, "the bank's watcher never queued the task"
+        time.sleep(0.1)
+    assert bank.ctx.redis.delete(bank.ctx.queue) == 1  # the message is lost
+    time.sleep(2 * bank.config.poll_interval + 1.0)  # the watcher has saved its cursor past the event
+    services.start(bank.config, timeout=90)  # the bank's workers come back (with a fresh watcher)
     _check_outcome(net, task_id)
     requeued = [e for e in bank.ctx.log.entries() if e.task_id == task_id and e.action == "requeued"]
     assert len(requeued) == 1

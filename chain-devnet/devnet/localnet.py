@@ -11,8 +11,10 @@ and `pcn node start` on its own host.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,7 +32,7 @@ from pcn.devnet.deploy import devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
-from pcn.runtime.operations import init_org, register_algorithm, register_dataset
+from pcn.runtime.operations import init_org, register_algorithm, register_dataset, submit_task
 
 PASSWORD = "correct horse battery staple"
 REGIONS = ["north", "south", "east", "west"]
@@ -126,6 +128,20 @@ class Org:
     def ledger(self) -> Ledger:
         return self.ctx.ledger
 
+    def node_pid(self, process: str) -> int:
+        """The pid of one of this node's processes: "mailbox", "watcher" or "worker" (the Celery master)."""
+        return int(json.loads((self.config.data_path / "run" / "node.json").read_text())["pids"][process])
+
+    def worker_processes(self) -> list[int]:
+        """The Celery pool's worker processes (the ones that run tasks)."""
+        out = subprocess.run(["pgrep", "-P", str(self.node_pid("worker"))], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def progress(self, task_id: int) -> dict[str, str]:
+        """This node's live progress record of a task (what its mailbox's progress route serves)."""
+        raw = self.ctx.redis.hgetall(self.ctx.key("progress", task_id))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
 
 @dataclass
 class Network:
@@ -147,6 +163,36 @@ class Network:
             time.sleep(0.25)
         logs = {o.name: _tail(o.config.data_path / "logs" / "worker.log") for o in self.orgs}
         raise AssertionError(f"task {task_id} not final after {timeout} s: {self.admin.task(task_id)}\n{logs}")
+
+    def submit_psi(self, requester: str = "bank", bucket_size: int = 1024) -> int:
+        """Submit and approve a PSI of every organisation's registered dataset, the requester
+        receiving the intersection; return the task id."""
+        sub = submit_task(
+            self.by_name(requester).ledger,
+            algorithm="psi",
+            dataset_ids=[o.dataset_id for o in self.orgs],
+            params={"bucket_size": bucket_size},
+            recipient=requester,
+        )
+        approve_all(self, sub.task_id)
+        return sub.task_id
+
+    def kill_workers_when_busy(self, org: Org, task_id: int, after: float, delay: float = 0.0) -> bool:
+        """SIGKILL `org`'s Celery worker processes `delay` seconds after its run of the task is
+        busy in the protocol with progress newer than `after` (a wall-clock time); False if
+        the task became final first. Fault tests and bench/faults.py use it."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.admin.task(task_id).status.is_final:
+                return False
+            p = org.progress(task_id)
+            if p.get("phase") in ("running", "waiting") and float(p.get("updated", 0)) > after:
+                time.sleep(delay)
+                for pid in org.worker_processes():
+                    os.kill(pid, signal.SIGKILL)
+                return True
+            time.sleep(0.02)
+        raise AssertionError(f"{org.name} never got busy on task {task_id}: {org.progress(task_id)}")
 
     def _all_runners_done(self, task_id: int) -> bool:
         """The chain says COMPLETED as soon as the last receipt is mined; the node that sent it

@@ -6,7 +6,13 @@ Settings that make a killed worker lose nothing:
 - `worker_prefetch_multiplier = 1`: a worker holds one task message at a time, so a slow
   task does not hide others from idle workers;
 - `visibility_timeout`: how long Redis waits before redelivering an unacknowledged
-  message whose worker vanished without a trace (the whole node killed);
+  message whose worker vanished without a trace (the whole node killed); the watcher's
+  sweep (`watcher.py`) re-queues such a task much sooner, once it has been silent for
+  `requeue_after` seconds with no worker holding its lock;
+- the task lock (`execute.TaskLock`) keeps a redelivered message from running beside a
+  live one, and is broken at once when its holder's process is gone;
+- transient failures (chain or Redis away) are retried inside the worker, not through a
+  new broker message (see `run_task` below);
 - every step of a task is idempotent against the chain (`execute.py`), so a redelivered
   message resumes the task rather than repeating it.
 
