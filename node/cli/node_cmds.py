@@ -192,6 +192,14 @@ def org_init(
     rpc_url: RpcOpt = None,
     deployment: DeploymentOpt = None,
     workers: Annotated[int, typer.Option("--workers", help="Celery worker processes")] = 2,
+    listen_host: Annotated[
+        str,
+        typer.Option(
+            "--listen-host",
+            help="Interface the mailbox listens on: the endpoint's address (or 0.0.0.0) when peers on other "
+            "hosts connect directly; the default suits a TLS proxy on the same host",
+        ),
+    ] = "127.0.0.1",
     home: Annotated[
         Path | None,
         typer.Option("--home", envvar="PCN_HOME", help="Configs live in HOME/NAME/node.toml (default ./var/pcn)"),
@@ -225,8 +233,10 @@ def org_init(
         password=password,
         workers=workers,
     )
-    if password_file is not None:
-        cfg.password_file = str(password_file.resolve())
+    if password_file is not None or listen_host != cfg.listen_host:
+        if password_file is not None:
+            cfg.password_file = str(password_file.resolve())
+        cfg.listen_host = listen_host
         cfg.save(Path(cfg.path))
     key = _hex(keys.x25519_public)
     admit = shlex.join(
