@@ -239,7 +239,8 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             "state": ledger.participant_state(task_id, p).name.lower(),
         }
         try:
-            r = httpx.get(f"{org.endpoint.rstrip('/')}/v1/tasks/{task_id}/progress", timeout=2.0)
+            # trust_env=False: a node talks to peers directly, never through an HTTP(S)_PROXY of the host
+            r = httpx.get(f"{org.endpoint.rstrip('/')}/v1/tasks/{task_id}/progress", timeout=2.0, trust_env=False)
             if r.status_code == 200:
                 live = r.json()
                 row.update(

@@ -138,7 +138,7 @@ def status(cfg: OrgConfig) -> dict[str, Any]:
     for name, pid in procs.get("pids", {}).items():
         out["processes"][name] = {"pid": pid, "alive": _alive(int(pid))}
     try:
-        r = httpx.get(cfg.endpoint.rstrip("/") + "/v1/health", timeout=1.0)
+        r = httpx.get(cfg.endpoint.rstrip("/") + "/v1/health", timeout=1.0, trust_env=False)
         out["mailbox_healthy"] = r.status_code == 200
     except httpx.HTTPError:
         out["mailbox_healthy"] = False
