@@ -13,16 +13,109 @@ messages it had already received; peers drop the duplicates by sequence number.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import random
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
 
 class ProtocolError(Exception):
     """A peer sent something the protocol cannot accept (wrong round, shape, or value)."""
+
+
+# -- results, result hashes and result commitments -----------------------------------------
+#
+# Every algorithm ends the same way: the recipient serialises its result as canonical JSON,
+# broadcasts h_r = SHA-256(RESULT_DOMAIN | salt | result) with a secret 32-byte salt, and every
+# party reports SHA-256(COMMIT_DOMAIN | head | h_r), `head` being what all parties saw alike.
+# The recipient's opening is head | salt. The domains and the shape of `head` are each
+# algorithm's own (its `CommitmentScheme`); the arithmetic lives here once, so
+# `commitment_for` (what the auditor re-checks) and `result_commitment` cannot drift apart.
+
+SALT_BYTES = 32
+
+
+def canonical_json(obj: Any, *, ensure_ascii: bool = True) -> bytes:
+    """Sorted keys, no whitespace, no NaN or Infinity. `ensure_ascii=False` writes non-ASCII
+    text as UTF-8 instead of \\u escapes: different bytes for the same document, so each
+    algorithm keeps the variant its results (and hashes of them) have always used."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=ensure_ascii, allow_nan=False).encode()
+
+
+def salted_result_hash(domain: bytes, salt: bytes, result: bytes) -> bytes:
+    """h_r = SHA-256(domain | salt | result); the salt is the recipient's secret, so h_r
+    cannot be used to confirm a guessed result."""
+    return hashlib.sha256(domain + salt + result).digest()
+
+
+@dataclass(frozen=True)
+class CommitmentScheme:
+    """One algorithm's result hash and result commitment: its two domains and the shape of
+    the head of its opening, a multiple of `head_unit` bytes in [min_head, max_head]
+    (`max_head` None: no upper bound); `error` is its own message for any other opening."""
+
+    result_domain: bytes
+    commit_domain: bytes
+    _: KW_ONLY
+    head_unit: int
+    min_head: int
+    error: str
+    max_head: int | None = None
+
+    def result_hash(self, salt: bytes, result: bytes) -> bytes:
+        return salted_result_hash(self.result_domain, salt, result)
+
+    def commit(self, head: bytes, result_hash: bytes) -> bytes:
+        """SHA-256(commit domain | head | h_r), the result commitment every party reports."""
+        return hashlib.sha256(self.commit_domain + head + result_hash).digest()
+
+    def open(self, result: bytes, opening: bytes) -> bytes:
+        """The commitment `result` with `opening` = head | salt hashes to (`commitment_for`)."""
+        size = len(opening) - SALT_BYTES
+        if size < self.min_head or size % self.head_unit or (self.max_head is not None and size > self.max_head):
+            raise ProtocolError(self.error)
+        return self.commit(opening[:size], self.result_hash(opening[size:], result))
+
+
+# -- parameter checks shared by the algorithms' validate_params ---------------------------
+#
+# `fail` turns a message into the algorithm's own error ("invalid fedavg params: ...").
+
+
+def is_finite_number(x: object) -> bool:
+    """A JSON number usable as a parameter: int or float, not bool, finite as a float."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def checked_int(v: Any, key: str, lo: int, hi: int, fail: Callable[[str], ProtocolError]) -> int:
+    """`v`, the value of integer parameter `key`, if it is an integer in [lo, hi]."""
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise fail(f"{key!r} must be an integer, got {v!r}")
+    if not lo <= v <= hi:
+        raise fail(f"{key!r} must be between {lo} and {hi}, got {v}")
+    return v
+
+
+def checked_float(
+    v: Any, key: str, lo: float, hi: float, fail: Callable[[str], ProtocolError], *, open_lo: bool
+) -> float:
+    """`v`, the value of number parameter `key`, as a float in [lo, hi] ((lo, hi] with `open_lo`)."""
+    if not is_finite_number(v):
+        raise fail(f"{key!r} must be a finite number, got {v!r}")
+    f = float(v)
+    if (f <= lo if open_lo else f < lo) or f > hi:
+        bound = f"> {lo}" if open_lo else f">= {lo}"
+        raise fail(f"{key!r} must be {bound} and <= {hi}, got {v!r}")
+    return f
 
 
 @dataclass(frozen=True)
@@ -67,9 +160,15 @@ class Protocol(ABC):
     """One party's side of an algorithm."""
 
     name: ClassVar[str]
+    commitment: ClassVar[CommitmentScheme | None] = None  # the algorithm's result hash and commitment
     ctx: PartyContext
     data: Any
     _seq: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    # What every algorithm keeps alike: whether start() ran, the result (at the recipient)
+    # and h_r, the salted result hash the recipient broadcasts.
+    _started: bool = field(default=False, init=False, repr=False)
+    _result: bytes | None = field(default=None, init=False, repr=False)
+    _result_hash: bytes | None = field(default=None, init=False, repr=False)
 
     def send(self, receiver: str, round_: int, kind: str, payload: bytes) -> Message:
         """Build an outgoing message with the next sequence number for that receiver."""
@@ -98,6 +197,34 @@ class Protocol(ABC):
         if self.ctx.progress is not None:
             self.ctx.progress(max(0.0, min(1.0, fraction)), what)
 
+    def _check_context(self, recipient_role: str = "") -> None:
+        """The context checks every algorithm makes after its own participant-count check;
+        `recipient_role` names the recipient in the error ("the guest", ...)."""
+        ctx = self.ctx
+        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
+            role = f" ({recipient_role})" if recipient_role else ""
+            raise ProtocolError(f"both this party and the recipient{role} must be participants")
+        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
+            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
+        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
+            raise ProtocolError("the party seed must be at least 16 secret bytes")
+
+    def _mark_started(self) -> None:
+        """What every `start` begins with: it runs once."""
+        if self._started:
+            raise ProtocolError("start() called twice")
+        self._started = True
+
+    def _check_delivery(self, msg: Message) -> None:
+        """The checks every `receive` begins with: started, addressed here, from a peer."""
+        ctx = self.ctx
+        if not self._started:
+            raise ProtocolError("message received before start()")
+        if msg.receiver != ctx.me:
+            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
+        if msg.sender not in ctx.peers:
+            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+
     @abstractmethod
     def start(self) -> list[Message]:
         """First messages of this party."""
@@ -111,9 +238,9 @@ class Protocol(ABC):
     def done(self) -> bool:
         """True once this party has finished (it may still have sent final messages)."""
 
-    @abstractmethod
     def result(self) -> bytes | None:
         """The serialised result: bytes at the recipient, None at every other party."""
+        return self._result if self.ctx.is_recipient else None
 
     @abstractmethod
     def result_commitment(self) -> bytes:
@@ -130,10 +257,13 @@ class Protocol(ABC):
         A node refuses a task whose parameters spend more than the ε charged on chain."""
         return 0.0
 
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        """The on-chain result hash that `result` with `opening` must match (recipient, auditor)."""
-        raise NotImplementedError
+    @classmethod
+    def commitment_for(cls, result: bytes, opening: bytes) -> bytes:
+        """The on-chain result hash that `result` with `opening` must match (recipient, auditor),
+        by the algorithm's `commitment` scheme."""
+        if cls.commitment is None:
+            raise NotImplementedError(f"{cls.__name__} has no commitment scheme")
+        return cls.commitment.open(result, opening)
 
 
 def run_local(

@@ -9,11 +9,10 @@ resolved by `resolve_threshold` when the protocol is built.
 
 from __future__ import annotations
 
-import math
 from itertools import pairwise
 from typing import Any
 
-from pcn.algorithms.base import ProtocolError
+from pcn.algorithms.base import ProtocolError, checked_float, checked_int, is_finite_number
 
 MODELS = ("logreg", "mlp")
 ACTIVATIONS = ("relu", "tanh")
@@ -53,33 +52,12 @@ def _fail(message: str) -> ProtocolError:
     return ProtocolError(f"invalid fedavg params: {message}")
 
 
-def _is_number(x: object) -> bool:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
-
-
 def _int(params: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    v = params.get(key, default)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(f"{key!r} must be an integer, got {v!r}")
-    if not lo <= v <= hi:
-        raise _fail(f"{key!r} must be between {lo} and {hi}, got {v}")
-    return v
+    return checked_int(params.get(key, default), key, lo, hi, _fail)
 
 
 def _float(params: dict[str, Any], key: str, default: float, lo: float, hi: float, *, open_lo: bool) -> float:
-    v = params.get(key, default)
-    if not _is_number(v):
-        raise _fail(f"{key!r} must be a finite number, got {v!r}")
-    f = float(v)
-    if (f <= lo if open_lo else f < lo) or f > hi:
-        bound = f"> {lo}" if open_lo else f">= {lo}"
-        raise _fail(f"{key!r} must be {bound} and <= {hi}, got {v!r}")
-    return f
+    return checked_float(params.get(key, default), key, lo, hi, _fail, open_lo=open_lo)
 
 
 def _choice(params: dict[str, Any], key: str, options: tuple[str, ...]) -> str:
@@ -105,7 +83,7 @@ def _standardize(v: object, num_features: int) -> dict[str, list[float]] | None:
         values = v[key]
         if not isinstance(values, list) or len(values) != num_features:
             raise _fail(f"'standardize.{key}' must be a list of {num_features} numbers, one per feature")
-        if not all(_is_number(x) for x in values):
+        if not all(is_finite_number(x) for x in values):
             raise _fail(f"'standardize.{key}' must hold finite numbers only")
         out[key] = [float(x) for x in values]
     if any(s <= 0 for s in out["std"]):

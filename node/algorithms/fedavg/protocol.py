@@ -81,14 +81,13 @@ Result (canonical JSON, at S only): {"algorithm": "fedavg", "params", "participa
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import secagg
 from pcn.algorithms.fedavg.params import resolve_threshold
@@ -109,18 +108,21 @@ KIND_RESULT = "result-hash"
 KEY_RECORD = 2 * secagg.KEY_BYTES  # pk | seed commitment, per aggregation round
 SHARE_RECORD = 2 * secagg.ELEMENT_BYTES  # share of sk | share of b, per aggregation round
 
-
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+# The aggregator's opening is K | M | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=DIGEST_BYTES,
+    min_head=2 * DIGEST_BYTES,
+    max_head=2 * DIGEST_BYTES,
+    error="a fedavg opening is keys digest | models digest | salt, 32 bytes each",
+)
 
 
 @dataclass(eq=False)
 class FedAvgProtocol(Protocol):
     name: ClassVar[str] = "fedavg"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _threshold: int | None = field(default=None, init=False, repr=False)
@@ -129,7 +131,6 @@ class FedAvgProtocol(Protocol):
     _num_params: int = field(default=0, init=False, repr=False)
     _x: np.ndarray | None = field(default=None, init=False, repr=False)
     _y: np.ndarray | None = field(default=None, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
     # setup
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)  # party -> "keys" payload
     _held: dict[str, list[tuple[int, int]]] = field(default_factory=dict, init=False, repr=False)
@@ -155,8 +156,6 @@ class FedAvgProtocol(Protocol):
     _metrics: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
     _aggregates: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)  # unmasked sums
     # outcome
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,12 +163,7 @@ class FedAvgProtocol(Protocol):
         n = len(ctx.participants)
         if n < 3 or len(set(ctx.participants)) != n:
             raise ProtocolError("fedavg needs at least 3 distinct participants")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient (the aggregator) must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context("the aggregator")
         self._params = self.validate_params(ctx.params)
         p = self._params
         self._threshold = resolve_threshold(p, n)
@@ -189,14 +183,6 @@ class FedAvgProtocol(Protocol):
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
         return _validate_params(params)
-
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        """The result commitment the recipient's `result` and `commitment_opening()` hash to."""
-        if len(opening) != 3 * DIGEST_BYTES:
-            raise ProtocolError("a fedavg opening is keys digest | models digest | salt, 32 bytes each")
-        head, salt = opening[: 2 * DIGEST_BYTES], opening[2 * DIGEST_BYTES :]
-        return hashlib.sha256(COMMIT_DOMAIN + head + result_hash(salt, result)).digest()
 
     # -- small helpers ------------------------------------------------------------------
 
@@ -258,9 +244,7 @@ class FedAvgProtocol(Protocol):
     # -- setup --------------------------------------------------------------------------
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         ctx, p = self.ctx, self._params
         self.report(0.0, "reading the training rows")
         self._x, self._y = mdl.prepare_data(self.data, p)
@@ -315,12 +299,7 @@ class FedAvgProtocol(Protocol):
 
     def receive(self, msg: Message) -> list[Message]:
         ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         if self._dropped_at is not None:
             return []  # a party that dropped out hears nothing any more
         if msg.round == ROUND_SETUP and msg.kind == KIND_KEYS:
@@ -682,7 +661,7 @@ class FedAvgProtocol(Protocol):
             },
         }
         self._result = canonical_json(doc)
-        self._result_hash = result_hash(self._salt(), self._result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._phase = "done"
         self._done = True
         out = [
@@ -740,9 +719,6 @@ class FedAvgProtocol(Protocol):
     def done(self) -> bool:
         return self._done
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
-
     def result_commitment(self) -> bytes:
         if self._dropped_at is not None:
             raise ProtocolError(
@@ -750,7 +726,7 @@ class FedAvgProtocol(Protocol):
             )
         if not self._done or self._result_hash is None:
             raise ProtocolError("the fedavg protocol has not finished")
-        return hashlib.sha256(COMMIT_DOMAIN + self._keys_digest() + self._models_digest + self._result_hash).digest()
+        return COMMITMENT.commit(self._keys_digest() + self._models_digest, self._result_hash)
 
     def commitment_opening(self) -> bytes:
         """K | M (keys and models digests), followed at the recipient by its 32-byte result

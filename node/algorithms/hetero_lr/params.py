@@ -8,10 +8,9 @@ party's feature count) is checked when the protocol is built or after the setup 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from pcn.algorithms.base import ProtocolError
+from pcn.algorithms.base import ProtocolError, checked_float, checked_int, is_finite_number
 
 KEY_BITS = (1024, 2048, 3072)  # 1024 only for tests: it is below today's recommendations
 MAX_EPOCHS = 1000
@@ -42,33 +41,12 @@ def _fail(message: str) -> ProtocolError:
     return ProtocolError(f"invalid hetero-lr params: {message}")
 
 
-def _is_number(x: object) -> bool:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
-
-
 def _float(params: dict[str, Any], key: str, lo: float, hi: float, *, open_lo: bool) -> float:
-    v = params.get(key, DEFAULTS[key])
-    if not _is_number(v):
-        raise _fail(f"{key!r} must be a finite number, got {v!r}")
-    f = float(v)
-    if (f <= lo if open_lo else f < lo) or f > hi:
-        bound = f"> {lo}" if open_lo else f">= {lo}"
-        raise _fail(f"{key!r} must be {bound} and <= {hi}, got {v!r}")
-    return f
+    return checked_float(params.get(key, DEFAULTS[key]), key, lo, hi, _fail, open_lo=open_lo)
 
 
 def _int(params: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    v = params.get(key, DEFAULTS[key])
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(f"{key!r} must be an integer, got {v!r}")
-    if not lo <= v <= hi:
-        raise _fail(f"{key!r} must be between {lo} and {hi}, got {v}")
-    return v
+    return checked_int(params.get(key, DEFAULTS[key]), key, lo, hi, _fail)
 
 
 def _column(v: object, what: str) -> str:
@@ -110,7 +88,7 @@ def _class_weight(v: object) -> str | dict[str, float] | None:
     out: dict[str, float] = {}
     for k in ("0", "1"):
         w = v[k]
-        if not _is_number(w) or not 0 < float(w) <= MAX_CLASS_WEIGHT:
+        if not is_finite_number(w) or not 0 < float(w) <= MAX_CLASS_WEIGHT:
             raise _fail(f"'class_weight.{k}' must be a number in (0, {MAX_CLASS_WEIGHT:g}], got {w!r}")
         out[k] = float(w)
     return out

@@ -98,42 +98,55 @@ from typing import Any, ClassVar
 import numpy as np
 from gmpy2 import mpz
 
-from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.hetero_lr.common import (
-    MODEL_DOMAIN,
-    Assembly,
-    Drbg,
+    DOMAIN,
     SeededObfuscator,
-    add_frame,
     batch_count,
-    canonical_json,
     ciphertexts,
     classification_metrics,
     derive_keypair,
     dot_job,
     epoch_batches,
-    frames,
-    from_fixed,
-    ids_hash,
     load_local,
     masked_encrypt,
     masked_vector,
     min_batch,
-    numeric,
     pack_residues,
-    pair_seed,
     public_key_from_hex,
     residue_width,
     split_key,
     standardisation,
     unpack_residues,
-    x25519_public,
 )
 from pcn.algorithms.hetero_lr.params import validate_params as _validate_params
+from pcn.algorithms.vertical import (
+    Assembly,
+    Drbg,
+    add_frame,
+    canonical_json,
+    frames,
+    from_fixed,
+    ids_hash,
+    model_commitment,
+    numeric,
+    pair_seed,
+    x25519_public,
+)
 from pcn.crypto.paillier import EncryptedVector, PaillierError, PaillierPrivateKey, PaillierPublicKey, decode_int
 
 RESULT_DOMAIN = b"pcn/hetero-lr/result/v1"
 COMMIT_DOMAIN = b"pcn/hetero-lr/commit/v1"
+
+# The guest's opening is the hosts' model commitments (host order) | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=32,
+    min_head=32,
+    error="a hetero-lr opening is the host model commitments followed by the salt, 32 bytes each",
+)
+
 CHECKPOINT_VERSION = 1
 
 P_U = 32  # fractional bits of encrypted scores u and of ¼s
@@ -188,15 +201,6 @@ def epoch_round(epoch: int, phase: int) -> int:
     return (epoch + 2) * ROUND_EPOCH - ROUND_STEP + phase
 
 
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
-
-
-def model_commitment(state: dict[str, Any]) -> bytes:
-    """The commitment to a host's model state (which carries its own secret salt)."""
-    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
-
-
 def _floats(a: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=np.float64).tolist()]
 
@@ -204,6 +208,7 @@ def _floats(a: np.ndarray) -> list[float]:
 @dataclass(eq=False)
 class HeteroLrProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
     # Set by the runtime to persist each epoch's checkpoint: (task id, party, epochs done, blob).
     checkpoint_store: ClassVar[Callable[[int, str, int, bytes], None] | None] = None
 
@@ -250,9 +255,6 @@ class HeteroLrProtocol(Protocol):
     _stopped: str = field(default="", init=False, repr=False)
     _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
     _resumed: bool = field(default=False, init=False, repr=False)
     _resend: list[Message] = field(default_factory=list, init=False, repr=False)
     _checkpoint: bytes | None = field(default=None, init=False, repr=False)
@@ -264,12 +266,7 @@ class HeteroLrProtocol(Protocol):
         n = len(ctx.participants)
         if n < 2 or len(set(ctx.participants)) != n:
             raise ProtocolError("hetero-lr needs at least 2 distinct participants (a guest and a host)")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient (the guest) must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context("the guest")
         self._p = self.validate_params(ctx.params)
         lowered = {p.lower() for p in ctx.participants}
         strangers = sorted(set(self._p["features"]) - lowered)
@@ -286,12 +283,6 @@ class HeteroLrProtocol(Protocol):
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         return _validate_params(params)
 
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        if len(opening) < 64 or len(opening) % 32:
-            raise ProtocolError("a hetero-lr opening is the host model commitments followed by the salt, 32 bytes each")
-        return hashlib.sha256(COMMIT_DOMAIN + opening[:-32] + result_hash(opening[-32:], result)).digest()
-
     # -- local data ---------------------------------------------------------------------------
 
     def _load(self) -> None:
@@ -305,7 +296,7 @@ class HeteroLrProtocol(Protocol):
         self._n = len(local.ids)
         if self._n < 2:
             raise ProtocolError(f"hetero-lr needs at least 2 rows, this party has {self._n}")
-        self._ids_hash = ids_hash(ctx.task_id, local.ids)
+        self._ids_hash = ids_hash(DOMAIN, ctx.task_id, local.ids)
         self._mean, self._std = standardisation(local.raw, p["standardize"])
         X = (local.raw - self._mean) / self._std
         if self._role == "guest":
@@ -429,7 +420,7 @@ class HeteroLrProtocol(Protocol):
                 pub = infos[h].get("x25519")
                 if not isinstance(pub, str) or len(pub) != 64:
                     raise ProtocolError(f"setup from {h!r}: bad X25519 key")
-                self._pair_seeds[h] = pair_seed(secret, bytes.fromhex(pub), ctx.task_id, ctx.me, h)
+                self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.task_id, ctx.me, h)
         widest = max([d_guest + 1, *self._host_features.values()])
         smallest = min_batch(self._n, p["batch_size"])
         if smallest <= widest:
@@ -503,9 +494,7 @@ class HeteroLrProtocol(Protocol):
         return set(FROM_HOST_TO_HOST)
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         if self._resumed:
             self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
             return list(self._resend) + self._advance()
@@ -517,13 +506,7 @@ class HeteroLrProtocol(Protocol):
         return out + self._advance()
 
     def receive(self, msg: Message) -> list[Message]:
-        ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         if self._phase == DONE:
             raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} after the protocol finished")
         expected = self._recv_next.get(msg.sender, 0)
@@ -782,7 +765,7 @@ class HeteroLrProtocol(Protocol):
             },
         }
         self._result = canonical_json(result)
-        self._result_hash = result_hash(self._salt(), self._result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._phase = DONE
         self.report(1.0, f"done after {len(self._metrics)} epochs ({self._stopped})")
         out: list[Message] = []
@@ -1065,9 +1048,6 @@ class HeteroLrProtocol(Protocol):
     def done(self) -> bool:
         return self._phase == DONE
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
-
     def model_state(self) -> dict[str, Any]:
         """This party's part of the trained model (JSON-serialisable), for local storage."""
         if self._phase != DONE or self._model is None:
@@ -1083,7 +1063,7 @@ class HeteroLrProtocol(Protocol):
     def result_commitment(self) -> bytes:
         if self._phase != DONE or self._result_hash is None:
             raise ProtocolError("the hetero-lr protocol has not finished")
-        return hashlib.sha256(COMMIT_DOMAIN + self._commits() + self._result_hash).digest()
+        return COMMITMENT.commit(self._commits(), self._result_hash)
 
     def commitment_opening(self) -> bytes:
         """The hosts' model commitments (host order), followed at the guest by its 32-byte

@@ -30,114 +30,65 @@ Result (canonical JSON, guest only): {"algorithm": "hetero-lr-predict", "model_t
 "label_column", "metrics": {"auc", "ks", "accuracy", "log_loss"} when the guest's rows
 carry the training label column, else null}.
 
-The helpers below repeat a few of hetero-lr's (ID hashing, pairwise masks, framing,
-metrics) on purpose: an algorithm's registered code hash covers its own package only.
+The helpers shared with hetero-lr (ID hashing, model commitments, pairwise masks, framing,
+metrics) are in `pcn.algorithms.vertical`, a top-level module of the algorithms folder and so
+covered by both algorithms' registered code hashes; the domains stay this algorithm's own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import math
-import struct
-import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from pcn.algorithms.base import Message, Protocol, ProtocolError
-from pcn.data.errors import DataError
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError
+from pcn.algorithms.vertical import (
+    FRAME,
+    add_pair_masks,
+    auc,
+    canonical_json,
+    frames,
+    from_fixed,
+    ids_hash,
+    ks,
+    log_loss,
+    model_commitment,
+    numeric,
+    pair_seed,
+    sigmoid,
+    sort_ids,
+    to_fixed,
+    x25519_public,
+)
 from pcn.data.table import Table
 
 DOMAIN = b"pcn/hetero-lr-predict/"
-MODEL_DOMAIN = b"pcn/hetero-lr/model/v1"  # the training algorithm's model commitment
 RESULT_DOMAIN = b"pcn/hetero-lr-predict/result/v1"
 COMMIT_DOMAIN = b"pcn/hetero-lr-predict/commit/v1"
-FIXED_BITS = 32
-FIXED_LIMIT = float(1 << 30)
-PART_BYTES = 8 * 1024 * 1024
-FRAME = struct.Struct(">II")
 THRESHOLD = 0.5
+
+# The guest's opening is the hosts' model commitments (host order) | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=32,
+    min_head=32,
+    error="an opening is the host model commitments followed by the salt, 32 bytes each",
+)
 
 ROUND_SETUP, ROUND_SCORES, ROUND_RESULT = 1, 2, 3
 KIND_SETUP, KIND_SCORES, KIND_RESULT = "setup", "scores", "result-hash"
 PARAM_KEYS = frozenset({"model_task"})
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def model_commitment(state: dict[str, Any]) -> bytes:
-    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
-
-
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
-
-
-def _stream(key: bytes, count: int) -> np.ndarray:
-    enc = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * count)), dtype="<u8").astype(np.uint64)
-
-
-def _normalise_id(cell: str | None) -> str:
-    s = "" if cell is None else unicodedata.normalize("NFC", cell.strip())
-    if not s:
-        raise ProtocolError("the ID column has an empty cell")
-    return s
-
-
-def _ids_hash(task_id: int, ids: Sequence[str]) -> bytes:
-    h = hashlib.sha256(DOMAIN + b"ids/v1" + task_id.to_bytes(32, "big") + len(ids).to_bytes(8, "big"))
-    for x in ids:
-        b = x.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(4, "big") + b)
-    return h.digest()
-
-
 def _numeric(table: Table, column: str, order: np.ndarray) -> np.ndarray:
     if column not in table:
         raise ProtocolError(f"column {column!r} of the model is not in the dataset; columns are {table.names}")
-    try:
-        values = table.numeric(column)[order]
-    except DataError as exc:
-        raise ProtocolError(f"column {column!r}: {exc}") from None
-    if not np.all(np.isfinite(values)):
-        raise ProtocolError(f"column {column!r} has a non-finite value")
-    return values
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    pos = int(y.sum())
-    neg = len(y) - pos
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    ranks = np.empty(len(s), dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
-
-
-def _ks(y: np.ndarray, score: np.ndarray) -> float:
-    pos = int(y.sum())
-    neg = len(y) - pos
-    order = np.argsort(-score, kind="mergesort")
-    s, t = score[order], y[order]
-    tp, fp = np.cumsum(t), np.cumsum(1 - t)
-    last = np.r_[s[1:] != s[:-1], True]
-    return float(np.max(np.abs(tp[last] / pos - fp[last] / neg)))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    out: np.ndarray = 0.5 * (1.0 + np.tanh(0.5 * z))
-    return out
+    return numeric(table, column, order)
 
 
 def _floats(values: object, count: int, what: str) -> np.ndarray:
@@ -151,6 +102,7 @@ def _floats(values: object, count: int, what: str) -> np.ndarray:
 @dataclass(eq=False)
 class HeteroLrPredictProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr-predict"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
     # Set by the runtime: (training task id, this party's address) -> the model state that
     # party's `HeteroLrProtocol.model_state()` returned at the end of that task.
     model_store: ClassVar[Callable[[int, str], dict[str, Any]] | None] = None
@@ -174,9 +126,6 @@ class HeteroLrPredictProtocol(Protocol):
     _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _sent_scores: bool = field(default=False, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -184,12 +133,7 @@ class HeteroLrPredictProtocol(Protocol):
         n = len(ctx.participants)
         if n < 2 or len(set(ctx.participants)) != n:
             raise ProtocolError("hetero-lr-predict needs at least 2 distinct participants (a guest and a host)")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient (the guest) must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context("the guest")
         self._p = self.validate_params(ctx.params)
         self._guest = ctx.recipient
         self._hosts = [p for p in ctx.participants if p != self._guest]
@@ -211,12 +155,6 @@ class HeteroLrPredictProtocol(Protocol):
                 f"invalid hetero-lr-predict params: 'model_task' (the training task id) must be a uint256, got {task!r}"
             )
         return {"model_task": task}
-
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        if len(opening) < 64 or len(opening) % 32:
-            raise ProtocolError("an opening is the host model commitments followed by the salt, 32 bytes each")
-        return hashlib.sha256(COMMIT_DOMAIN + opening[:-32] + result_hash(opening[-32:], result)).digest()
 
     # -- model and data -----------------------------------------------------------------------
 
@@ -266,16 +204,11 @@ class HeteroLrPredictProtocol(Protocol):
             raise ProtocolError(f"hetero-lr-predict needs a Table, got {type(table).__name__}")
         if not ctx.id_column or ctx.id_column not in table:
             raise ProtocolError(f"no ID column {ctx.id_column!r}; columns are {table.names}")
-        ids = [_normalise_id(c) for c in table.column(ctx.id_column)]
-        order = np.array(sorted(range(len(ids)), key=ids.__getitem__), dtype=np.int64)
-        self._ids = [ids[i] for i in order.tolist()]
-        for a, b in itertools.pairwise(self._ids):
-            if a == b:
-                raise ProtocolError(f"ID {a!r} appears twice: hetero-lr-predict needs one row per ID (run PSI first)")
+        self._ids, order = sort_ids(table, ctx.id_column, self.name)
         if not self._ids:
             raise ProtocolError("no rows to score")
-        self._ids_hash = _ids_hash(ctx.task_id, self._ids)
-        X = np.empty((len(ids), len(self._w)))
+        self._ids_hash = ids_hash(DOMAIN, ctx.task_id, self._ids)
+        X = np.empty((len(self._ids), len(self._w)))
         for j, c in enumerate(self._model["features"]):
             X[:, j] = _numeric(table, c, order)
         self._u = (X - self._mean) / self._std @ self._w + self._b
@@ -287,13 +220,11 @@ class HeteroLrPredictProtocol(Protocol):
 
     # -- protocol -------------------------------------------------------------------------------
 
-    def _x25519(self) -> X25519PrivateKey:
-        return X25519PrivateKey.from_private_bytes(self.secret_bytes("hetero-lr-predict/x25519", 32))
+    def _x25519(self) -> bytes:
+        return self.secret_bytes("hetero-lr-predict/x25519", 32)
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         ctx = self.ctx
         body: dict[str, Any] = {
             "role": "guest" if ctx.is_recipient else "host",
@@ -303,19 +234,14 @@ class HeteroLrPredictProtocol(Protocol):
         }
         if not ctx.is_recipient:
             body["model"] = self._commitment.hex()
-            body["x25519"] = self._x25519().public_key().public_bytes_raw().hex()
+            body["x25519"] = x25519_public(self._x25519()).hex()
         payload = canonical_json(body)
         self.report(0.1, f"scoring {len(self._ids)} rows with the model of task {self._p['model_task']}")
         return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in ctx.peers]
 
     def receive(self, msg: Message) -> list[Message]:
         ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         expected = self._recv_next.get(msg.sender, 0)
         if msg.seq != expected:
             raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
@@ -372,38 +298,23 @@ class HeteroLrPredictProtocol(Protocol):
         if self._sent_scores:
             raise ProtocolError("scores were already sent")
         self._commits[ctx.me] = self._commitment
-        values = self._u
-        if not np.all(np.isfinite(values)) or np.any(np.abs(values) >= FIXED_LIMIT):
-            raise ProtocolError("scores are not finite or too large for the fixed-point encoding")
-        out = np.rint(np.ldexp(values, FIXED_BITS)).astype(np.int64).view(np.uint64)
-        secret, index = self._x25519(), self._hosts.index(ctx.me)
-        for j, other in enumerate(self._hosts):
+        fixed = to_fixed(self._u, "scores are not finite or too large for the fixed-point encoding")
+        # The pair seed itself keys the mask stream (hetero-lr hashes a label in per use):
+        # there is one masked vector per task.
+        secret = self._x25519()
+        seeds: dict[str, bytes] = {}
+        for other in self._hosts:
             if other == ctx.me:
                 continue
             try:
-                peer = X25519PublicKey.from_public_bytes(bytes.fromhex(self._setups[other]["x25519"]))
-                shared = secret.exchange(peer)
+                public = bytes.fromhex(self._setups[other]["x25519"])
             except ValueError as exc:
                 raise ProtocolError(f"bad X25519 key from {other!r}: {exc}") from None
-            lo, hi = sorted((ctx.me.lower(), other.lower()))
-            seed = hashlib.sha256(
-                DOMAIN + b"pair/v1" + ctx.task_id.to_bytes(32, "big") + lo.encode() + b"|" + hi.encode() + shared
-            ).digest()
-            mask = _stream(seed, len(out))
-            out = out + mask if index < j else out - mask
+            seeds[other] = pair_seed(DOMAIN, secret, public, ctx.task_id, ctx.me, other, who=repr(other))
+        out = add_pair_masks(fixed, ctx.me, self._hosts, seeds)
         self._sent_scores = True
-        payload = out.astype("<u8").tobytes()
-        count = max(1, -(-len(payload) // PART_BYTES))
         self.report(0.5, "sent masked scores to the guest")
-        return [
-            self.send(
-                self._guest,
-                ROUND_SCORES,
-                KIND_SCORES,
-                FRAME.pack(i, count) + payload[i * PART_BYTES : (i + 1) * PART_BYTES],
-            )
-            for i in range(count)
-        ]
+        return [self.send(self._guest, ROUND_SCORES, KIND_SCORES, part) for part in frames(out.astype("<u8").tobytes())]
 
     def _on_scores(self, msg: Message) -> list[Message]:
         who = msg.sender
@@ -429,17 +340,17 @@ class HeteroLrPredictProtocol(Protocol):
         total = np.zeros(len(self._ids), dtype=np.uint64)
         for h in self._hosts:
             total = total + self._scores[h]
-        z = self._u + np.ldexp(total.view(np.int64).astype(np.float64), -FIXED_BITS)
-        probs = _sigmoid(z)
+        z = self._u + from_fixed(total)
+        probs = sigmoid(z)
         metrics: dict[str, float] | None = None
-        if self._y is not None:
+        if self._y is not None:  # both classes present (checked on loading), as auc and ks need
             y = self._y
-            p = np.clip(probs, 1e-15, 1 - 1e-15)
             metrics = {
-                "auc": _auc(y, z),
-                "ks": _ks(y, z),
+                "auc": auc(y, z),
+                "ks": ks(y, z),
+                # on the probabilities, not z > 0 like hetero-lr: the two differ for |z| < 2^-53
                 "accuracy": float(np.mean((probs > THRESHOLD) == (y == 1))),
-                "log_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+                "log_loss": log_loss(y, probs),
             }
         result = {
             "algorithm": self.name,
@@ -452,7 +363,7 @@ class HeteroLrPredictProtocol(Protocol):
             "metrics": metrics,
         }
         self._result = canonical_json(result)
-        self._result_hash = result_hash(self.secret_bytes("hetero-lr-predict/result-salt", 32), self._result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         self._scores.clear()
         self.report(1.0, f"scored {len(self._ids)} rows")
@@ -464,8 +375,8 @@ class HeteroLrPredictProtocol(Protocol):
     def done(self) -> bool:
         return self._done
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
+    def _salt(self) -> bytes:
+        return self.secret_bytes("hetero-lr-predict/result-salt", 32)
 
     def _commit_bytes(self) -> bytes:
         return b"".join(self._commits[h] for h in self._hosts)
@@ -473,10 +384,9 @@ class HeteroLrPredictProtocol(Protocol):
     def result_commitment(self) -> bytes:
         if not self._done or self._result_hash is None:
             raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        return hashlib.sha256(COMMIT_DOMAIN + self._commit_bytes() + self._result_hash).digest()
+        return COMMITMENT.commit(self._commit_bytes(), self._result_hash)
 
     def commitment_opening(self) -> bytes:
         if not self._done:
             raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        salt = self.secret_bytes("hetero-lr-predict/result-salt", 32)
-        return self._commit_bytes() + salt if self.ctx.is_recipient else self._commit_bytes()
+        return self._commit_bytes() + self._salt() if self.ctx.is_recipient else self._commit_bytes()

@@ -86,13 +86,12 @@ telling it that the key was asked. Every other malformed message is a ProtocolEr
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.private_query.encrypted import (
     AEAD_OVERHEAD,
     HEADER_BYTES,
@@ -137,13 +136,15 @@ MAX_QUERIES = 100_000_000
 JOB_POINTS = 1024  # group elements per parallel job
 WAVE_JOBS = 32
 
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
+# The querier's opening is d_query | d_eval | d_table | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=DIGEST_BYTES,
+    min_head=3 * DIGEST_BYTES,
+    max_head=3 * DIGEST_BYTES,
+    error="a private-query opening is d_query | d_eval | d_table | salt, 32 bytes each",
+)
 
 
 def _index(payload: bytes) -> int:
@@ -153,20 +154,18 @@ def _index(payload: bytes) -> int:
 @dataclass(eq=False)
 class PrivateQueryProtocol(Protocol):
     name: ClassVar[str] = "private-query"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
     # Runtime hooks, see the module docstring.
     cache: ClassVar[TableCacheLike | None] = None
     epoch_key: ClassVar[Callable[[str], bytes] | None] = None
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
     _n: int | None = field(default=None, init=False, repr=False)  # number of distinct query keys
     _next_batch: int = field(default=0, init=False, repr=False)
     _q_digest: Any = field(default=None, init=False, repr=False)
     _e_digest: Any = field(default=None, init=False, repr=False)
     _table_digest: bytes | None = field(default=None, init=False, repr=False)
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
     # querier
     _queries: list[str] = field(default_factory=list, init=False, repr=False)
     _unblind: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
@@ -184,12 +183,7 @@ class PrivateQueryProtocol(Protocol):
         ctx = self.ctx
         if len(ctx.participants) != 2 or len(set(ctx.participants)) != 2:
             raise ProtocolError("private-query needs exactly 2 distinct participants: the querier and the holder")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient (the querier) must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context("the querier")
         self._params = self.validate_params(ctx.params)
         self._q_digest = hashlib.sha256(QUERY_DOMAIN)
         self._e_digest = hashlib.sha256(EVAL_DOMAIN)
@@ -198,14 +192,6 @@ class PrivateQueryProtocol(Protocol):
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
         return _validate_params(params)
-
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        """The result commitment the querier's `result` and `commitment_opening()` hash to."""
-        if len(opening) != 4 * DIGEST_BYTES:
-            raise ProtocolError("a private-query opening is d_query | d_eval | d_table | salt, 32 bytes each")
-        digests, salt = opening[: 3 * DIGEST_BYTES], opening[3 * DIGEST_BYTES :]
-        return hashlib.sha256(COMMIT_DOMAIN + digests + result_hash(salt, result)).digest()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -248,9 +234,7 @@ class PrivateQueryProtocol(Protocol):
     # -- protocol ----------------------------------------------------------------------
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         return self._start_querier() if self.ctx.is_recipient else self._start_holder()
 
     def _start_querier(self) -> list[Message]:
@@ -335,12 +319,7 @@ class PrivateQueryProtocol(Protocol):
 
     def receive(self, msg: Message) -> list[Message]:
         ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         key = (msg.round, msg.kind)
         if ctx.is_recipient:
             if key == (ROUND_QUERY, KIND_TABLE_HEAD):
@@ -502,7 +481,7 @@ class PrivateQueryProtocol(Protocol):
         if unreadable:
             out["unreadable"] = unreadable
         self._result = canonical_json(out)
-        self._result_hash = result_hash(self._salt(), self._result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         self.report(1.0, f"done; {len(hits):,} of {self._n:,} keys found")
         return [self.send(self.holder, ROUND_RESULT, KIND_RESULT, self._result_hash)]
@@ -513,9 +492,6 @@ class PrivateQueryProtocol(Protocol):
     def done(self) -> bool:
         return self._done
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
-
     def _digests(self) -> bytes:
         if not self._done or self._result_hash is None or self._table_digest is None:
             raise ProtocolError("the private-query protocol has not finished")
@@ -524,7 +500,7 @@ class PrivateQueryProtocol(Protocol):
     def result_commitment(self) -> bytes:
         digests = self._digests()
         assert self._result_hash is not None
-        return hashlib.sha256(COMMIT_DOMAIN + digests + self._result_hash).digest()
+        return COMMITMENT.commit(digests, self._result_hash)
 
     def commitment_opening(self) -> bytes:
         """d_query | d_eval | d_table, followed at the querier by its 32-byte result salt; with

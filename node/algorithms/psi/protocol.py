@@ -96,7 +96,6 @@ copy of the set.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import unicodedata
 from dataclasses import dataclass, field
@@ -106,7 +105,7 @@ from typing import Any, ClassVar
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
 
 try:  # the binding X25519PublicKey.from_public_bytes wraps, without its per-call backend check (~5%)
     from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
@@ -138,6 +137,15 @@ OUTPUTS = ("ids", "cardinality")
 DEFAULT_BUCKET = 65_536
 MIN_BUCKET, MAX_BUCKET = 1024, 1_048_576
 PARAM_KEYS = frozenset({"id_column", "output", "casefold", "bucket_size"})
+
+# The recipient's opening is the u64 set size of each party (at least two) | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=SIZE.size,
+    min_head=2 * SIZE.size,
+    error="a psi opening is u64 size of each party's set | 32-byte salt",
+)
 
 
 # -- module-level work functions (picklable for a process pool) ---------------------------
@@ -206,14 +214,6 @@ def bucket_count(size: int, bucket_size: int) -> int:
     return max(1, -(-size // bucket_size))
 
 
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
-
-
 def check_elements(packed: bytes, what: str) -> None:
     """Every element must be a canonical, non-zero u-coordinate (what X25519 outputs)."""
     if not packed:
@@ -250,6 +250,7 @@ class _Stream:
 @dataclass(eq=False)
 class PsiProtocol(Protocol):
     name: ClassVar[str] = "psi"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _n: int = field(default=0, init=False, repr=False)
@@ -270,9 +271,6 @@ class PsiProtocol(Protocol):
     _aggregated: bool = field(default=False, init=False, repr=False)
     _work_done: int = field(default=0, init=False, repr=False)
     _progress: float = field(default=0.0, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -282,12 +280,7 @@ class PsiProtocol(Protocol):
             raise ProtocolError("psi needs at least 2 distinct participants")
         if n > 0xFFFF:
             raise ProtocolError("psi supports at most 65535 participants")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context()
         self._params = self.validate_params(ctx.params)
         if not (self._params["id_column"] or ctx.id_column):
             raise ProtocolError("no ID column: set params id_column or register the dataset with one")
@@ -320,14 +313,6 @@ class PsiProtocol(Protocol):
         if isinstance(bucket, bool) or not isinstance(bucket, int) or not MIN_BUCKET <= bucket <= MAX_BUCKET:
             raise ProtocolError(f"bucket_size must be an integer in [{MIN_BUCKET}, {MAX_BUCKET}]")
         return {"id_column": id_column, "output": output, "casefold": casefold, "bucket_size": bucket}
-
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        """The result commitment the recipient's `result` and `commitment_opening()` hash to."""
-        body = len(opening) - ELEMENT
-        if body < 2 * SIZE.size or body % SIZE.size:
-            raise ProtocolError("a psi opening is u64 size of each party's set | 32-byte salt")
-        return hashlib.sha256(COMMIT_DOMAIN + opening[:body] + result_hash(opening[body:], result)).digest()
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -420,9 +405,7 @@ class PsiProtocol(Protocol):
     # -- protocol -----------------------------------------------------------------------------
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         ctx, p = self.ctx, self._params
         column = p["id_column"] or ctx.id_column
         self.report(0.0, f"normalising IDs of column {column!r}")
@@ -462,12 +445,7 @@ class PsiProtocol(Protocol):
 
     def receive(self, msg: Message) -> list[Message]:
         ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         if msg.kind == KIND_RESULT:
             return self._receive_result_hash(msg)
         if msg.kind not in STREAM_KINDS:
@@ -599,8 +577,8 @@ class PsiProtocol(Protocol):
         if not self._cardinality:
             result["ids"] = sorted(self._ids[i] for i in np.flatnonzero(hits).tolist())
             self._ids = []
-        self._result = canonical_json(result)
-        self._result_hash = result_hash(self._salt(), self._result)
+        self._result = canonical_json(result, ensure_ascii=False)  # IDs as UTF-8, as psi always wrote them
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         out = [self.send(peer, self._n + 2, KIND_RESULT, self._result_hash) for peer in self.ctx.peers]
         self.report(1.0, f"done; intersection of {result['size']}")
@@ -631,16 +609,13 @@ class PsiProtocol(Protocol):
     def done(self) -> bool:
         return self._done
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
-
     def _size_bytes(self) -> bytes:
         return b"".join(SIZE.pack(self._sizes[p]) for p in self.ctx.participants)
 
     def result_commitment(self) -> bytes:
         if not self._done or self._result_hash is None:
             raise ProtocolError("the psi protocol has not finished")
-        return hashlib.sha256(COMMIT_DOMAIN + self._size_bytes() + self._result_hash).digest()
+        return COMMITMENT.commit(self._size_bytes(), self._result_hash)
 
     def commitment_opening(self) -> bytes:
         """The u64 set sizes (participant order), followed at the recipient by its 32-byte

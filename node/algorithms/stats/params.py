@@ -7,14 +7,13 @@ whose message names the offending key.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
-from pcn.algorithms.base import ProtocolError
+from pcn.algorithms.base import ProtocolError, is_finite_number
 
 STATISTICS = ("count", "sum", "mean", "variance", "histogram")
 DEFAULT_STATISTICS = ("count", "sum", "mean", "variance")
@@ -37,15 +36,6 @@ def _fail(message: str) -> ProtocolError:
     return ProtocolError(f"invalid stats params: {message}")
 
 
-def _is_number(x: object) -> bool:
-    if isinstance(x, bool) or not isinstance(x, int | float):
-        return False
-    try:
-        return math.isfinite(float(x))
-    except OverflowError:
-        return False
-
-
 def fixed(x: float, decimals: int) -> int:
     """round(x * 10^decimals), half to even, exactly as the data path does it (float64 product)."""
     return int(np.rint(float(x) * float(10**decimals)))
@@ -63,11 +53,11 @@ def _validate_dp(dp: object, decimals: int, noised: int) -> dict[str, Any] | Non
     if mechanism not in MECHANISMS:
         raise _fail(f"'dp.mechanism' must be one of {list(MECHANISMS)}, got {mechanism!r}")
     epsilon = dp.get("epsilon")
-    if not _is_number(epsilon) or epsilon <= 0:
+    if not is_finite_number(epsilon) or epsilon <= 0:
         raise _fail(f"'dp.epsilon' must be a finite number > 0, got {epsilon!r}")
     delta = dp.get("delta")
     if mechanism == "gaussian":
-        if not _is_number(delta) or not 0 < delta < 1:
+        if not is_finite_number(delta) or not 0 < delta < 1:
             raise _fail(f"'dp.delta' must be a number in (0, 1) for the gaussian mechanism, got {delta!r}")
         if epsilon >= 1:
             raise _fail(
@@ -77,7 +67,7 @@ def _validate_dp(dp: object, decimals: int, noised: int) -> dict[str, Any] | Non
     elif delta is not None:
         raise _fail("'dp.delta' is only used by the gaussian mechanism; drop it or set it to null")
     clip = dp.get("clip")
-    if not isinstance(clip, list | tuple) or len(clip) != 2 or not all(_is_number(c) for c in clip):
+    if not isinstance(clip, list | tuple) or len(clip) != 2 or not all(is_finite_number(c) for c in clip):
         raise _fail(f"'dp.clip' must be [lo, hi] with two finite numbers, got {clip!r}")
     lo, hi = float(clip[0]), float(clip[1])
     if abs(lo) * 10**decimals >= MAX_FIXED or abs(hi) * 10**decimals >= MAX_FIXED:
@@ -149,7 +139,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         if set(histogram) != {"edges"}:
             raise _fail(f"'histogram' must have exactly the key 'edges', got {sorted(histogram)}")
         raw = histogram["edges"]
-        if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_EDGES or not all(_is_number(e) for e in raw):
+        if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_EDGES or not all(is_finite_number(e) for e in raw):
             raise _fail(f"'histogram.edges' must be a list of 2 to {MAX_EDGES} finite numbers")
         if any(abs(float(e)) * 10**decimals >= MAX_FIXED for e in raw):
             raise _fail(f"'histogram.edges' are too large for decimals={decimals}")

@@ -42,14 +42,13 @@ integers and sum/mean/variance are the correctly rounded floats of the exact fra
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn.algorithms.base import Message, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.stats import dp as dpmod
 from pcn.algorithms.stats.local import group_names, local_vector
 from pcn.algorithms.stats.params import Layout, fixed
@@ -63,6 +62,15 @@ ELEMENT_BYTES = RING_BITS // 8
 SHARE_DOMAIN = b"pcn/stats/share/v1"
 RESULT_DOMAIN = b"pcn/stats/result/v1"
 COMMIT_DOMAIN = b"pcn/stats/commit/v1"
+
+# The recipient's opening is c_1 | ... | c_n | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=ELEMENT_BYTES,
+    min_head=ELEMENT_BYTES,
+    error="a stats opening is c_1 | ... | c_n | salt, 32 bytes each",
+)
 
 ROUND_SHARE, ROUND_AGG, ROUND_RESULT = 1, 2, 3
 KIND_SHARE, KIND_COMMIT, KIND_AGG, KIND_RESULT = "share", "commit", "agg", "result-hash"
@@ -89,40 +97,25 @@ def share_commitment(task_id: int, sender: str, aggregate: bytes) -> bytes:
     ).digest()
 
 
-def result_hash(salt: bytes, result: bytes) -> bytes:
-    return hashlib.sha256(RESULT_DOMAIN + salt + result).digest()
-
-
-def canonical_json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
 @dataclass(eq=False)
 class StatsProtocol(Protocol):
     name: ClassVar[str] = "stats"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _layout: Layout | None = field(default=None, init=False, repr=False)
-    _started: bool = field(default=False, init=False, repr=False)
     _held: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _shares_from: set[str] = field(default_factory=set, init=False, repr=False)
     _aggregate: bytes | None = field(default=None, init=False, repr=False)
     _aggs: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _result_hash: bytes | None = field(default=None, init=False, repr=False)
-    _result: bytes | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         ctx = self.ctx
         if len(ctx.participants) < 2 or len(set(ctx.participants)) != len(ctx.participants):
             raise ProtocolError("stats needs at least 2 distinct participants")
-        if ctx.me not in ctx.participants or ctx.recipient not in ctx.participants:
-            raise ProtocolError("both this party and the recipient must be participants")
-        if not isinstance(ctx.task_id, int) or not 0 <= ctx.task_id < 2**256:
-            raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
-        if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
-            raise ProtocolError("the party seed must be at least 16 secret bytes")
+        self._check_context()
         self._params = self.validate_params(ctx.params)
         p = self._params
         num_groups = len(p["groups"]) + 1 if p["group_by"] else 1
@@ -140,14 +133,6 @@ class StatsProtocol(Protocol):
         dp = params.get("dp")
         return float(dp["epsilon"]) if dp else 0.0
 
-    @staticmethod
-    def commitment_for(result: bytes, opening: bytes) -> bytes:
-        """The result commitment the recipient's `result` and `commitment_opening()` hash to."""
-        if len(opening) < 2 * ELEMENT_BYTES or len(opening) % ELEMENT_BYTES:
-            raise ProtocolError("a stats opening is c_1 | ... | c_n | salt, 32 bytes each")
-        commits, salt = opening[:-ELEMENT_BYTES], opening[-ELEMENT_BYTES:]
-        return hashlib.sha256(COMMIT_DOMAIN + commits + result_hash(salt, result)).digest()
-
     # -- protocol ---------------------------------------------------------------------
 
     @property
@@ -159,9 +144,7 @@ class StatsProtocol(Protocol):
         return self.secret_bytes("result-salt", 32)
 
     def start(self) -> list[Message]:
-        if self._started:
-            raise ProtocolError("start() called twice")
-        self._started = True
+        self._mark_started()
         ctx = self.ctx
         self.report(0.0, f"aggregating column {self._params['column']!r} locally")
         vector = local_vector(self.data, self._params, self.layout)
@@ -204,12 +187,7 @@ class StatsProtocol(Protocol):
 
     def receive(self, msg: Message) -> list[Message]:
         ctx = self.ctx
-        if not self._started:
-            raise ProtocolError("message received before start()")
-        if msg.receiver != ctx.me:
-            raise ProtocolError(f"message for {msg.receiver!r} delivered to {ctx.me!r}")
-        if msg.sender not in ctx.peers:
-            raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
+        self._check_delivery(msg)
         key = (msg.round, msg.kind)
         vector_bytes = self.layout.size * ELEMENT_BYTES
         if key == (ROUND_SHARE, KIND_SHARE):
@@ -284,7 +262,7 @@ class StatsProtocol(Protocol):
         for sender in ctx.participants:
             total = [(t + s) % MODULUS for t, s in zip(total, decode_vector(self._aggs[sender]), strict=True)]
         self._result = canonical_json(self._build_result([signed(v) for v in total]))
-        self._result_hash = result_hash(self._salt(), self._result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         out = [self.send(peer, ROUND_RESULT, KIND_RESULT, self._result_hash) for peer in ctx.peers]
         self.report(1.0, "done; result computed")
@@ -393,14 +371,11 @@ class StatsProtocol(Protocol):
     def done(self) -> bool:
         return self._done
 
-    def result(self) -> bytes | None:
-        return self._result if self.ctx.is_recipient else None
-
     def result_commitment(self) -> bytes:
         if not self._done or self._result_hash is None:
             raise ProtocolError("the stats protocol has not finished")
         commits = b"".join(self._commits[p] for p in self.ctx.participants)
-        return hashlib.sha256(COMMIT_DOMAIN + commits + self._result_hash).digest()
+        return COMMITMENT.commit(commits, self._result_hash)
 
     def commitment_opening(self) -> bytes:
         """c_1 | ... | c_n (participant order), followed at the recipient by its 32-byte result
