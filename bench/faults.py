@@ -53,7 +53,7 @@ def run_task(net: Any, kills: int, rng: random.Random) -> dict[str, Any]:
         actions = [e.action for e in o.ctx.log.entries() if e.task_id == task_id]
         assert actions.count("receipt") == 1, f"{o.name} receipted {actions.count('receipt')} times"
         assert not o.ctx.task_dir(task_id).exists(), f"{o.name} left its scratch directory"
-        assert not o.ctx.redis.keys(o.ctx.key("inbox", task_id) + "*"), f"{o.name} left its inbox"
+        assert o.task_leftovers(task_id) == [], f"{o.name} left {o.task_leftovers(task_id)}"
     expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
         net.by_name("telecom").values["customer_id"].tolist()
     )

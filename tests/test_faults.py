@@ -11,11 +11,13 @@ import random
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
+from pcn.runtime import services
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
@@ -54,7 +56,7 @@ def test_worker_killed_mid_psi_resumes_and_completes(net: Network, victim: str) 
         receipts = [e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]
         assert len(receipts) == 1, f"{o.name} receipted {len(receipts)} times"
         assert not o.ctx.task_dir(task_id).exists()
-        assert not o.ctx.redis.keys(o.ctx.key("inbox", task_id) + "*")
+        assert o.task_leftovers(task_id) == []
     # the killed party ran its verification twice: once before the kill, once on resume
     verifies = [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == "verify"]
     assert len(verifies) >= 2
@@ -104,7 +106,7 @@ def _assert_clean_completion(net: Network, task_id: int) -> None:
         actions = [e.action for e in o.ctx.log.entries() if e.task_id == task_id]
         assert actions.count("receipt") == 1, f"{o.name} receipted {actions.count('receipt')} times"
         assert not o.ctx.task_dir(task_id).exists()
-        assert not o.ctx.redis.keys(o.ctx.key("inbox", task_id) + "*")
+        assert o.task_leftovers(task_id) == []
 
 
 def test_repeated_worker_kills_during_psi(net: Network) -> None:
@@ -239,3 +241,41 @@ def test_a_peer_unreachable_for_a_while_is_retried_and_the_task_completes(net: N
     finally:
         os.kill(mailbox, signal.SIGCONT)
     _assert_clean_completion(net, sub.task_id)
+
+
+@pytest.mark.parametrize(
+    ("point", "victim"),
+    [("after-finishing-record", "telecom"), ("after-delete", "bank"), ("after-receipt-mined", "telecom")],
+)
+def test_a_worker_dying_while_it_finishes_a_task_finishes_it_once(
+    net: Network, tmp_path: Path, point: str, victim: str
+) -> None:
+    """A worker process exits at an exact step of finishing (a failpoint: after the durable
+    finishing record, after deleting the inputs a protocol re-run would need, after its
+    receipt was mined but before it was logged). The redelivered run finishes from the record:
+    one receipt on chain and one in the log, with its real transaction, nothing left."""
+    org = net.by_name(victim)
+    marker = tmp_path / f"{point}.fired"
+    services.stop(org.config)
+    services.start(org.config, env={"PCN_FAILPOINTS": f"{point}={marker}"}, timeout=90)
+    try:
+        task_id = net.submit_psi(bucket_size=4096)
+        assert net.wait_final(task_id, timeout=300) is TaskStatus.COMPLETED
+        assert marker.is_file(), f"the {point} failpoint never fired"
+        for o in net.orgs:
+            assert net.admin.participant_state(task_id, o.address) is ParticipantState.RECEIPTED
+            receipts = [e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]
+            assert len(receipts) == 1, f"{o.name} logged {len(receipts)} receipts"
+            assert receipts[0].data["tx"] == net.admin.receipt_tx(task_id, o.address)
+            assert o.task_leftovers(task_id) == []
+        resumed = [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == "resume"]
+        if point != "after-receipt-mined":
+            assert resumed and resumed[0].data.get("finishing") is True  # not a protocol re-run
+        result = read_result(net.by_name("bank").ctx, task_id)["result"]
+        expected = set(net.by_name("bank").values["customer_id"].tolist()) & set(
+            net.by_name("telecom").values["customer_id"].tolist()
+        )
+        assert set(result["ids"]) == expected
+    finally:
+        services.stop(org.config)
+        services.start(org.config, timeout=90)

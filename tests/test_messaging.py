@@ -575,6 +575,19 @@ def test_mailbox_duplicate_and_replay(world: World) -> None:
     assert [m.payload for m in world.inbox.read(TASK, 0)] == [b"share-0"]
 
 
+def test_a_closed_inbox_takes_late_messages_without_storing_them(world: World) -> None:
+    """After a task's inbox is deleted (the task finished here), a late re-send from a resumed
+    peer is acknowledged and nothing is stored: no inbox key comes back."""
+    assert world.post(world.seal(world.alice, 0, b"early")).status_code == 202
+    world.inbox.delete(TASK)
+    assert not world.inbox.read(TASK, 0)
+    resp = world.post(world.seal(world.alice, 1, b"late"))
+    assert resp.status_code == 200 and resp.json() == {"outcome": "closed"}
+    assert not world.inbox.read(TASK, 0)
+    left = world.inbox.r.keys(f"{world.inbox.prefix}:inbox:{TASK}:*")
+    assert [k for k in left if not k.endswith(b":closed")] == []
+
+
 def test_mailbox_gap_then_fill(world: World) -> None:
     resp = world.post(world.seal(world.alice, 1, b"one"))
     assert resp.status_code == 409

@@ -137,6 +137,18 @@ class Org:
         out = subprocess.run(["pgrep", "-P", str(self.node_pid("worker"))], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
+    def task_leftovers(self, task_id: int) -> list[str]:
+        """What this node still holds of a task besides its result: scratch files and Redis keys
+        (the inbox's closed marker aside, which exists to be kept)."""
+        scratch = self.ctx.task_dir(task_id)
+        files = [str(p) for p in scratch.rglob("*")] if scratch.exists() else []
+        keys: list[str] = []
+        for kind in ("inbox", "sent", "params", "finishing", "lock"):
+            base = self.ctx.key(kind, task_id)
+            keys += [base] if self.ctx.redis.exists(base) else []
+            keys += [k.decode() for k in self.ctx.redis.keys(base + ":*")]
+        return files + [k for k in keys if not k.endswith(":closed")]
+
     def progress(self, task_id: int) -> dict[str, str]:
         """This node's live progress record of a task (what its mailbox's progress route serves)."""
         raw = self.ctx.redis.hgetall(self.ctx.key("progress", task_id))

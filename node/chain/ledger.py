@@ -532,6 +532,15 @@ class Ledger:
         r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant))
         return Receipt(*(bytes(x) for x in r[:5]), r[5], r[6])
 
+    def receipt_tx(self, task_id: int, participant: str) -> str | None:
+        """The hash of the transaction that recorded `participant`'s receipt of the task (None
+        if there is none): a node that died right after submitting finds its own receipt."""
+        logs = self.contracts["TaskManager"].events.ReceiptSubmitted.get_logs(
+            from_block=self.deployment.deploy_block,
+            argument_filters={"taskId": task_id, "participant": to_checksum_address(participant)},
+        )
+        return "0x" + bytes(logs[-1]["transactionHash"]).hex() if logs else None
+
     # ------------------------------------------------------------------ audit anchors
 
     def anchor_log(self, sequence: int, head_hash: bytes | str) -> TxResult:

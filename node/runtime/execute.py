@@ -57,6 +57,19 @@ from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, verify_task
 
+
+def failpoint(name: str) -> None:
+    """Crash this worker process here, once, when $PCN_FAILPOINTS names this point
+    ("name=/path/marker"; the marker file records that it fired). Fault tests use it to kill
+    a worker at an exact step, which a SIGKILL from outside can only hit by chance."""
+    spec = os.environ.get("PCN_FAILPOINTS", "")
+    for entry in filter(None, spec.split(",")):
+        point, _, marker = entry.partition("=")
+        if point == name and marker and not Path(marker).exists():
+            Path(marker).write_text(f"{os.getpid()}\n")
+            os._exit(137)
+
+
 # Failures that go away by themselves: the task is retried (and resumes) instead of refused.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ChainUnavailable,
@@ -179,12 +192,21 @@ class TaskRunner:
     def run(self) -> Outcome:
         task = self.ledger.task(self.task_id)
         state = self.ledger.participant_state(self.task_id, self.me)
+        if state is ParticipantState.RECEIPTED and self.ctx.redis.exists(self.ctx.key("finishing", self.task_id)):
+            return self._close_after_receipt()
         if state in (ParticipantState.REFUSED, ParticipantState.RECEIPTED):
             return Outcome(self.task_id, "skipped", f"already {state.name.lower()}")
         if state is ParticipantState.NONE:
             return Outcome(self.task_id, "skipped", "not a participant")
         if task.status.is_final:
             return Outcome(self.task_id, "skipped", f"task is {task.status.name.lower()}")
+        finishing = self.ctx.redis.get(self.ctx.key("finishing", self.task_id))
+        if finishing is not None and state is ParticipantState.STARTED:
+            # A worker died after the protocol had finished (its inputs may be deleted already):
+            # finish from the durable record instead of running the protocol again.
+            record = json.loads(finishing)
+            self.log.append("resume", self.task_id, finishing=True)
+            return self._finish(record)
         self.progress.set("waiting-params", 0.0)
         with self._timed("wait_params"):
             params_raw = self._wait_params(task)
@@ -377,8 +399,8 @@ class TaskRunner:
             self._store_result(result, proto, commitment)
         if hasattr(proto, "model_state"):
             self._store_model(proto.model_state())
-        deleted = self._delete_intermediates()
-        deletion_hash = hashlib.sha256(("\n".join(sorted(deleted))).encode()).digest()
+        items = self._intermediates()
+        deletion_hash = hashlib.sha256(("\n".join(items)).encode()).digest()
         self.log.append(
             "protocol-done",
             self.task_id,
@@ -387,7 +409,6 @@ class TaskRunner:
             transcript=transcript.hex(),
             commitment=commitment.hex(),
         )
-        self.log.append("delete", self.task_id, items=sorted(deleted), hash=deletion_hash.hex())
         receipt = Receipt(
             commitment,
             transcript,
@@ -397,10 +418,49 @@ class TaskRunner:
             started_at,
             max(started_at, int(time.time())),
         )
+        record = {
+            "receipt": [v.hex() if isinstance(v, bytes) else v for v in receipt.as_tuple()],
+            "items": items,
+            "sent": sent,
+            "received": received,
+        }
+        # Durable before anything is deleted: from here a redelivered run finishes from this
+        # record (the inputs a protocol re-run would need are about to go).
+        self.ctx.redis.set(
+            self.ctx.key("finishing", self.task_id),
+            json.dumps(record),
+            ex=max(3600, int(task.deadline - time.time()) + 86_400),
+        )
+        failpoint("after-finishing-record")
+        return self._finish(record)
+
+    def _close_after_receipt(self) -> Outcome:
+        """The worker died between its receipt being mined and its logging it: log the receipt
+        as the chain holds it (the auditor matches log and chain by transaction), then close."""
+        record = json.loads(self.ctx.redis.get(self.ctx.key("finishing", self.task_id)) or b"{}")
+        tx = self.ledger.receipt_tx(self.task_id, self.me)
+        on_chain = self.ledger.receipt(self.task_id, self.me)
+        self.log.append("receipt", self.task_id, tx=tx, result_hash=on_chain.result_hash.hex(), recovered=True)
+        self.ctx.redis.delete(self.ctx.key("finishing", self.task_id))
+        self._anchor()
+        sent, received = record.get("sent", 0), record.get("received", 0)
+        self.progress.set("done", 1.0, "receipt submitted", sent=sent, received=received)
+        return Outcome(self.task_id, "receipted", result_hash="0x" + on_chain.result_hash.hex())
+
+    def _finish(self, record: dict[str, Any]) -> Outcome:
+        """Delete the intermediates, attest it in the receipt, submit the receipt, anchor the
+        log. Every step is idempotent, so a worker killed anywhere in here is simply resumed."""
+        fields = [bytes.fromhex(v) if isinstance(v, str) else v for v in record["receipt"]]
+        receipt = Receipt(*fields)
+        commitment = receipt.result_hash
+        self._delete_intermediates()
+        self.log.append("delete", self.task_id, items=record["items"], hash=receipt.deletion_hash.hex())
+        failpoint("after-delete")
         self.progress.set("receipt", 0.99, "submitting receipt")
         try:
             t0 = time.perf_counter()
             res = self.ledger.submit_receipt(self.task_id, receipt)
+            failpoint("after-receipt-mined")
             self.timings["chain_receipt"] = time.perf_counter() - t0
             self.log.append(
                 "receipt",
@@ -412,14 +472,15 @@ class TaskRunner:
         except ContractRevert as exc:
             if exc.name != "AlreadyFinished":
                 raise
+        self.ctx.redis.delete(self.ctx.key("finishing", self.task_id))
         with self._timed("chain_anchor"):
             self._anchor()
         self.progress.set(
             "done",
             1.0,
             "receipt submitted",
-            sent=sent,
-            received=received,
+            sent=record["sent"],
+            received=record["received"],
             timings=json.dumps({k: round(v, 4) for k, v in self.timings.items()}),
         )
         return Outcome(self.task_id, "receipted", result_hash="0x" + commitment.hex())
@@ -506,19 +567,22 @@ class TaskRunner:
         tmp.replace(path)
         self.log.append("result-stored", self.task_id, path=str(path), commitment=commitment.hex())
 
-    def _delete_intermediates(self) -> list[str]:
-        deleted: list[str] = []
+    def _redis_intermediates(self) -> list[str]:
+        ctx, task_id = self.ctx, self.task_id
+        return [*self.inbox.keys(task_id), ctx.key("sent", task_id), ctx.key("params", task_id)]
+
+    def _intermediates(self) -> list[str]:
+        """What `_delete_intermediates` removes, sorted: the receipt's deletion hash covers it."""
         scratch = self.ctx.task_dir(self.task_id)
-        if scratch.exists():
-            deleted += [str(p.relative_to(scratch.parent)) for p in sorted(scratch.rglob("*"))]
-            shutil.rmtree(scratch, ignore_errors=True)
-        deleted += [f"redis:{k}" for k in self.inbox.delete(self.task_id)]
-        self.ctx.redis.delete(self.ctx.key("sent", self.task_id))
-        deleted.append(f"redis:{self.ctx.key('sent', self.task_id)}")
-        self.ctx.redis.delete(self.ctx.key("params", self.task_id))
-        deleted.append(f"redis:{self.ctx.key('params', self.task_id)}")
+        files = [str(p.relative_to(scratch.parent)) for p in scratch.rglob("*")] if scratch.exists() else []
+        return sorted(files + [f"redis:{k}" for k in self._redis_intermediates()])
+
+    def _delete_intermediates(self) -> None:
+        """Idempotent: a resumed worker may delete what is already gone."""
+        shutil.rmtree(self.ctx.task_dir(self.task_id), ignore_errors=True)
+        self.inbox.delete(self.task_id)
+        self.ctx.redis.delete(*self._redis_intermediates())
         self._tables.clear()
-        return deleted
 
     def _anchor(self) -> None:
         seq, head = self.log.head()

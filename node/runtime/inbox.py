@@ -21,6 +21,7 @@ import redis
 from pcn.algorithms.base import Message
 
 _ACCEPT = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return 'closed' end
 local expected = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local seq = tonumber(ARGV[2])
 if seq < expected then
@@ -35,7 +36,11 @@ redis.call('PUBLISH', KEYS[4], '1')
 return 'new'
 """
 
-Outcome = Literal["new", "duplicate", "replay", "gap"]
+Outcome = Literal["new", "duplicate", "replay", "gap", "closed"]
+
+# How long a finished task's inbox stays closed: late re-sends from a resumed peer are then
+# acknowledged without storing anything (no inbox is recreated after its deletion).
+CLOSED_TTL = 30 * 86_400
 
 
 @dataclass(frozen=True)
@@ -73,11 +78,17 @@ class Inbox:
 
     def _keys(self, task_id: int) -> list[str]:
         p = f"{self.prefix}:inbox:{task_id}"
-        return [p + ":next", p + ":list", p + ":digests", p + ":notify"]
+        return [p + ":next", p + ":list", p + ":digests", p + ":notify", p + ":closed"]
+
+    def keys(self, task_id: int) -> list[str]:
+        """The keys holding a task's messages (what `delete` removes)."""
+        return self._keys(task_id)[:3]
 
     def accept(self, task_id: int, msg: Message, digest: bytes) -> Accepted:
         out = self._accept(keys=self._keys(task_id), args=[msg.sender.lower(), msg.seq, digest.hex(), encode(msg)])
         out = out.decode() if isinstance(out, bytes) else str(out)
+        if out == "closed":
+            return Accepted("closed")
         if out.startswith("gap:"):
             return Accepted("gap", int(out[4:]))
         return Accepted(out)  # type: ignore[arg-type]
@@ -93,6 +104,10 @@ class Inbox:
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
 
     def delete(self, task_id: int) -> list[str]:
-        keys = self._keys(task_id)[:3]
-        self.r.delete(*keys)
+        """Delete a task's messages and close its inbox to late arrivals."""
+        keys = self.keys(task_id)
+        pipe = self.r.pipeline()
+        pipe.set(self._keys(task_id)[4], "1", ex=CLOSED_TTL)
+        pipe.delete(*keys)
+        pipe.execute()
         return keys

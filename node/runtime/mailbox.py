@@ -190,6 +190,8 @@ def create_mailbox_app(
             return JSONResponse({"outcome": "new"}, status_code=202)
         if accepted.outcome == "duplicate":
             return JSONResponse({"outcome": "duplicate"}, status_code=200)
+        if accepted.outcome == "closed":  # this node finished the task: nothing more is needed
+            return JSONResponse({"outcome": "closed"}, status_code=200)
         if accepted.outcome == "gap":
             raise Problem(
                 409,
