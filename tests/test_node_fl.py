@@ -3,14 +3,18 @@ three organisations holding the same features (hospitals' DRG-style model)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from pcn.chain.types import TaskStatus
+from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
 from pcn.devnet.localnet import register_rows
+from pcn.runtime import services
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, breast_cancer_split, network_fixture
 
@@ -21,7 +25,14 @@ pytestmark = pytest.mark.timeout(900)
 def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
     snap = rpc_call(devnet.rpc_url, "evm_snapshot")
     root = tmp_path_factory.mktemp("fl-net")
-    yield from network_fixture(root, deployment, ["hospital-a", "hospital-b", "hospital-c"], rows=100)
+    yield from network_fixture(
+        root,
+        deployment,
+        ["hospital-a", "hospital-b", "hospital-c", "hospital-d"],
+        rows=100,
+        dropout_after=10.0,
+        requeue_after=5.0,
+    )
     rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
 
@@ -36,7 +47,7 @@ def _patients(seed: int, n: int) -> tuple[list[list[str]], np.ndarray, np.ndarra
 def test_fedavg_logreg_learns_across_three_hospitals(net: Network) -> None:
     header = ["patient_id", "age_z", "los_z", "cost_z", "readmitted"]
     ids, xs, ys = [], [], []
-    for i, (o, n) in enumerate(zip(net.orgs, (400, 700, 250), strict=True)):
+    for i, (o, n) in enumerate(zip(net.orgs[:3], (400, 700, 250), strict=True)):
         rows, x, y = _patients(i + 1, n)
         ids.append(register_rows(net, o.name, header, rows, "patients"))
         xs.append(x)
@@ -65,6 +76,55 @@ def test_fedavg_logreg_learns_across_three_hospitals(net: Network) -> None:
     assert accuracy == pytest.approx(result["final"]["accuracy"], abs=0.01)
     w = np.array(result["model"]["layers"][0]["weights"]).ravel()
     assert np.sign(w).tolist() == [1.0, -1.0, 1.0]
+
+
+def test_fedavg_completes_without_a_hospital_whose_node_dies_mid_training(net: Network) -> None:
+    """Hospital D's whole node is SIGKILLed after training started. The aggregator (hospital
+    A, the recipient) cannot reach it, reports it dropped on chain, unmasks the survivors'
+    aggregate from the Shamir shares and finishes; the task completes on three receipts
+    (secure aggregation needs the aggregator and two others left). When D's node comes back
+    it deletes what it held of the task and owes no receipt."""
+    header = ["patient_id", "age_z", "los_z", "cost_z", "readmitted"]
+    ids = []
+    for i, (o, n) in enumerate(zip(net.orgs, (500, 600, 400, 450), strict=True)):
+        rows, _x, _y = _patients(20 + i, n)
+        ids.append(register_rows(net, o.name, header, rows, "patients-drop"))
+    params = {"label_column": "readmitted", "features": header[1:4], "model": "logreg", "rounds": 8}
+    aggregator, *survivors, victim = net.orgs
+    sub = submit_task(aggregator.ledger, algorithm="fedavg", dataset_ids=ids, params=params, recipient=aggregator.name)
+    approve_all(net, sub.task_id)
+    deadline = time.monotonic() + 180
+    while not aggregator.progress(sub.task_id).get("detail", "").startswith("round 1/"):  # round 1 aggregated
+        assert time.monotonic() < deadline, f"training never started: {aggregator.progress(sub.task_id)}"
+        time.sleep(0.05)
+    for process in ("worker", "mailbox", "watcher"):
+        os.killpg(victim.node_pid(process), signal.SIGKILL)
+
+    status = net.wait_final(sub.task_id, timeout=300)
+    logs = {o.name: [(e.action, e.data) for e in o.ctx.log.entries() if e.task_id == sub.task_id] for o in net.orgs}
+    assert status is TaskStatus.COMPLETED, (net.admin.task(sub.task_id).refusal_reason, logs)
+    assert net.admin.participant_state(sub.task_id, victim.address) is ParticipantState.DROPPED
+    assert net.admin.dropped_count(sub.task_id) == 1
+    reports = [e for e in aggregator.ctx.log.entries() if e.task_id == sub.task_id and e.action == "report-dropout"]
+    assert [e.data["party"].lower() for e in reports] == [victim.address.lower()]
+    got = read_result(aggregator.ctx, sub.task_id)
+    assert got["matches_chain"] is True
+    result = got["result"]
+    assert victim.address.lower() in {a.lower() for a in result["dropped"]}
+    last = result["rounds"][-1]
+    assert victim.address.lower() not in {a.lower() for a in last["contributors"]}
+    assert result["final"]["accuracy"] >= 0.85  # the survivors' model still learns
+    for o in (aggregator, *survivors):
+        actions = [e.action for e in o.ctx.log.entries() if e.task_id == sub.task_id]
+        assert actions.count("receipt") == 1 and o.task_leftovers(sub.task_id) == []
+
+    services.start(victim.config, timeout=90)  # D comes back: the watcher's sweep hands it the task again
+    deadline = time.monotonic() + 120
+    while victim.progress(sub.task_id).get("phase") != "dropped":
+        assert time.monotonic() < deadline, f"D never cleaned up: {victim.progress(sub.task_id)}"
+        time.sleep(0.2)
+    assert victim.task_leftovers(sub.task_id) == []
+    assert not [e for e in victim.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
 
 
 def test_vertical_lr_matches_centralised_sklearn_and_predicts_jointly(net: Network) -> None:

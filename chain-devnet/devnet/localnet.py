@@ -27,11 +27,12 @@ from eth_account import Account
 from pcn.algorithms import BUILTIN
 from pcn.chain.deployment import Deployment
 from pcn.chain.ledger import Ledger
-from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus, epsilon_to_fixed
+from pcn.chain.types import ParticipantState, PolicyGrants, PolicyLimits, TaskStatus, epsilon_to_fixed
 from pcn.devnet.deploy import devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
+from pcn.runtime.execute import intermediate_keys
 from pcn.runtime.operations import init_org, register_algorithm, register_dataset, submit_task
 
 PASSWORD = "correct horse battery staple"
@@ -139,15 +140,11 @@ class Org:
 
     def task_leftovers(self, task_id: int) -> list[str]:
         """What this node still holds of a task besides its result: scratch files and Redis keys
-        (the inbox's closed marker aside, which exists to be kept)."""
+        (the inbox's closed marker aside, which is meant to stay)."""
         scratch = self.ctx.task_dir(task_id)
         files = [str(p) for p in scratch.rglob("*")] if scratch.exists() else []
-        keys: list[str] = []
-        for kind in ("inbox", "sent", "params", "finishing", "lock"):
-            base = self.ctx.key(kind, task_id)
-            keys += [base] if self.ctx.redis.exists(base) else []
-            keys += [k.decode() for k in self.ctx.redis.keys(base + ":*")]
-        return files + [k for k in keys if not k.endswith(":closed")]
+        names = [*intermediate_keys(self.ctx, task_id), *(self.ctx.key(k, task_id) for k in ("finishing", "lock"))]
+        return files + [k for k in names if self.ctx.redis.exists(k)]
 
     def progress(self, task_id: int) -> dict[str, str]:
         """This node's live progress record of a task (what its mailbox's progress route serves)."""
@@ -213,6 +210,8 @@ class Network:
         participants = {a.lower() for a in self.admin.task_participants(task_id)}
         for o in self.orgs:
             if o.address.lower() in participants:
+                if self.admin.participant_state(task_id, o.address) is ParticipantState.DROPPED:
+                    continue  # the others went on without it; it owes nothing
                 phase = o.ctx.redis.hget(o.ctx.key("progress", task_id), "phase")
                 if phase not in (b"done", "done"):
                     return False
@@ -255,6 +254,7 @@ def build_network(
     kdf_iterations: int = 2**10,
     message_timeout: float = 30.0,
     requeue_after: float = 60.0,
+    dropout_after: float = 0.0,
     progress: Callable[[str], None] | None = None,
 ) -> Network:
     """Admit `names` as organisations with fresh keys, register one synthetic dataset each
@@ -279,6 +279,7 @@ def build_network(
         )
         cfg.message_timeout = message_timeout
         cfg.requeue_after = requeue_after
+        cfg.dropout_after = dropout_after
         cfg.save(Path(cfg.path))
         fund(admin, keys.address)
         admin.admit(keys.address, name, keys.x25519_public, cfg.endpoint)

@@ -49,7 +49,8 @@ library PcnTypes {
         Invited,
         Started,
         Refused,
-        Receipted
+        Receipted,
+        Dropped
     }
 
     /// @notice Upper bounds that keep every loop in the contracts bounded.

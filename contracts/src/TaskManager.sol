@@ -11,7 +11,8 @@ import {PcnTypes} from "./PcnTypes.sol";
 
 /// @title Task manager: the on-chain life of every privacy computation.
 /// @notice Pending --(every owner approves, policies consumed)--> Authorised --(first start)-->
-/// Running --(every receipt agrees)--> Completed, or Disputed when receipts disagree.
+/// Running --(every receipt agrees)--> Completed, or Disputed when receipts disagree (a
+/// participant the result recipient reported dropped is not waited for: `reportDropout`).
 /// Refused when any participant refuses, Cancelled by the requester before any start,
 /// Expired by anyone once the deadline has passed.
 contract TaskManager is EIP712, Nonces {
@@ -71,6 +72,7 @@ contract TaskManager is EIP712, Nonces {
     mapping(uint256 taskId => mapping(address owner => uint8)) private _approverState; // 1 due, 2 given
     mapping(uint256 taskId => mapping(address participant => PcnTypes.ParticipantState)) private _state;
     mapping(uint256 taskId => mapping(address participant => Receipt)) private _receipts;
+    mapping(uint256 taskId => uint256) private _droppedCount;
 
     error UnknownTask(uint256 taskId);
     error InvalidDatasetCount(uint256 given);
@@ -95,6 +97,9 @@ contract TaskManager is EIP712, Nonces {
     error InvalidRefusalReason(uint8 reason);
     error InvalidReceiptTimes(uint64 startedAt, uint64 finishedAt);
     error DatasetVersionChanged(uint256 datasetId, uint32 submitted, uint32 current);
+    error NotResultRecipient(uint256 taskId, address caller);
+    error CannotDrop(uint256 taskId, address participant, PcnTypes.ParticipantState state);
+    error TooFewRemaining(uint256 taskId);
 
     event TaskSubmitted(
         uint256 indexed taskId,
@@ -126,6 +131,7 @@ contract TaskManager is EIP712, Nonces {
         uint64 startedAt,
         uint64 finishedAt
     );
+    event ParticipantDropped(uint256 indexed taskId, address indexed participant, address indexed reportedBy);
     event TaskCompleted(uint256 indexed taskId, bytes32 resultHash);
     event TaskDisputed(uint256 indexed taskId);
     event TaskExpired(uint256 indexed taskId, address indexed by);
@@ -333,7 +339,9 @@ contract TaskManager is EIP712, Nonces {
         if (!_isOpen(task.status)) revert InvalidTaskStatus(taskId, task.status);
         if (reason == 0 || reason > uint8(type(PcnTypes.RefusalReason).max)) revert InvalidRefusalReason(reason);
         PcnTypes.ParticipantState st = _state[taskId][msg.sender];
-        if (st == PcnTypes.ParticipantState.Receipted) revert AlreadyFinished(taskId, msg.sender);
+        if (st == PcnTypes.ParticipantState.Receipted || st == PcnTypes.ParticipantState.Dropped) {
+            revert AlreadyFinished(taskId, msg.sender);
+        }
         _state[taskId][msg.sender] = PcnTypes.ParticipantState.Refused;
         task.status = PcnTypes.TaskStatus.Refused;
         task.refusalReason = PcnTypes.RefusalReason(reason);
@@ -365,15 +373,44 @@ contract TaskManager is EIP712, Nonces {
             receipt.startedAt,
             receipt.finishedAt
         );
-        if (task.receiptCount == _participants[taskId].length) _finalise(taskId, task);
+        if (task.receiptCount + _droppedCount[taskId] == _participants[taskId].length) _finalise(taskId, task);
+    }
+
+    /// @notice The result recipient reports a started participant that stopped answering
+    /// mid-protocol, so that the task can complete on the others' receipts. Only a protocol
+    /// that tolerates dropouts (fedavg's secure aggregation) goes on without the party; any
+    /// other simply cannot finish. The report is public: the auditor lists every dropout.
+    /// At least two participants must remain; a dropped party can no longer receipt or refuse.
+    function reportDropout(uint256 taskId, address participant) external {
+        Task storage task = _participantTask(taskId);
+        if (task.status != PcnTypes.TaskStatus.Running) revert InvalidTaskStatus(taskId, task.status);
+        if (block.timestamp > task.deadline) revert TaskDeadlinePassed(taskId, task.deadline);
+        if (msg.sender != task.resultRecipient) revert NotResultRecipient(taskId, msg.sender);
+        if (_state[taskId][msg.sender] != PcnTypes.ParticipantState.Started) revert NotStarted(taskId, msg.sender);
+        PcnTypes.ParticipantState st = _state[taskId][participant];
+        if (participant == msg.sender || st != PcnTypes.ParticipantState.Started) {
+            revert CannotDrop(taskId, participant, st);
+        }
+        uint256 parts = _participants[taskId].length;
+        if (parts - _droppedCount[taskId] - 1 < 2) revert TooFewRemaining(taskId);
+        _state[taskId][participant] = PcnTypes.ParticipantState.Dropped;
+        _droppedCount[taskId] += 1;
+        // Never the last step: the reporter itself has not receipted yet, so its receipt is.
+        emit ParticipantDropped(taskId, participant, msg.sender);
     }
 
     function _finalise(uint256 taskId, Task storage task) private {
         address[] storage parts = _participants[taskId];
-        bytes32 result = _receipts[taskId][parts[0]].resultHash;
+        bytes32 result = bytes32(0);
+        bool seen = false;
         bool agree = true;
         for (uint256 i = 0; i < parts.length; ++i) {
+            if (_state[taskId][parts[i]] != PcnTypes.ParticipantState.Receipted) continue; // dropped
             Receipt storage r = _receipts[taskId][parts[i]];
+            if (!seen) {
+                result = r.resultHash;
+                seen = true;
+            }
             if (r.resultHash != result || r.algorithmHash != task.algorithmHash) {
                 agree = false;
                 break;
@@ -422,6 +459,12 @@ contract TaskManager is EIP712, Nonces {
     function participantState(uint256 taskId, address participant) external view returns (PcnTypes.ParticipantState) {
         _known(taskId);
         return _state[taskId][participant];
+    }
+
+    /// @notice How many participants the result recipient reported dropped.
+    function droppedCount(uint256 taskId) external view returns (uint256) {
+        _known(taskId);
+        return _droppedCount[taskId];
     }
 
     /// @notice A participant's receipt (zero when none yet).

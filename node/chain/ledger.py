@@ -55,6 +55,7 @@ GAS_FLOOR: dict[tuple[str, str], int] = {
     ("TaskManager", "submitReceipt"): 800_000,
     ("TaskManager", "refuse"): 400_000,
     ("TaskManager", "start"): 400_000,
+    ("TaskManager", "reportDropout"): 400_000,
 }
 
 
@@ -477,6 +478,13 @@ class Ledger:
 
     def refuse(self, task_id: int, reason: RefusalReason | int, detail_hash: bytes | str) -> TxResult:
         return self.transact("TaskManager", "refuse", task_id, int(reason), _b32(detail_hash))
+
+    def report_dropout(self, task_id: int, participant: str) -> TxResult:
+        """As the task's result recipient: `participant` stopped answering mid-protocol."""
+        return self.transact("TaskManager", "reportDropout", task_id, to_checksum_address(participant))
+
+    def dropped_count(self, task_id: int) -> int:
+        return int(self.call("TaskManager", "droppedCount", task_id))
 
     def submit_receipt(self, task_id: int, receipt: Receipt) -> TxResult:
         r = Receipt(

@@ -72,6 +72,7 @@ class ParticipantState(IntEnum):
     STARTED = 2
     REFUSED = 3
     RECEIPTED = 4
+    DROPPED = 5  # reported by the result recipient after it stopped answering (reportDropout)
 
 
 def epsilon_to_fixed(epsilon: float) -> int:

@@ -36,6 +36,7 @@ class OrgConfig:
     poll_interval: float = 0.5
     message_timeout: float = 120.0  # seconds to wait for a peer before refusing PeerUnreachable
     sweep_interval: float = 10.0  # how often the watcher looks for open tasks whose run message was lost
+    dropout_after: float = 0.0  # aggregator's wait before reporting a silent party dropped; 0: message_timeout / 2
     requeue_after: float = 60.0  # silence (no progress, no worker, not queued) after which it queues one again
     path: str = ""  # where this config was loaded from (not written)
 
@@ -77,6 +78,8 @@ class OrgConfig:
         for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be a positive number of seconds")
+        if not self.dropout_after >= 0:
+            raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 
     def to_toml(self) -> str:
         lines = [f"# pcn node configuration for organisation {self.name}"]

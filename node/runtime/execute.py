@@ -165,6 +165,17 @@ class Progress:
         self.r.expire(self.key, 7 * 24 * 3600)
 
 
+def intermediate_keys(ctx: NodeContext, task_id: int) -> list[str]:
+    """The Redis keys a task's run creates and deletes before its receipt."""
+    inbox = Inbox(ctx.redis, ctx.key()).keys(task_id)
+    return [*inbox, *(ctx.key(k, task_id) for k in ("sent", "params", "dropped"))]
+
+
+def holds_intermediates(ctx: NodeContext, task_id: int) -> bool:
+    """Does this node still hold intermediates of the task (scratch files, messages)?"""
+    return ctx.task_dir(task_id).exists() or bool(ctx.redis.exists(*intermediate_keys(ctx, task_id)))
+
+
 class TaskRunner:
     def __init__(self, ctx: NodeContext, task_id: int, client: PeerClient | None = None) -> None:
         self.ctx = ctx
@@ -194,12 +205,19 @@ class TaskRunner:
         state = self.ledger.participant_state(self.task_id, self.me)
         if state is ParticipantState.RECEIPTED and self.ctx.redis.exists(self.ctx.key("finishing", self.task_id)):
             return self._close_after_receipt()
+        if state is ParticipantState.DROPPED:
+            return self._close_after_dropout()
         if state in (ParticipantState.REFUSED, ParticipantState.RECEIPTED):
             return Outcome(self.task_id, "skipped", f"already {state.name.lower()}")
         if state is ParticipantState.NONE:
             return Outcome(self.task_id, "skipped", "not a participant")
         if task.status.is_final:
-            return Outcome(self.task_id, "skipped", f"task is {task.status.name.lower()}")
+            why = f"task is {task.status.name.lower()}"
+            if self.has_leftovers():  # this node was down when the task ended elsewhere
+                self._delete_intermediates()
+                self.log.append("cleanup", self.task_id, why=why)
+                self._anchor()
+            return Outcome(self.task_id, "skipped", why)
         finishing = self.ctx.redis.get(self.ctx.key("finishing", self.task_id))
         if finishing is not None and state is ParticipantState.STARTED:
             # A worker died after the protocol had finished (its inputs may be deleted already):
@@ -341,31 +359,65 @@ class TaskRunner:
         sent = received = 0
         task_left = max(1.0, task.deadline - time.time())
         self.progress.set("running", 0.0, "protocol started")
+        # Dropout-tolerant protocols (fedavg) at the aggregator: a party silent or unreachable
+        # for `dropout_after` seconds is reported dropped on chain and the others go on. Each
+        # declaration is recorded with the inbox index where it happened, so that a resumed
+        # run replays it at the same point, like a message.
+        drops_key = self.ctx.key("dropped", self.task_id)
+        replay = [json.loads(x) for x in self.ctx.redis.lrange(drops_key, 0, -1)]
+        gone = {q.lower() for d in replay for q in d["parties"]}
+        can_drop = hasattr(proto, "declare_dropped") and pctx.is_recipient
+        dropout_after = self.ctx.config.dropout_after or self.ctx.config.message_timeout / 2
+        index = 0
+
+        def drop(parties: list[str]) -> bool:
+            out = self._declare_dropped(proto, parties, index, drops_key)
+            if out is None:
+                return False
+            gone.update(q.lower() for q in parties)
+            deliver(out)
+            return True
 
         def deliver(msgs: list[Message]) -> None:
             nonlocal sent
             for m in msgs:
                 # Recorded by (receiver, seq): a resumed worker re-sending a message records it once.
                 self.ctx.redis.hset(sent_key, f"{m.receiver.lower()}:{m.seq:012d}", message_digest(m).hex())
+                if m.receiver.lower() in gone:
+                    continue  # reported dropped: nobody there is listening any more
                 org = self.peers.organisation(m.receiver)
                 env = seal(
                     m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
                 )
                 # A peer may be down for a while (retries with backoff), but not for longer than
                 # the message timeout: then this node refuses PEER_UNREACHABLE, well before the deadline.
-                wait = min(task_left, self.ctx.config.message_timeout)
-                self.client.deliver(org.endpoint, self.task_id, env, deadline=time.monotonic() + wait)
+                wait = min(task_left, dropout_after if can_drop else self.ctx.config.message_timeout)
+                try:
+                    self.client.deliver(org.endpoint, self.task_id, env, deadline=time.monotonic() + wait)
+                except PeerUnreachable:
+                    if not (can_drop and drop([m.receiver])):
+                        raise
+                    continue
                 sent += 1
+
+        def replay_drops(at: int) -> None:
+            while replay and replay[0]["at"] == at:
+                deliver(proto.declare_dropped(replay.pop(0)["parties"]))  # type: ignore[attr-defined]
 
         protocol_t0 = time.perf_counter()
         deliver(proto.start())
-        index = 0
+        replay_drops(index)
         idle_since = last_status_check = time.monotonic()
         waiting = False
         while not proto.done:
             msgs = self.inbox.read(self.task_id, index, wait=0.5)
             if not msgs:
                 waited = time.monotonic() - idle_since
+                if can_drop and waited > dropout_after and not replay:
+                    silent = proto.awaiting()  # type: ignore[attr-defined]
+                    if silent and drop(silent):
+                        idle_since = time.monotonic()
+                        continue
                 if not waiting and waited > 1.0:
                     # Idle with nothing to compute: say so, so `pcn task status` can tell the
                     # operators which party the others are waiting for.
@@ -380,6 +432,8 @@ class TaskRunner:
                     status = self.ledger.task(self.task_id).status
                     if status.is_final:
                         raise TaskAborted(f"task became {status.name.lower()} on chain")
+                    if self.ledger.participant_state(self.task_id, self.me) is ParticipantState.DROPPED:
+                        raise TaskAborted("the result recipient reported this party dropped out")
                 continue
             idle_since = time.monotonic()
             if waiting:
@@ -391,6 +445,7 @@ class TaskRunner:
                 if m.seq < resume_from.get(m.sender.lower(), 0):
                     continue  # already inside the checkpoint the party resumed from
                 deliver(proto.receive(m))
+                replay_drops(index)
         self.timings["protocol"] = time.perf_counter() - protocol_t0
         transcript = self._transcript(sent_key)
         result = proto.result()
@@ -433,6 +488,42 @@ class TaskRunner:
         )
         failpoint("after-finishing-record")
         return self._finish(record)
+
+    def has_leftovers(self) -> bool:
+        return holds_intermediates(self.ctx, self.task_id)
+
+    def _close_after_dropout(self) -> Outcome:
+        """This party was reported dropped (it was down or too slow): the others went on
+        without it. Delete what it still holds of the task; no receipt is owed or accepted."""
+        if self.ctx.redis.hget(self.ctx.key("progress", self.task_id), "phase") != b"dropped":
+            self._delete_intermediates()
+            self.ctx.redis.delete(self.ctx.key("finishing", self.task_id))
+            self.log.append("dropped", self.task_id)
+            self.progress.set("dropped", 1.0, "reported dropped by the result recipient; the others went on")
+            self._anchor()
+        return Outcome(self.task_id, "skipped", "reported dropped")
+
+    def _declare_dropped(self, proto: Protocol, pending: list[str], index: int, drops_key: str) -> list[Message] | None:
+        """At the aggregator of a dropout-tolerant protocol: parties it waited for too long are
+        reported dropped on chain, and the protocol goes on without them. None when the
+        protocol cannot go on without them (the task then ends PEER_UNREACHABLE as before)."""
+        try:
+            out: list[Message] = proto.declare_dropped(pending)  # type: ignore[attr-defined]
+        except ProtocolError as exc:
+            self.log.append("dropout-not-possible", self.task_id, parties=pending, why=str(exc))
+            return None
+        for party in pending:
+            try:
+                res = self.ledger.report_dropout(self.task_id, party)
+                self.log.append("report-dropout", self.task_id, party=party, tx=res.tx_hash)
+            except ContractRevert as exc:
+                if exc.name == "TooFewRemaining":
+                    raise PeerUnreachable(party, "too few participants would remain to go on without it") from None
+                if exc.name != "CannotDrop":  # CannotDrop: reported already, before a restart
+                    raise
+        self.ctx.redis.rpush(drops_key, json.dumps({"at": index, "parties": pending}))
+        self.progress.set("running", 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
+        return out
 
     def _close_after_receipt(self) -> Outcome:
         """The worker died between its receipt being mined and its logging it: log the receipt
@@ -568,8 +659,7 @@ class TaskRunner:
         self.log.append("result-stored", self.task_id, path=str(path), commitment=commitment.hex())
 
     def _redis_intermediates(self) -> list[str]:
-        ctx, task_id = self.ctx, self.task_id
-        return [*self.inbox.keys(task_id), ctx.key("sent", task_id), ctx.key("params", task_id)]
+        return intermediate_keys(self.ctx, self.task_id)
 
     def _intermediates(self) -> list[str]:
         """What `_delete_intermediates` removes, sorted: the receipt's deletion hash covers it."""

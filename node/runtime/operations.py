@@ -211,7 +211,7 @@ def _eta(live: dict[str, Any]) -> float | None:
 
 
 # Phases in which a participant holds nobody up: it is itself waiting, or it has finished.
-_NOT_BLOCKING = {"waiting", "done", "refused", "aborted"}
+_NOT_BLOCKING = {"waiting", "done", "refused", "aborted", "dropped"}
 
 
 def _who_waits_for_whom(rows: list[dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ from types import FrameType
 from pcn.chain.events import ChainEvent
 from pcn.chain.types import ParticipantState
 from pcn.runtime.context import NodeContext
+from pcn.runtime.execute import holds_intermediates
 
 log = logging.getLogger("pcn.watcher")
 
@@ -77,12 +78,15 @@ class Watcher:
         now = time.time()
         for task_id, queued_at in sorted(open_tasks.items()):
             state = self.ledger.participant_state(task_id, self.me)
-            if self.ledger.task(task_id).status.is_final or state in (
+            terminal = self.ledger.task(task_id).status.is_final or state in (
                 ParticipantState.RECEIPTED,
                 ParticipantState.REFUSED,
-            ):
+                ParticipantState.DROPPED,
+            )
+            if terminal and not holds_intermediates(self.ctx, task_id):
                 r.hdel(open_key, str(task_id))
                 continue
+            # not finished here, or finished elsewhere while this node still holds its inputs
             if task_id in waiting or r.exists(self.ctx.key("lock", task_id)):
                 continue
             updated = r.hget(self.ctx.key("progress", task_id), "updated")
