@@ -12,7 +12,11 @@ Kinds:
 - ``dispute``: the receipts of a task disagree;
 - ``task-expired``: a task reached its deadline without an outcome (marked expired or not);
 - ``never-started``: authorised, but nobody started before the deadline;
-- ``receipt-missing``: a participant started but posted no receipt by the deadline;
+- ``receipt-missing``: a participant started but posted no receipt by the deadline (one the
+  result recipient reported dropped owes none);
+- ``participant-dropped``: the result recipient reported a participant that stopped answering
+  mid-protocol, and the task went on without it (low when the algorithm is built for that,
+  fedavg's secure aggregation; medium when it is not, or unknown);
 - ``fingerprint-changed``: a dataset published a new fingerprint while its policy was live
   and tasks had been authorised on the older version (high when one was still open);
 - ``quota-near`` / ``quota-exhausted`` / ``quota-over``, ``budget-near`` /
@@ -37,9 +41,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pcn.auditor.chainview import chain_time, eps, pos, short
+from pcn.auditor.chainview import chain_time, dropout_tolerant, eps, pos, short
 from pcn.auditor.logcheck import latest_log_checks
 from pcn.auditor.store import (
+    Algorithm,
     AnomalyRow,
     Dataset,
     DatasetUse,
@@ -92,6 +97,7 @@ ACTING_EVENTS = frozenset(
         "TaskStarted",
         "TaskRefused",
         "ReceiptSubmitted",
+        "ParticipantDropped",
         "TaskCancelled",
         "LogAnchored",
         "DatasetRegistered",
@@ -168,6 +174,13 @@ def _disputes(s: Session, orgs: dict[str, Organisation]) -> Iterable[Anomaly]:
         parts = [f"result {short(h)} from {', '.join(who)}" for h, who in by_result.items()]
         if wrong_code:
             parts.append(f"other code than the registered algorithm run by {', '.join(wrong_code)}")
+        dropped = s.scalars(
+            select(TaskParticipant).where(TaskParticipant.task_id == t.id, TaskParticipant.dropped_block.is_not(None))
+        ).all()
+        parts += [
+            f"{_name(orgs, p.account)} was reported dropped by {_name(orgs, p.dropped_by)} and owed no receipt"
+            for p in dropped
+        ]
         yield Anomaly(
             key=f"dispute:{t.id}",
             kind="dispute",
@@ -177,7 +190,11 @@ def _disputes(s: Session, orgs: dict[str, Organisation]) -> Iterable[Anomaly]:
             tx_hashes=tuple(r.tx_hash for r in receipts) + ((t.close_tx,) if t.close_tx else ()),
             block_number=t.closed_block,
             occurred_at=t.closed_at,
-            detail={"results": {h: len(w) for h, w in by_result.items()}, "wrong_algorithm": wrong_code},
+            detail={
+                "results": {h: len(w) for h, w in by_result.items()},
+                "wrong_algorithm": wrong_code,
+                "dropped": [p.account for p in dropped],
+            },
         )
 
 
@@ -189,6 +206,7 @@ def _deadlines(s: Session, orgs: dict[str, Organisation], now: int) -> Iterable[
         parts = s.scalars(select(TaskParticipant).where(TaskParticipant.task_id == t.id)).all()
         receipted = {r.participant for r in s.scalars(select(ReceiptRow).where(ReceiptRow.task_id == t.id))}
         started = [p for p in parts if p.started_block is not None]
+        dropped = [p for p in parts if p.state == int(ParticipantState.DROPPED)]
         marked = t.status == int(TaskStatus.EXPIRED)
         txs = tuple(x for x in (t.submit_tx, t.authorise_tx, t.close_tx) if x)
         when = "marked expired" if marked else "deadline passed, not yet marked expired"
@@ -226,7 +244,8 @@ def _deadlines(s: Session, orgs: dict[str, Organisation], now: int) -> Iterable[
                 kind="task-expired",
                 severity=Severity.MEDIUM,
                 message=f"task {t.id} started but did not finish by its deadline {t.deadline} ({when}): "
-                f"{len(receipted)} of {len(parts)} receipts",
+                f"{len(receipted)} of {len(parts) - len(dropped)} receipts"
+                + (f" ({len(dropped)} participant(s) reported dropped owe none)" if dropped else ""),
                 task_id=t.id,
                 org=t.requester,
                 tx_hashes=txs,
@@ -236,7 +255,8 @@ def _deadlines(s: Session, orgs: dict[str, Organisation], now: int) -> Iterable[
             )
         if started:
             for p in parts:
-                if p.account in receipted or p.state == int(ParticipantState.REFUSED):  # refusers owe no receipt
+                # refusers and participants reported dropped owe no receipt
+                if p.account in receipted or p.state in (int(ParticipantState.REFUSED), int(ParticipantState.DROPPED)):
                     continue
                 did = "started" if p.started_block is not None else "never started"
                 yield Anomaly(
@@ -252,6 +272,48 @@ def _deadlines(s: Session, orgs: dict[str, Organisation], now: int) -> Iterable[
                     occurred_at=t.deadline,
                     detail={"deadline": t.deadline, "started": p.started_block is not None},
                 )
+
+
+def _dropouts(s: Session, orgs: dict[str, Organisation]) -> Iterable[Anomaly]:
+    """Every participant the result recipient reported dropped. Legitimate for an algorithm
+    built to go on without a party (fedavg's secure aggregation), yet a regulator should see
+    each one: the result was finished without that participant, on the recipient's word."""
+    rows = s.execute(
+        select(TaskParticipant, TaskRow)
+        .join(TaskRow, TaskRow.id == TaskParticipant.task_id)
+        .where(TaskParticipant.dropped_block.is_not(None))
+        .order_by(TaskParticipant.dropped_block, TaskParticipant.drop_log_index)
+    ).all()
+    for p, t in rows:
+        algo = s.get(Algorithm, t.algorithm_hash)
+        kind = algo.kind if algo is not None else None
+        tolerant = dropout_tolerant(kind)
+        if tolerant:
+            why = f"{kind} is built to go on without a participant"
+        elif tolerant is False:
+            why = f"{kind} is not built to go on without a participant"
+        else:
+            why = "the algorithm is not one pcn ships, so whether it tolerates dropouts is unknown"
+        yield Anomaly(
+            key=f"participant-dropped:{t.id}:{p.account}",
+            kind="participant-dropped",
+            severity=Severity.LOW if tolerant else Severity.MEDIUM,
+            message=f"{_name(orgs, p.account)} stopped answering during task {t.id} and was reported dropped by "
+            f"the result recipient {_name(orgs, p.dropped_by)} at block {p.dropped_block}; the others went on "
+            f"without it ({why})",
+            task_id=t.id,
+            org=p.account,
+            tx_hashes=(p.drop_tx,) if p.drop_tx else (),
+            block_number=p.dropped_block,
+            occurred_at=p.dropped_at,
+            detail={
+                "participant": p.account,
+                "reported_by": p.dropped_by,
+                "started_block": p.started_block,
+                "algorithm": kind,
+                "dropout_tolerant": tolerant,
+            },
+        )
 
 
 def _fingerprint_changes(s: Session, orgs: dict[str, Organisation]) -> Iterable[Anomaly]:
@@ -445,6 +507,7 @@ def detect(store: Store | str | Path, now: int | None = None) -> list[Anomaly]:
             found += _refusals(s, orgs)
             found += _disputes(s, orgs)
             found += _deadlines(s, orgs, now)
+            found += _dropouts(s, orgs)
             found += _fingerprint_changes(s, orgs)
             found += _limits(s, orgs)
             found += _suspensions(s, orgs)

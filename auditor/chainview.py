@@ -2,11 +2,13 @@
 
 Shared by re-verification and anomaly detection: an organisation's status, a dataset's
 policy (limits, allow-lists, uses and ε consumed, current version) just before a given
-(block, log index), and the chain time of the newest indexed block.
+(block, log index), the chain time of the newest indexed block, and whether an algorithm
+is built to go on without a participant that dropped out.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,20 @@ def chain_time(s: Session) -> tuple[int | None, int]:
     if newest is None:
         return None, 0
     return int(newest[0]), int(newest[1])
+
+
+@functools.cache
+def dropout_tolerant(kind: str | None) -> bool | None:
+    """Whether the built-in algorithm of this registered kind goes on without a participant
+    that stopped answering (its protocol can declare parties dropped, as fedavg's secure
+    aggregation does); None when pcn ships no such algorithm, so nobody can tell."""
+    from pcn.algorithms import UnknownAlgorithm, protocol_class
+
+    try:
+        cls = protocol_class(kind or "")
+    except (UnknownAlgorithm, ImportError):
+        return None
+    return callable(getattr(cls, "declare_dropped", None))
 
 
 def org_status_at(s: Session, account: str, at: Position) -> OrgStatus:

@@ -16,6 +16,7 @@ Rules for changing the schema:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -36,7 +37,9 @@ from sqlalchemy import (
     UniqueConstraint,
     inspect,
     select,
+    sql,
     text,
+    update,
 )
 
 from pcn.auditor.store import NAMING_CONVENTION, Base, BigIntPK, SchemaVersion, StoreError, UInt64
@@ -370,8 +373,75 @@ def _v1_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+DROPPED_STATE = 5  # pcn.chain.types.ParticipantState.DROPPED, frozen here like the tables
+
+
+def _v2_dropouts(conn: Connection) -> None:
+    """Version 2: participant dropouts (TaskManager.reportDropout, event ParticipantDropped).
+
+    Each participant row gets where it was reported dropped and by whom, each task its
+    dropped count. A store written by an older pcn may already hold ParticipantDropped
+    events (stored, never projected): they are projected here, as the projection now does,
+    so the store needs no re-indexing."""
+    for ddl in (
+        "ALTER TABLE task_participants ADD COLUMN dropped_block BIGINT",
+        "ALTER TABLE task_participants ADD COLUMN dropped_at BIGINT",
+        "ALTER TABLE task_participants ADD COLUMN drop_tx VARCHAR(66)",
+        "ALTER TABLE task_participants ADD COLUMN drop_log_index INTEGER",
+        "ALTER TABLE task_participants ADD COLUMN dropped_by VARCHAR(42)",
+        "ALTER TABLE tasks ADD COLUMN dropped_count INTEGER DEFAULT 0 NOT NULL",
+    ):
+        conn.execute(text(ddl))
+    events = sql.table(
+        "events",
+        sql.column("id", BigInteger()),
+        sql.column("name", String()),
+        sql.column("args", JSON()),
+        sql.column("actor", String()),
+        sql.column("block_number", BigInteger()),
+        sql.column("block_timestamp", BigInteger()),
+        sql.column("tx_hash", String()),
+        sql.column("log_index", Integer()),
+    )
+    parts = sql.table(
+        "task_participants",
+        sql.column("task_id", BigInteger()),
+        sql.column("account", String()),
+        sql.column("state", Integer()),
+        sql.column("dropped_block", BigInteger()),
+        sql.column("dropped_at", BigInteger()),
+        sql.column("drop_tx", String()),
+        sql.column("drop_log_index", Integer()),
+        sql.column("dropped_by", String()),
+    )
+    tasks = sql.table("tasks", sql.column("id", BigInteger()), sql.column("dropped_count", Integer()))
+    stored = conn.execute(
+        select(events).where(events.c.name == "ParticipantDropped").order_by(events.c.block_number, events.c.log_index)
+    ).all()
+    for ev in stored:
+        args = ev.args if isinstance(ev.args, dict) else json.loads(ev.args)
+        task_id, reporter = int(args["taskId"]), str(args["reportedBy"])
+        conn.execute(update(events).where(events.c.id == ev.id).values(actor=reporter))
+        if conn.execute(select(tasks.c.id).where(tasks.c.id == task_id)).first() is None:
+            continue  # like the projection: no task row, nothing derived
+        conn.execute(
+            update(parts)
+            .where(parts.c.task_id == task_id, parts.c.account == str(args["participant"]))
+            .values(
+                state=DROPPED_STATE,
+                dropped_block=ev.block_number,
+                dropped_at=ev.block_timestamp,
+                drop_tx=ev.tx_hash,
+                drop_log_index=ev.log_index,
+                dropped_by=reporter,
+            )
+        )
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(dropped_count=tasks.c.dropped_count + 1))
+
+
 MIGRATIONS: list[Migration] = [
     (1, "initial schema", _v1_initial),
+    (2, "participant dropouts", _v2_dropouts),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

@@ -47,6 +47,7 @@ ACTOR_ARG: dict[str, str] = {
     "TaskStarted": "participant",
     "TaskRefused": "participant",
     "ReceiptSubmitted": "participant",
+    "ParticipantDropped": "reportedBy",  # the result recipient reports; the dropped party did nothing
     "TaskCancelled": "by",
     "LogAnchored": "org",
     "DatasetRegistered": "owner",
@@ -291,6 +292,7 @@ def _task_submitted(s: Session, ev: EventRow) -> None:
             approvals=0,
             started_count=0,
             receipt_count=0,
+            dropped_count=0,
             submitted_block=ev.block_number,
             submitted_at=ev.block_timestamp,
             submit_tx=ev.tx_hash,
@@ -397,6 +399,24 @@ def _receipt(s: Session, ev: EventRow) -> None:
     )
 
 
+def _participant_dropped(s: Session, ev: EventRow) -> None:
+    """The result recipient reported a started participant that stopped answering: it owes
+    no receipt, and the task completes on the others' receipts."""
+    task = _task(s, ev)
+    if task is None:
+        return
+    a = ev.args
+    part = s.get(TaskParticipant, (task.id, a["participant"]))
+    if part is not None:
+        part.state = int(ParticipantState.DROPPED)
+        part.dropped_block = ev.block_number
+        part.dropped_at = ev.block_timestamp
+        part.drop_tx = ev.tx_hash
+        part.drop_log_index = ev.log_index
+        part.dropped_by = a["reportedBy"]
+    task.dropped_count += 1
+
+
 def _task_completed(s: Session, ev: EventRow) -> None:
     task = _task(s, ev)
     if task is not None:
@@ -441,6 +461,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("TaskManager", "TaskStarted"): _task_started,
     ("TaskManager", "TaskRefused"): _task_refused,
     ("TaskManager", "ReceiptSubmitted"): _receipt,
+    ("TaskManager", "ParticipantDropped"): _participant_dropped,
     ("TaskManager", "TaskCompleted"): _task_completed,
     ("TaskManager", "TaskDisputed"): _task_closed(TaskStatus.DISPUTED, None),
     ("TaskManager", "TaskCancelled"): _task_closed(TaskStatus.CANCELLED, "by"),

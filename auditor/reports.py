@@ -5,7 +5,7 @@ chain data alone, for the period [from_ts, to_ts] (chain time, unix seconds, inc
 
 - every task submitted in the period (optionally only those an organisation took part in,
   or that read a dataset) with its status, requester, recipient, algorithm, datasets,
-  participants and its independent re-verification verdict;
+  participants (and those reported dropped out) and its independent re-verification verdict;
 - refusals in the period, by reason;
 - anomalies that occurred in the period (detected afresh, so the report does not depend on
   a dashboard having run);
@@ -169,6 +169,7 @@ def build_report(
             task_ids = [t.id for t in task_rows]
             tds: dict[int, list[tuple[int, int]]] = defaultdict(list)
             parts: dict[int, list[str]] = defaultdict(list)
+            dropped: dict[int, list[str]] = defaultdict(list)
             if task_ids:
                 for td in s.scalars(
                     select(TaskDataset).where(TaskDataset.task_id.in_(task_ids)).order_by(TaskDataset.position)
@@ -180,6 +181,8 @@ def build_report(
                     .order_by(TaskParticipant.position)
                 ):
                     parts[p.task_id].append(p.account)
+                    if p.dropped_block is not None:
+                        dropped[p.task_id].append(p.account)
             # -- refusals in the period
             rq = select(Refusal).where(Refusal.block_timestamp >= from_ts, Refusal.block_timestamp <= to_ts)
             refusals = s.scalars(rq.order_by(Refusal.block_number, Refusal.log_index)).all()
@@ -324,6 +327,7 @@ def build_report(
                 "dataset_versions": [v for _, v in tds.get(t.id, [])],
                 "participants": parts.get(t.id, []),
                 "participant_names": [name(p) for p in parts.get(t.id, [])],
+                "dropped": dropped.get(t.id, []),  # reported dropped out by the result recipient
                 "epsilon": _eps(t.epsilon),
                 "deadline": iso(t.deadline) if t.deadline < U64_MAX else "",
                 "closed_at": iso(t.closed_at),
@@ -421,6 +425,7 @@ TASK_COLUMNS = (
     "algorithm_hash",
     "datasets",
     "participants",
+    "dropped",
     "epsilon",
     "deadline",
     "closed_at",
@@ -611,7 +616,10 @@ def report_html(report: dict[str, Any], standalone: bool = True) -> str:
                 t("{}<br><code>{}</code>", x["requester_name"], x["requester"]),
                 x["algorithm"] or x["algorithm_hash"][:12],
                 ", ".join(str(d) for d in x["datasets"]),
-                ", ".join(n or a[:10] for n, a in zip(x["participant_names"], x["participants"], strict=False)),
+                ", ".join(
+                    (n or a[:10]) + (" (dropped out)" if a in x.get("dropped", []) else "")
+                    for n, a in zip(x["participant_names"], x["participants"], strict=False)
+                ),
                 f"{x['epsilon']:g}",
             )
             for x in report["tasks"]

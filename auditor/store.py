@@ -339,6 +339,7 @@ class TaskRow(Base):
     approvals: Mapped[int] = mapped_column(Integer, default=0)
     started_count: Mapped[int] = mapped_column(Integer, default=0)
     receipt_count: Mapped[int] = mapped_column(Integer, default=0)
+    dropped_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # reported dropped
     submitted_block: Mapped[int] = mapped_column(BigInteger)
     submitted_at: Mapped[int] = mapped_column(BigInteger, index=True)
     submit_tx: Mapped[str] = mapped_column(Hash)
@@ -371,6 +372,13 @@ class TaskParticipant(Base):
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     start_tx: Mapped[str | None] = mapped_column(Hash)
     start_log_index: Mapped[int | None] = mapped_column(Integer)
+    # Set when the task's result recipient reported the participant dropped (it stopped
+    # answering mid-protocol; TaskManager.reportDropout): it then owes no receipt.
+    dropped_block: Mapped[int | None] = mapped_column(BigInteger)
+    dropped_at: Mapped[int | None] = mapped_column(BigInteger)
+    drop_tx: Mapped[str | None] = mapped_column(Hash)
+    drop_log_index: Mapped[int | None] = mapped_column(Integer)
+    dropped_by: Mapped[str | None] = mapped_column(Address)  # the reporter: the task's result recipient
 
 
 class Approval(_Located, Base):

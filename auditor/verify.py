@@ -4,7 +4,9 @@
   approvals complete, the dataset policies respected *as they stood at the authorisation*
   (reconstructed from the policy events), every participant's receipt present and
   agreeing, input fingerprints and deletion attested, every step within the deadline — and
-  whether the status the contract declared follows from those events.
+  whether the status the contract declared follows from those events. A participant the
+  result recipient reported dropped owes no receipt; each dropout is checked against the
+  contract's rules and named in the verdict, never passed over in silence.
 - `verify_result_file`: a recipient's result (and its opening) against the on-chain result hash.
 - `verify_node_log`: an organisation's exported local action log against its hash chain,
   its on-chain anchors and its on-chain actions; tampering is located by sequence number.
@@ -26,7 +28,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pcn.auditor.chainview import ZERO, Position, chain_time, eps, org_status_at, policy_at, pos, short
+from pcn.auditor.chainview import (
+    ZERO,
+    Position,
+    chain_time,
+    dropout_tolerant,
+    eps,
+    org_status_at,
+    policy_at,
+    pos,
+    short,
+)
 from pcn.auditor.logcheck import (
     LogProblem,
     LogProblemKind,
@@ -110,6 +122,7 @@ POLICY_USES = "policy-uses"
 POLICY_BUDGET = "policy-budget"
 DATASET_VERSION = "dataset-version"
 PARTICIPATION = "participation"
+DROPOUTS = "dropouts"
 RECEIPTS_PRESENT = "receipts-present"
 RECEIPTS_AGREE = "receipts-agree"
 RECEIPT_ALGORITHM = "receipt-algorithm"
@@ -221,6 +234,19 @@ class _Facts:
     @property
     def deadline(self) -> int:
         return int(self.task.deadline)
+
+    @property
+    def dropped(self) -> list[TaskParticipant]:
+        """Participants the result recipient reported dropped, in chain order."""
+        return sorted(
+            (p for p in self.participants if p.dropped_block is not None),
+            key=lambda p: (p.dropped_block, p.drop_log_index or 0),
+        )
+
+    @property
+    def due(self) -> list[TaskParticipant]:
+        """Participants that owe a receipt: all but the dropped ones."""
+        return [p for p in self.participants if p.dropped_block is None]
 
     @property
     def past_deadline(self) -> bool:
@@ -427,12 +453,82 @@ def _check_participation(f: _Facts) -> Check:
     txs = tuple(p.start_tx for p in started if p.start_tx)
     missing = [p.account for p in f.participants if p.started_block is None]
     if not missing:
-        return Check(PARTICIPATION, CheckStatus.PASS, f"all {len(started)} participants started", txs)
+        later = f" ({len(f.dropped)} later reported dropped)" if f.dropped else ""
+        return Check(PARTICIPATION, CheckStatus.PASS, f"all {len(started)} participants started{later}", txs)
     if f.cancelled is not None and not started:
         return Check(PARTICIPATION, CheckStatus.SKIP, "cancelled by the requester before any start", txs)
     if f.past_deadline or not f.is_open:
         return Check(PARTICIPATION, CheckStatus.FAIL, f"never started before the deadline: {', '.join(missing)}", txs)
     return Check(PARTICIPATION, CheckStatus.SKIP, f"{len(started)} of {len(f.participants)} started so far", txs)
+
+
+def _closing(f: _Facts) -> Position | None:
+    """Where the task left the open statuses (its first closing event), if it did."""
+    ends = [pos(e) for e in (f.completed, f.disputed, f.cancelled, f.expired) if e is not None]
+    ends += [pos(r) for r in f.refusals]
+    return min(ends, default=None)
+
+
+def _start(p: TaskParticipant) -> Position:
+    return (int(p.started_block or 0), int(p.start_log_index or 0))
+
+
+def _check_dropouts(s: Session, f: _Facts) -> Check:
+    """Every participant reported dropped, named, and each report held to the contract's
+    rules: by the result recipient, itself started and not yet receipted; of a participant
+    that had started and never receipted nor refused; while the task was running and before
+    its deadline; with at least two participants left."""
+    t = f.task
+    dropped = f.dropped
+    if not dropped:
+        if not any(p.started_block is not None for p in f.participants):
+            return Check(DROPOUTS, CheckStatus.SKIP, "nothing ran")
+        return Check(DROPOUTS, CheckStatus.PASS, "no participant was reported dropped")
+    txs = tuple(p.drop_tx for p in dropped if p.drop_tx)
+    by_account = {p.account: p for p in f.participants}
+    refused = {r.participant for r in f.refusals}
+    closed = _closing(f)
+    problems: list[str] = []
+    for i, p in enumerate(dropped):
+        at = (int(p.dropped_block or 0), int(p.drop_log_index or 0))
+        reporter = by_account.get(p.dropped_by or "")
+        if p.dropped_by != t.result_recipient:
+            problems.append(f"{p.account} was reported dropped by {p.dropped_by}, not the result recipient")
+        if reporter is None or reporter.started_block is None or _start(reporter) > at:
+            problems.append(f"{p.dropped_by} reported {p.account} dropped without having started the task itself")
+        elif reporter.account in f.receipts and pos(f.receipts[reporter.account]) < at:
+            problems.append(f"{p.dropped_by} reported {p.account} dropped after posting its own receipt")
+        if org_status_at(s, p.dropped_by or "", at) is not OrgStatus.ACTIVE:
+            problems.append(f"{p.dropped_by} reported {p.account} dropped while not active")
+        if p.account == p.dropped_by:
+            problems.append(f"{p.account} reported itself dropped")
+        if p.started_block is None or _start(p) > at:
+            problems.append(f"{p.account} was reported dropped without having started (a no-show is not a dropout)")
+        if p.account in f.receipts:
+            problems.append(f"{p.account} was reported dropped yet has a receipt on chain")
+        if p.account in refused:
+            problems.append(f"{p.account} was reported dropped yet refused")
+        if f.authorised is None or pos(f.authorised) > at or (closed is not None and closed < at):
+            problems.append(f"{p.account} was reported dropped while the task was not running")
+        if p.dropped_at is not None and p.dropped_at > t.deadline:
+            problems.append(f"{p.account} was reported dropped at {p.dropped_at}, after the deadline {t.deadline}")
+        if len(f.participants) - (i + 1) < 2:
+            problems.append(f"dropping {p.account} left fewer than two participants")
+    named = ", ".join(f"{p.account} (reported by {p.dropped_by} at block {p.dropped_block})" for p in dropped)
+    said = f"participants dropped: {named}; no receipt or deletion attestation is due from them"
+    if problems:
+        return Check(DROPOUTS, CheckStatus.FAIL, f"{said}; but " + "; ".join(problems), txs)
+    algo = s.get(Algorithm, t.algorithm_hash)
+    kind = algo.kind if algo is not None else None
+    tolerant = dropout_tolerant(kind)
+    if tolerant:
+        return Check(DROPOUTS, CheckStatus.PASS, f"{said}; {kind} tolerates dropouts, the others went on", txs)
+    why = (
+        f"{kind} is not built to go on without a participant"
+        if tolerant is False
+        else "the algorithm is not one pcn ships, so whether it tolerates dropouts is unknown"
+    )
+    return Check(DROPOUTS, CheckStatus.WARN, f"{said}; {why}: ask the result recipient how the task went on", txs)
 
 
 def _check_receipts(s: Session, f: _Facts) -> list[Check]:
@@ -442,13 +538,27 @@ def _check_receipts(s: Session, f: _Facts) -> list[Check]:
     txs = tuple(r.tx_hash for r in receipts)
     checks: list[Check] = []
     refused = {r.participant for r in f.refusals}
+    dropped = {p.account for p in f.dropped}  # reported dropped: no receipt, no deletion attestation due
     started = any(p.started_block is not None for p in f.participants)
     if not receipts and (f.refusals or not started):
         why = "the task was refused" if f.refusals else "no participant started"
         return [Check(n, CheckStatus.SKIP, why) for n in names]
     # present
-    missing = [p.account for p in f.participants if p.account not in f.receipts and p.account not in refused]
-    if not missing:
+    missing = [
+        p.account
+        for p in f.participants
+        if p.account not in f.receipts and p.account not in refused and p.account not in dropped
+    ]
+    if not missing and dropped:
+        checks.append(
+            Check(
+                RECEIPTS_PRESENT,
+                CheckStatus.PASS,
+                f"all {len(receipts)} receipts due present; {len(dropped)} dropped participant(s) owe none",
+                txs,
+            )
+        )
+    elif not missing:
         checks.append(Check(RECEIPTS_PRESENT, CheckStatus.PASS, f"all {len(receipts)} receipts present", txs))
     elif f.refusals:
         checks.append(Check(RECEIPTS_PRESENT, CheckStatus.SKIP, "refused: no further receipts due", txs))
@@ -553,7 +663,8 @@ def _check_receipts(s: Session, f: _Facts) -> list[Check]:
         if none:
             checks.append(Check(DELETION, CheckStatus.FAIL, f"deletion not attested by {', '.join(none)}", txs))
         else:
-            checks.append(Check(DELETION, CheckStatus.PASS, f"deletion attested by all {len(receipts)}", txs))
+            owe = f" (the {len(dropped)} dropped participant(s) owe none)" if dropped else ""
+            checks.append(Check(DELETION, CheckStatus.PASS, f"deletion attested by all {len(receipts)}{owe}", txs))
     return checks
 
 
@@ -610,9 +721,10 @@ def expected_status(f: _Facts) -> TaskStatus:
         return TaskStatus.CANCELLED
     if f.expired is not None:
         return TaskStatus.EXPIRED
-    if f.participants and all(p.account in f.receipts for p in f.participants):
-        results = {f.receipts[p.account].result_hash.lower() for p in f.participants}
-        algos = {f.receipts[p.account].algorithm_hash.lower() for p in f.participants}
+    due = f.due  # as the contract: receipts + dropped == participants
+    if due and all(p.account in f.receipts for p in due):
+        results = {f.receipts[p.account].result_hash.lower() for p in due}
+        algos = {f.receipts[p.account].algorithm_hash.lower() for p in due}
         agree = len(results) == 1 and algos == {t.algorithm_hash.lower()}
         return TaskStatus.COMPLETED if agree else TaskStatus.DISPUTED
     if any(p.started_block is not None for p in f.participants):
@@ -634,12 +746,13 @@ def _check_outcome(f: _Facts) -> Check:
             f"the chain declares the task {declared.name.lower()}, its events imply {expected.name.lower()}",
             tuple(closing),
         )
+    gone = f" ({len(f.dropped)} participant(s) reported dropped, not waited for)" if f.dropped else ""
     if declared is TaskStatus.COMPLETED:
-        msg = f"completed with result {short(t.result_hash)}, as every receipt agrees"
+        msg = f"completed with result {short(t.result_hash)}, as every receipt agrees{gone}"
     elif declared is TaskStatus.DISPUTED:
-        msg = "disputed: the receipts disagree, as recorded"
+        msg = f"disputed: the receipts disagree, as recorded{gone}"
     else:
-        msg = f"status {declared.name.lower()} follows from the events"
+        msg = f"status {declared.name.lower()} follows from the events{gone}"
     if declared in OPEN_STATUSES and f.past_deadline:
         return Check(OUTCOME, CheckStatus.FAIL, f"still {declared.name.lower()} after its deadline {t.deadline}")
     return Check(OUTCOME, CheckStatus.PASS, msg, tuple(closing))
@@ -653,6 +766,7 @@ def verify_task(store: Store | str | Path, task_id: int, now: int | None = None)
         at = head_time if now is None else now
         f = _facts(s, task_id, at)
         checks = [_check_submission(s, f), _check_approvals(s, f), *_check_policy(s, f), _check_participation(f)]
+        checks.append(_check_dropouts(s, f))
         checks += _check_receipts(s, f)
         checks += [_check_timing(f), _check_outcome(f)]
         return TaskVerdict(task_id, TaskStatus(f.task.status), tuple(checks), block, at)

@@ -458,7 +458,7 @@ def test_pages_render_the_task_timeline_and_verdict(world: World):
     api = c.get(f"/api/tasks/{sc.completed}").json()
     assert [(e["block"], e["tx"]) for e in api["timeline"]] == [(e.block_number, e.tx_hash) for e in events]
     assert api["verdict"]["verdict"] == "pass" and api["status"]["key"] == "completed"
-    assert api["progress"] == {"approvals": [3, 3], "started": [3, 3], "receipts": [3, 3]}
+    assert api["progress"] == {"approvals": [3, 3], "started": [3, 3], "receipts": [3, 3], "dropped": [0, 3]}
 
     disputed = c.get(f"/tasks/{sc.disputed}").text
     assert "Problems found" in disputed and "Disputed" in disputed and "check-fail" in disputed

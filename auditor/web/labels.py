@@ -20,8 +20,16 @@ TASK_STATUS: dict[int, tuple[str, str, str]] = {
     int(TaskStatus.PENDING): ("Awaiting approval", "info", "Submitted; waiting for every data owner to approve."),
     int(TaskStatus.AUTHORISED): ("Approved", "run", "Every data owner approved; no participant has started yet."),
     int(TaskStatus.RUNNING): ("Running", "run", "The participants are computing; receipts are being posted."),
-    int(TaskStatus.COMPLETED): ("Completed", "ok", "Every participant posted a receipt and all receipts agree."),
-    int(TaskStatus.DISPUTED): ("Disputed", "bad", "Every participant posted a receipt but the receipts disagree."),
+    int(TaskStatus.COMPLETED): (
+        "Completed",
+        "ok",
+        "Every participant posted a receipt (except any reported dropped out) and all receipts agree.",
+    ),
+    int(TaskStatus.DISPUTED): (
+        "Disputed",
+        "bad",
+        "Every participant posted a receipt (except any reported dropped out) but the receipts disagree.",
+    ),
     int(TaskStatus.REFUSED): ("Refused", "warn", "A participant refused to take part after its checks failed."),
     int(TaskStatus.CANCELLED): ("Cancelled", "idle", "The requester withdrew the task before it ran."),
     int(TaskStatus.EXPIRED): ("Expired", "warn", "The deadline passed before the task finished."),
@@ -47,6 +55,7 @@ PARTICIPANT_STATE: dict[int, tuple[str, str]] = {
     int(ParticipantState.STARTED): ("Computing", "run"),
     int(ParticipantState.REFUSED): ("Refused", "warn"),
     int(ParticipantState.RECEIPTED): ("Receipt posted", "ok"),
+    int(ParticipantState.DROPPED): ("Dropped out", "warn"),
 }
 
 REFUSAL_REASON: dict[int, str] = {
@@ -89,6 +98,7 @@ ANOMALY_KIND: dict[str, str] = {
     "task-expired": "Task expired without an outcome",
     "never-started": "Approved but never started",
     "receipt-missing": "Receipt missing after the deadline",
+    "participant-dropped": "Participant dropped out mid-computation",
     "fingerprint-changed": "Data changed while its policy was live",
     "quota-near": "Dataset uses near the limit",
     "quota-exhausted": "Dataset uses at the limit",
@@ -102,8 +112,44 @@ ANOMALY_KIND: dict[str, str] = {
 }
 
 
+# What each kind means, for a reader who is not an engineer.
+ANOMALY_HELP: dict[str, str] = {
+    "refusal": "A participant declined to take part after its own checks failed; the reason is recorded on chain.",
+    "dispute": "The participants finished but report different results (or ran other code than the registered "
+    "algorithm), so no result was accepted.",
+    "task-expired": "The deadline passed before the task produced an outcome.",
+    "never-started": "Every data owner approved the task, but no participant began it before the deadline.",
+    "receipt-missing": "A participant of a task that ran did not post its receipt (its proof of what it "
+    "computed and that it deleted the intermediate data) by the deadline.",
+    "participant-dropped": "A participant stopped answering in the middle of the computation. The organisation "
+    "receiving the result reported it on chain and the others finished without it; the dropped participant "
+    "owes no receipt. Some algorithms (federated learning with secure aggregation) are built to allow this, "
+    "others are not. Either way, the result was computed without that participant's further contribution, "
+    "on the recipient's word: worth a look, especially when it recurs.",
+    "fingerprint-changed": "A data owner published a new version of its data while its usage policy was live "
+    "and tasks had been approved on the older version.",
+    "quota-near": "A dataset has used 80 % or more of the number of uses its owner allows.",
+    "quota-exhausted": "A dataset has used every use its owner allows: no further task can use it unless the "
+    "owner raises the limit.",
+    "quota-over": "A dataset was used more often than its owner allows, which the contracts should prevent.",
+    "budget-near": "A dataset has spent 80 % or more of its privacy budget (ε).",
+    "budget-exhausted": "A dataset has spent its whole privacy budget (ε): no further task can use it unless the "
+    "owner raises the budget.",
+    "budget-over": "A dataset spent more privacy budget (ε) than its owner allows, which the contracts should prevent.",
+    "participant-suspended": "An organisation was suspended from the consortium while it took part in an open task.",
+    "acted-while-suspended": "A suspended organisation still acted on chain, which the contracts forbid: a sign of "
+    "a contract or chain fault.",
+    "log-mismatch": "An organisation's own record of its actions does not match what the chain shows: entries "
+    "were edited, removed or inserted, or on-chain actions are missing from it.",
+}
+
+
 def anomaly_kind(kind: str) -> str:
     return ANOMALY_KIND.get(kind, kind.replace("-", " ").capitalize())
+
+
+def anomaly_help(kind: str) -> str:
+    return ANOMALY_HELP.get(kind, "")
 
 
 CHECK_STATUS: dict[str, tuple[str, str]] = {
@@ -130,7 +176,8 @@ CHECK_NAME: dict[str, str] = {
     "policy-budget": "Within every dataset's privacy budget (ε)",
     "dataset-version": "The data version used is the registered one",
     "participation": "Every participant started",
-    "receipts-present": "Every participant posted a receipt",
+    "dropouts": "Any participant dropping out was reported by the rules",
+    "receipts-present": "Every participant posted a receipt (dropped-out ones owe none)",
     "receipts-agree": "All receipts agree on the result",
     "receipt-algorithm": "Every participant ran the registered algorithm",
     "input-fingerprint": "Inputs match the registered data fingerprints",
@@ -193,6 +240,10 @@ def event_text(name: str, args: dict[str, Any], org_name: Any) -> str:
         "TaskStarted": lambda: f"{who('participant')} started its part of the computation",
         "TaskRefused": lambda: f"{who('participant')} refused: {refusal_reason(int(a.get('reason', 0)))}",
         "ReceiptSubmitted": lambda: f"{who('participant')} posted its receipt (result, transcript and deletion proof)",
+        "ParticipantDropped": lambda: (
+            f"{who('participant')} stopped answering: reported dropped out by the result recipient "
+            f"{who('reportedBy')}; the others go on without it"
+        ),
         "TaskCompleted": lambda: "Completed: all receipts agree on the result",
         "TaskDisputed": lambda: "Disputed: the receipts disagree",
         "TaskCancelled": lambda: f"Cancelled by {who('by')}",
@@ -236,6 +287,7 @@ def event_text(name: str, args: dict[str, Any], org_name: Any) -> str:
 
 EVENT_TONE: dict[str, str] = {
     "TaskRefused": "warn",
+    "ParticipantDropped": "warn",
     "TaskDisputed": "bad",
     "TaskCompleted": "ok",
     "TaskExpired": "warn",

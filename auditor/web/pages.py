@@ -90,11 +90,19 @@ def verdict_badge(v: dict[str, Any] | None) -> Html:
 
 
 def progress_cell(p: dict[str, list[int]]) -> Html:
+    dropped = p.get("dropped", [0, 0])[0]
     return join(
         [
             progress(p["approvals"][0], p["approvals"][1], "approved"),
             progress(p["started"][0], p["started"][1], "started"),
             progress(p["receipts"][0], p["receipts"][1], "receipts"),
+            t(
+                '<span class="progress-label warn-text" title="reported dropped out by the result recipient: '
+                'no receipt due">{} dropped out</span>',
+                dropped,
+            )
+            if dropped
+            else Html(""),
         ]
     )
 
@@ -739,7 +747,7 @@ def task(x: dict[str, Any]) -> Html:
     )
     prog = t('<div class="progress-big" id="task-progress">{}</div>', progress_cell(x["progress"]))
     parts = table(
-        ("Participant", "State", "Approved", "Started", "Receipt / refusal"),
+        ("Participant", "State", "Approved", "Started", "Receipt / refusal / dropout"),
         (
             (
                 org_link(p),
@@ -760,6 +768,15 @@ def task(x: dict[str, Any]) -> Html:
                     if p["receipt"]
                     else t('<span class="warn-text">{}</span> {}', p["refusal"]["reason"], tx_link(p["refusal"]["tx"]))
                     if p["refusal"]
+                    else t(
+                        '<span class="warn-text">stopped answering; reported dropped out by {}, no receipt due</span>'
+                        " · {} {} {}",
+                        org_link(p["dropout"]["reported_by"]),
+                        when(p["dropout"]["time"]),
+                        block_link(p["dropout"]["block"]),
+                        tx_link(p["dropout"]["tx"]),
+                    )
+                    if p.get("dropout")
                     else Html('<span class="muted">—</span>')
                 ),
             )
@@ -850,7 +867,12 @@ def anomaly_table(items: Iterable[dict[str, Any]], compact: bool = False) -> Htm
             rows.append(
                 (
                     t("{}{}", badge(a["severity_label"], a["severity_tone"]), state),
-                    t('<b>{}</b><br><span class="small">{}</span>', a["kind_label"], a["text"]),
+                    t(
+                        '<b title="{}">{}</b><br><span class="small">{}</span>',
+                        a.get("kind_help") or a["kind_label"],
+                        a["kind_label"],
+                        a["text"],
+                    ),
                     t("{}<br>{}", when(a["occurred_at"]), block_link(a["block_number"])),
                     link_html,
                     txs or Html('<span class="muted">—</span>'),
@@ -861,10 +883,22 @@ def anomaly_table(items: Iterable[dict[str, Any]], compact: bool = False) -> Htm
     return table(("Severity", "What", "When", "Concerns", "Transactions"), rows, "No anomaly.", cls="anomalies")
 
 
+def anomaly_kinds_help() -> Html:
+    """What each kind of anomaly means, in plain words (folded away by default)."""
+    return t(
+        '<details class="kinds-help"><summary>What each kind of anomaly means</summary><dl>{}</dl></details>',
+        join(
+            t("<dt>{}</dt><dd>{}</dd>", labels.anomaly_kind(kind), labels.anomaly_help(kind))
+            for kind in labels.ANOMALY_KIND
+        ),
+    )
+
+
 def anomalies(v: dict[str, Any], params: dict[str, Any], org_choices: Sequence[tuple[str, str]]) -> Html:
     kinds = [("", "Any kind")] + [(k["kind"], k["label"]) for k in v["kinds"]]
     known = {k for k, _ in kinds}
     kinds += [(k, labels.anomaly_kind(k)) for k in labels.ANOMALY_KIND if k not in known]
+    chosen = str(params.get("kind") or "")
     form = filters(
         "/anomalies",
         [
@@ -890,10 +924,14 @@ def anomalies(v: dict[str, Any], params: dict[str, Any], org_choices: Sequence[t
             page_head(
                 "Anomalies",
                 "What the auditor found wrong or worth a look: refusals, disagreeing results, late or missing steps, "
-                "data changed under a live policy, quotas and privacy budgets, suspended members, local logs that "
-                "disagree with the chain.",
+                "participants that dropped out mid-computation, data changed under a live policy, quotas and "
+                "privacy budgets, suspended members, local logs that disagree with the chain.",
             ),
             form,
+            t('<p class="kind-help"><b>{}</b>: {}</p>', labels.anomaly_kind(chosen), labels.anomaly_help(chosen))
+            if chosen and labels.anomaly_help(chosen)
+            else Html(""),
+            anomaly_kinds_help(),
             anomaly_table(v["items"]),
             pager(
                 "/anomalies",

@@ -41,7 +41,7 @@ from pcn.auditor.store import (
 )
 from pcn.auditor.verify import TaskNotIndexed, verify_task
 from pcn.auditor.web import labels
-from pcn.chain.types import EPSILON_SCALE, OrgStatus, TaskStatus
+from pcn.chain.types import EPSILON_SCALE, OrgStatus, ParticipantState, TaskStatus
 
 OPEN_STATUSES = (int(TaskStatus.PENDING), int(TaskStatus.AUTHORISED), int(TaskStatus.RUNNING))
 U64_MAX = 2**64 - 1
@@ -97,6 +97,7 @@ def _anomaly(a: AnomalyRow, names: Names) -> dict[str, Any]:
         "key": a.key,
         "kind": a.kind,
         "kind_label": labels.anomaly_kind(a.kind),
+        "kind_help": labels.anomaly_help(a.kind),
         "severity": a.severity,
         "severity_label": sev_label,
         "severity_tone": sev_tone,
@@ -663,7 +664,8 @@ class Views:
             "progress": {
                 "approvals": [t.approvals, t.required_approvals],
                 "started": [t.started_count, n],
-                "receipts": [t.receipt_count, n],
+                "receipts": [t.receipt_count, n - t.dropped_count],  # the dropped owe none
+                "dropped": [t.dropped_count, n],
             },
         }
 
@@ -775,12 +777,14 @@ class Views:
                 select(TaskParticipant).where(TaskParticipant.task_id == t.id).order_by(TaskParticipant.position)
             ):
                 label, tone = labels.PARTICIPANT_STATE.get(p.state, (str(p.state), "idle"))
+                known = int(p.state) in {int(x) for x in ParticipantState}
                 r = receipts.get(p.account)
                 ref = refusals.get(p.account)
                 ap = approvals.get(p.account)
                 participants.append(
                     {
                         **(names.ref(p.account) or {}),
+                        "state": ParticipantState(p.state).name.lower() if known else str(p.state),
                         "state_label": label,
                         "state_tone": tone,
                         "approved_at": ap.block_timestamp if ap else None,
@@ -808,6 +812,14 @@ class Views:
                             "detail_hash": ref.detail_hash,
                             "time": ref.block_timestamp,
                             "tx": ref.tx_hash,
+                        },
+                        "dropout": None
+                        if p.dropped_block is None
+                        else {
+                            "reported_by": names.ref(p.dropped_by),
+                            "block": p.dropped_block,
+                            "time": p.dropped_at,
+                            "tx": p.drop_tx,
                         },
                     }
                 )
@@ -886,7 +898,7 @@ class Views:
             "page": page,
             "per_page": per_page,
             "items": items,
-            "kinds": [{"kind": k, "label": labels.anomaly_kind(k)} for k in kinds],
+            "kinds": [{"kind": k, "label": labels.anomaly_kind(k), "help": labels.anomaly_help(k)} for k in kinds],
         }
 
     # ------------------------------------------------------------------ transactions
