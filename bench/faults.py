@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from common import replace_row  # bench/ is on sys.path when run as a script
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "faults.json"
 
@@ -71,17 +73,6 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "load_1min": round(os.getloadavg()[0], 2),
     }
-
-
-def replace_row(readme: Path, prefix: str, row: str) -> None:
-    lines = readme.read_text().splitlines(keepends=True)
-    for i, ln in enumerate(lines):
-        if ln.startswith(prefix):
-            lines[i] = row
-            break
-    else:
-        lines.append(row)
-    readme.write_text("".join(lines))
 
 
 def main() -> None:

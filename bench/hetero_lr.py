@@ -66,6 +66,7 @@ from typing import Any
 import gmpy2
 import numpy as np
 import phe
+from common import replace_row  # bench/ is on sys.path when run as a script
 from phe import EncodedNumber, EncryptedNumber, paillier
 
 from pcn.algorithms.base import PartyContext, run_local
@@ -559,20 +560,6 @@ def readme_row(out: dict[str, Any]) -> None:
     )
     row = f"| hetero-lr | {workload} | {ours} | {peer} | {ratio} | {notes} |\n"
     replace_row(BENCH / "README.md", "| hetero-lr |", row)
-
-
-def replace_row(readme: Path, prefix: str, row: str) -> None:
-    """Replace the row starting with `prefix` in place (or append it), leaving every other line."""
-    lines = readme.read_text().splitlines(keepends=True)
-    for i, ln in enumerate(lines):
-        if ln.startswith(prefix):
-            lines[i] = row
-            break
-    else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(row)
-    readme.write_text("".join(lines))
 
 
 if __name__ == "__main__":

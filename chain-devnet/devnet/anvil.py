@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pcn import paths
+from pcn.runtime.procs import pid_alive
 
 DEFAULT_PORT = 8545
 DEFAULT_CHAIN_ID = 31337
@@ -63,28 +64,13 @@ def rpc_call(url: str, method: str, params: list | None = None, timeout: float =
     return reply["result"]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def status(port: int = DEFAULT_PORT, host: str = "127.0.0.1") -> DevnetStatus:
     url = f"http://{host}:{port}"
     record: dict = {}
     if _pid_file(port).is_file():
         record = json.loads(_pid_file(port).read_text())
     pid = record.get("pid")
-    if pid is not None and not _alive(pid):
+    if pid is not None and not pid_alive(pid):
         pid = None
     chain_id = block = None
     try:
@@ -169,13 +155,13 @@ def down(port: int = DEFAULT_PORT, timeout: float = 15.0) -> DevnetStatus:
     pf = _pid_file(port)
     if pf.is_file():
         pid = json.loads(pf.read_text()).get("pid")
-        if pid and _alive(pid):
+        if pid and pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 _reap(pid)
                 time.sleep(0.05)
-            if _alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
             _reap(pid)
         pf.unlink(missing_ok=True)

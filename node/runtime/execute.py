@@ -53,6 +53,7 @@ from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import seal
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerDirectory
+from pcn.runtime.procs import pid_alive
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, verify_task
@@ -694,19 +695,6 @@ def _process_space() -> str:
     return f"{boot_id}/{pid_ns}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie is dead for our purposes
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 # Deletes the lock only if it still holds the dead worker's token (no race with a new holder).
 _BREAK_LOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
@@ -732,7 +720,7 @@ class TaskLock:
         if raw is None:
             return False
         space, _, pid = raw.decode(errors="replace").rpartition("|")[0].rpartition("|")
-        if space != self.space or not pid.isdigit() or _pid_alive(int(pid)):
+        if space != self.space or not pid.isdigit() or pid_alive(int(pid)):
             return False
         return bool(self.redis.eval(_BREAK_LOCK, 1, self.name, raw))
 

@@ -23,6 +23,7 @@ import httpx
 from fastapi import FastAPI
 
 from pcn.runtime.config import OrgConfig
+from pcn.runtime.procs import pid_alive
 
 
 class NodeError(RuntimeError):
@@ -75,20 +76,6 @@ def _run_file(cfg: OrgConfig) -> Path:
     return cfg.data_path / "run" / "node.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _commands(cfg: OrgConfig) -> dict[str, list[str]]:
     py = sys.executable
     return {
@@ -136,7 +123,7 @@ def status(cfg: OrgConfig) -> dict[str, Any]:
     procs: dict[str, Any] = json.loads(run.read_text()) if run.is_file() else {}
     out: dict[str, Any] = {"org": cfg.name, "endpoint": cfg.endpoint, "processes": {}}
     for name, pid in procs.get("pids", {}).items():
-        out["processes"][name] = {"pid": pid, "alive": _alive(int(pid))}
+        out["processes"][name] = {"pid": pid, "alive": pid_alive(int(pid))}
     try:
         r = httpx.get(cfg.endpoint.rstrip("/") + "/v1/health", timeout=1.0, trust_env=False)
         out["mailbox_healthy"] = r.status_code == 200
@@ -194,10 +181,10 @@ def stop(cfg: OrgConfig, timeout: float = 15.0) -> dict[str, Any]:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(int(pid), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(int(p)) for p in pids.values()):
+    while time.monotonic() < deadline and any(pid_alive(int(p)) for p in pids.values()):
         time.sleep(0.1)
     for pid in pids.values():
-        if _alive(int(pid)):
+        if pid_alive(int(pid)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(int(pid), signal.SIGKILL)
     run.unlink(missing_ok=True)
