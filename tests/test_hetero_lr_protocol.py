@@ -643,6 +643,11 @@ def with_payload(m: Message, payload: bytes) -> Message:
             lambda m: with_payload(m, m.payload[:-5]),
             "not JSON",
         ),
+        (
+            lambda m: m.kind == KIND_SETUP and m.sender == "0xhost0",
+            lambda m: with_payload(m, m.payload[:8] + b"[" * 200_000 + b"]" * 200_000),  # overflows json unguarded
+            "not JSON",
+        ),
         (lambda m: m.kind == KIND_RESIDUAL, lambda m: with_payload(m, m.payload[:-1]), "bytes, expected"),
         (
             lambda m: m.kind == KIND_RESIDUAL,
@@ -668,6 +673,7 @@ def with_payload(m: Message, payload: bytes) -> Message:
     ids=[
         "setup-role",
         "setup-truncated",
+        "setup-nested-200k-deep",
         "residual-truncated",
         "residual-zero-ciphertexts",
         "gradient-residue-out-of-range",

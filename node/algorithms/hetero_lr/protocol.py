@@ -98,6 +98,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gmpy2 import mpz
 
+from pcn import jsonsafe
 from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.hetero_lr.common import (
     DOMAIN,
@@ -373,7 +374,7 @@ class HeteroLrProtocol(Protocol):
         for peer in ctx.peers:
             what = f"setup from {peer!r}"
             try:
-                info = json.loads(self._setups[peer])
+                info = jsonsafe.loads(self._setups[peer])  # a peer's payload: too deep is an error, not a crash
             except (ValueError, UnicodeDecodeError):
                 raise ProtocolError(f"{what} is not JSON") from None
             if not isinstance(info, dict):

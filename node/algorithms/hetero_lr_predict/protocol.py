@@ -37,7 +37,6 @@ covered by both algorithms' registered code hashes; the domains stay this algori
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from pcn import jsonsafe
 from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError
 from pcn.algorithms.vertical import (
     FRAME,
@@ -265,7 +265,7 @@ class HeteroLrPredictProtocol(Protocol):
     def _check_setup(self, msg: Message) -> dict[str, Any]:
         who = msg.sender
         try:
-            info = json.loads(msg.payload)
+            info = jsonsafe.loads(msg.payload)  # a peer's payload: too deep is an error, not a crash
         except (ValueError, UnicodeDecodeError):
             raise ProtocolError(f"setup from {who!r} is not JSON") from None
         if not isinstance(info, dict):

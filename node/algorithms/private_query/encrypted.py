@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from pcn import jsonsafe
 from pcn.algorithms.base import ProtocolError
 from pcn.algorithms.private_query.group import POINT_BYTES, clamp, h2c_prefix, hash_and_multiply, scalar_bytes
 from pcn.data.table import Table
@@ -225,7 +226,7 @@ class EncryptedTable:
             raise UnreadableEntry(f"the encrypted entry for key {key!r} fails authentication") from None
         plain = b"".join(parts)[LENGTH_BYTES : LENGTH_BYTES + length]
         try:
-            rows = json.loads(plain.decode())
+            rows = jsonsafe.loads(plain.decode())  # the holder's entry: too deep is an error, not a crash
         except (UnicodeDecodeError, ValueError):
             raise UnreadableEntry(f"the entry for key {key!r} is not valid JSON") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
