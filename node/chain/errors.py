@@ -13,7 +13,7 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 
-from pcn.chain.types import RefusalReason, TaskStatus
+from pcn.chain.types import ParticipantState, RefusalReason, TaskStatus
 
 
 class ChainError(Exception):
@@ -49,6 +49,13 @@ class ContractRevert(ChainError):
 def _status(v: Any) -> str:
     try:
         return TaskStatus(int(v)).name.lower()
+    except ValueError:
+        return str(v)
+
+
+def _participant_state(v: Any) -> str:
+    try:
+        return ParticipantState(int(v)).name.lower()
     except ValueError:
         return str(v)
 
@@ -111,6 +118,9 @@ MESSAGES: dict[str, str] = {
     "AlreadyStarted": "{participant} has already started task {taskId}",
     "NotStarted": "{participant} has not started task {taskId}",
     "AlreadyFinished": "{participant} has already finished task {taskId}",
+    "NotResultRecipient": "only task {taskId}'s result recipient may report a dropout, not {caller}",
+    "CannotDrop": "{participant} cannot be reported dropped from task {taskId}: it is {state}, not a started peer",
+    "TooFewRemaining": "task {taskId} would keep fewer than two participants: no further dropout can be reported",
     "InvalidRefusalReason": "refusal reason {reason} is not a known reason code",
     "InvalidReceiptTimes": "receipt finishedAt {finishedAt} is before startedAt {startedAt}",
     "DatasetVersionChanged": "dataset {datasetId} changed from version {submitted} to {current} since submission",
@@ -140,6 +150,7 @@ def _role(v: Any) -> str:
 
 FORMATTERS: dict[str, Any] = {
     "status": _status,
+    "state": _participant_state,
     "spent": _eps,
     "requested": _eps,
     "total": _eps,
