@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import replace_row  # bench/ is on sys.path when run as a script
 
 from pcn.algorithms.base import PartyContext, run_local
 from pcn.algorithms.fedavg import model as mdl
@@ -361,17 +362,7 @@ def readme_row(out: dict[str, Any]) -> None:
         f"{m['load_average_start'][0]:.1f} at start (`{out['command']}`)"
     )
     row = f"| fedavg | {workload} | {ours} | {peer} | {ratio} | {notes} |\n"
-    readme = BENCH / "README.md"
-    lines = readme.read_text().splitlines(keepends=True)
-    for i, ln in enumerate(lines):
-        if ln.startswith("| fedavg |"):
-            lines[i] = row
-            break
-    else:
-        if lines and not lines[-1].endswith("\n"):
-            lines[-1] += "\n"
-        lines.append(row)
-    readme.write_text("".join(lines))
+    replace_row(BENCH / "README.md", "| fedavg |", row)
 
 
 if __name__ == "__main__":
