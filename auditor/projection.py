@@ -335,13 +335,20 @@ def _task_authorised(s: Session, ev: EventRow) -> None:
     task.authorise_tx = ev.tx_hash
 
 
+def _set_state(s: Session, task: TaskRow, participant: str, state: ParticipantState) -> TaskParticipant | None:
+    """Move one participant of a task to `state`; the row, for the caller to add details."""
+    part = s.get(TaskParticipant, (task.id, participant))
+    if part is not None:
+        part.state = int(state)
+    return part
+
+
 def _task_started(s: Session, ev: EventRow) -> None:
     task = _task(s, ev)
     if task is None:
         return
-    part = s.get(TaskParticipant, (task.id, ev.args["participant"]))
+    part = _set_state(s, task, ev.args["participant"], ParticipantState.STARTED)
     if part is not None:
-        part.state = int(ParticipantState.STARTED)
         part.started_block = ev.block_number
         part.started_at = ev.block_timestamp
         part.start_tx = ev.tx_hash
@@ -358,9 +365,7 @@ def _task_refused(s: Session, ev: EventRow) -> None:
     if task is None:
         return
     a = ev.args
-    part = s.get(TaskParticipant, (task.id, a["participant"]))
-    if part is not None:
-        part.state = int(ParticipantState.REFUSED)
+    _set_state(s, task, a["participant"], ParticipantState.REFUSED)
     task.refusal_reason = int(a["reason"])
     _close(task, ev, TaskStatus.REFUSED, a["participant"])
     s.add(
@@ -379,9 +384,7 @@ def _receipt(s: Session, ev: EventRow) -> None:
     if task is None:
         return
     a = ev.args
-    part = s.get(TaskParticipant, (task.id, a["participant"]))
-    if part is not None:
-        part.state = int(ParticipantState.RECEIPTED)
+    _set_state(s, task, a["participant"], ParticipantState.RECEIPTED)
     task.receipt_count += 1
     s.add(
         ReceiptRow(
@@ -406,9 +409,8 @@ def _participant_dropped(s: Session, ev: EventRow) -> None:
     if task is None:
         return
     a = ev.args
-    part = s.get(TaskParticipant, (task.id, a["participant"]))
+    part = _set_state(s, task, a["participant"], ParticipantState.DROPPED)
     if part is not None:
-        part.state = int(ParticipantState.DROPPED)
         part.dropped_block = ev.block_number
         part.dropped_at = ev.block_timestamp
         part.drop_tx = ev.tx_hash
