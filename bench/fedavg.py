@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -45,12 +44,14 @@ from typing import Any
 import numpy as np
 from common import replace_row  # bench/ is on sys.path when run as a script
 
-from pcn.algorithms.base import PartyContext, run_local
+from pcn.algorithms.base import PartyContext, local_binding, run_local, secret_permutation
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import reference, secagg
 from pcn.algorithms.fedavg.params import default_threshold
 from pcn.algorithms.fedavg.protocol import FedAvgProtocol
 from pcn.data.table import Table
+
+BINDING = local_binding(1)  # the task binding of the secure-aggregation micro-benchmark
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "fedavg.json"
@@ -138,8 +139,9 @@ def run_plain(data: list[tuple[np.ndarray, np.ndarray]], params: dict[str, Any])
     validated = FedAvgProtocol.validate_params(params)
     who = names(len(data))
 
-    def rng_for(i: int, label: str) -> random.Random:  # the protocol's `Protocol.rng`
-        return random.Random(hashlib.sha256(seed_for(who[i]) + label.encode()).digest())
+    def permutation_for(i: int, label: str, n: int) -> np.ndarray:  # `Protocol.secret_permutation`
+        key = hashlib.shake_256(b"pcn/secret/" + seed_for(who[i]) + b"/permutation/" + label.encode()).digest(32)
+        return secret_permutation(key, n)
 
     firsts: dict[int, float] = {}
     cpu: dict[int, float] = {}
@@ -153,7 +155,7 @@ def run_plain(data: list[tuple[np.ndarray, np.ndarray]], params: dict[str, Any])
     reference.party_vector = timed_vector  # type: ignore[assignment]
     try:
         t0 = time.perf_counter()
-        run = reference.plain_fedavg(data, validated, rng_for)
+        run = reference.plain_fedavg(data, validated, permutation_for)
         t_end, c_end = time.perf_counter(), time.process_time()
     finally:
         reference.party_vector = original  # type: ignore[assignment]
@@ -181,7 +183,7 @@ def masking_work(n: int, size: int, reps: int = 15) -> float:
     pubs = [secagg.public_bytes(k) for k in privs]
     seeds = [os.urandom(32) for _ in range(n)]
     shares = [secagg.share(int.from_bytes(b, "big"), t, xs, os.urandom(secagg.COEFF_BYTES * (t - 1))) for b in seeds]
-    commits = [secagg.seed_commitment(b, 1, 1, i) for i, b in enumerate(seeds)]
+    commits = [secagg.seed_commitment(b, BINDING, 1, i) for i, b in enumerate(seeds)]
     x = [np.zeros(size, dtype=np.uint64) for _ in range(n)]
     times = []
     for _ in range(reps):
@@ -191,14 +193,14 @@ def masking_work(n: int, size: int, reps: int = 15) -> float:
             y = x[i].copy()
             for j in range(n):
                 if j != i:
-                    mask = secagg.expand(secagg.pair_key(privs[i], pubs[j], 1, 1, i, j), size)
+                    mask = secagg.expand(secagg.pair_key(privs[i], pubs[j], BINDING, 1, i, j), size)
                     y = y + mask if i < j else y - mask
-            y += secagg.expand(secagg.self_key(seeds[i], 1, 1, i), size)
+            y += secagg.expand(secagg.self_key(seeds[i], BINDING, 1, i), size)
             total += y
         for i in range(n):
             seed = secagg.reconstruct([(xs[k], shares[i][k]) for k in range(t)]).to_bytes(32, "big")
-            assert secagg.seed_commitment(seed, 1, 1, i) == commits[i]
-            total -= secagg.expand(secagg.self_key(seed, 1, 1, i), size)
+            assert secagg.seed_commitment(seed, BINDING, 1, i) == commits[i]
+            total -= secagg.expand(secagg.self_key(seed, BINDING, 1, i), size)
         times.append(time.perf_counter() - t0)
         assert not total.any()
     return statistics.median(times)

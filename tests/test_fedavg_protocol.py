@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
+from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local, secret_permutation
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import secagg
 from pcn.algorithms.fedavg.protocol import COMMIT_DOMAIN, RESULT_DOMAIN, FedAvgProtocol
@@ -88,11 +87,13 @@ def reference(parties: list[FedAvgProtocol], dropouts: dict[int, dict[str, Any]]
     data = [(p._x, p._y) for p in parties]
     fresh = {i: p.ctx for i, p in enumerate(parties)}
 
-    def rng_for(i: int, label: str) -> random.Random:
-        return random.Random(hashlib.sha256(fresh[i].seed + label.encode()).digest())
+    def permutation_for(i: int, label: str, n: int) -> np.ndarray:
+        key = hashlib.shake_256(b"pcn/secret/" + fresh[i].seed + b"/permutation/" + label.encode()).digest(32)
+        return secret_permutation(key, n)
 
-    assert rng_for(0, "x").random() == parties[0].rng("x").random()  # the same RNG as Protocol.rng
-    return plain_fedavg(data, parties[0].params, rng_for, dropouts)  # type: ignore[arg-type]
+    # the same permutations as Protocol.secret_permutation
+    assert np.array_equal(permutation_for(0, "x", 50), parties[0].secret_permutation("x", 50))
+    return plain_fedavg(data, parties[0].params, permutation_for, dropouts)  # type: ignore[arg-type]
 
 
 def float_logreg_fedavg(parties: list[FedAvgProtocol]) -> tuple[np.ndarray, float]:
@@ -107,7 +108,7 @@ def float_logreg_fedavg(parties: list[FedAvgProtocol]) -> tuple[np.ndarray, floa
             assert x is not None and y is not None
             wi, bi = w.copy(), b
             for e in range(p["local_epochs"]):
-                order = np.random.default_rng(party.rng(f"minibatch/{r}/{e}").getrandbits(128)).permutation(len(y))
+                order = party.secret_permutation(f"minibatch/{r}/{e}", len(y))
                 for s in range(0, len(y), p["batch_size"]):
                     idx = order[s : s + p["batch_size"]]
                     g = (1.0 / (1.0 + np.exp(-(x[idx] @ wi + bi))) - y[idx]) / len(idx)

@@ -22,6 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 
 class ProtocolError(Exception):
     """A peer sent something the protocol cannot accept (wrong round, shape, or value)."""
@@ -128,6 +131,32 @@ class Message:
     seq: int = 0  # per (sender, receiver) counter, assigned by Protocol.send
 
 
+def local_binding(task_id: int) -> bytes:
+    """The binding of a task run in-process without a chain (tests, benchmarks)."""
+    return hashlib.sha256(b"pcn/task-binding/local/v1" + task_id.to_bytes(32, "big")).digest()
+
+
+def secret_permutation(key: bytes, n: int) -> np.ndarray:
+    """A uniformly random permutation of range(n) drawn from a CSPRNG: AES-256-CTR under the
+    32-byte secret `key` gives every position a 64-bit sort key, and the permutation sorts them.
+    I.i.d. keys make every ordering equally likely once they are distinct; a tie (probability
+    about n^2 / 2^65) draws all keys again from the next counter range, so the result is exactly
+    uniform under AES as a PRF. Deterministic in `key`, which the resume of a task relies on."""
+    if len(key) != 32:
+        raise ValueError("a permutation key is 32 bytes")
+    if n <= 1:
+        return np.arange(n, dtype=np.int64)
+    for attempt in range(16):
+        # The initial counter block puts the attempt in the high 64 bits: ranges never overlap.
+        enc = Cipher(algorithms.AES(key), modes.CTR((attempt << 64).to_bytes(16, "big"))).encryptor()
+        keys = np.frombuffer(enc.update(bytes(8 * n)), dtype="<u8")
+        order = np.argsort(keys, kind="stable")
+        ranked = keys[order]
+        if not np.any(ranked[1:] == ranked[:-1]):
+            return order.astype(np.int64, copy=False)
+    raise RuntimeError("16 draws of 64-bit keys all had a tie: the key stream is not random")
+
+
 @dataclass
 class PartyContext:
     task_id: int
@@ -141,6 +170,15 @@ class PartyContext:
     # The runtime's parallel map (worker processes); `fn` must be a module-level function.
     # None: run in this process. Protocols call `self.pmap`, never this directly.
     parallel_map: Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None = None
+    # The task's public binding (`pcn.chain.binding`: chain id, TaskManager, task id, whole
+    # request). Every protocol domain uses it, never the bare task id, which restarts at 1 on a
+    # redeployment. The runtime always passes the chain's; an in-process run with no chain
+    # (unit tests, benchmarks) that passes none gets `local_binding(task_id)`.
+    binding: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.binding and isinstance(self.task_id, int) and 0 <= self.task_id < 2**256:
+            self.binding = local_binding(self.task_id)
 
     @property
     def index(self) -> int:
@@ -176,15 +214,14 @@ class Protocol(ABC):
         self._seq[receiver] = seq + 1
         return Message(self.ctx.me, receiver, round_, kind, payload, seq)
 
-    def rng(self, label: str) -> random.Random:
-        """A deterministic RNG for a labelled purpose, derived from the party's seed.
-
-        Use `secret_bytes` for anything cryptographic; this is for shuffles and sampling."""
-        return random.Random(hashlib.sha256(self.ctx.seed + label.encode()).digest())
-
     def secret_bytes(self, label: str, n: int) -> bytes:
         """n deterministic, secret, uniformly random bytes derived from the seed (SHAKE-256)."""
         return hashlib.shake_256(b"pcn/secret/" + self.ctx.seed + b"/" + label.encode()).digest(n)
+
+    def secret_permutation(self, label: str, n: int) -> np.ndarray:
+        """A secret, uniformly random permutation of range(n) for a labelled purpose (shuffles),
+        from a CSPRNG keyed by the party's seed (`secret_permutation`)."""
+        return secret_permutation(self.secret_bytes("permutation/" + label, 32), n)
 
     def pmap(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         """`[fn(x) for x in items]`, spread over the node's cores when the runtime offers it.
@@ -208,6 +245,8 @@ class Protocol(ABC):
             raise ProtocolError(f"task id {ctx.task_id!r} is not a uint256")
         if not isinstance(ctx.seed, bytes) or len(ctx.seed) < 16:
             raise ProtocolError("the party seed must be at least 16 secret bytes")
+        if not isinstance(ctx.binding, bytes) or len(ctx.binding) != 32:
+            raise ProtocolError("the task binding must be 32 bytes")
 
     def _mark_started(self) -> None:
         """What every `start` begins with: it runs once."""

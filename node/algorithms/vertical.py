@@ -87,7 +87,7 @@ def x25519_public(secret: bytes) -> bytes:
 
 
 def pair_seed(
-    domain: bytes, secret: bytes, peer_public: bytes, task_id: int, a: str, b: str, who: str = "a peer"
+    domain: bytes, secret: bytes, peer_public: bytes, binding: bytes, a: str, b: str, who: str = "a peer"
 ) -> bytes:
     """The seed two hosts share: SHA-256 over the X25519 secret and both addresses (sorted);
     `who` names the peer in the error for a bad key."""
@@ -96,9 +96,7 @@ def pair_seed(
     except ValueError as exc:
         raise ProtocolError(f"bad X25519 key from {who}: {exc}") from None
     lo, hi = sorted((a.lower(), b.lower()))
-    return hashlib.sha256(
-        domain + b"pair/v1" + task_id.to_bytes(32, "big") + lo.encode() + b"|" + hi.encode() + shared
-    ).digest()
+    return hashlib.sha256(domain + b"pair/v2" + binding + lo.encode() + b"|" + hi.encode() + shared).digest()
 
 
 def to_fixed(values: np.ndarray, error: str) -> np.ndarray:
@@ -189,9 +187,9 @@ def sort_ids(table: Table, id_column: str, algorithm: str) -> tuple[list[str], n
     return sorted_ids, order
 
 
-def ids_hash(domain: bytes, task_id: int, ids: Sequence[str]) -> bytes:
+def ids_hash(domain: bytes, binding: bytes, ids: Sequence[str]) -> bytes:
     """The hash of a sorted ID list, bound to the task, that the parties compare in setup."""
-    h = hashlib.sha256(domain + b"ids/v1" + task_id.to_bytes(32, "big") + len(ids).to_bytes(8, "big"))
+    h = hashlib.sha256(domain + b"ids/v2" + binding + len(ids).to_bytes(8, "big"))
     for x in ids:
         b = x.encode("utf-8", "surrogatepass")
         h.update(len(b).to_bytes(4, "big") + b)

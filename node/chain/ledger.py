@@ -23,6 +23,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 
 from pcn import paths
+from pcn.chain.binding import request_hash, task_binding
 from pcn.chain.deployment import Deployment
 from pcn.chain.errors import ChainUnavailable, ContractRevert, ErrorDecoder, TransactionFailed
 from pcn.chain.events import ChainEvent, EventReader, FileCursorStore, LogDecoder
@@ -528,6 +529,15 @@ class Ledger:
 
     def task_participants(self, task_id: int) -> list[str]:
         return [to_checksum_address(a) for a in self.call("TaskManager", "taskParticipants", task_id)]
+
+    def task_binding(self, task_id: int) -> bytes:
+        """The public 32-byte binding of task `task_id` to this chain, this TaskManager and its
+        whole request (`pcn.chain.binding`): every per-task secret and protocol domain derives from it."""
+        task = self.task(task_id)
+        datasets = self.task_datasets(task_id)
+        roots = [self.fingerprint(d, v).merkle_root for d, v in datasets]
+        request = request_hash(task, datasets, roots, self.task_participants(task_id))
+        return task_binding(self.chain_id, self.deployment.contracts["TaskManager"].address, task_id, request)
 
     def task_approvers(self, task_id: int) -> dict[str, bool]:
         owners, approved = self.call("TaskManager", "taskApprovers", task_id)

@@ -138,10 +138,14 @@ def load_model(ctx: NodeContext, task_id: int) -> dict[str, Any]:
     return dict(json.loads(sealed.open_sealed(ctx.keys.x25519_private, path.read_bytes(), model_context(task_id))))
 
 
-def task_seed(ctx: NodeContext, task_id: int) -> bytes:
-    """This party's per-task secret randomness: stable across resumes, unknown to peers."""
-    key = bytes(ctx.keys.account.key)
-    return hmac.new(key, f"pcn/task-seed/{ctx.ledger.chain_id}/{task_id}".encode(), hashlib.sha256).digest()
+def task_seed(org_key: bytes, binding: bytes) -> bytes:
+    """This party's per-task secret randomness: stable across resumes, unknown to peers, and
+    never the same for two tasks — `binding` (`Ledger.task_binding`) names the chain, the
+    TaskManager, the task id and the whole request, so a redeployment that restarts task ids
+    does not repeat any share, mask, noise or blinding key."""
+    if len(binding) != 32:
+        raise ValueError("the task binding must be 32 bytes")
+    return hmac.new(org_key, b"pcn/task-seed/v2/" + binding, hashlib.sha256).digest()
 
 
 def message_digest(msg: Message) -> bytes:
@@ -335,16 +339,18 @@ class TaskRunner:
             last_fraction = fraction
             self.progress.set("running", fraction, what, waiting_since="")
 
+        binding = self.ledger.task_binding(self.task_id)
         pctx = PartyContext(
             self.task_id,
             self.me,
             participants,
             task.result_recipient,
             params,
-            task_seed(self.ctx, self.task_id),
+            task_seed(bytes(self.ctx.keys.account.key), binding),
             progress,
             id_column=self.ctx.store.get(verdict.my_datasets[0]).id_column,
             parallel_map=compute_pool_map(self.ctx.config.compute_processes or os.cpu_count() or 1),
+            binding=binding,
         )
         self._configure(proto_cls)
         checkpoint = scratch / "checkpoint.bin"
@@ -582,10 +588,12 @@ class TaskRunner:
         that must outlive one task) and an on-disk cache for reusable preprocessing."""
         if hasattr(proto_cls, "epoch_key"):
             org_key = bytes(self.ctx.keys.account.key)
-            chain = self.ledger.chain_id
+            chain, task_manager = self.ledger.chain_id, self._tm_address.lower()
 
             def epoch_key(label: str) -> bytes:
-                return hmac.new(org_key, f"pcn/org-secret/{chain}/{label}".encode(), hashlib.sha256).digest()
+                # Bound to the deployment too: a redeployment never reuses an epoch's key.
+                material = f"pcn/org-secret/v2/{chain}/{task_manager}/{label}".encode()
+                return hmac.new(org_key, material, hashlib.sha256).digest()
 
             proto_cls.epoch_key = epoch_key  # type: ignore[attr-defined]
         if hasattr(proto_cls, "model_store"):

@@ -7,7 +7,7 @@ theta = W_1 | b_1 | W_2 | b_2 | ... (each W row-major, shape fan_in x fan_out), 
 what the server broadcasts and what the parties aggregate.
 
 Training is mini-batch gradient descent: for every local epoch a permutation of the local
-rows (from the party's deterministic RNG, `epoch_order`), batches of `batch_size` in that
+rows (a secret permutation from the party's seed, `Protocol.secret_permutation`), batches of `batch_size` in that
 order, gradient of the mean BCE over the batch plus l2 * W (weights only, not biases).
 
 Fixed point (what enters the secure sum, ring Z_{2^64}, numpy uint64 wraparound):
@@ -23,7 +23,6 @@ Fixed point (what enters the secure sum, ring Z_{2^64}, numpy uint64 wraparound)
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from itertools import pairwise
 from typing import Any
@@ -202,11 +201,6 @@ def gradient(
             a = inputs[k]
             delta = back * (a > 0.0) if activation == "relu" else back * (1.0 - a * a)
     return grad
-
-
-def epoch_order(rnd: random.Random, n: int) -> np.ndarray:
-    """The row order of one local epoch: a permutation seeded from the party's labelled RNG."""
-    return np.random.default_rng(rnd.getrandbits(128)).permutation(n)
 
 
 def local_train(

@@ -95,8 +95,8 @@ from pcn.algorithms.fedavg.params import validate_params as _validate_params
 
 RESULT_DOMAIN = b"pcn/fedavg/result/v1"
 COMMIT_DOMAIN = b"pcn/fedavg/commit/v1"
-KEYS_DOMAIN = b"pcn/fedavg/keys/v1"
-MODELS_DOMAIN = b"pcn/fedavg/models/v1"
+KEYS_DOMAIN = b"pcn/fedavg/keys/v2"
+MODELS_DOMAIN = b"pcn/fedavg/models/v2"
 DIGEST_BYTES = 32
 MIN_CONTRIBUTORS = 3  # the aggregator and at least two others in every aggregate
 
@@ -177,7 +177,7 @@ class FedAvgProtocol(Protocol):
         self._shapes = mdl.layer_shapes(len(p["features"]), p["hidden"])
         self._num_params = mdl.num_parameters(self._shapes)
         self._active = list(ctx.participants)
-        self._models_digest = hashlib.sha256(MODELS_DOMAIN + ctx.task_id.to_bytes(32, "big")).digest()
+        self._models_digest = hashlib.sha256(MODELS_DOMAIN + ctx.binding).digest()
 
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +232,7 @@ class FedAvgProtocol(Protocol):
         return when is not None and when["round"] == round_ and when["phase"] == phase
 
     def _keys_digest(self) -> bytes:
-        h = hashlib.sha256(KEYS_DOMAIN + self.ctx.task_id.to_bytes(32, "big"))
+        h = hashlib.sha256(KEYS_DOMAIN + self.ctx.binding)
         for party in self.ctx.participants:
             name = party.encode()
             h.update(len(name).to_bytes(4, "big") + name + self._keys[party])
@@ -251,7 +251,7 @@ class FedAvgProtocol(Protocol):
         rounds = range(1, self.num_aggregations + 1)
         me = ctx.index
         keys = b"".join(
-            secagg.public_bytes(self._mask_private(a)) + secagg.seed_commitment(self._self_seed(a), ctx.task_id, a, me)
+            secagg.public_bytes(self._mask_private(a)) + secagg.seed_commitment(self._self_seed(a), ctx.binding, a, me)
             for a in rounds
         )
         self._keys[ctx.me] = keys
@@ -396,7 +396,7 @@ class FedAvgProtocol(Protocol):
         x, y = self._x, self._y
         parts = []
         if r <= p["rounds"]:
-            trained = mdl.local_train(theta, x, y, p, lambda e: mdl.epoch_order(self.rng(f"minibatch/{r}/{e}"), len(y)))
+            trained = mdl.local_train(theta, x, y, p, lambda e: self.secret_permutation(f"minibatch/{r}/{e}", len(y)))
             parts.append(mdl.encode_update(trained, mdl.weight_factor(len(y), p), len(ctx.participants)))
         parts.append(mdl.encode_metrics(*mdl.evaluate(theta, x, y, p)))
         plain = mdl.to_ring(np.concatenate(parts))
@@ -410,13 +410,13 @@ class FedAvgProtocol(Protocol):
             if peer == ctx.me:
                 continue
             j = self._index(peer)
-            mask = secagg.expand(secagg.pair_key(sk, self._public_key(peer, r), ctx.task_id, r, me, j), size)
+            mask = secagg.expand(secagg.pair_key(sk, self._public_key(peer, r), ctx.binding, r, me, j), size)
             if me < j:
                 masked += mask
             else:
                 masked -= mask
         if self._threshold is not None:
-            masked += secagg.expand(secagg.self_key(self._self_seed(r), ctx.task_id, r, me), size)
+            masked += secagg.expand(secagg.self_key(self._self_seed(r), ctx.binding, r, me), size)
         return masked
 
     def _on_unmask(self, msg: Message) -> list[Message]:
@@ -575,7 +575,7 @@ class FedAvgProtocol(Protocol):
             iu = self._index(u)
             for v in self._survivors:
                 iv = self._index(v)
-                mask = secagg.expand(secagg.pair_key(sk, self._public_key(v, r), ctx.task_id, r, iu, iv), size)
+                mask = secagg.expand(secagg.pair_key(sk, self._public_key(v, r), ctx.binding, r, iu, iv), size)
                 if iv < iu:
                     total -= mask  # v added +mask for the higher-indexed u
                 else:
@@ -584,12 +584,12 @@ class FedAvgProtocol(Protocol):
             value = secagg.reconstruct(list(zip(xs, [self._unmask[q][k] for q in responders[:t]], strict=True)))
             seed = value.to_bytes(secagg.KEY_BYTES, "big") if value < 1 << 256 else b""
             iv = self._index(v)
-            if not seed or secagg.seed_commitment(seed, ctx.task_id, r, iv) != self._seed_commitment(v, r):
+            if not seed or secagg.seed_commitment(seed, ctx.binding, r, iv) != self._seed_commitment(v, r):
                 raise ProtocolError(
                     f"round {r}: the shares of {v!r}'s self-mask seed do not match its commitment "
                     "(a share was corrupted)"
                 )
-            total -= secagg.expand(secagg.self_key(seed, ctx.task_id, r, iv), size)
+            total -= secagg.expand(secagg.self_key(seed, ctx.binding, r, iv), size)
         self._active = [q for q in self._active if q in responders]
         return self._finish_round(total)
 

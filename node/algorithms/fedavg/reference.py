@@ -9,7 +9,6 @@ secure-aggregation round times against.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,14 +34,12 @@ def party_vector(
     y: np.ndarray,
     params: dict[str, Any],
     num_parties: int,
-    rng: Callable[[str], random.Random],
+    permutation: Callable[[str, int], np.ndarray],
 ) -> np.ndarray:
     """x_i of one party in one aggregation round, in Z_{2^64} (what the protocol masks)."""
     parts = []
     if round_ <= params["rounds"]:
-        trained = mdl.local_train(
-            theta, x, y, params, lambda e: mdl.epoch_order(rng(f"minibatch/{round_}/{e}"), len(y))
-        )
+        trained = mdl.local_train(theta, x, y, params, lambda e: permutation(f"minibatch/{round_}/{e}", len(y)))
         parts.append(mdl.encode_update(trained, mdl.weight_factor(len(y), params), num_parties))
     parts.append(mdl.encode_metrics(*mdl.evaluate(theta, x, y, params)))
     return mdl.to_ring(np.concatenate(parts))
@@ -51,11 +48,12 @@ def party_vector(
 def plain_fedavg(
     data: Sequence[tuple[np.ndarray, np.ndarray]],
     params: dict[str, Any],
-    rng_for: Callable[[int, str], random.Random],
+    permutation_for: Callable[[int, str, int], np.ndarray],
     dropouts: dict[int, dict[str, Any]] | None = None,
 ) -> PlainRun:
     """Run FedAvg over `data` (one (X, y) per party, in participant order) with validated
-    `params`. `rng_for(i, label)` is party i's labelled RNG (`Protocol.rng`); `dropouts`
+    `params`. `permutation_for(i, label, n)` is party i's labelled secret permutation
+    (`Protocol.secret_permutation`); `dropouts`
     maps a party index to {"round", "phase"} as `simulate_dropout` does."""
     dropouts = dropouts or {}
     n = len(data)
@@ -71,7 +69,9 @@ def plain_fedavg(
     for r in range(1, params["rounds"] + 2):
         contributors = [i for i in active if not leaves(i, r, "update")]
         vectors = {
-            i: party_vector(r, theta, data[i][0], data[i][1], params, n, lambda label, i=i: rng_for(i, label))
+            i: party_vector(
+                r, theta, data[i][0], data[i][1], params, n, lambda label, k, i=i: permutation_for(i, label, k)
+            )
             for i in contributors
         }
         total = np.zeros(len(next(iter(vectors.values()))), dtype=np.uint64)

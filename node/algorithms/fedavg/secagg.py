@@ -24,14 +24,14 @@ ELEMENT_BYTES = 66  # one field element, big-endian
 COEFF_BYTES = 82  # 656 random bits per coefficient: bias mod PRIME below 2^-135
 KEY_BYTES = 32
 
-PAIR_DOMAIN = b"pcn/fedavg/pair-mask/v1"
-SELF_DOMAIN = b"pcn/fedavg/self-mask/v1"
-SEED_COMMIT_DOMAIN = b"pcn/fedavg/self-seed/v1"
+PAIR_DOMAIN = b"pcn/fedavg/pair-mask/v2"
+SELF_DOMAIN = b"pcn/fedavg/self-mask/v2"
+SEED_COMMIT_DOMAIN = b"pcn/fedavg/self-seed/v2"
 _NONCE = bytes(16)
 
 
-def _context(task_id: int, round_: int, *indexes: int) -> bytes:
-    return task_id.to_bytes(32, "big") + round_.to_bytes(4, "big") + b"".join(i.to_bytes(4, "big") for i in indexes)
+def _context(binding: bytes, round_: int, *indexes: int) -> bytes:
+    return binding + round_.to_bytes(4, "big") + b"".join(i.to_bytes(4, "big") for i in indexes)
 
 
 def expand(key: bytes, n: int) -> np.ndarray:
@@ -48,23 +48,23 @@ def public_bytes(raw: bytes) -> bytes:
     return private_key(raw).public_key().public_bytes_raw()
 
 
-def pair_key(my_private: bytes, their_public: bytes, task_id: int, round_: int, i: int, j: int) -> bytes:
+def pair_key(my_private: bytes, their_public: bytes, binding: bytes, round_: int, i: int, j: int) -> bytes:
     """The round's mask key of parties i and j: SHA-256 over their X25519 shared secret."""
     try:
         shared = private_key(my_private).exchange(X25519PublicKey.from_public_bytes(their_public))
     except ValueError:
         raise ProtocolError(f"round {round_}: the X25519 public key of party #{j} is invalid") from None
     lo, hi = min(i, j), max(i, j)
-    return hashlib.sha256(PAIR_DOMAIN + _context(task_id, round_, lo, hi) + shared).digest()
+    return hashlib.sha256(PAIR_DOMAIN + _context(binding, round_, lo, hi) + shared).digest()
 
 
-def self_key(seed: bytes, task_id: int, round_: int, i: int) -> bytes:
-    return hashlib.sha256(SELF_DOMAIN + _context(task_id, round_, i) + seed).digest()
+def self_key(seed: bytes, binding: bytes, round_: int, i: int) -> bytes:
+    return hashlib.sha256(SELF_DOMAIN + _context(binding, round_, i) + seed).digest()
 
 
-def seed_commitment(seed: bytes, task_id: int, round_: int, i: int) -> bytes:
+def seed_commitment(seed: bytes, binding: bytes, round_: int, i: int) -> bytes:
     """Published in setup so a reconstructed self-mask seed can be checked."""
-    return hashlib.sha256(SEED_COMMIT_DOMAIN + _context(task_id, round_, i) + seed).digest()
+    return hashlib.sha256(SEED_COMMIT_DOMAIN + _context(binding, round_, i) + seed).digest()
 
 
 # -- Shamir -----------------------------------------------------------------------------

@@ -297,7 +297,7 @@ class HeteroLrProtocol(Protocol):
         self._n = len(local.ids)
         if self._n < 2:
             raise ProtocolError(f"hetero-lr needs at least 2 rows, this party has {self._n}")
-        self._ids_hash = ids_hash(DOMAIN, ctx.task_id, local.ids)
+        self._ids_hash = ids_hash(DOMAIN, ctx.binding, local.ids)
         self._mean, self._std = standardisation(local.raw, p["standardize"])
         X = (local.raw - self._mean) / self._std
         if self._role == "guest":
@@ -421,7 +421,7 @@ class HeteroLrProtocol(Protocol):
                 pub = infos[h].get("x25519")
                 if not isinstance(pub, str) or len(pub) != 64:
                     raise ProtocolError(f"setup from {h!r}: bad X25519 key")
-                self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.task_id, ctx.me, h)
+                self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.binding, ctx.me, h)
         widest = max([d_guest + 1, *self._host_features.values()])
         smallest = min_batch(self._n, p["batch_size"])
         if smallest <= widest:

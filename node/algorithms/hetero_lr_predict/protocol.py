@@ -207,7 +207,7 @@ class HeteroLrPredictProtocol(Protocol):
         self._ids, order = sort_ids(table, ctx.id_column, self.name)
         if not self._ids:
             raise ProtocolError("no rows to score")
-        self._ids_hash = ids_hash(DOMAIN, ctx.task_id, self._ids)
+        self._ids_hash = ids_hash(DOMAIN, ctx.binding, self._ids)
         X = np.empty((len(self._ids), len(self._w)))
         for j, c in enumerate(self._model["features"]):
             X[:, j] = _numeric(table, c, order)
@@ -310,7 +310,7 @@ class HeteroLrPredictProtocol(Protocol):
                 public = bytes.fromhex(self._setups[other]["x25519"])
             except ValueError as exc:
                 raise ProtocolError(f"bad X25519 key from {other!r}: {exc}") from None
-            seeds[other] = pair_seed(DOMAIN, secret, public, ctx.task_id, ctx.me, other, who=repr(other))
+            seeds[other] = pair_seed(DOMAIN, secret, public, ctx.binding, ctx.me, other, who=repr(other))
         out = add_pair_masks(fixed, ctx.me, self._hosts, seeds)
         self._sent_scores = True
         self.report(0.5, "sent masked scores to the guest")

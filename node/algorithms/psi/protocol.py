@@ -390,8 +390,7 @@ class PsiProtocol(Protocol):
         count, index = bucket_count(size, bs), self.ctx.participants.index(owner)
         perm: np.ndarray | None = None
         if shuffle is not None and size > 1:
-            gen = np.random.Generator(np.random.PCG64(self.rng(shuffle).getrandbits(128)))
-            perm = gen.permutation(size)
+            perm = self.secret_permutation(shuffle, size)
         points = _as_points(packed)
         out = []
         for i in range(count):
@@ -420,12 +419,11 @@ class PsiProtocol(Protocol):
         self._duplicates = len(cells) - self._skipped - len(seen)
         unique = list(seen)
         del seen
-        gen = np.random.Generator(np.random.PCG64(self.rng("psi/shuffle/own").getrandbits(128)))
-        ids = [unique[i] for i in gen.permutation(len(unique)).tolist()]
+        ids = [unique[i] for i in self.secret_permutation("psi/shuffle/own", len(unique)).tolist()]
         del unique
         self._sizes[ctx.me] = len(ids)
         self.report(0.01, f"hashing and blinding {len(ids)} IDs")
-        prefix = HASH_DOMAIN + ctx.task_id.to_bytes(32, "big")
+        prefix = HASH_DOMAIN + ctx.binding
         jobs = [
             (prefix, self._keys_own, [x.encode("utf-8", "surrogatepass") for x in ids[i : i + PIECE]])
             for i in range(0, len(ids), PIECE)

@@ -8,7 +8,7 @@ Protocol, for parties P_1..P_n (n >= 2, on-chain order) and one recipient R amon
    additive shares in Z_{2^256}: n - 1 uniformly random (SHAKE-256 of its secret seed) and
    one that makes them sum to v_i. Round 1, kind "share": share j goes to P_j.
 2. Each party sums the n shares it holds into its aggregate share a_j and sends it to R
-   (round 2, kind "agg"), and broadcasts c_j = sha256("pcn/stats/share/v1" | task_id |
+   (round 2, kind "agg"), and broadcasts c_j = sha256("pcn/stats/share/v2" | binding |
    sender | a_j) to every other party (round 2, kind "commit").
 3. R checks every a_j against c_j, reconstructs sum_j a_j = sum_i v_i (+ noise), decodes
    the signed ring elements, computes the statistics exactly (fractions) and broadcasts
@@ -59,7 +59,7 @@ MODULUS = 1 << RING_BITS
 HALF = 1 << (RING_BITS - 1)
 ELEMENT_BYTES = RING_BITS // 8
 
-SHARE_DOMAIN = b"pcn/stats/share/v1"
+SHARE_DOMAIN = b"pcn/stats/share/v2"
 RESULT_DOMAIN = b"pcn/stats/result/v1"
 COMMIT_DOMAIN = b"pcn/stats/commit/v1"
 
@@ -90,11 +90,9 @@ def signed(v: int) -> int:
     return v - MODULUS if v >= HALF else v
 
 
-def share_commitment(task_id: int, sender: str, aggregate: bytes) -> bytes:
+def share_commitment(binding: bytes, sender: str, aggregate: bytes) -> bytes:
     name = sender.encode()
-    return hashlib.sha256(
-        SHARE_DOMAIN + task_id.to_bytes(32, "big") + len(name).to_bytes(4, "big") + name + aggregate
-    ).digest()
+    return hashlib.sha256(SHARE_DOMAIN + binding + len(name).to_bytes(4, "big") + name + aggregate).digest()
 
 
 @dataclass(eq=False)
@@ -232,7 +230,7 @@ class StatsProtocol(Protocol):
             total = [(t + s) % MODULUS for t, s in zip(total, self._held[sender], strict=True)]
         self._held.clear()
         self._aggregate = encode_vector(total)
-        commit = share_commitment(ctx.task_id, ctx.me, self._aggregate)
+        commit = share_commitment(ctx.binding, ctx.me, self._aggregate)
         self._commits[ctx.me] = commit
         out = [self.send(peer, ROUND_AGG, KIND_COMMIT, commit) for peer in ctx.peers]
         if ctx.is_recipient:
@@ -255,7 +253,7 @@ class StatsProtocol(Protocol):
         if len(self._aggs) < len(ctx.participants):
             return []
         for sender in ctx.participants:
-            if share_commitment(ctx.task_id, sender, self._aggs[sender]) != self._commits[sender]:
+            if share_commitment(ctx.binding, sender, self._aggs[sender]) != self._commits[sender]:
                 raise ProtocolError(f"aggregate share from {sender!r} does not match its broadcast commitment")
         self.report(0.8, "reconstructing the aggregates")
         total = [0] * self.layout.size

@@ -1,0 +1,89 @@
+"""What names one task in one deployment: the task binding every per-task secret and every
+protocol domain is derived from.
+
+Task ids are a counter of one TaskManager: they restart at 1 after a redeployment or a devnet
+reset with the same chain id, so a secret derived from (chain id, task id) alone repeats
+across runs — the same additive shares, DP noise, masks and PSI blinding for two different
+computations, whose differences then leak the inputs. The binding is
+
+    request_hash = keccak256(abi.encode(requester, algorithmHash, datasetIds, datasetVersions,
+                                        merkleRoots, participants, paramsHash, resultRecipient,
+                                        deadline, epsilon, createdAt))
+    binding      = SHA-256("pcn/task-binding/v1" | u256 chainId | TaskManager address (20 bytes)
+                           | u256 taskId | request_hash)
+
+over the task exactly as the chain holds it (the request fields are immutable once submitted;
+`createdAt` is the submission block's timestamp; `merkleRoots` are the registered fingerprints
+of the pinned dataset versions, since dataset ids and versions restart on a reset too), so two
+tasks share a binding only if they are the same request over the same data to the same
+contract on the same chain, submitted in the same second — and then they compute the same
+thing, so repeated secrets reveal nothing new.
+It is public: it separates domains, it is not a secret. Each party's per-task seed is an HMAC
+of the binding under the party's own key (`pcn.runtime.execute.task_seed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from eth_abi import encode
+from eth_utils import keccak, to_canonical_address, to_checksum_address
+
+from pcn.chain.types import Task
+
+BINDING_DOMAIN = b"pcn/task-binding/v1"
+REQUEST_TYPES = [
+    "address",
+    "bytes32",
+    "uint256[]",
+    "uint256[]",
+    "bytes32[]",
+    "address[]",
+    "bytes32",
+    "address",
+    "uint64",
+    "uint64",
+    "uint64",
+]
+
+
+def request_hash(
+    task: Task, datasets: Sequence[tuple[int, int]], roots: Sequence[bytes], participants: Sequence[str]
+) -> bytes:
+    """keccak256 of the whole on-chain request of `task`: datasets as (id, pinned version) with
+    the Merkle root registered for each pinned version, in the same order."""
+    if len(roots) != len(datasets):
+        raise ValueError("one Merkle root per pinned dataset version")
+    return keccak(
+        encode(
+            REQUEST_TYPES,
+            [
+                to_checksum_address(task.requester),
+                bytes(task.algorithm_hash),
+                [int(d) for d, _ in datasets],
+                [int(v) for _, v in datasets],
+                [bytes(r) for r in roots],
+                [to_checksum_address(p) for p in participants],
+                bytes(task.params_hash),
+                to_checksum_address(task.result_recipient),
+                int(task.deadline),
+                int(task.epsilon),
+                int(task.created_at),
+            ],
+        )
+    )
+
+
+def task_binding(chain_id: int, task_manager: str, task_id: int, request: bytes) -> bytes:
+    """32 public bytes naming task `task_id` of the TaskManager at `task_manager` on `chain_id`
+    with the request hashing to `request`."""
+    if len(request) != 32:
+        raise ValueError("the request hash must be 32 bytes")
+    return hashlib.sha256(
+        BINDING_DOMAIN
+        + int(chain_id).to_bytes(32, "big")
+        + to_canonical_address(task_manager)
+        + int(task_id).to_bytes(32, "big")
+        + request
+    ).digest()
