@@ -38,6 +38,7 @@ class OrgConfig:
     sweep_interval: float = 10.0  # how often the watcher looks for open tasks whose run message was lost
     dropout_after: float = 0.0  # aggregator's wait before reporting a silent party dropped; 0: message_timeout / 2
     requeue_after: float = 60.0  # silence (no progress, no worker, not queued) after which it queues one again
+    recheck_every: float = 5.0  # while a task runs: re-check suspensions, policy grants, deprecation this often
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -75,7 +76,7 @@ class OrgConfig:
             raise ConfigError("workers must be between 1 and 64")
         if not 0 <= self.compute_processes <= 256:
             raise ConfigError("compute_processes must be between 0 (one per core) and 256")
-        for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after"):
+        for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after", "recheck_every"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be a positive number of seconds")
         if not self.dropout_after >= 0:

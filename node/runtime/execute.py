@@ -43,7 +43,15 @@ from pcn.algorithms import protocol_class
 from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.errors import ChainUnavailable, ContractRevert
-from pcn.chain.types import Fingerprint, ParticipantState, Receipt, RefusalReason, Task, TaskStatus
+from pcn.chain.types import (
+    Fingerprint,
+    OrgStatus,
+    ParticipantState,
+    Receipt,
+    RefusalReason,
+    Task,
+    TaskStatus,
+)
 from pcn.crypto import sealed
 from pcn.data.fingerprint import fingerprint_table
 from pcn.data.readers import read_table
@@ -56,7 +64,7 @@ from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.procs import pid_alive
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
-from pcn.runtime.verify import Refused, Verdict, verify_task
+from pcn.runtime.verify import Refused, Verdict, recheck_running_task, verify_task
 
 
 def failpoint(name: str) -> None:
@@ -277,6 +285,8 @@ class TaskRunner:
             return self._execute(task, verdict, params, proto_cls, started_at)
         except PeerUnreachable as exc:
             return self._refuse(Refused(RefusalReason.PEER_UNREACHABLE, str(exc)), task)
+        except Refused as refused:  # a check that held at the start stopped holding mid-task
+            return self._refuse(refused, task)
         except (ProtocolError, DeliveryRejected) as exc:
             return self._refuse(Refused(RefusalReason.PROTOCOL_FAILURE, str(exc)), task)
         except TaskAborted as exc:
@@ -392,7 +402,10 @@ class TaskRunner:
                 self.ctx.redis.hset(sent_key, f"{m.receiver.lower()}:{m.seq:012d}", message_digest(m).hex())
                 if m.receiver.lower() in gone:
                     continue  # reported dropped: nobody there is listening any more
-                org = self.peers.organisation(m.receiver)
+                org = self.peers.organisation(m.receiver)  # cached for a few seconds
+                if org.status != OrgStatus.ACTIVE:
+                    # Suspended since the task started: it gets nothing more from this node.
+                    raise Refused(RefusalReason.PEER_NOT_ACTIVE, f"{m.receiver} is no longer an active organisation")
                 env = seal(
                     m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
                 )
@@ -414,9 +427,16 @@ class TaskRunner:
         protocol_t0 = time.perf_counter()
         deliver(proto.start())
         replay_drops(index)
-        idle_since = last_status_check = time.monotonic()
+        idle_since = last_status_check = last_recheck = time.monotonic()
         waiting = False
         while not proto.done:
+            if time.monotonic() - last_recheck > self.ctx.config.recheck_every:
+                # Verification held at the start; a suspension, a withdrawn policy grant or a
+                # deprecation since then stops this node before it sends any more of its data.
+                last_recheck = time.monotonic()
+                refused = recheck_running_task(self.ledger, self.task_id)
+                if refused is not None:
+                    raise refused
             msgs = self.inbox.read(self.task_id, index, wait=0.5)
             if not msgs:
                 waited = time.monotonic() - idle_since

@@ -20,6 +20,7 @@ from pcn.chain.types import (
     Fingerprint,
     ParticipantState,
     RefusalReason,
+    Task,
     TaskStatus,
     epsilon_from_fixed,
     epsilon_to_fixed,
@@ -116,16 +117,10 @@ def _run_checks(
         ParticipantState.STARTED
     ):
         raise Refused(R.TASK_NOT_AUTHORISED, f"this node is {ParticipantState(state).name.lower()} in the task")
-    participants = ledger.call("TaskManager", "taskParticipants", task_id, block=block)
-    for account in [*participants, task.requester, task.result_recipient]:
-        if not ledger.call("Consortium", "isActive", account, block=block):
-            raise Refused(R.PEER_NOT_ACTIVE, f"{account} is not an active organisation")
+    _check_peers_active(ledger, task_id, task, block)
     _passed(verdict, "every peer admitted and active")
 
-    algo = ledger.call("AlgorithmRegistry", "algorithm", task.algorithm_hash, block=block)
-    kind, deprecated = algo[1], algo[5]
-    if deprecated:
-        raise Refused(R.ALGORITHM_NOT_APPROVED, f"algorithm {kind} is deprecated")
+    kind = _check_algorithm_usable(ledger, task, block)
     if kind not in BUILTIN:
         raise Refused(R.ALGORITHM_HASH_MISMATCH, f"this node has no code for algorithm kind {kind!r}")
     running = algorithm_code_hash(kind)
@@ -144,26 +139,7 @@ def _run_checks(
             f"parameters spend ε {requested_epsilon} but the chain charged ε {epsilon_from_fixed(task.epsilon)}",
         )
 
-    ids, versions = ledger.call("TaskManager", "taskDatasets", task_id, block=block)
-    for dataset_id in ids:
-        allowed = ledger.call("DatasetRegistry", "algorithmAllowed", dataset_id, task.algorithm_hash, block=block)
-        if not allowed:
-            raise Refused(R.ALGORITHM_NOT_APPROVED, f"dataset {dataset_id} does not allow this algorithm")
-        if not ledger.call("DatasetRegistry", "requesterAllowed", dataset_id, task.requester, block=block):
-            raise Refused(R.REQUESTER_NOT_ALLOWED, f"dataset {dataset_id} does not allow requester {task.requester}")
-        if not ledger.call("DatasetRegistry", "recipientAllowed", dataset_id, task.result_recipient, block=block):
-            raise Refused(
-                R.RECIPIENT_NOT_ALLOWED,
-                f"dataset {dataset_id} does not allow recipient {task.result_recipient}",
-            )
-        ds = ledger.call("DatasetRegistry", "dataset", dataset_id, block=block)
-        _owner, _version, max_uses, uses, expiry, eps_total, eps_spent = ds
-        if now > expiry:
-            raise Refused(R.POLICY_EXPIRED, f"dataset {dataset_id}'s policy expired at {expiry}")
-        if uses > max_uses:
-            raise Refused(R.USES_EXHAUSTED, f"dataset {dataset_id} used {uses} of {max_uses}")
-        if eps_spent > eps_total:
-            raise Refused(R.PRIVACY_BUDGET_EXCEEDED, f"dataset {dataset_id} spent ε {eps_spent} of {eps_total}")
+    ids, versions = _check_policies(ledger, task_id, task, block, now)
     _passed(verdict, "every dataset's policy allows algorithm, requester, recipient, uses, expiry and ε")
 
     for dataset_id, version in zip(ids, versions, strict=True):
@@ -194,3 +170,69 @@ def _run_checks(
             )
         verdict.my_datasets.append(int(dataset_id))
     _passed(verdict, "local data fingerprint equals the registered fingerprint")
+
+
+def _check_peers_active(ledger: Ledger, task_id: int, task: Task, block: int | str) -> None:
+    participants = ledger.call("TaskManager", "taskParticipants", task_id, block=block)
+    for account in [*participants, task.requester, task.result_recipient]:
+        if not ledger.call("Consortium", "isActive", account, block=block):
+            raise Refused(RefusalReason.PEER_NOT_ACTIVE, f"{account} is not an active organisation")
+
+
+def _check_algorithm_usable(ledger: Ledger, task: Task, block: int | str) -> str:
+    """The algorithm's registered kind, unless it is deprecated."""
+    algo = ledger.call("AlgorithmRegistry", "algorithm", task.algorithm_hash, block=block)
+    kind, deprecated = str(algo[1]), algo[5]
+    if deprecated:
+        raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, f"algorithm {kind} is deprecated")
+    return kind
+
+
+def _check_policies(
+    ledger: Ledger, task_id: int, task: Task, block: int | str, now: int, *, limits: bool = True
+) -> tuple[list[int], list[int]]:
+    """Every input dataset's policy allows this task's algorithm, requester and recipient and,
+    with `limits`, is within its expiry, uses and ε; the datasets and their pinned versions."""
+    R = RefusalReason
+    ids, versions = ledger.call("TaskManager", "taskDatasets", task_id, block=block)
+    for dataset_id in ids:
+        allowed = ledger.call("DatasetRegistry", "algorithmAllowed", dataset_id, task.algorithm_hash, block=block)
+        if not allowed:
+            raise Refused(R.ALGORITHM_NOT_APPROVED, f"dataset {dataset_id} does not allow this algorithm")
+        if not ledger.call("DatasetRegistry", "requesterAllowed", dataset_id, task.requester, block=block):
+            raise Refused(R.REQUESTER_NOT_ALLOWED, f"dataset {dataset_id} does not allow requester {task.requester}")
+        if not ledger.call("DatasetRegistry", "recipientAllowed", dataset_id, task.result_recipient, block=block):
+            raise Refused(
+                R.RECIPIENT_NOT_ALLOWED,
+                f"dataset {dataset_id} does not allow recipient {task.result_recipient}",
+            )
+        if not limits:
+            continue
+        ds = ledger.call("DatasetRegistry", "dataset", dataset_id, block=block)
+        _owner, _version, max_uses, uses, expiry, eps_total, eps_spent = ds
+        if now > expiry:
+            raise Refused(R.POLICY_EXPIRED, f"dataset {dataset_id}'s policy expired at {expiry}")
+        if uses > max_uses:
+            raise Refused(R.USES_EXHAUSTED, f"dataset {dataset_id} used {uses} of {max_uses}")
+        if eps_spent > eps_total:
+            raise Refused(R.PRIVACY_BUDGET_EXCEEDED, f"dataset {dataset_id} spent ε {eps_spent} of {eps_total}")
+    return list(ids), list(versions)
+
+
+def recheck_running_task(ledger: Ledger, task_id: int) -> Refused | None:
+    """What an admin or an owner can withdraw while a task runs, at the latest block: every
+    participant, the requester and the recipient still active, the algorithm not deprecated,
+    every dataset's policy still granting the algorithm, requester and recipient. (Uses, ε and
+    the expiry were settled when the chain authorised the task and are not re-checked.) Run by the
+    node during the protocol (`TaskRunner`), so a suspension, a revoked policy or a deprecation
+    stops it from sending more of its shares; None when everything still holds."""
+    block = ledger.w3.eth.block_number
+    try:
+        task = ledger.task(task_id, block=block)
+        now = int(ledger.w3.eth.get_block(block)["timestamp"])
+        _check_peers_active(ledger, task_id, task, block)
+        _check_algorithm_usable(ledger, task, block)
+        _check_policies(ledger, task_id, task, block, now, limits=False)
+    except Refused as refused:
+        return refused
+    return None
