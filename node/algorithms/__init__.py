@@ -1,5 +1,5 @@
-"""Built-in pcn algorithms. Each lives in its own package; its registered hash is the
-canonical hash of that package plus the protocol framework (see codehash.py)."""
+"""Built-in pcn algorithms. Each lives in its own package; its registered hash covers that
+package, every pcn module it imports and the libraries those import (see codehash.py)."""
 
 from __future__ import annotations
 
@@ -27,4 +27,5 @@ def protocol_class(name: str) -> type[Protocol]:
         module_name, cls_name = BUILTIN[name]
     except KeyError:
         raise UnknownAlgorithm(f"no built-in algorithm {name!r}; known: {sorted(BUILTIN)}") from None
+    # codehash: loads the built-in algorithm chosen by kind, whose package is hashed on its own
     return getattr(importlib.import_module(module_name), cls_name)  # type: ignore[no-any-return]

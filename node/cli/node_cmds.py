@@ -707,6 +707,33 @@ def algo_register(
         console.print(f"registered {name} {version}: code hash {_hex(code)} (tx {res.tx_hash})", highlight=False)
 
 
+@algo_app.command("hash")
+@handle_errors()
+def algo_hash(
+    name: Annotated[str, typer.Argument(help="Built-in algorithm name (e.g. stats)", show_default=False)],
+    manifest: Annotated[
+        bool, typer.Option("--manifest", help="List every file and distribution the hash covers, with its hash")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """The code hash of a built-in algorithm as it is on disk and installed here (no chain needed)."""
+    from pcn.algorithms import BUILTIN, UnknownAlgorithm
+    from pcn.algorithms.codehash import algorithm_manifest
+
+    if name not in BUILTIN:
+        raise UnknownAlgorithm(f"no built-in algorithm {name!r}; known: {sorted(BUILTIN)}")
+    found = algorithm_manifest(name)
+    code = found.digest()
+    if as_json:
+        entries = [asdict(e) for e in found.entries]
+        emit_json({"name": name, "code_hash": _hex(code), **({"manifest": entries} if manifest else {})})
+        return
+    console.print(f"{name}  {_hex(code)}", highlight=False)
+    if manifest:
+        for e in found.entries:
+            console.print(f"  {e.line()}", highlight=False, soft_wrap=True)
+
+
 @algo_app.command("approve")
 @handle_errors()
 def algo_approve(

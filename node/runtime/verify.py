@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pcn.algorithms import BUILTIN
-from pcn.algorithms.codehash import algorithm_code_hash
+from pcn.algorithms.codehash import CodeHashError, algorithm_code_hash
 from pcn.chain.errors import ContractRevert
 from pcn.chain.ledger import Ledger
 from pcn.chain.types import (
@@ -123,7 +123,10 @@ def _run_checks(
     kind = _check_algorithm_usable(ledger, task, block)
     if kind not in BUILTIN:
         raise Refused(R.ALGORITHM_HASH_MISMATCH, f"this node has no code for algorithm kind {kind!r}")
-    running = algorithm_code_hash(kind)
+    try:
+        running = algorithm_code_hash(kind)
+    except CodeHashError as e:  # code the hash cannot pin is code this node will not run
+        raise Refused(R.ALGORITHM_HASH_MISMATCH, f"the code of {kind!r} cannot be pinned: {e}") from None
     if running != task.algorithm_hash:
         raise Refused(
             R.ALGORITHM_HASH_MISMATCH,

@@ -28,6 +28,7 @@ import time
 from functools import cache
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from pcn.runtime.context import NodeContext
 
@@ -65,6 +66,19 @@ def _app_from_env() -> Celery:
 
 
 app = _app_from_env()
+
+
+@worker_process_init.connect
+def warm_code_hashes(**_: object) -> None:
+    """Hash every built-in algorithm's code once when a worker process starts, so the check
+    at each task start only re-stats the files (codehash caches per process)."""
+    from pcn.algorithms import BUILTIN
+    from pcn.algorithms.codehash import CodeHashError, warm
+
+    try:
+        warm(sorted(BUILTIN))
+    except (CodeHashError, OSError) as exc:  # such an algorithm's tasks are refused when they come
+        log.warning("could not hash the algorithms' code: %s", exc)
 
 
 # Transient failures are retried inside the worker, not through `Task.retry`: a retry is a
