@@ -2,10 +2,8 @@
 logistic-regression model and hetero-lr-predict scores with it, so both must read IDs,
 commit to model states, mask host vectors and frame payloads exactly alike.
 
-This is a top-level module of `pcn/algorithms/`, so `codehash.algorithm_code_hash` counts it
-(under `_framework/`) in every algorithm's registered hash: a change here changes both
-algorithms' hashes, as it must. A module inside one algorithm's package could not be shared
-this way, since it would be missing from the other algorithm's hash.
+Both algorithms import it, so `codehash.algorithm_code_hash` (which follows every pcn
+import) counts it in both registered hashes: a change here changes both, as it must.
 
 Anything with a domain of its own (the ID-list hash, the pair seeds) takes the domain as an
 argument: each algorithm keeps its own, so the bytes stay what they were.
