@@ -34,8 +34,9 @@ COUNT = {"column": "income", "statistics": ["count", "sum"]}
 def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
     snap = rpc_call(devnet.rpc_url, "evm_snapshot")
     root = tmp_path_factory.mktemp("refusal-net")
+    # ε for every task the module runs at 0.5 each, with room for more tests
     yield from network_fixture(
-        root, deployment, ["bank", "telecom", "insurer"], rows=300, max_uses=50, message_timeout=8.0
+        root, deployment, ["bank", "telecom", "insurer"], rows=300, max_uses=50, epsilon_total=10.0, message_timeout=8.0
     )
     rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
