@@ -318,7 +318,8 @@ def test_dp_laplace_count_noise_has_the_stated_scale() -> None:
     assert results[0]["dp"]["noise_parties"] == 1
     assert abs(noise.std() - math.sqrt(2) * b) < 0.2 * math.sqrt(2) * b
     assert abs(noise.mean()) < 4 * math.sqrt(2) * b / math.sqrt(len(noise))
-    assert len(set(noise.tolist())) == len(noise)  # fresh noise per run
+    # fresh noise per run; on the 1e-6 grid two of 400 draws coincide with probability ~1 %
+    assert len(set(noise.tolist())) >= len(noise) - 2
     assert np.all(np.abs(noise) < 40 * b)
 
 

@@ -103,24 +103,34 @@ class AesCtrRandom:
         return self.below(p.denominator) < p.numerator
 
 
-def _bernoulli_exp_unit(rng: AesCtrRandom, gamma: Fraction) -> bool:
-    """True with probability exp(-gamma) for 0 <= gamma <= 1: the parity of the first k with
+# The samplers work on integer numerators and denominators (no Fraction normalisation in the
+# inner loops): the probabilities are the same exact rationals.
+
+
+def _bernoulli_exp_unit(rng: AesCtrRandom, num: int, den: int) -> bool:
+    """True with probability exp(-num/den) for 0 <= num <= den: the parity of the first k with
     a failed Bernoulli(gamma / k) (CKS 2020, Algorithm 1, first case)."""
     k = 1
-    while rng.bernoulli(gamma / k):
+    while rng.below(den * k) < num:
         k += 1
     return k % 2 == 1
+
+
+def _bernoulli_exp(rng: AesCtrRandom, num: int, den: int) -> bool:
+    if num <= den:
+        return _bernoulli_exp_unit(rng, num, den)
+    # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma))); stops at the first failure
+    whole = num // den
+    return all(_bernoulli_exp_unit(rng, 1, 1) for _ in range(whole)) and _bernoulli_exp_unit(
+        rng, num - whole * den, den
+    )
 
 
 def bernoulli_exp(rng: AesCtrRandom, gamma: Fraction) -> bool:
     """True with probability exactly exp(-gamma), gamma >= 0 rational (CKS 2020, Algorithm 1)."""
     if gamma < 0:
         raise ValueError("bernoulli_exp needs gamma >= 0")
-    if gamma <= 1:
-        return _bernoulli_exp_unit(rng, gamma)
-    # exp(-gamma) = exp(-1)^floor(gamma) * exp(-(gamma - floor(gamma))); stops at the first failure
-    whole = math.floor(gamma)
-    return all(_bernoulli_exp_unit(rng, Fraction(1)) for _ in range(whole)) and _bernoulli_exp_unit(rng, gamma - whole)
+    return _bernoulli_exp(rng, gamma.numerator, gamma.denominator)
 
 
 def discrete_laplace(rng: AesCtrRandom, scale: Fraction) -> int:
@@ -128,13 +138,16 @@ def discrete_laplace(rng: AesCtrRandom, scale: Fraction) -> int:
     (CKS 2020, Algorithm 2, with scale = t / s)."""
     if scale <= 0:
         raise ValueError("the discrete Laplace scale must be > 0")
-    t, s = scale.numerator, scale.denominator
+    return _discrete_laplace(rng, scale.numerator, scale.denominator)
+
+
+def _discrete_laplace(rng: AesCtrRandom, t: int, s: int) -> int:
     while True:
         u = rng.below(t)
-        if not bernoulli_exp(rng, Fraction(u, t)):
+        if not _bernoulli_exp_unit(rng, u, t):
             continue
         v = 0
-        while _bernoulli_exp_unit(rng, Fraction(1)):
+        while _bernoulli_exp_unit(rng, 1, 1):
             v += 1
         y = (u + t * v) // s
         negative = rng.below(2) == 1
@@ -147,11 +160,12 @@ def discrete_gaussian(rng: AesCtrRandom, sigma2: Fraction) -> int:
     """P[X = x] proportional to exp(-x^2 / (2 sigma2)) on the integers (CKS 2020, Algorithm 3)."""
     if sigma2 <= 0:
         raise ValueError("the discrete Gaussian variance parameter must be > 0")
-    t = math.isqrt(math.floor(sigma2)) + 1  # floor(sigma) + 1
+    a, b = sigma2.numerator, sigma2.denominator
+    t = math.isqrt(a // b) + 1  # floor(sigma) + 1
     while True:
-        y = discrete_laplace(rng, Fraction(t))
-        gamma = (abs(y) - sigma2 / t) ** 2 / (2 * sigma2)
-        if bernoulli_exp(rng, gamma):
+        y = _discrete_laplace(rng, t, 1)
+        # (|y| - sigma2 / t)^2 / (2 sigma2) with sigma2 = a / b, over one common denominator
+        if _bernoulli_exp(rng, (abs(y) * b * t - a) ** 2, 2 * a * b * t * t):
             return y
 
 
