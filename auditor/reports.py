@@ -472,19 +472,28 @@ ORG_COLUMNS = (
 )
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (=HYPERLINK(...), +cmd|...).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> Any:
+    """A CSV cell; text that a spreadsheet would run as a formula (organisation names, refusal
+    details and the like come from the chain) gets a leading apostrophe, so it stays text."""
     if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
+        value = " ".join(str(v) for v in value)
     if value is None:
         return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
     return value
 
 
 def report_csv(report: dict[str, Any]) -> str:
     """Sections, each a title row, a header row, its rows and an empty row: Tasks, then
-    Anomalies, Refusals by reason, Dataset usage and Organisations."""
+    Anomalies, Refusals by reason, Dataset usage and Organisations. Rows end in CRLF (RFC 4180);
+    cells that would start a formula are neutralised (`_cell`)."""
     out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
+    w = csv.writer(out, lineterminator="\r\n")
     p = report["period"]
     w.writerow(["pcn audit report", f"period {p['from']} to {p['to']}", f"as of block {report['as_of_block']}"])
     w.writerow([])

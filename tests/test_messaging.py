@@ -723,7 +723,7 @@ def test_params_route(world: World) -> None:
 
 
 def test_deliver_outcomes_and_rejections(world: World) -> None:
-    with PeerClient(timeout=5) as client:
+    with PeerClient(timeout=5, allow_private_endpoints=True, allow_http_endpoints=True) as client:
         deadline = time.monotonic() + 10
         raw = world.seal(world.alice, 0, b"a")
         assert client.deliver(world.url, TASK, raw, deadline=deadline) == "new"
@@ -745,7 +745,7 @@ def test_deliver_outcomes_and_rejections(world: World) -> None:
 def test_deliver_waits_for_the_gap_to_fill(world: World) -> None:
     retries: list[tuple[int, float, str]] = []
     result: list[str] = []
-    with PeerClient(timeout=5) as client:
+    with PeerClient(timeout=5, allow_private_endpoints=True, allow_http_endpoints=True) as client:
         later = threading.Thread(
             target=lambda: result.append(
                 client.deliver(
@@ -785,7 +785,7 @@ def test_deliver_retries_until_the_peer_comes_up(world: World) -> None:
     starter = threading.Thread(target=start_later, daemon=True)
     starter.start()
     try:
-        with PeerClient(timeout=2) as client:
+        with PeerClient(timeout=2, allow_private_endpoints=True, allow_http_endpoints=True) as client:
             raw = world.seal(world.alice, 0, b"late")
             outcome = client.deliver(
                 url, TASK, raw, deadline=time.monotonic() + 15, on_retry=lambda *a: retries.append(a)
@@ -804,7 +804,7 @@ def test_deliver_retries_until_the_peer_comes_up(world: World) -> None:
 def test_deliver_gives_up_at_the_deadline() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     retries: list[tuple[int, float, str]] = []
-    with PeerClient(timeout=1) as client:
+    with PeerClient(timeout=1, allow_private_endpoints=True, allow_http_endpoints=True) as client:
         started = time.monotonic()
         with pytest.raises(PeerUnreachable) as e:
             client.deliver(url, TASK, b"envelope", deadline=started + 1.0, on_retry=lambda *a: retries.append(a))
@@ -825,6 +825,10 @@ def test_deliver_retries_5xx_then_gives_up() -> None:
         calls.append(task_id)
         raise RuntimeError("boom")
 
-    with serve(app) as url, PeerClient(timeout=1) as client, pytest.raises(PeerUnreachable) as e:
+    with (
+        serve(app) as url,
+        PeerClient(timeout=1, allow_private_endpoints=True, allow_http_endpoints=True) as client,
+        pytest.raises(PeerUnreachable) as e,
+    ):
         client.deliver(url, TASK, b"x", deadline=time.monotonic() + 0.8)
     assert len(calls) >= 2 and "500" in e.value.last_error

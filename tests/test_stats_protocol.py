@@ -313,12 +313,13 @@ def test_dp_laplace_count_noise_has_the_stated_scale() -> None:
         "epsilon": epsilon,
         "sensitivity": 1.0,
         "scale": b,
-        "std": math.sqrt(2) * b,
+        "std": pytest.approx(math.sqrt(2) * b),  # the discrete Laplace on a 1e-6 grid
     }
-    assert results[0]["dp"]["noise_parties"] == 2
+    assert results[0]["dp"]["noise_parties"] == 1
     assert abs(noise.std() - math.sqrt(2) * b) < 0.2 * math.sqrt(2) * b
     assert abs(noise.mean()) < 4 * math.sqrt(2) * b / math.sqrt(len(noise))
-    assert len(set(noise.tolist())) == len(noise)  # fresh noise per run
+    # fresh noise per run; on the 1e-6 grid two of 400 draws coincide with probability ~1 %
+    assert len(set(noise.tolist())) >= len(noise) - 2
     assert np.all(np.abs(noise) < 40 * b)
 
 
@@ -330,9 +331,13 @@ def test_dp_gaussian_noise_and_budget_split() -> None:
     for comp, sensitivity in (("count", 1.0), ("sum", 50.0), ("sumsq", 2500.0)):
         assert plan[comp]["epsilon"] == pytest.approx(0.8 / 3)
         assert plan[comp]["delta"] == pytest.approx(1e-6 / 3)
-        assert plan[comp]["scale"] == pytest.approx(
-            sensitivity * math.sqrt(2 * math.log(1.25 / (1e-6 / 3))) / (0.8 / 3)
-        )
+        # rho-zCDP with rho + 2 sqrt(rho ln(1/delta_i)) = epsilon_i, sigma = sensitivity / sqrt(2 rho)
+        log_inv = math.log(3 / 1e-6)
+        rho = (math.sqrt(log_inv + 0.8 / 3) - math.sqrt(log_inv)) ** 2
+        assert plan[comp]["rho"] == pytest.approx(rho)
+        assert plan[comp]["scale"] == pytest.approx(sensitivity / math.sqrt(2 * rho))
+        used = plan[comp]["rho"]  # rounded down, so the conversion stays within the budget
+        assert used + 2 * math.sqrt(used * log_inv) <= 0.8 / 3
     assert plan["missing"]["epsilon"] == 0.8  # parallel composition: a missing row touches nothing else
     sigma = plan["count"]["scale"]
     noise = np.array([r["groups"]["__all__"]["count"] - true_count for r in results])
@@ -557,7 +562,6 @@ BAD_PARAMS: list[tuple[Any, str]] = [
     ({"column": "x", "dp": {"epsilon": 1, "clip": [0, 1], "delta": 1e-6}}, "only used by the gaussian"),
     ({"column": "x", "dp": {"epsilon": 0.5, "clip": [0, 1], "mechanism": "gaussian"}}, "delta"),
     ({"column": "x", "dp": {"epsilon": 0.5, "clip": [0, 1], "mechanism": "gaussian", "delta": 1}}, "delta"),
-    ({"column": "x", "dp": {"epsilon": 2, "clip": [0, 1], "mechanism": "gaussian", "delta": 1e-6}}, "< 1"),
 ]
 
 

@@ -12,15 +12,23 @@
 
 The only state-changing routes are sign-in and sign-out. See `pcn.auditor.web.auth` for the
 checks a sign-in passes.
+
+Behind a reverse proxy, sign-in rate limits and nonce limits would key on the proxy's
+address (one client locks everyone out) unless the proxy is named: `trusted_proxies` (CIDRs;
+`pcn audit serve --trusted-proxy` / $PCN_AUDITOR_TRUSTED_PROXIES). Only a request whose peer
+is such a proxy has its X-Forwarded-For read, and then the rightmost hop that is not a
+trusted proxy is the client (hops to its left are the client's own claims). The same proxy's
+X-Forwarded-Proto: https marks the session cookie Secure, as does `secure_cookies=True`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,8 +68,65 @@ def _is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/")
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+TRUSTED_PROXIES_ENV = "PCN_AUDITOR_TRUSTED_PROXIES"
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_trusted_proxies(values: Iterable[str]) -> tuple[IpNetwork, ...]:
+    """CIDRs (or single addresses), each value possibly a comma- or space-separated list."""
+    networks = []
+    for value in values:
+        for part in value.replace(",", " ").split():
+            try:
+                networks.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"trusted proxy {part!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _ip(text: str) -> IpAddress | None:
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+class ClientAddress:
+    """The address rate limits key on, and whether the browser used https, honouring
+    X-Forwarded-For/-Proto only from a trusted proxy."""
+
+    def __init__(self, trusted: tuple[IpNetwork, ...]) -> None:
+        self.trusted = trusted
+
+    def _is_trusted(self, ip: IpAddress | None) -> bool:
+        return ip is not None and any(ip in network for network in self.trusted)
+
+    def via_proxy(self, request: Request) -> bool:
+        return request.client is not None and self._is_trusted(_ip(request.client.host))
+
+    def __call__(self, request: Request) -> str:
+        peer = request.client.host if request.client else "unknown"
+        if not self.via_proxy(request):
+            return peer  # a client's own X-Forwarded-For is never believed
+        hops = [hop.strip() for value in request.headers.getlist("x-forwarded-for") for hop in value.split(",")]
+        hops = [hop for hop in hops if hop]
+        for hop in reversed(hops):  # the proxies append on the right; the left is the client's claim
+            ip = _ip(hop)
+            if ip is None:
+                return peer  # malformed: never key on text a client chose
+            if not self._is_trusted(ip):
+                return str(ip)
+        first = _ip(hops[0]) if hops else None
+        return str(first) if first is not None else peer
+
+    def https(self, request: Request) -> bool:
+        if request.url.scheme == "https":
+            return True
+        if not self.via_proxy(request):
+            return False
+        proto = request.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
+        return proto == "https"
 
 
 def _safe_next(value: str | None) -> str:
@@ -124,6 +189,7 @@ def create_dashboard_app(
     role_recheck: float = 60.0,
     secure_cookies: bool | None = None,
     poll_interval: float = 1.0,
+    trusted_proxies: Iterable[str] = (),
 ) -> FastAPI:
     """The dashboard over `store`, checking sign-ins against `ledger`'s deployment.
 
@@ -133,7 +199,10 @@ def create_dashboard_app(
     `confirmations`); `watch_anomalies` (default: as run_indexer) re-runs anomaly detection
     whenever the indexed chain changes. Sessions end after `session_ttl` seconds, or
     earlier when the account loses the auditor role (re-checked every `role_recheck` s).
+    `trusted_proxies` are the CIDRs of reverse proxies whose X-Forwarded-For/-Proto count;
+    `secure_cookies` None marks the cookie Secure when the browser's scheme is https.
     """
+    _client = ClientAddress(parse_trusted_proxies(trusted_proxies))
     st = open_store(store)
     views = Views(st)
     auth = Authenticator(ledger.chain_id, ledger.is_auditor, domain, session_ttl, nonce_ttl)
@@ -189,7 +258,7 @@ def create_dashboard_app(
         return info
 
     def secure(request: Request) -> bool:
-        return request.url.scheme == "https" if secure_cookies is None else secure_cookies
+        return _client.https(request) if secure_cookies is None else secure_cookies
 
     def user_of(request: Request) -> str | None:
         session = getattr(request.state, "session", None)

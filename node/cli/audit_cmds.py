@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -220,6 +221,18 @@ def audit_serve(
         bool, typer.Option("--no-index", help="Serve the store as is; do not follow the chain")
     ] = False,
     confirmations: Annotated[int, typer.Option("--confirmations", min=0)] = 0,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="CIDR of a reverse proxy whose X-Forwarded-For/-Proto to honour (repeatable; "
+            "default $PCN_AUDITOR_TRUSTED_PROXIES, comma-separated; none: the headers are ignored)",
+        ),
+    ] = None,
+    secure_cookies: Annotated[
+        bool,
+        typer.Option("--secure-cookies", help="Always mark the session cookie Secure (else only for https requests)"),
+    ] = False,
     deployment: DeploymentOpt = None,
     rpc_url: RpcOpt = None,
 ) -> None:
@@ -227,8 +240,13 @@ def audit_serve(
     import uvicorn
 
     from pcn.auditor.indexer import IndexerError
-    from pcn.auditor.web.app import create_dashboard_app
+    from pcn.auditor.web.app import TRUSTED_PROXIES_ENV, create_dashboard_app, parse_trusted_proxies
 
+    proxies = trusted_proxy if trusted_proxy else [os.environ.get(TRUSTED_PROXIES_ENV, "")]
+    try:
+        parse_trusted_proxies(proxies)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     ledger = connect(deployment, rpc_url)
     ttl = parse_duration(session_ttl)
     site = domain or f"{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"
@@ -242,6 +260,8 @@ def audit_serve(
                 run_indexer=not no_index,
                 watch_anomalies=True,
                 confirmations=confirmations,
+                trusted_proxies=proxies,
+                secure_cookies=True if secure_cookies else None,
             )
         except IndexerError as exc:
             raise UserError(str(exc)) from None

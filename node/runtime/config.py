@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+DEVNET_CHAIN_IDS = frozenset({31337})  # local test chains: private endpoints and http are expected there
+
 
 class ConfigError(ValueError):
     """The organisation's configuration file is missing or invalid."""
@@ -39,6 +41,10 @@ class OrgConfig:
     dropout_after: float = 0.0  # aggregator's wait before reporting a silent party dropped; 0: message_timeout / 2
     requeue_after: float = 60.0  # silence (no progress, no worker, not queued) after which it queues one again
     recheck_every: float = 5.0  # while a task runs: re-check suspensions, policy grants, deprecation this often
+    # Peers' endpoints come from the chain: only test networks may aim this node at loopback,
+    # private or link-local addresses or plain http (`pcn org init` sets both on the devnet).
+    allow_private_endpoints: bool = False
+    allow_http_endpoints: bool = False
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -79,6 +85,9 @@ class OrgConfig:
         for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after", "recheck_every"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be a positive number of seconds")
+        for key in ("allow_private_endpoints", "allow_http_endpoints"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key} must be true or false")
         if not self.dropout_after >= 0:
             raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 
@@ -89,6 +98,8 @@ class OrgConfig:
                 continue
             if isinstance(v, str):
                 lines.append(f'{k} = "{v}"'.replace("\\", "\\\\"))
+            elif isinstance(v, bool):
+                lines.append(f"{k} = {'true' if v else 'false'}")
             else:
                 lines.append(f"{k} = {v}")
         return "\n".join(lines) + "\n"

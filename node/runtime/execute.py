@@ -63,7 +63,7 @@ from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.procs import pid_alive
 from pcn.runtime.store import LocalDataset
-from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
+from pcn.runtime.transport import DeliveryRejected, EndpointRefused, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, recheck_running_task, verify_task
 
 
@@ -196,7 +196,10 @@ class TaskRunner:
         self.ledger = ctx.ledger
         self.me = ctx.address
         self.peers = PeerDirectory(self.ledger)
-        self.client = client or PeerClient()
+        self.client = client or PeerClient(
+            allow_private_endpoints=ctx.config.allow_private_endpoints,
+            allow_http_endpoints=ctx.config.allow_http_endpoints,
+        )
         self.inbox = Inbox(ctx.redis, ctx.key())
         self.progress = Progress(ctx, task_id)
         self.log = ctx.log
@@ -283,7 +286,7 @@ class TaskRunner:
         started_at = int(time.time())
         try:
             return self._execute(task, verdict, params, proto_cls, started_at)
-        except PeerUnreachable as exc:
+        except (PeerUnreachable, EndpointRefused) as exc:
             return self._refuse(Refused(RefusalReason.PEER_UNREACHABLE, str(exc)), task)
         except Refused as refused:  # a check that held at the start stopped holding mid-task
             return self._refuse(refused, task)

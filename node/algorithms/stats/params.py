@@ -59,11 +59,6 @@ def _validate_dp(dp: object, decimals: int, noised: int) -> dict[str, Any] | Non
     if mechanism == "gaussian":
         if not is_finite_number(delta) or not 0 < delta < 1:
             raise _fail(f"'dp.delta' must be a number in (0, 1) for the gaussian mechanism, got {delta!r}")
-        if epsilon >= 1:
-            raise _fail(
-                f"'dp.epsilon' must be < 1 for the gaussian mechanism (the classical bound "
-                f"sigma = sensitivity * sqrt(2 ln(1.25/delta)) / epsilon only holds there), got {epsilon!r}"
-            )
     elif delta is not None:
         raise _fail("'dp.delta' is only used by the gaussian mechanism; drop it or set it to null")
     clip = dp.get("clip")

@@ -4,7 +4,7 @@ Protocol, for parties P_1..P_n (n >= 2, on-chain order) and one recipient R amon
 
 1. Each party computes its local vector v_i (per group: missing, count, sum, sum of squares,
    histogram bins; exact integers of fixed-point values, see `local.py`), adds its share of
-   the DP noise if `dp` is set (non-recipients only, see `dp.py`), and splits v_i into n
+   the DP noise if `dp` is set (only the first non-recipient draws it, see `dp.py`), and splits v_i into n
    additive shares in Z_{2^256}: n - 1 uniformly random (SHAKE-256 of its secret seed) and
    one that makes them sum to v_i. Round 1, kind "share": share j goes to P_j.
 2. Each party sums the n shares it holds into its aggregate share a_j and sends it to R
@@ -45,8 +45,6 @@ import hashlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar
-
-import numpy as np
 
 from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.stats import dp as dpmod
@@ -146,7 +144,7 @@ class StatsProtocol(Protocol):
         ctx = self.ctx
         self.report(0.0, f"aggregating column {self._params['column']!r} locally")
         vector = local_vector(self.data, self._params, self.layout)
-        if self._params["dp"] is not None and not ctx.is_recipient:
+        if self._params["dp"] is not None and ctx.me == dpmod.noise_party(ctx.participants, ctx.recipient):
             vector = self._add_noise(vector)
         self.report(0.2, "splitting local aggregates into additive shares")
         size = self.layout.size
@@ -162,17 +160,13 @@ class StatsProtocol(Protocol):
 
     def _add_noise(self, vector: list[int]) -> list[int]:
         p, layout = self._params, self.layout
-        scale = 10 ** p["decimals"]
-        plan = dpmod.plan(p["dp"], layout, p["decimals"])
-        rng = np.random.default_rng(int.from_bytes(self.secret_bytes("dp-noise", 32), "big"))
-        contributors = len(self.ctx.participants) - 1  # everyone but the recipient
-        mech = p["dp"]["mechanism"]
+        terms = dpmod.noise_terms(p["dp"], layout, p["decimals"])
+        rng = dpmod.AesCtrRandom(self.secret_bytes("dp-noise", 32))
         g = layout.num_groups
         noise: dict[str, list[int]] = {}
         for comp in [*layout.components, *(["histogram"] if layout.num_bins else [])]:
-            resolution = scale * scale if comp == "sumsq" else scale
             size = g * layout.num_bins if comp == "histogram" else g
-            noise[comp] = dpmod.sample(rng, mech, plan[comp]["scale"], contributors, size, resolution)
+            noise[comp] = terms[comp].draw(rng, size)
         out = list(vector)
         per = layout.per_group
         for k in range(g):
@@ -289,7 +283,8 @@ class StatsProtocol(Protocol):
                 "delta": dp["delta"],
                 "clip": [fixed(c, p["decimals"]) / scale for c in dp["clip"]],
                 "neighbouring": "add or remove one row",
-                "noise_parties": len(self.ctx.participants) - 1,
+                "noise_parties": 1,
+                "noise_party": dpmod.noise_party(self.ctx.participants, self.ctx.recipient),
                 "noise": dpmod.plan(dp, layout, p["decimals"]),
             }
         return {
