@@ -22,6 +22,7 @@ from pcn.devnet.anvil import rpc_call
 from pcn.runtime.execute import COMPUTE_POOL_REBUILDS
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, Org, approve_all, network_fixture
+from tests.pool_jobs import die, square_slowly
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -187,3 +188,60 @@ def test_a_pool_that_keeps_dying_ends_in_a_refusal_after_bounded_rebuilds(net: N
     assert len(kills) > COMPUTE_POOL_REBUILDS
     # the memory came back: the same worker's next task completes
     assert_completed_once_each(net, net.submit_psi(bucket_size=4096))
+
+
+def test_compute_pool_map_rebuilds_after_a_kill_and_returns_the_undisturbed_result() -> None:
+    """The map itself, in this process: one pool process killed mid-map; the same, ordered
+    results come back, the rebuild is reported once, and the next map reuses the new pool."""
+    from pcn.runtime import execute
+
+    rebuilt: list[tuple[int, str]] = []
+    pmap = execute.compute_pool_map(2, on_rebuild=lambda n, why: rebuilt.append((n, why)))
+    assert pmap is not None
+    items = list(range(24))
+
+    def kill_one_when_busy() -> None:
+        deadline = time.monotonic() + 60
+        while not (pids := _pool_pids()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # the processes are up and squaring
+        os.kill(oom_victim(pids), signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_one_when_busy, daemon=True)
+    killer.start()
+    try:
+        assert pmap(square_slowly, items) == [x * x for x in items]
+        assert [n for n, _ in rebuilt] == [1]
+        assert "terminated abruptly" in rebuilt[0][1]
+        pool = execute._POOL
+        assert pmap(square_slowly, [3, 4]) == [9, 16]
+        assert execute._POOL is pool and len(rebuilt) == 1
+    finally:
+        killer.join()
+        if execute._POOL is not None:
+            execute._drop_pool(execute._POOL)
+
+
+def test_compute_pool_map_gives_up_after_bounded_rebuilds() -> None:
+    from pcn.runtime import execute
+
+    rebuilt: list[int] = []
+    pmap = execute.compute_pool_map(2, on_rebuild=lambda n, _why: rebuilt.append(n), max_rebuilds=3)
+    assert pmap is not None
+    with pytest.raises(execute.ComputePoolFailed, match="died 4 times"):
+        pmap(die, [1, 2, 3])
+    assert rebuilt == [1, 2, 3]
+    assert execute._POOL is None  # the broken pool is not kept for the next task
+
+
+def _pool_pids() -> list[int]:
+    """This process's spawned pool processes."""
+    kids = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in kids if b"spawn_main" in _cmdline(int(p))]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
