@@ -138,7 +138,7 @@ def test_repeated_worker_kills_across_training_epochs(net: Network) -> None:
     from tests.nodes import breast_cancer_split
 
     g, h, *_ = breast_cancer_split(net, "bank", "telecom")
-    params = {"label_column": "label", "epochs": 10, "key_bits": 1024, "batch_size": 128, "tol": 0}
+    params = {"label_column": "label", "epochs": 10, "key_bits": 2048, "batch_size": 128, "tol": 0}
     sub = submit_task(
         net.by_name("bank").ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="bank"
     )

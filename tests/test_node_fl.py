@@ -134,7 +134,7 @@ def test_vertical_lr_matches_centralised_sklearn_and_predicts_jointly(net: Netwo
     guest, host = net.by_name("hospital-a"), net.by_name("hospital-b")
     g, h, x, y, ids = breast_cancer_split(net, "hospital-a", "hospital-b")
     l2 = 0.01
-    params = {"label_column": "label", "l2": l2, "epochs": 10, "key_bits": 1024, "batch_size": 128}
+    params = {"label_column": "label", "l2": l2, "epochs": 10, "key_bits": 2048, "batch_size": 128}
     sub = submit_task(guest.ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="hospital-a")
     approve_all(net, sub.task_id)
     assert net.wait_final(sub.task_id, timeout=600) is TaskStatus.COMPLETED

@@ -64,7 +64,7 @@ def test_no_canary_crosses_loopback(net: Network, tmp_path: Path) -> None:
         runs = [
             ("psi", {}),
             ("stats", {"column": "income", "statistics": ["count", "sum", "mean"]}),
-            ("hetero-lr", {"label_column": "defaulted", "epochs": 2, "key_bits": 1024, "batch_size": 64}),
+            ("hetero-lr", {"label_column": "defaulted", "epochs": 2, "key_bits": 2048, "batch_size": 64}),
             ("private-query", {"value_columns": ["arrears"]}),
         ]
         for algo, params in runs:

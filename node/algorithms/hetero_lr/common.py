@@ -4,12 +4,13 @@ pairwise-masked fixed-point vectors and the metrics. What hetero-lr-predict need
 `pcn.algorithms.vertical`, which both algorithms' code hashes cover.
 
 Determinism. A resumed worker must re-emit byte-identical messages, so nothing here draws
-from the OS: the Paillier key pair, the fixed base h and every obfuscation exponent and
-mask come from `vertical.Drbg`, the ChaCha20 keystream (RFC 8439 cipher, via
-`cryptography`) under a 32-byte key the protocol derives from its secret seed with a label
-naming the purpose and the (epoch, step) (`Protocol.secret_bytes`). A ChaCha20 keystream under a secret
-uniform key is a standard CSPRNG (the construction of e.g. Linux's getrandom), so the
-security of what is drawn is that of fresh OS randomness as long as the seed is secret.
+from the OS: the Paillier key pair, the fixed base h, every obfuscation exponent and mask
+and the uniform r of the masks sent to a key holder come from `vertical.Drbg`, the
+ChaCha20 keystream (RFC 8439 cipher, via `cryptography`) under a 32-byte key the protocol
+derives from its secret seed with a label naming the purpose and the (epoch, step)
+(`Protocol.secret_bytes`). A ChaCha20 keystream under a secret uniform key is a standard
+CSPRNG (the construction of e.g. Linux's getrandom), so the security of what is drawn is
+that of fresh OS randomness as long as the seed is secret.
 """
 
 from __future__ import annotations
@@ -114,9 +115,29 @@ class SeededObfuscator(FixedBaseObfuscator):
         return [power(drbg.randbits(bits)) for _ in range(count)]
 
 
-def masked_encrypt(public_key: PaillierPublicKey, obf: SeededObfuscator, masks: Sequence[int]) -> list[mpz]:
-    """Enc(R_i) for residues R_i in [0, n)."""
-    return [public_key.raw_encrypt(r, obf()) for r in masks]
+def uniform_units(drbg: Drbg, n: int, count: int) -> list[int]:
+    """`count` values uniform in Z_n* (rejection sampling from the stream; a draw sharing a
+    factor with n, probability about 2^-1023, is skipped), each used once."""
+    out: list[int] = []
+    while len(out) < count:
+        r = drbg.below(n)
+        if r > 0 and gmpy2.gcd(r, n) == 1:
+            out.append(r)
+    return out
+
+
+def nth_powers_job(job: tuple[int, list[int]]) -> list[int]:
+    """(n, [r_i]) -> [r_i^n mod n²]: the costly half of a full Paillier re-randomisation, one
+    unit of parallel work for `Protocol.pmap`."""
+    n, rs = job
+    nn, nsq = mpz(n), mpz(n) * mpz(n)
+    return [int(gmpy2.powmod(r, nn, nsq)) for r in rs]
+
+
+def mask_ciphertexts(public_key: PaillierPublicKey, masks: Sequence[int], nth_powers: Sequence[int]) -> list[mpz]:
+    """Enc(R_i) = (1 + R_i·n)·r_i^n mod n² for residues R_i in [0, n) and r_i uniform in Z_n*:
+    a ciphertext multiplied by it has uniform randomness, whatever randomness it had before."""
+    return [public_key.raw_encrypt(m, mpz(rn)) for m, rn in zip(masks, nth_powers, strict=True)]
 
 
 def public_key_from_hex(value: object, key_bits: int, what: str) -> PaillierPublicKey:

@@ -12,7 +12,9 @@ from typing import Any
 
 from pcn.algorithms.base import ProtocolError, checked_float, checked_int, is_finite_number
 
-KEY_BITS = (1024, 2048, 3072)  # 1024 only for tests: it is below today's recommendations
+KEY_BITS = (2048, 3072)  # Paillier moduli of at least 112-bit security (NIST SP 800-57)
+# Smaller sizes a test may monkeypatch in for speed (e.g. (1024,)); always empty in a node.
+TEST_ONLY_KEY_BITS: tuple[int, ...] = ()
 MAX_EPOCHS = 1000
 MAX_BATCH = 1 << 24
 MIN_BATCH = 16
@@ -111,8 +113,11 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(standardize, bool):
         raise _fail(f"'standardize' must be true or false, got {standardize!r}")
     key_bits = params.get("key_bits", DEFAULTS["key_bits"])
-    if isinstance(key_bits, bool) or key_bits not in KEY_BITS:
-        raise _fail(f"'key_bits' must be one of {list(KEY_BITS)} (1024 for tests only), got {key_bits!r}")
+    if isinstance(key_bits, bool) or key_bits not in KEY_BITS + TEST_ONLY_KEY_BITS:
+        raise _fail(
+            f"'key_bits' must be one of {list(KEY_BITS)} (smaller Paillier keys are below 112-bit security), "
+            f"got {key_bits!r}"
+        )
     seed_split = params.get("seed_split")
     if seed_split is not None and (isinstance(seed_split, bool) or not isinstance(seed_split, int)):
         raise _fail(f"'seed_split' must be null or an integer, got {seed_split!r}")

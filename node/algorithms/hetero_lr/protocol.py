@@ -18,10 +18,18 @@ AUC, is close). Mini-batch gradient descent, constant learning rate, weights sta
 
 Keys. Two Paillier key pairs, each derived deterministically from its owner's secret task
 seed: the guest's (G) and the first host's, the "lead" L. Ciphertexts under G are only
-ever seen by hosts, ciphertexts under L only by the guest; every value a key owner
-decrypts for someone else is masked with a uniform R ∈ Z_n (perfectly hiding). Every
-encryption or re-randomisation uses DJN fixed-base obfuscators whose exponents come from a
-ChaCha20 stream keyed per (purpose, epoch, step) (`common.SeededObfuscator`).
+ever seen by hosts, ciphertexts under L only by the guest, except the masked gradients a
+key owner decrypts for someone else: their value is masked with a uniform R ∈ Z_n and the
+ciphertext is multiplied by a full r^n mod n², r uniform in Z_n* and fresh for every
+ciphertext (`_mask_for_key_holder`), so what the key owner receives is a uniformly random
+encryption of a uniform residue (perfectly hiding, given r uniform: the ChaCha20 stream
+keyed by the sender's seed as a PRF). Without the r^n factor the randomness would be
+h_own^a·h_other^b from the two parties' fixed DJN bases, and a key owner, who knows p and
+q, reads a — a linear function of the other party's features or labels — modulo small
+primes dividing p - 1 or q - 1 (issue #13 item 2). Every other encryption or
+re-randomisation (of ciphertexts that only reach parties without the key) uses DJN
+fixed-base obfuscators whose exponents come from a ChaCha20 stream keyed per (purpose,
+epoch, step) (`common.SeededObfuscator`). Keys are 2048 or 3072 bits (params refuse less).
 
 One step on batch B (m rows; every batch has at least batch_size rows and more rows than
 any party has features + 1, else the setup fails). [[·]]_K = encrypted under K.
@@ -30,8 +38,9 @@ any party has features + 1, else the setup fails). [[·]]_K = encrypted under K.
      H_j -> G ("score-share"): [[u_j]]_L, u_j = X_j[B]·w_j.
      H_j -> every other host ("contrib"): c_j = [[¼·s⊙u_j]]_G (a fresh encryption of ¼u_j, or
      [[¼s]]^u_j re-randomised), so [[d]] = [[s⊙d_G]]·Π_j c_j = [[s⊙d]]_G at every host.
-  2. H_j -> G ("grad-masked"): [[X_j[B]^T (s⊙d) + R_j]]_G (multi-exponentiation, then ·Enc(R_j)).
-     G -> L ("guest-grad-masked"): [[X'^T (Σ_j u_j) + R_G]]_L with X' = ¼s⊙[X_G[B], 1].
+  2. H_j -> G ("grad-masked"): [[X_j[B]^T (s⊙d) + R_j]]_G (multi-exponentiation, then
+     ·Enc(R_j; r_j) with a full uniform r_j^n, the n-th powers in the node's process pool).
+     G -> L ("guest-grad-masked"): [[X'^T (Σ_j u_j) + R_G]]_L with X' = ¼s⊙[X_G[B], 1], masked alike.
   3. G -> H_j ("grad-unmasked"): the decrypted residues; H_j subtracts R_j, divides by m,
      adds l2·w_j and updates w_j. L -> G ("guest-grad-unmasked") likewise for G, which adds
      its plaintext part [X_G, 1]^T (s⊙d_G) and updates w_G, b.
@@ -59,12 +68,14 @@ What each party learns (semi-honest parties, no collusion):
     epochs and when training stopped. Nothing about labels beyond that, no score of
     another party (it only holds ciphertexts under G), no other party's gradient.
   - lead host: in addition, decrypts the guest's gradient plus a uniform mask (nothing).
+  Neither key owner learns anything from the randomness of what it decrypts (uniform r^n).
   Collusion breaks this: G with L decrypts every host's batch scores; G with host j learns
   what j's gradients say about the other hosts; a host colluding with G learns the labels.
   Malicious behaviour (wrong ciphertexts, wrong decryptions) is not detected: Paillier is
   malleable; the transport's signatures make every message attributable.
 Security assumptions: DCR with the small-exponent variant for DJN obfuscation (paillier.py
-(b)), X25519 (CDH), ChaCha20 as a PRG, SHA-256.
+(b)) of ciphertexts that only parties without the key see, X25519 (CDH), ChaCha20 as a PRG
+(and PRF for the masks' r), SHA-256.
 
 Result (canonical JSON, guest only): {"algorithm", "params", "guest", "hosts", "rows",
 "features": {"guest": [...], "hosts": {address: count}}, "epochs_run", "stopped":
@@ -110,14 +121,16 @@ from pcn.algorithms.hetero_lr.common import (
     dot_job,
     epoch_batches,
     load_local,
-    masked_encrypt,
+    mask_ciphertexts,
     masked_vector,
     min_batch,
+    nth_powers_job,
     pack_residues,
     public_key_from_hex,
     residue_width,
     split_key,
     standardisation,
+    uniform_units,
     unpack_residues,
 )
 from pcn.algorithms.hetero_lr.params import validate_params as _validate_params
@@ -433,15 +446,14 @@ class HeteroLrProtocol(Protocol):
 
     def _make_obfuscators(self) -> None:
         p, n = self._p, self._n
-        epochs, steps = p["epochs"], batch_count(n, p["batch_size"])
+        epochs = p["epochs"]
         many = len(self._hosts) > 1
         assert self._pk_g is not None and self._pk_l is not None
+        # The masks sent to a key holder use full r^n (`_mask_for_key_holder`), not these.
         if self._role == "guest":
-            uses_g = epochs * n * (2 if self._weighted else 1)
-            uses_l = epochs * steps * self._X.shape[1]
+            uses_g, uses_l = epochs * n * (2 if self._weighted else 1), 0
         else:
-            uses_g = epochs * (n * (1 if many else 0) + steps * len(self._features))
-            uses_l = epochs * n
+            uses_g, uses_l = epochs * n * (1 if many else 0), epochs * n
         self._obf_g = SeededObfuscator.derive(self._pk_g, self._key("obfuscator/guest-key"), uses_g)
         self._obf_l = SeededObfuscator.derive(self._pk_l, self._key("obfuscator/lead-key"), uses_l)
 
@@ -453,6 +465,27 @@ class HeteroLrProtocol(Protocol):
     def _masks(self, label: str, n: mpz, count: int) -> list[int]:
         drbg = Drbg(self._key(f"mask/{label}/{self._epoch}/{self._step}"))
         return [drbg.below(int(n)) for _ in range(count)]
+
+    def _mask_for_key_holder(self, ev: EncryptedVector, masks: list[int], label: str) -> EncryptedVector:
+        """ev · Enc(R_i; r_i) with r_i uniform in Z_n*, fresh for every ciphertext (ChaCha20 keyed
+        by this party's seed, the purpose, epoch and step: deterministic for a resume, never
+        reused). ev's randomness is a product of fixed-base powers h_G^a·h_H^b; a key holder who
+        knows p, q could read a (a function of the other party's data) modulo a small prime
+        dividing p - 1 or q - 1 wherever the bases' projections differ. The uniform factor r^n
+        makes the randomness of what it receives uniform among n-th residues, independent of ev,
+        so the ciphertext shows the key holder its plaintext (itself masked by R) and nothing
+        else. The n-th powers (full-length exponents: DJN's short ones do not give uniformity)
+        are computed in the node's process pool."""
+        pk = ev.public_key
+        n = int(pk.n)
+        rs = uniform_units(Drbg(self._key(f"rerandomise/{label}/{self._epoch}/{self._step}")), n, len(ev))
+        size = -(-len(rs) // max(1, min(os.cpu_count() or 1, len(rs))))
+        chunks = [rs[i : i + size] for i in range(0, len(rs), size)]
+        powers = [rn for part in self.pmap(nth_powers_job, [(n, c) for c in chunks]) for rn in part]
+        nsq = pk.nsquare
+        return EncryptedVector(
+            pk, [c * r % nsq for c, r in zip(ev.ciphertexts, mask_ciphertexts(pk, masks, powers), strict=True)]
+        )
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -629,9 +662,7 @@ class HeteroLrProtocol(Protocol):
         scaled = self._X[B] * (0.25 * self._sw[B])[:, None]
         enc = self._dot(total, scaled)
         masks = self._masks("guest-grad", pk.n, len(enc))
-        rs = masked_encrypt(pk, self._obf("l", "guest-grad"), masks)
-        nsq = pk.nsquare
-        masked = EncryptedVector(pk, [c * r % nsq for c, r in zip(enc.ciphertexts, rs, strict=True)])
+        masked = self._mask_for_key_holder(enc, masks, "guest-grad")
         self._scratch["masks"] = masks
         self._phase = WAIT_GRADS
         return self._send(self._hosts[0], step_round(E, S, 2), KIND_GUEST_GRAD, masked.to_bytes())
@@ -854,9 +885,7 @@ class HeteroLrProtocol(Protocol):
             d = d + ciphertexts(pk, self._take(KIND_CONTRIB, rnd, h), len(B), P_D, f"contribution from {h!r}")
         grad = self._dot(d, self._X[B])
         masks = self._masks("grad", pk.n, len(grad))
-        rs = masked_encrypt(pk, self._obf("g", "grad-mask"), masks)
-        nsq = pk.nsquare
-        masked = EncryptedVector(pk, [c * r % nsq for c, r in zip(grad.ciphertexts, rs, strict=True)])
+        masked = self._mask_for_key_holder(grad, masks, "grad")
         self._scratch["masks"] = masks
         self._phase = WAIT_GUEST_GRAD if self._is_lead else WAIT_GRAD
         return self._send(self._guest, step_round(E, S, 2), KIND_GRAD, masked.to_bytes())
