@@ -39,6 +39,10 @@ class OrgConfig:
     dropout_after: float = 0.0  # aggregator's wait before reporting a silent party dropped; 0: message_timeout / 2
     requeue_after: float = 60.0  # silence (no progress, no worker, not queued) after which it queues one again
     recheck_every: float = 5.0  # while a task runs: re-check suspensions, policy grants, deprecation this often
+    mailbox_task_quota: int = 1024 * 1024 * 1024  # bytes of messages one task may hold in this node's Redis
+    mailbox_sender_quota: int = 256 * 1024 * 1024  # bytes of messages one participant may hold there per task
+    mailbox_max_inflight: int = 64  # concurrent mailbox requests; more are answered 503 with Retry-After
+    mailbox_ttl_margin: int = 3600  # an inbox expires this many seconds after its task's deadline
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -79,6 +83,12 @@ class OrgConfig:
         for key in ("poll_interval", "message_timeout", "sweep_interval", "requeue_after", "recheck_every"):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"{key} must be a positive number of seconds")
+        for key in ("mailbox_task_quota", "mailbox_sender_quota", "mailbox_max_inflight", "mailbox_ttl_margin"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer")
+        if self.mailbox_sender_quota > self.mailbox_task_quota:
+            raise ConfigError("mailbox_sender_quota must not exceed mailbox_task_quota")
         if not self.dropout_after >= 0:
             raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 

@@ -33,6 +33,7 @@ from pcn.data.readers import infer_format, read_table
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
 from pcn.runtime.execute import result_context
+from pcn.runtime.reqauth import sign_request
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import PeerClient
 
@@ -228,6 +229,9 @@ def _who_waits_for_whom(rows: list[dict[str, Any]]) -> None:
 
 
 def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
+    """The task on chain and each participant's live progress. Mailboxes answer progress only
+    to the task's participants and requester, so the requests are signed with the ledger's
+    account; a read-only ledger gets the on-chain part alone (each row says why)."""
     task = ledger.task(task_id)
     parts = ledger.task_participants(task_id)
     rows = []
@@ -238,9 +242,20 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             "name": org.name,
             "state": ledger.participant_state(task_id, p).name.lower(),
         }
+        if ledger.account is None:
+            row["phase"] = "unsigned"
+            row["detail"] = "live progress needs an organisation's key (--org/--config with its keystore password)"
+            rows.append(row)
+            continue
+        path = f"/v1/tasks/{task_id}/progress"
+        headers = sign_request(ledger.account, "GET", path, task_id)
         try:
             # trust_env=False: a node talks to peers directly, never through an HTTP(S)_PROXY of the host
-            r = httpx.get(f"{org.endpoint.rstrip('/')}/v1/tasks/{task_id}/progress", timeout=2.0, trust_env=False)
+            r = httpx.get(f"{org.endpoint.rstrip('/')}{path}", headers=headers, timeout=2.0, trust_env=False)
+            if r.status_code in (401, 403):
+                row["phase"] = "not authorised"
+                with contextlib.suppress(ValueError, AttributeError):
+                    row["detail"] = str(r.json().get("detail", ""))
             if r.status_code == 200:
                 live = r.json()
                 row.update(
