@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from pcn.algorithms.base import Message
 from pcn.chain.errors import ChainUnavailable, ContractRevert
 from pcn.chain.types import Organisation, OrgStatus, RefusalReason, Task, TaskStatus
 from pcn.runtime import envelope as env
+from pcn.runtime.config import ConfigError, OrgConfig, load_config
 from pcn.runtime.envelope import (
     BadSignature,
     DecryptFailed,
@@ -500,6 +502,7 @@ class FakeLedger:
     def __init__(self) -> None:
         self.orgs: dict[str, Organisation] = {}
         self.tasks: dict[int, list[str]] = {}
+        self.statuses: dict[int, TaskStatus] = {}
         self.calls: list[tuple[str, object]] = []
 
     def organisation(self, account: str) -> Organisation:
@@ -511,6 +514,39 @@ class FakeLedger:
         if task_id not in self.tasks:
             raise ContractRevert("UnknownTask", {"taskId": task_id}, f"no task {task_id}")
         return [a.lower() for a in self.tasks[task_id]]
+
+    def task(self, task_id: int) -> Task:
+        self.calls.append(("task", task_id))
+        if task_id not in self.tasks:
+            raise ContractRevert("UnknownTask", {"taskId": task_id}, f"no task {task_id}")
+        status = self.statuses.get(task_id, TaskStatus.RUNNING)
+        zero = b"\x00" * 32
+        who = self.tasks[task_id][0]
+        return Task(task_id, who, status, 1, 1, 0, 0, RefusalReason(0), who, 0, 0, 0, 0, zero, zero, zero)
+
+
+def test_peer_directory_caches_task_records_except_while_pending() -> None:
+    """The mailbox asks for the task's status on every message: a Pending record is re-read
+    each time (authorisation shows at once), an active one is cached for the TTL, a final one for good."""
+    now = [100.0]
+    ledger = FakeLedger()
+    ledger.tasks[3] = [new_org().address]
+    ledger.statuses[3] = TaskStatus.PENDING
+    peers = PeerDirectory(ledger, ttl=5.0, clock=lambda: now[0])
+    assert peers.task(3).status == TaskStatus.PENDING and peers.task(3).status == TaskStatus.PENDING
+    assert ledger.calls.count(("task", 3)) == 2
+    ledger.statuses[3] = TaskStatus.AUTHORISED
+    assert peers.task(3).status == TaskStatus.AUTHORISED
+    ledger.statuses[3] = TaskStatus.COMPLETED
+    now[0] += 4.9
+    assert peers.task(3).status == TaskStatus.AUTHORISED  # cached
+    now[0] += 0.2
+    assert peers.task(3).status == TaskStatus.COMPLETED
+    calls = ledger.calls.count(("task", 3))
+    now[0] += 1000
+    assert peers.task(3).status == TaskStatus.COMPLETED and ledger.calls.count(("task", 3)) == calls  # final: kept
+    with pytest.raises(UnknownTask):
+        peers.task(99)
 
 
 def test_peer_directory_caches_and_expires() -> None:
@@ -1049,3 +1085,25 @@ def test_progress_answers_only_signed_requests_of_participants_and_the_requester
         resp = get(sign_request(alice.account, "GET", unknown, 999), at=unknown)
         assert resp.status_code == 404 and resp.json()["error"] == "unknown-task"
         assert get(at="/v1/health").json() == {"ok": True, "org": me.address}  # health carries nothing of tasks
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("mailbox_task_quota", 0, "mailbox_task_quota must be a positive integer"),
+        ("mailbox_sender_quota", -1, "mailbox_sender_quota must be a positive integer"),
+        ("mailbox_max_inflight", 1.5, "mailbox_max_inflight must be a positive integer"),
+        ("mailbox_ttl_margin", True, "mailbox_ttl_margin must be a positive integer"),
+        ("mailbox_sender_quota", 2 * 1024**3, "must not exceed mailbox_task_quota"),
+    ],
+)
+def test_mailbox_limits_in_the_node_config_are_validated(tmp_path: Path, key: str, value: object, message: str) -> None:
+    cfg = OrgConfig(
+        "acme", "http://127.0.0.1:8545", "d.json", "redis://127.0.0.1:6379", "data", "http://127.0.0.1:9000"
+    )
+    path = cfg.save(tmp_path / "node.toml")
+    assert load_config(path).mailbox_task_quota == 1024**3  # the defaults are valid
+    text = path.read_text().replace(f"{key} = {getattr(cfg, key)}", f"{key} = {str(value).lower()}")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
