@@ -162,7 +162,7 @@ def run_pcn(
                 weights[p.ctx.me][s] = p._w.copy()
                 if p is guest:
                     step_start[s] = time.perf_counter()
-            elif p is guest and what.startswith("epoch ") and "loss" in what:
+            elif p is guest and what.startswith("epoch ") and what.endswith("evaluated"):
                 evaluated.append(time.perf_counter())
 
         return cb

@@ -56,6 +56,7 @@ from pcn.runtime.envelope import DOMAIN, canonical_header, seal
 from pcn.runtime.execute import result_context
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.operations import init_org, register_algorithm, register_dataset, submit_task
+from pcn.runtime.reqauth import sign_request
 from tests.nodes import PASSWORD, RedisServer, free_port, fund, write_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -112,6 +113,13 @@ class World:
             push=False,
         )
         return sub.task_id
+
+    def authorised_task(self) -> int:
+        """A task both owners approved: mailboxes take its messages (not a Pending one's)."""
+        task = self.new_task()
+        self.bank.ctx.ledger.approve(task)
+        self.telecom.ctx.ledger.approve(task)
+        return task
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +365,7 @@ def serve(app: object) -> Iterator[Served]:
 
 
 def test_mailbox_refuses_forged_and_replayed_messages_and_keeps_what_it_accepted(world: World, mailbox) -> None:
-    task = world.new_task()
+    task = world.authorised_task()
     telecom = world.telecom
     first = envelope(world, telecom, task, 0, b"first share")
     assert post(mailbox, task, first).json() == {"outcome": "new"}
@@ -433,7 +441,8 @@ def test_mailbox_refuses_a_suspended_organisations_messages(world: World, mailbo
     """The mailbox asks the chain (through its peer cache, `PeerDirectory.ttl` = 5 s) for the
     sender's status: once the admin suspends telecom, its messages are refused with 403, and
     what telecom delivered while active stays where it was."""
-    task = world.new_task()
+    task = world.authorised_task()
+    pending = world.new_task()
     telecom = world.telecom
     assert post(mailbox, task, envelope(world, telecom, task, 0, b"while active")).status_code == 202
     world.admin.suspend(telecom.address)
@@ -449,7 +458,7 @@ def test_mailbox_refuses_a_suspended_organisations_messages(world: World, mailbo
     assert inbox_of(world, task)[0] == (telecom.address, 0, b"while active")
     # and on chain a suspended organisation cannot approve or submit either
     with pytest.raises(ContractRevert):
-        telecom.ctx.ledger.approve(task)
+        telecom.ctx.ledger.approve(pending)
 
 
 # ============================================================================ (c) an EIP-712 approval replayed
@@ -706,14 +715,18 @@ def test_unknown_ids_at_the_auditor_cli(world: World, auditor_store: Store) -> N
 
 def test_unknown_task_ids_at_the_mailbox(world: World, mailbox) -> None:
     task = world.new_task()
+    bank = world.bank.ctx.keys.account
     for path, status, code in [
         ("/v1/tasks/999999/progress", 404, "unknown-task"),
         (f"/v1/tasks/{TOO_BIG}/progress", 400, "malformed"),
         ("/v1/tasks/abc/progress", 400, "malformed"),
     ]:
-        r = mailbox.get(path)
+        r = mailbox.get(path, headers=sign_request(bank, "GET", path, 999999))
         assert (r.status_code, r.json()["error"]) == (status, code), (path, r.text)
-    r = mailbox.get(f"/v1/tasks/{task}/progress")  # a real task nobody has started: no error
+    path = f"/v1/tasks/{task}/progress"
+    r = mailbox.get(path)  # progress is answered to signed requests only
+    assert (r.status_code, r.json()["error"]) == (401, "unsigned")
+    r = mailbox.get(path, headers=sign_request(bank, "GET", path, task))  # a real task nobody has started
     assert r.status_code == 200 and r.json()["task_id"] == task
     params = json.dumps(COUNT, sort_keys=True, separators=(",", ":")).encode()
     r = post(mailbox, 999999, params, "params")

@@ -194,7 +194,7 @@ def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
     try:
         deadline = time.monotonic() + 30
         while True:
-            rows = {r["name"]: r for r in task_progress(net.admin, task_id)["participants"]}
+            rows = {r["name"]: r for r in task_progress(net.by_name("bank").ledger, task_id)["participants"]}
             if rows["bank"].get("phase") == "waiting":
                 break
             assert time.monotonic() < deadline, f"bank never reported waiting: {rows}"
@@ -204,13 +204,13 @@ def test_a_slow_party_is_named_in_the_task_progress(net: Network) -> None:
         from rich.console import Console
 
         console = Console(width=200, record=True)
-        console.print(_progress_view(task_progress(net.admin, task_id)))
+        console.print(_progress_view(task_progress(net.by_name("bank").ledger, task_id)))
         assert "waiting for telecom" in console.export_text()
     finally:
         for pid in stalled:
             os.kill(pid, signal.SIGCONT)
     _assert_clean_completion(net, task_id)
-    rows = {r["name"]: r for r in task_progress(net.admin, task_id)["participants"]}
+    rows = {r["name"]: r for r in task_progress(net.by_name("bank").ledger, task_id)["participants"]}
     assert all("waiting_for" not in r for r in rows.values())
 
 

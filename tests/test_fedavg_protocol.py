@@ -478,7 +478,9 @@ def test_progress_is_reported() -> None:
     parties = make_parties(synthetic(SIZES_3), base_params(rounds=2), progress=lambda f, w: seen.append((f, w)))
     run_local(parties)
     assert seen[-1][0] == 1.0
-    assert any("model after round 2 has loss" in w for _, w in seen)
+    assert any("model after round 2 evaluated" in w for _, w in seen)
+    text = "\n".join(w for _, w in seen)
+    assert "loss" not in text and "accuracy" not in text  # #13.9: no result-derived value in progress
     assert all(0.0 <= f <= 1.0 for f, _ in seen)
 
 

@@ -224,9 +224,16 @@ def test_one_host_auc_within_001_of_sklearn(one_host: Any) -> None:
     assert losses == sorted(losses, reverse=True)  # the Taylor objective decreases
     assert result["features"] == {"guest": [f"f{c:02d}" for c in range(10)], "hosts": {"0xhost0": 20}}
     assert result["params"]["l2"] == 0.01 and result["rows"] == N
-    # per-epoch metrics reached the task's progress
-    epoch_reports = [w for _, w in reports if "AUC" in w]
-    assert len(epoch_reports) == 10 and epoch_reports[-1].startswith("epoch 10/10: loss")
+    # #13.9: progress names each evaluated epoch but carries no metric (result-derived values
+    # would reach every participant and the requester) and no row count (a PSI's size)
+    epoch_reports = [w for _, w in reports if w.endswith("evaluated")]
+    assert epoch_reports == [f"epoch {e}/10 evaluated" for e in range(1, 11)]
+    text = "\n".join(w for _, w in reports)
+    for word in ("loss", "AUC", "KS", "accuracy", " rows"):
+        assert word not in text, (word, text)
+    for m in result["metrics"]:
+        for key in ("loss", "auc", "ks", "accuracy"):
+            assert f"{m[key]:.4f}" not in text
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

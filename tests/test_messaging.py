@@ -15,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,8 +31,9 @@ from fastapi import FastAPI
 
 from pcn.algorithms.base import Message
 from pcn.chain.errors import ChainUnavailable, ContractRevert
-from pcn.chain.types import Organisation, OrgStatus
+from pcn.chain.types import Organisation, OrgStatus, RefusalReason, Task, TaskStatus
 from pcn.runtime import envelope as env
+from pcn.runtime.config import ConfigError, OrgConfig, load_config
 from pcn.runtime.envelope import (
     BadSignature,
     DecryptFailed,
@@ -45,6 +48,7 @@ from pcn.runtime.envelope import (
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.mailbox import create_mailbox_app
 from pcn.runtime.peers import PeerDirectory, UnknownPeer, UnknownTask
+from pcn.runtime.reqauth import sign_request
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
 
 CHAIN_ID = 31337
@@ -92,6 +96,9 @@ class FakePeers:
         self.orgs = {o.address: o for o in orgs}
         self.tasks = tasks
         self.chain_down = False
+        self.status: dict[int, TaskStatus] = {}  # default Running
+        self.deadline = int(time.time()) + 3600
+        self.requester = ""
 
     def organisation(self, address: str) -> Organisation:
         if self.chain_down:
@@ -107,6 +114,33 @@ class FakePeers:
         if task_id not in self.tasks:
             raise UnknownTask(task_id)
         return list(self.tasks[task_id])
+
+    def task(self, task_id: int) -> Task:
+        if self.chain_down:
+            raise ChainUnavailable("rpc down")
+        if task_id not in self.tasks:
+            raise UnknownTask(task_id)
+        status = self.status.get(task_id, TaskStatus.RUNNING)
+        zero = b"\x00" * 32
+        requester = self.requester or self.tasks[task_id][0]
+        return Task(
+            task_id,
+            requester,
+            status,
+            1,
+            1,
+            0,
+            0,
+            RefusalReason(0),
+            requester,
+            self.deadline,
+            0,
+            0,
+            0,
+            zero,
+            zero,
+            zero,
+        )
 
     def invalidate(self, address: str) -> None:
         pass
@@ -213,7 +247,7 @@ class World:
 PARAMS = b'{"column":"age"}'
 
 
-def make_app(w: World, max_body: int = 8 * 1024 * 1024) -> FastAPI:
+def make_app(w: World, max_body: int = 8 * 1024 * 1024, **options: Any) -> FastAPI:
     def on_params(task_id: int, body: bytes) -> None:
         if hashlib.sha256(body).digest() != hashlib.sha256(PARAMS).digest():
             raise ValueError("params hash does not match the chain")
@@ -228,6 +262,7 @@ def make_app(w: World, max_body: int = 8 * 1024 * 1024) -> FastAPI:
         task_manager=TASK_MANAGER,
         max_body=max_body,
         on_params=on_params,
+        **options,
     )
 
 
@@ -467,6 +502,7 @@ class FakeLedger:
     def __init__(self) -> None:
         self.orgs: dict[str, Organisation] = {}
         self.tasks: dict[int, list[str]] = {}
+        self.statuses: dict[int, TaskStatus] = {}
         self.calls: list[tuple[str, object]] = []
 
     def organisation(self, account: str) -> Organisation:
@@ -478,6 +514,39 @@ class FakeLedger:
         if task_id not in self.tasks:
             raise ContractRevert("UnknownTask", {"taskId": task_id}, f"no task {task_id}")
         return [a.lower() for a in self.tasks[task_id]]
+
+    def task(self, task_id: int) -> Task:
+        self.calls.append(("task", task_id))
+        if task_id not in self.tasks:
+            raise ContractRevert("UnknownTask", {"taskId": task_id}, f"no task {task_id}")
+        status = self.statuses.get(task_id, TaskStatus.RUNNING)
+        zero = b"\x00" * 32
+        who = self.tasks[task_id][0]
+        return Task(task_id, who, status, 1, 1, 0, 0, RefusalReason(0), who, 0, 0, 0, 0, zero, zero, zero)
+
+
+def test_peer_directory_caches_task_records_except_while_pending() -> None:
+    """The mailbox asks for the task's status on every message: a Pending record is re-read
+    each time (authorisation shows at once), an active one is cached for the TTL, a final one for good."""
+    now = [100.0]
+    ledger = FakeLedger()
+    ledger.tasks[3] = [new_org().address]
+    ledger.statuses[3] = TaskStatus.PENDING
+    peers = PeerDirectory(ledger, ttl=5.0, clock=lambda: now[0])
+    assert peers.task(3).status == TaskStatus.PENDING and peers.task(3).status == TaskStatus.PENDING
+    assert ledger.calls.count(("task", 3)) == 2
+    ledger.statuses[3] = TaskStatus.AUTHORISED
+    assert peers.task(3).status == TaskStatus.AUTHORISED
+    ledger.statuses[3] = TaskStatus.COMPLETED
+    now[0] += 4.9
+    assert peers.task(3).status == TaskStatus.AUTHORISED  # cached
+    now[0] += 0.2
+    assert peers.task(3).status == TaskStatus.COMPLETED
+    calls = ledger.calls.count(("task", 3))
+    now[0] += 1000
+    assert peers.task(3).status == TaskStatus.COMPLETED and ledger.calls.count(("task", 3)) == calls  # final: kept
+    with pytest.raises(UnknownTask):
+        peers.task(99)
 
 
 def test_peer_directory_caches_and_expires() -> None:
@@ -832,3 +901,213 @@ def test_deliver_retries_5xx_then_gives_up() -> None:
     ):
         client.deliver(url, TASK, b"x", deadline=time.monotonic() + 0.8)
     assert len(calls) >= 2 and "500" in e.value.last_error
+
+
+# ----------------------------------------------------------------------------- #13.8 mailbox flooding
+
+
+def inbox_keys(w: World) -> list[bytes]:
+    return sorted(w.inbox.r.keys(f"pcn:{w.me.address}:inbox:*"))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "http"),
+    [
+        (TaskStatus.PENDING, "too-early", 425),
+        (TaskStatus.COMPLETED, "task-final", 409),
+        (TaskStatus.CANCELLED, "task-final", 409),
+        (TaskStatus.DISPUTED, "task-final", 409),
+        (TaskStatus.REFUSED, "task-final", 409),
+        (TaskStatus.EXPIRED, "task-final", 409),
+    ],
+)
+def test_messages_for_a_task_not_running_are_refused_and_nothing_is_stored(
+    world: World, status: TaskStatus, code: str, http: int
+) -> None:
+    w = world
+    w.peers.status[TASK] = status
+    for seq in range(3):
+        resp = w.post(w.seal(w.alice, seq, b"x" * 4096))
+        assert resp.status_code == http, resp.text
+        assert resp.json()["error"] == code and resp.json()["task_status"] == status.name.lower()
+    assert inbox_keys(w) == [] and w.inbox.read(TASK, 0) == []
+    w.peers.status[TASK] = TaskStatus.AUTHORISED  # once authorised, the same message is taken
+    assert w.post(w.seal(w.alice, 0, b"x" * 4096)).status_code == 202
+
+
+def test_a_node_that_is_no_participant_refuses_before_reading_the_body(world: World) -> None:
+    w = world
+    # TASK + 1 is between alice and bob. The request declares 4 MiB but sends 10 bytes: a
+    # mailbox that read the body would wait for the rest; this one answers 403 at once.
+    port = int(w.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"POST /v1/tasks/{TASK + 1}/messages HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {4 << 20}\r\n\r\n".encode()
+            + b"x" * 10
+        )
+        head = ""
+        while "}" not in head and (chunk := s.recv(65536)):  # times out (fails) if no answer comes
+            head += chunk.decode(errors="replace")
+    assert head.startswith("HTTP/1.1 403"), head
+    assert '"not-participant"' in head
+    resp = w.post(w.seal(w.outsider, 0, b"x" * 4096))  # a sender outside the task
+    assert resp.status_code == 403 and resp.json()["error"] == "not-participant"
+    assert inbox_keys(w) == []
+
+
+def test_a_flood_beyond_the_quotas_is_refused_and_redis_stays_bounded(r: redis.Redis) -> None:
+    me, alice, bob = new_org(), new_org(), new_org()
+    task_quota, sender_quota, chunk = 256 * 1024, 160 * 1024, 32 * 1024
+    inbox = Inbox(r, f"pcn:{me.address}", task_quota=task_quota, sender_quota=sender_quota)
+    peers = FakePeers([me, alice, bob], {TASK: [me.address, alice.address, bob.address]})
+    w = World(me, alice, bob, alice, alice, peers, inbox, "", {}, httpx.Client(timeout=10))
+    with serve(make_app(w)) as url, w.http:
+        w.url = url
+        before = int(r.info("memory")["used_memory"])
+        statuses = []
+        seq = 0
+        for i in range(120):  # 120 x 32 KiB = 3.75 MiB offered by one sender
+            resp = w.post(w.seal(alice, seq, bytes([i % 251]) * chunk))
+            statuses.append(resp.status_code)
+            if resp.status_code == 202:
+                seq += 1
+            else:
+                assert resp.status_code == 413, resp.text
+                assert resp.json()["error"] == "quota-exceeded" and resp.json()["quota"] == "sender"
+        assert seq == 3  # base64 makes each stored message ~43 KiB: three fit in 160 KiB
+        assert statuses.count(413) == 117
+        stored = int(r.hget(f"pcn:{me.address}:inbox:{TASK}:bytes", alice.address.lower()) or 0)
+        assert stored <= sender_quota
+        # Another member still has room until the task's quota is used up.
+        bob_seq = 0
+        while (resp := w.post(w.seal(bob, bob_seq, b"b" * chunk))).status_code == 202:
+            bob_seq += 1
+        assert resp.status_code == 413 and resp.json()["quota"] == "task"
+        assert bob_seq == 2
+        total = int(r.hget(f"pcn:{me.address}:inbox:{TASK}:bytes", "*") or 0)
+        assert total <= task_quota
+        assert sum(len(x) for x in r.lrange(f"pcn:{me.address}:inbox:{TASK}:list", 0, -1)) == total
+        grown = int(r.info("memory")["used_memory"]) - before
+        assert grown < 2 * task_quota, f"Redis grew by {grown} bytes under a 3.75 MiB flood"
+        # Duplicates of accepted messages are still acknowledged (a resumed peer re-sends).
+        assert w.post(w.seal(alice, 0, bytes([0]) * chunk)).status_code == 200
+        # Deleting the inbox frees the counters with the messages.
+        inbox.delete(TASK)
+        assert r.exists(f"pcn:{me.address}:inbox:{TASK}:bytes") == 0
+
+
+def test_inbox_keys_expire_after_the_task_deadline(world: World) -> None:
+    w = world
+    w.peers.deadline = int(time.time()) + 1000
+    assert w.post(w.seal(w.alice, 0)).status_code == 202
+    keys = inbox_keys(w)
+    names = {k.decode().rsplit(":", 1)[1] for k in keys}
+    assert names == {"next", "list", "digests", "bytes"}
+    for key in keys:
+        ttl = w.inbox.r.ttl(key)
+        assert 1000 + 3600 - 30 <= ttl <= 1000 + 3600, (key, ttl)
+
+
+def test_the_mailbox_answers_503_with_retry_after_beyond_its_in_flight_limit(r: redis.Redis) -> None:
+    me, alice = new_org(), new_org()
+    inbox = Inbox(r, f"pcn:{me.address}")
+    peers = FakePeers([me, alice], {TASK: [me.address, alice.address]})
+    w = World(me, alice, alice, alice, alice, peers, inbox, "", {}, httpx.Client(timeout=10))
+    body = w.seal(alice, 0, b"slow")
+    release = threading.Event()
+    started = threading.Event()
+
+    def trickle() -> Iterator[bytes]:  # a slow upload that holds its request in flight
+        yield body[:10]
+        started.set()
+        release.wait(10)
+        yield body[10:]
+
+    with serve(make_app(w, max_inflight=1)) as url, w.http:
+        w.url = url
+        slow: list[httpx.Response] = []
+
+        def send_slow() -> None:
+            with httpx.Client(timeout=20) as c:
+                slow.append(c.post(f"{url}/v1/tasks/{TASK}/messages", content=trickle()))
+
+        t = threading.Thread(target=send_slow)
+        t.start()
+        assert started.wait(10)
+        time.sleep(0.2)
+        resp = w.post(w.seal(alice, 1, b"next"))
+        assert resp.status_code == 503 and resp.json()["error"] == "busy"
+        assert resp.headers["retry-after"] == "1"
+        assert w.http.get(f"{url}/v1/health").status_code == 200  # health stays answerable
+        release.set()
+        t.join(20)
+        assert slow[0].status_code == 202
+        assert w.post(w.seal(alice, 1, b"next")).status_code == 202
+
+
+# ----------------------------------------------------------------------------- #13.9 signed progress
+
+
+def test_progress_answers_only_signed_requests_of_participants_and_the_requester(r: redis.Redis) -> None:
+    me, alice, bob, outsider = new_org(), new_org(), new_org(), new_org()
+    requester = new_org()  # submitted the task but owns none of its datasets
+    peers = FakePeers([me, alice, bob, outsider, requester], {TASK: [me.address, alice.address, bob.address]})
+    peers.requester = requester.address
+    w = World(
+        me, alice, bob, outsider, outsider, peers, Inbox(r, f"pcn:{me.address}"), "", {}, httpx.Client(timeout=10)
+    )
+    live = {TASK: {"phase": "running", "fraction": "0.5000", "detail": "epoch 3/10 evaluated"}}
+    path = f"/v1/tasks/{TASK}/progress"
+    with serve(make_app(w, progress=lambda task_id: live.get(task_id, {}))) as url, w.http:
+
+        def get(headers: dict[str, str] | None = None, at: str = path) -> httpx.Response:
+            return w.http.get(url + at, headers=headers or {})
+
+        resp = get()
+        assert resp.status_code == 401 and resp.json()["error"] == "unsigned"
+        assert "epoch" not in resp.text
+        old = sign_request(alice.account, "GET", path, TASK, now=time.time() - 600)
+        assert (get(old).status_code, get(old).json()["error"]) == (401, "expired")
+        ahead = sign_request(alice.account, "GET", path, TASK, now=time.time() + 600)
+        assert get(ahead).status_code == 401
+        other_task = sign_request(alice.account, "GET", f"/v1/tasks/{TASK + 1}/progress", TASK + 1)
+        assert (get(other_task).status_code, get(other_task).json()["error"]) == (401, "bad-signature")
+        # the signature binds the method and path: one made for another route proves nothing
+        for_other_route = sign_request(alice.account, "POST", path, TASK)
+        assert get(for_other_route).status_code == 401
+        garbled = {**sign_request(alice.account, "GET", path, TASK), "x-pcn-signature": "0x1234"}
+        assert (get(garbled).status_code, get(garbled).json()["error"]) == (401, "bad-signature")
+        resp = get(sign_request(outsider.account, "GET", path, TASK))
+        assert resp.status_code == 403 and resp.json()["error"] == "not-authorised"
+        assert "epoch" not in resp.text
+        for member in (alice, bob, me, requester):
+            resp = get(sign_request(member.account, "GET", path, TASK))
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"org": me.address, "task_id": TASK, **live[TASK]}
+        unknown = "/v1/tasks/999/progress"
+        resp = get(sign_request(alice.account, "GET", unknown, 999), at=unknown)
+        assert resp.status_code == 404 and resp.json()["error"] == "unknown-task"
+        assert get(at="/v1/health").json() == {"ok": True, "org": me.address}  # health carries nothing of tasks
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("mailbox_task_quota", 0, "mailbox_task_quota must be a positive integer"),
+        ("mailbox_sender_quota", -1, "mailbox_sender_quota must be a positive integer"),
+        ("mailbox_max_inflight", 1.5, "mailbox_max_inflight must be a positive integer"),
+        ("mailbox_ttl_margin", True, "mailbox_ttl_margin must be a positive integer"),
+        ("mailbox_sender_quota", 2 * 1024**3, "must not exceed mailbox_task_quota"),
+    ],
+)
+def test_mailbox_limits_in_the_node_config_are_validated(tmp_path: Path, key: str, value: object, message: str) -> None:
+    cfg = OrgConfig(
+        "acme", "http://127.0.0.1:8545", "d.json", "redis://127.0.0.1:6379", "data", "http://127.0.0.1:9000"
+    )
+    path = cfg.save(tmp_path / "node.toml")
+    assert load_config(path).mailbox_task_quota == 1024**3  # the defaults are valid
+    text = path.read_text().replace(f"{key} = {getattr(cfg, key)}", f"{key} = {str(value).lower()}")
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)

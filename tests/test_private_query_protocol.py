@@ -526,6 +526,22 @@ def test_progress_is_reported() -> None:
     assert sum(f == 1.0 for f, _ in seen) == 2  # both parties finish
 
 
+def test_progress_text_carries_no_hit_count() -> None:
+    """#13.9: progress is read by every participant and the requester, so it says which step
+    runs, never how many keys were found (the holder must not learn it)."""
+    holder = Table({"id": [f"k{i}" for i in range(600)], "score": [str(i) for i in range(600)], "name": ["n"] * 600})
+    query = Table({"id": [f"k{i}" for i in range(0, 1374, 2)]})  # 300 hits of 687 distinct keys
+    seen: list[str] = []
+    q, h = make_pair(query, holder, progress=lambda _f, what: seen.append(what))
+    run_local([q, h])
+    out = json.loads(q.result() or b"{}")
+    assert len(out["hits"]) == 300 and len(out["misses"]) == 387
+    text = "\n".join(seen)
+    assert seen and "found" not in text and "hit" not in text and "miss" not in text
+    for count in (300, 387):
+        assert str(count) not in text, text
+
+
 def test_process_pool_gives_identical_messages() -> None:
     query, holder = random_case(random.Random(9), rows=5000, queries=200)
     plain = run(query, holder, {"value_columns": ["score", "name"], "batch_size": 1500})

@@ -589,6 +589,19 @@ def test_messages_are_bounded_buckets_and_progress_is_reported() -> None:
     assert events[-1][0] == 1.0 and any(0.3 < f < 0.9 for f, _ in events)
 
 
+def test_progress_text_carries_no_intersection_size() -> None:
+    """#13.9: progress is read by every participant and the requester: it names the step,
+    never the intersection's size (only the recipient learns it)."""
+    sets = [[f"x{i}" for i in range(3000)], [f"x{i}" for i in range(1763, 5000)], [f"x{i}" for i in range(4000)]]
+    for output in ("ids", "cardinality"):
+        events: list[str] = []
+        parties = make_parties(sets, {"output": output}, progress=lambda _f, w, seen=events: seen.append(w))
+        run_local(parties, shuffle_seed=3)
+        assert result_of(parties)["size"] == 1237
+        text = "\n".join(events)
+        assert events and "1237" not in text and "1,237" not in text and "intersection of" not in text, text
+
+
 def test_throughput_two_parties_50k() -> None:
     n = 50_000
     sets = [[f"customer-{i}" for i in range(n)], [f"customer-{i}" for i in range(n // 2, n + n // 2)]]

@@ -47,7 +47,6 @@ from pcn.devnet.anvil import DEFAULT_MNEMONIC, rpc_call
 from pcn.devnet.deploy import deploy, devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import load_config
-from pcn.runtime.operations import task_progress
 from tests.nodes import PASSWORD, REGIONS, fund, write_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -455,7 +454,7 @@ def _run_task(cons: Consortium, requester: str, algo: str, params: dict[str, Any
         assert cons.admin.participant_state(task_id, h.address) is ParticipantState.RECEIPTED, h.name
     # every node reports its part done (asked over HTTP at each mailbox's own address)
     _wait(
-        lambda: all(p.get("phase") == "done" for p in task_progress(cons.admin, task_id)["participants"]),
+        lambda: all(p.get("phase") == "done" for p in req.pcn("task", "status", str(task_id))["participants"]),
         30,
         f"every participant of task {task_id} done",
     )

@@ -119,7 +119,7 @@ def _watch(net: Network, task_id: int, console: Console, quiet: bool, timeout: f
     ) as bars:
         rows = {o.address: bars.add_task(o.name, total=1.0, phase="queued") for o in net.orgs}
         while time.monotonic() < deadline:
-            st = task_progress(net.admin, task_id)
+            st = task_progress(net.by_name("bank").ledger, task_id)  # the requester: progress reads are signed
             for p in st["participants"]:
                 bars.update(
                     rows[p["participant"]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -255,6 +256,18 @@ def chain_reader(config: Path | None, org: str | None, deployment: Path | None, 
     if deployment is None and rpc_url is None and os.environ.get("PCN_CONFIG"):
         return config_ledger(org_config(None, None))
     return connect(deployment, rpc_url)
+
+
+def signing_reader(config: Path | None, org: str | None, deployment: Path | None, rpc_url: str | None) -> Ledger:
+    """Like :func:`chain_reader`, but signing as the named organisation when its keystore
+    password is at hand (mailboxes answer signed reads only); read-only otherwise."""
+    from pcn.crypto.keys import KeyStoreError
+
+    named = config is not None or org is not None
+    if named or (deployment is None and rpc_url is None and os.environ.get("PCN_CONFIG")):
+        with contextlib.suppress(KeyStoreError):
+            return node_context(config, org).ledger
+    return chain_reader(config, org, deployment, rpc_url)
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -43,6 +43,7 @@ from pcn.cli.common import (
     org_config,
     parse_duration,
     pcn_home,
+    signing_reader,
 )
 
 if TYPE_CHECKING:
@@ -1003,7 +1004,7 @@ def task_status(
 
     from pcn.runtime.operations import task_progress
 
-    ledger = chain_reader(config, org, deployment, rpc_url)
+    ledger = signing_reader(config, org, deployment, rpc_url)  # mailboxes answer signed progress reads only
     p = task_progress(ledger, task_id)
 
     def watching() -> bool:

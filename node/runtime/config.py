@@ -45,6 +45,10 @@ class OrgConfig:
     # private or link-local addresses or plain http (`pcn org init` sets both on the devnet).
     allow_private_endpoints: bool = False
     allow_http_endpoints: bool = False
+    mailbox_task_quota: int = 1024 * 1024 * 1024  # bytes of messages one task may hold in this node's Redis
+    mailbox_sender_quota: int = 256 * 1024 * 1024  # bytes of messages one participant may hold there per task
+    mailbox_max_inflight: int = 64  # concurrent mailbox requests; more are answered 503 with Retry-After
+    mailbox_ttl_margin: int = 3600  # an inbox expires this many seconds after its task's deadline
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -88,6 +92,12 @@ class OrgConfig:
         for key in ("allow_private_endpoints", "allow_http_endpoints"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key} must be true or false")
+        for key in ("mailbox_task_quota", "mailbox_sender_quota", "mailbox_max_inflight", "mailbox_ttl_margin"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{key} must be a positive integer")
+        if self.mailbox_sender_quota > self.mailbox_task_quota:
+            raise ConfigError("mailbox_sender_quota must not exceed mailbox_task_quota")
         if not self.dropout_after >= 0:
             raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 

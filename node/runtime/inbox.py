@@ -6,6 +6,10 @@ its sender is appended; an exact duplicate of an accepted one is acknowledged an
 (a resumed peer replays what it already sent); a different message under a used sequence
 number is a replay attack; a message from the future is refused until the gap is filled.
 The worker reads the list by index, so a resumed worker re-reads it from the start.
+
+The same script enforces the byte quotas (per task and per sender, counted in a hash beside
+the list) and sets every key's expiry, so a flood can neither grow the organisation's Redis
+(also the Celery broker) past the quotas nor outlive the task.
 """
 
 from __future__ import annotations
@@ -29,14 +33,24 @@ if seq < expected then
   return 'replay'
 end
 if seq > expected then return 'gap:' .. expected end
+local size = string.len(ARGV[4])
+if tonumber(redis.call('HGET', KEYS[6], '*') or '0') + size > tonumber(ARGV[5]) then return 'quota:task' end
+if tonumber(redis.call('HGET', KEYS[6], ARGV[1]) or '0') + size > tonumber(ARGV[6]) then return 'quota:sender' end
+redis.call('HINCRBY', KEYS[6], '*', size)
+redis.call('HINCRBY', KEYS[6], ARGV[1], size)
 redis.call('HSET', KEYS[1], ARGV[1], seq + 1)
 redis.call('HSET', KEYS[3], ARGV[1] .. ':' .. ARGV[2], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[4])
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[7]) end
 redis.call('PUBLISH', KEYS[4], '1')
 return 'new'
 """
 
-Outcome = Literal["new", "duplicate", "replay", "gap", "closed"]
+Outcome = Literal["new", "duplicate", "replay", "gap", "closed", "quota"]
+
+# Defaults of the byte quotas (node config `mailbox_task_quota`, `mailbox_sender_quota`).
+TASK_QUOTA = 1024 * 1024 * 1024
+SENDER_QUOTA = 256 * 1024 * 1024
 
 # How long a finished task's inbox stays closed: late re-sends from a resumed peer are then
 # acknowledged without storing anything (no inbox is recreated after its deletion).
@@ -47,6 +61,7 @@ CLOSED_TTL = 30 * 86_400
 class Accepted:
     outcome: Outcome
     expected_seq: int | None = None
+    quota: str = ""  # "task" or "sender": which quota a refused message would exceed
 
 
 def encode(msg: Message) -> str:
@@ -71,24 +86,42 @@ def decode(raw: bytes | str) -> Message:
 
 
 class Inbox:
-    def __init__(self, r: redis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        r: redis.Redis,
+        prefix: str,
+        *,
+        task_quota: int = TASK_QUOTA,
+        sender_quota: int = SENDER_QUOTA,
+    ) -> None:
+        if task_quota <= 0 or sender_quota <= 0:
+            raise ValueError("inbox quotas must be positive byte counts")
         self.r = r
         self.prefix = prefix  # e.g. "pcn:<account>"
+        self.task_quota = task_quota
+        self.sender_quota = sender_quota
         self._accept = r.register_script(_ACCEPT)
 
     def _keys(self, task_id: int) -> list[str]:
         p = f"{self.prefix}:inbox:{task_id}"
-        return [p + ":next", p + ":list", p + ":digests", p + ":notify", p + ":closed"]
+        return [p + ":next", p + ":list", p + ":digests", p + ":notify", p + ":closed", p + ":bytes"]
 
     def keys(self, task_id: int) -> list[str]:
         """The keys holding a task's messages (what `delete` removes)."""
-        return self._keys(task_id)[:3]
+        k = self._keys(task_id)
+        return [*k[:3], k[5]]
 
-    def accept(self, task_id: int, msg: Message, digest: bytes) -> Accepted:
-        out = self._accept(keys=self._keys(task_id), args=[msg.sender.lower(), msg.seq, digest.hex(), encode(msg)])
+    def accept(self, task_id: int, msg: Message, digest: bytes, *, ttl: int = CLOSED_TTL) -> Accepted:
+        """Accept one message; every key of the inbox then expires ``ttl`` seconds from now."""
+        if ttl <= 0:
+            raise ValueError("the inbox TTL must be a positive number of seconds")
+        args = [msg.sender.lower(), msg.seq, digest.hex(), encode(msg), self.task_quota, self.sender_quota, ttl]
+        out = self._accept(keys=self._keys(task_id), args=args)
         out = out.decode() if isinstance(out, bytes) else str(out)
         if out == "closed":
             return Accepted("closed")
+        if out.startswith("quota:"):
+            return Accepted("quota", quota=out[6:])
         if out.startswith("gap:"):
             return Accepted("gap", int(out[4:]))
         return Accepted(out)  # type: ignore[arg-type]

@@ -34,6 +34,7 @@ from pcn.data.readers import infer_format, read_table
 from pcn.runtime.config import DEVNET_CHAIN_IDS, OrgConfig
 from pcn.runtime.context import NodeContext
 from pcn.runtime.execute import result_context
+from pcn.runtime.reqauth import sign_request
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import EndpointRefused, PeerClient, get_checked
 
@@ -233,6 +234,9 @@ def _who_waits_for_whom(rows: list[dict[str, Any]]) -> None:
 
 
 def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
+    """The task on chain and each participant's live progress. Mailboxes answer progress only
+    to the task's participants and requester, so the requests are signed with the ledger's
+    account; a read-only ledger gets the on-chain part alone (each row says why)."""
     task = ledger.task(task_id)
     parts = ledger.task_participants(task_id)
     devnet = ledger.chain_id in DEVNET_CHAIN_IDS  # elsewhere, endpoints must be public https
@@ -244,9 +248,18 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             "name": org.name,
             "state": ledger.participant_state(task_id, p).name.lower(),
         }
+        if ledger.account is None:
+            row["phase"] = "unsigned"
+            row["detail"] = "live progress needs an organisation's key (--org/--config with its keystore password)"
+            rows.append(row)
+            continue
+        path = f"/v1/tasks/{task_id}/progress"
+        headers = sign_request(ledger.account, "GET", path, task_id)
         try:
-            path = f"/v1/tasks/{task_id}/progress"
-            r = get_checked(org.endpoint, path, allow_private=devnet, allow_http=devnet, timeout=2.0)
+            r = get_checked(org.endpoint, path, allow_private=devnet, allow_http=devnet, timeout=2.0, headers=headers)
+            if r.status_code in (401, 403):
+                row["phase"] = "not authorised"
+                row["detail"] = f"the node answered HTTP {r.status_code} to this account's signed request"
             if r.status_code == 200:
                 live = r.json()
                 row.update(

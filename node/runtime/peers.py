@@ -5,7 +5,9 @@ worker sends needs the receiver's endpoint and encryption key. Asking the chain 
 would put an RPC round trip on every message, so organisations are cached for ``ttl``
 seconds (a suspension takes effect within that time; :meth:`PeerDirectory.invalidate`
 forces it at once). A task's participant list is fixed at submission, so it is cached for
-good (bounded, least recently used first out).
+good (bounded, least recently used first out). A task's on-chain record (status, deadline,
+requester) is cached for ``ttl`` seconds while the task is Authorised or Running and for good
+once final; a Pending task is asked again each time, so its authorisation is seen at once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Protocol
 from eth_utils import to_checksum_address
 
 from pcn.chain.errors import ContractRevert
-from pcn.chain.types import Organisation, OrgStatus
+from pcn.chain.types import Organisation, OrgStatus, Task, TaskStatus
 
 
 class UnknownPeer(LookupError):
@@ -47,6 +49,8 @@ class PeerLookup(Protocol):
 
     def participants(self, task_id: int) -> list[str]: ...
 
+    def task(self, task_id: int) -> Task: ...
+
     def invalidate(self, address: str) -> None: ...
 
 
@@ -71,6 +75,7 @@ class PeerDirectory:
         self._lock = threading.Lock()
         self._orgs: dict[str, tuple[float, Organisation]] = {}
         self._tasks: OrderedDict[int, list[str]] = OrderedDict()
+        self._records: OrderedDict[int, tuple[float, Task]] = OrderedDict()
 
     def organisation(self, address: str) -> Organisation:
         """The organisation as registered (any status); :class:`UnknownPeer` if never admitted.
@@ -126,6 +131,30 @@ class PeerDirectory:
                 self._tasks.popitem(last=False)
         return list(found)
 
+    def task(self, task_id: int) -> Task:
+        """The task's on-chain record; :class:`UnknownTask` if none."""
+        now = self._clock()
+        with self._lock:
+            hit = self._records.get(task_id)
+            if hit is not None and (hit[0] > now or hit[1].status.is_final):
+                self._records.move_to_end(task_id)
+                return hit[1]
+        try:
+            record = self.ledger.task(task_id)
+        except ContractRevert as exc:
+            if exc.name == "UnknownTask":
+                raise UnknownTask(task_id) from None
+            raise
+        if record.status == TaskStatus.NONE:
+            raise UnknownTask(task_id)
+        if record.status != TaskStatus.PENDING:
+            with self._lock:
+                self._records[task_id] = (self._clock() + self.ttl, record)
+                self._records.move_to_end(task_id)
+                while len(self._records) > self.max_tasks:
+                    self._records.popitem(last=False)
+        return record
+
     def invalidate(self, address: str) -> None:
         """Forget the cached organisation, so the next lookup asks the chain."""
         with self._lock:
@@ -135,3 +164,4 @@ class PeerDirectory:
         with self._lock:
             self._orgs.clear()
             self._tasks.clear()
+            self._records.clear()

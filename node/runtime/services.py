@@ -32,44 +32,33 @@ class NodeError(RuntimeError):
 
 def mailbox_app() -> FastAPI:
     """uvicorn factory: the mailbox of the organisation named by $PCN_CONFIG."""
-    import redis
-
-    from pcn.chain.errors import ChainError
     from pcn.runtime.context import NodeContext
     from pcn.runtime.execute import handle_params
     from pcn.runtime.inbox import Inbox
-    from pcn.runtime.mailbox import Problem, create_mailbox_app
-    from pcn.runtime.peers import PeerDirectory, UnknownTask
+    from pcn.runtime.mailbox import create_mailbox_app
+    from pcn.runtime.peers import PeerDirectory
 
     ctx = NodeContext.from_env()
     peers = PeerDirectory(ctx.ledger)
-    app = create_mailbox_app(
+    return create_mailbox_app(
         me=ctx.address,
         keys=ctx.keys,
-        inbox=Inbox(ctx.redis, ctx.key()),
+        inbox=Inbox(
+            ctx.redis,
+            ctx.key(),
+            task_quota=ctx.config.mailbox_task_quota,
+            sender_quota=ctx.config.mailbox_sender_quota,
+        ),
         peers=peers,
         chain_id=ctx.ledger.chain_id,
         task_manager=str(ctx.ledger.deployment.contracts["TaskManager"].address),
         on_params=lambda task_id, body: handle_params(ctx, task_id, body),
+        max_inflight=ctx.config.mailbox_max_inflight,
+        ttl_margin=ctx.config.mailbox_ttl_margin,
+        progress=lambda task_id: {
+            k.decode(): v.decode() for k, v in ctx.redis.hgetall(ctx.key("progress", task_id)).items()
+        },
     )
-
-    @app.get("/v1/tasks/{task_id}/progress")
-    def progress(task_id: int) -> dict[str, Any]:
-        if not 0 <= task_id < 2**256:
-            raise Problem(400, "malformed", "task id out of range")
-        try:
-            raw = ctx.redis.hgetall(ctx.key("progress", task_id))
-            if not raw:  # nothing recorded yet: a task to come, or no task at all?
-                peers.participants(task_id)
-        except UnknownTask:
-            raise Problem(404, "unknown-task", f"no task {task_id} on chain") from None
-        except ChainError:
-            raise Problem(503, "chain-unavailable", "the chain cannot be reached, retry later") from None
-        except redis.RedisError:
-            raise Problem(503, "store-unavailable", "the progress store cannot be reached, retry later") from None
-        return {"org": ctx.address, "task_id": task_id, **{k.decode(): v.decode() for k, v in raw.items()}}
-
-    return app
 
 
 def _run_file(cfg: OrgConfig) -> Path:

@@ -162,14 +162,24 @@ def check_endpoint(
     return CheckedEndpoint(f"{url.scheme}://{netloc}{url.path.rstrip('/')}", host, host_header, url.scheme == "https")
 
 
-def get_checked(endpoint: str, path: str, *, allow_private: bool, allow_http: bool, timeout: float) -> httpx.Response:
+def get_checked(
+    endpoint: str,
+    path: str,
+    *,
+    allow_private: bool,
+    allow_http: bool,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     """One GET of `path` at a registered endpoint, through the same checks as a delivery
     (:class:`EndpointRefused`, or OSError/httpx.HTTPError when it cannot be reached)."""
     checked = check_endpoint(endpoint, allow_private=allow_private, allow_http=allow_http)
     extensions = {"sni_hostname": checked.host} if checked.https else {}
     # trust_env=False: a node talks to peers directly, never through an HTTP(S)_PROXY of the host
     with httpx.Client(timeout=timeout, trust_env=False) as client:
-        return client.get(checked.base + path, headers={"host": checked.host_header}, extensions=extensions)
+        return client.get(
+            checked.base + path, headers={**(headers or {}), "host": checked.host_header}, extensions=extensions
+        )
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:

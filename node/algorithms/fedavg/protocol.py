@@ -625,12 +625,10 @@ class FedAvgProtocol(Protocol):
         self._metrics.append({"model_after_round": r - 1, "parties": len(self._survivors), **metrics})
         if training:
             self._theta = theta
-        loss = "n/a" if metrics["loss"] is None else f"{metrics['loss']:.4f}"
-        acc = "n/a" if metrics["accuracy"] is None else f"{metrics['accuracy']:.4f}"
-        self.report(
+        self.report(  # loss and accuracy are result-derived: never in progress
             r / (self.num_aggregations + 1),
             (f"round {r}/{p['rounds']}" if training else "final evaluation")
-            + f": model after round {r - 1} has loss {loss}, accuracy {acc}"
+            + f": model after round {r - 1} evaluated"
             + (f"; dropped {dropped_now}" if dropped_now else ""),
         )
         self._updates, self._unmask = {}, {}
@@ -667,8 +665,7 @@ class FedAvgProtocol(Protocol):
         out = [
             self.send(q, self.num_aggregations + 1, KIND_RESULT, self._result_hash) for q in self._active if q != ctx.me
         ]
-        final = self._metrics[-1]
-        self.report(1.0, f"done; final model accuracy {final['accuracy']}, loss {final['loss']}")
+        self.report(1.0, "done; the aggregator holds the model")
         return out
 
     def awaiting(self) -> list[str]:

@@ -532,7 +532,7 @@ class HeteroLrProtocol(Protocol):
         if self._resumed:
             self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
             return list(self._resend) + self._advance()
-        self.report(0.0, f"{self._role}: {self._n} rows, {len(self._features)} features; setting up keys")
+        self.report(0.0, f"{self._role}: setting up keys")  # row counts of aligned data are PSI results
         payload = self._setup_payload()
         out: list[Message] = []
         for peer in self.ctx.peers:
@@ -756,8 +756,7 @@ class HeteroLrProtocol(Protocol):
         last = self._p["epochs"] == E + 1
         self.report(
             0.02 + 0.96 * (E + 1) / self._p["epochs"],
-            f"epoch {E + 1}/{self._p['epochs']}: loss {loss:.6f}, AUC {metrics['auc']:.4f}, KS {metrics['ks']:.4f}, "
-            f"accuracy {metrics['accuracy']:.4f}",
+            f"epoch {E + 1}/{self._p['epochs']} evaluated",  # metrics are result-derived: never in progress
         )
         stop = converged or last
         out: list[Message] = []

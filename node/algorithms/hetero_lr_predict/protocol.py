@@ -236,7 +236,7 @@ class HeteroLrPredictProtocol(Protocol):
             body["model"] = self._commitment.hex()
             body["x25519"] = x25519_public(self._x25519()).hex()
         payload = canonical_json(body)
-        self.report(0.1, f"scoring {len(self._ids)} rows with the model of task {self._p['model_task']}")
+        self.report(0.1, f"scoring with the model of task {self._p['model_task']}")
         return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in ctx.peers]
 
     def receive(self, msg: Message) -> list[Message]:
@@ -366,7 +366,7 @@ class HeteroLrPredictProtocol(Protocol):
         self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         self._scores.clear()
-        self.report(1.0, f"scored {len(self._ids)} rows")
+        self.report(1.0, "scored; the guest holds the scores")
         return [self.send(h, ROUND_RESULT, KIND_RESULT, self._result_hash) for h in self._hosts]
 
     # -- outcome --------------------------------------------------------------------------------

@@ -483,7 +483,7 @@ class PrivateQueryProtocol(Protocol):
         self._result = canonical_json(out)
         self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
-        self.report(1.0, f"done; {len(hits):,} of {self._n:,} keys found")
+        self.report(1.0, "done; the querier holds the result")
         return [self.send(self.holder, ROUND_RESULT, KIND_RESULT, self._result_hash)]
 
     # -- outcome -----------------------------------------------------------------------

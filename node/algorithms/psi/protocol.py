@@ -422,7 +422,7 @@ class PsiProtocol(Protocol):
         ids = [unique[i] for i in self.secret_permutation("psi/shuffle/own", len(unique)).tolist()]
         del unique
         self._sizes[ctx.me] = len(ids)
-        self.report(0.01, f"hashing and blinding {len(ids)} IDs")
+        self.report(0.01, "hashing and blinding the IDs")
         prefix = HASH_DOMAIN + ctx.binding
         jobs = [
             (prefix, self._keys_own, [x.encode("utf-8", "surrogatepass") for x in ids[i : i + PIECE]])
@@ -579,7 +579,7 @@ class PsiProtocol(Protocol):
         self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
         out = [self.send(peer, self._n + 2, KIND_RESULT, self._result_hash) for peer in self.ctx.peers]
-        self.report(1.0, f"done; intersection of {result['size']}")
+        self.report(1.0, "done; the recipient holds the result")
         return out
 
     def _receive_result_hash(self, msg: Message) -> list[Message]:
