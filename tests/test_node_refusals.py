@@ -20,7 +20,7 @@ import pytest
 
 from pcn.algorithms.codehash import PACKAGE_ROOT, algorithm_code_hash
 from pcn.chain.errors import ContractRevert
-from pcn.chain.types import PolicyLimits, RefusalReason, TaskStatus, epsilon_to_fixed
+from pcn.chain.types import ParticipantState, PolicyLimits, RefusalReason, TaskStatus, epsilon_to_fixed
 from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import params_bytes_of, push_params, submit_task
 from tests.nodes import Network, approve_all, network_fixture
@@ -66,6 +66,15 @@ def _run_refused(
     delivered = push_params(bank.ledger, sub.task_id, params_bytes_of(params))
     assert all(v == "ok" for v in delivered.values()), delivered
     assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
+    # A node logs its refusal after the transaction is mined (the log names the transaction):
+    # wait, briefly, for every refusing node's entry.
+    deadline = time.monotonic() + 10
+    for org in net.orgs:
+        if net.admin.participant_state(sub.task_id, org.address) is not ParticipantState.REFUSED:
+            continue
+        while not any(e.task_id == sub.task_id and e.action == "refuse" for e in org.ctx.log.entries()):
+            assert time.monotonic() < deadline, f"{org.name} refused on chain but never logged it"
+            time.sleep(0.05)
     return sub.task_id
 
 
