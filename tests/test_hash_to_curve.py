@@ -144,7 +144,7 @@ def test_deterministic_and_domain_separated() -> None:
     first = hash_many(hash_dst(b"pcn/psi/v2", bytes(32)), ids)
     assert first == hash_many(hash_dst(b"pcn/psi/v2", bytes(32)), ids)
     assert first == [hash_to_curve(hash_dst(b"pcn/psi/v2", bytes(32)), x) for x in ids]
-    assert len(set(first)) == 3
+    assert len(set(first)) == 3 and hash_many(b"any", []) == []
     other_task = hash_many(hash_dst(b"pcn/psi/v2", b"\x01" + bytes(31)), ids)
     private_query = hash_many(hash_dst(b"pcn/pq/hash-to-curve/v2", bytes(32)), ids)
     assert not set(first) & set(other_task) and not set(first) & set(private_query)

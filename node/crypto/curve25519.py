@@ -34,7 +34,7 @@ SUITE_ID = b"curve25519_XMD:SHA-512_ELL2_RO_"
 _P = gmpy2.mpz(P)
 _A = gmpy2.mpz(A)
 _FIELD_BYTES = 48  # L = ceil((ceil(log2(p)) + k) / 8) with k = 128
-_C4 = (P - 5) // 8
+_C4 = gmpy2.mpz((P - 5) // 8)
 _C2 = gmpy2.powmod(2, (P + 3) // 8, _P)
 _SQRT_M1 = gmpy2.powmod(2, (P - 1) // 4, _P)  # a square root of -1 (p = 5 mod 8)
 _BLOCK = 128  # SHA-512 input block size, s_in_bytes
@@ -60,14 +60,17 @@ def hash_dst(tag: bytes, context: bytes) -> bytes:
     return tag + b"-with-" + SUITE_ID + b"/" + context
 
 
-def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
-    """RFC 9380 section 5.3.1 with SHA-512; a DST over 255 bytes is first hashed (5.3.3)."""
+def _dst_prime(dst: bytes) -> bytes:
+    """DST_prime = DST | I2OSP(len(DST), 1); a DST over 255 bytes is first hashed (5.3.3)."""
     if len(dst) > _MAX_DST:
         dst = hashlib.sha512(b"H2C-OVERSIZE-DST-" + dst).digest()
+    return dst + bytes((len(dst),))
+
+
+def _expand(msg: bytes, dst_prime: bytes, length: int) -> bytes:
     ell = -(-length // 64)
     if ell > 255 or length > 65535:
         raise ValueError("expand_message_xmd: output too long")
-    dst_prime = dst + bytes((len(dst),))
     h = _ZERO_BLOCK.copy()  # Z_pad absorbed once per process
     h.update(msg + length.to_bytes(2, "big") + b"\x00" + dst_prime)
     b0 = h.digest()
@@ -79,16 +82,23 @@ def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
     return b"".join(blocks)[:length]
 
 
-def hash_to_field(msg: bytes, dst: bytes, count: int) -> list[int]:
-    """RFC 9380 section 5.2 for GF(p), m = 1."""
-    uniform = expand_message_xmd(msg, dst, count * _FIELD_BYTES)
+def expand_message_xmd(msg: bytes, dst: bytes, length: int) -> bytes:
+    """RFC 9380 section 5.3.1 with SHA-512."""
+    return _expand(msg, _dst_prime(dst), length)
+
+
+def _to_field(uniform: bytes, count: int) -> list[gmpy2.mpz]:
     return [
-        int(gmpy2.mpz(int.from_bytes(uniform[i * _FIELD_BYTES : (i + 1) * _FIELD_BYTES], "big")) % _P)
-        for i in range(count)
+        gmpy2.mpz(int.from_bytes(uniform[i * _FIELD_BYTES : (i + 1) * _FIELD_BYTES], "big") % P) for i in range(count)
     ]
 
 
-def map_to_curve(u: int) -> tuple[int, int, int]:
+def hash_to_field(msg: bytes, dst: bytes, count: int) -> list[int]:
+    """RFC 9380 section 5.2 for GF(p), m = 1."""
+    return [int(u) for u in _to_field(expand_message_xmd(msg, dst, count * _FIELD_BYTES), count)]
+
+
+def map_to_curve(u: int | gmpy2.mpz) -> tuple[gmpy2.mpz, gmpy2.mpz, gmpy2.mpz]:
     """Elligator 2 for Curve25519 (RFC 9380 section 6.7.1, straight-line as in appendix
     G.2.1: one exponentiation, no inversion): (xn, xd, y), the point (xn / xd, y)."""
     m = gmpy2.mpz(u)
@@ -113,10 +123,10 @@ def map_to_curve(u: int) -> tuple[int, int, int]:
         y = y21 if y21 * y21 * gxd % _P == gx2 else y21 * _SQRT_M1 % _P
         if y % 2 == 1:  # sgn0(y) = 0 on this branch
             y = _P - y
-        return int(xn), int(xd), int(y)
+        return xn, xd, y
     if y % 2 == 0:  # sgn0(y) = 1 on this branch
         y = (_P - y) % _P
-    return int(xn), int(xd), int(y)
+    return xn, xd, y
 
 
 def _invert_all(values: list[gmpy2.mpz]) -> list[gmpy2.mpz]:
@@ -143,8 +153,9 @@ def hash_many(dst: bytes, msgs: Sequence[bytes]) -> list[bytes]:
     little-endian; all zeros (which X25519 refuses) for the identity (probability ~2^-250).
     Everything stays projective; the batch shares one field inversion."""
     projective = []
+    dst_prime = _dst_prime(dst)
     for msg in msgs:
-        u0, u1 = hash_to_field(msg, dst, 2)
+        u0, u1 = _to_field(_expand(msg, dst_prime, 2 * _FIELD_BYTES), 2)
         n0, d0, y0 = map_to_curve(u0)
         n1, d1, y1 = map_to_curve(u1)
         diff = (n1 * d0 - n0 * d1) % _P  # (x1 - x0) d0 d1
@@ -155,7 +166,7 @@ def hash_many(dst: bytes, msgs: Sequence[bytes]) -> list[bytes]:
             x, z = (slope_n * slope_n * dd - (_A * dd + n0 * d1 + n1 * d0) * diff2) % _P, diff2 * dd % _P
             doublings = 3
         elif (y0 + y1) % _P:  # Q1 = Q0: 8 * R = 16 * Q0
-            x, z, doublings = gmpy2.mpz(n0), gmpy2.mpz(d0), 4
+            x, z, doublings = n0, d0, 4
         else:  # Q1 = -Q0: R is the identity
             x, z, doublings = gmpy2.mpz(1), gmpy2.mpz(0), 0
         for _ in range(doublings):  # clear_cofactor: h_eff = 8

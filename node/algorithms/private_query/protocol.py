@@ -42,7 +42,7 @@ encrypted table (entries * (32 + slot size) bytes) travels to Q, whatever n is; 
 binary searches. Rounds: 3 message rounds, the first two pipelined per batch.
 
 Leakage (semi-honest parties, no collusion; one-more-DH assumption in the prime-order
-subgroup, SHA-256 as random oracle):
+subgroup, SHA-512 as random oracle for the RFC 9380 hash):
   - H learns n (the number of distinct non-empty query keys) and nothing else: every element
     it sees is [a]H(q) for Q's secret clamped scalar a (fresh per task), which under DDH in
     the prime-order subgroup is indistinguishable from a random subgroup element; queries are
