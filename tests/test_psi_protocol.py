@@ -18,6 +18,7 @@ import pytest
 from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
 from pcn.algorithms.psi.protocol import (
     COMMIT_DOMAIN,
+    HASH_DOMAIN,
     HEADER,
     KIND_FINAL,
     KIND_INTERSECTION,
@@ -30,6 +31,7 @@ from pcn.algorithms.psi.protocol import (
     hash_to_element,
     normalise_id,
 )
+from pcn.crypto.curve25519 import hash_dst
 from pcn.data.table import Table
 
 Cells = Sequence[str | None]
@@ -631,9 +633,9 @@ def test_id_column_param_and_context_checks() -> None:
 
 
 def test_hash_is_domain_separated_by_task() -> None:
-    a = hash_to_element(b"pcn/psi/v1" + (1).to_bytes(32, "big"), b"alice")
-    b = hash_to_element(b"pcn/psi/v1" + (2).to_bytes(32, "big"), b"alice")
-    assert a != b and len(a) == 32 and a[31] < 0x80
+    a = hash_to_element(hash_dst(HASH_DOMAIN, (1).to_bytes(32, "big")), b"alice")
+    b = hash_to_element(hash_dst(HASH_DOMAIN, (2).to_bytes(32, "big")), b"alice")
+    assert a != b and len(a) == 32 and not on_twist(a) and not on_twist(b)
     # different tasks: the same IDs give unrelated transcripts
     t1 = run_local(make_parties([["a", "b"], ["a"]], task_id=1))
     t2 = run_local(make_parties([["a", "b"], ["a"]], task_id=2))
