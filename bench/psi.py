@@ -203,8 +203,8 @@ def openmined(client_ids: list[str], server_ids: list[str]) -> dict[str, Any]:
 
 
 def _sample_points(n: int, seed: int) -> list[bytes]:
-    """n u-coordinates as the protocol makes them (SHA-256 with the top bit cleared)."""
-    return [psi_protocol.hash_to_element(b"bench/x25519", (seed * n + i).to_bytes(8, "big")) for i in range(n)]
+    """n u-coordinates as the protocol makes them (RFC 9380 hash to Curve25519)."""
+    return psi_protocol.hash_elements(b"bench/x25519", [(seed * n + i).to_bytes(8, "big") for i in range(n)])
 
 
 def x25519_cost(samples: int = X25519_SAMPLES) -> dict[str, float]:

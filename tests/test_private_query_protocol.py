@@ -589,6 +589,32 @@ def test_invalid_points_are_rejected() -> None:
         multiply(((b,), bytes(33), 0))
 
 
+def test_small_order_points_are_rejected_before_any_scalar_is_applied() -> None:
+    b = scalar_bytes(clamp(bytes(32)))
+    order_8 = (325606250916557431795983626356110631294008115727848805560023387167927233504).to_bytes(32, "little")
+    for bad in (order_8, (1).to_bytes(32, "little"), (P - 1).to_bytes(32, "little")):
+        with pytest.raises(ProtocolError, match="small order"):
+            multiply(((b,), bad, 0))
+
+
+def test_private_query_uses_the_shared_rfc9380_hash_with_its_own_dst() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    from pcn.crypto import curve25519
+
+    assert hash_to_curve is curve25519.hash_to_curve
+    scalar = scalar_bytes(clamp(hashlib.sha256(b"s").digest()))
+    dst = h2c_prefix("2026-12")
+    assert curve25519.SUITE_ID in dst and b"pcn/pq/hash-to-curve/v2" in dst
+    expected = X25519PrivateKey.from_private_bytes(scalar).exchange(
+        X25519PublicKey.from_public_bytes(curve25519.hash_to_curve(dst, b"k1"))
+    )
+    assert hash_and_multiply((scalar, dst, ["k1"])) == expected
+    psi_dst = curve25519.hash_dst(b"pcn/psi/v2", bytes(32))
+    assert curve25519.hash_to_curve(dst, b"k1") != curve25519.hash_to_curve(psi_dst, b"k1")
+    assert h2c_prefix("2026-12") != h2c_prefix("2027-01")
+
+
 # -- tampering and malformed messages --------------------------------------------------------
 
 

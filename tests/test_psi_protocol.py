@@ -18,6 +18,7 @@ import pytest
 from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
 from pcn.algorithms.psi.protocol import (
     COMMIT_DOMAIN,
+    HASH_DOMAIN,
     HEADER,
     KIND_FINAL,
     KIND_INTERSECTION,
@@ -30,6 +31,7 @@ from pcn.algorithms.psi.protocol import (
     hash_to_element,
     normalise_id,
 )
+from pcn.crypto.curve25519 import hash_dst
 from pcn.data.table import Table
 
 Cells = Sequence[str | None]
@@ -457,6 +459,72 @@ def test_tampered_messages_are_refused(case: str) -> None:
         drive(parties, tamper_nth(kind, nth, change))
 
 
+P25519, A25519 = 2**255 - 19, 486662
+ORDER_8_U = 325606250916557431795983626356110631294008115727848805560023387167927233504
+
+
+def on_twist(element: bytes) -> bool:
+    u = int.from_bytes(element, "little")
+    return pow((u * u * u + A25519 * u * u + u) % P25519, (P25519 - 1) // 2, P25519) == P25519 - 1
+
+
+TWIST_U = next(u for u in range(2, 100) if on_twist(u.to_bytes(32, "little")))
+
+# #13.1: elements a peer chose off the group, in every kind of stream
+OFF_GROUP: dict[str, tuple[str, int, Callable[[Message], Message | None], str]] = {
+    "twist point in a set": (KIND_SET, 2, lambda m: set_element(m, 5, TWIST_U.to_bytes(32, "little")), "twist"),
+    "twist point in an intersection": (
+        KIND_INTERSECTION,
+        1,
+        lambda m: set_element(m, 0, TWIST_U.to_bytes(32, "little")),
+        "twist",
+    ),
+    "order-8 point in a final set": (
+        KIND_FINAL,
+        1,
+        lambda m: set_element(m, 7, ORDER_8_U.to_bytes(32, "little")),
+        "small order",
+    ),
+    "order-4 point in a return": (
+        KIND_RETURN,
+        1,
+        lambda m: set_element(m, 2, (P25519 - 1).to_bytes(32, "little")),
+        "small order",
+    ),
+    "u = p + 1 in a set": (
+        KIND_SET,
+        1,
+        lambda m: set_element(m, 3, (P25519 + 1).to_bytes(32, "little")),
+        "2\\^255 - 19",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OFF_GROUP))
+def test_elements_off_the_group_are_refused_with_a_clear_error(case: str) -> None:
+    kind, nth, change, reason = OFF_GROUP[case]
+    sets = [[f"t{i}" for i in range(3000)] for _ in range(3)]
+    parties = make_parties(sets, {"bucket_size": 1024}, recipient=1)
+    with pytest.raises(ProtocolError, match=reason):
+        drive(parties, tamper_nth(kind, nth, change))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_twist_bit_attack_no_element_on_the_wire_is_on_the_twist(n: int) -> None:
+    """#13.1: with v1 about half of the blinded IDs a peer received were twist points, which
+    one Legendre symbol reveals; now every element on the wire is a point of the curve."""
+    sets = [[f"id-{i}" for i in range(300)] for _ in range(n)]
+    transcript = drive(make_parties(sets, recipient=n - 1))
+    elements = [
+        m.payload[i : i + 32]
+        for m in transcript
+        if m.kind != KIND_RESULT
+        for i in range(HEADER.size, len(m.payload), 32)
+    ]
+    assert len(elements) > 300 * n
+    assert not [e for e in elements if on_twist(e)]
+
+
 @pytest.mark.parametrize("reorder", [False, True])
 def test_replayed_and_out_of_order_buckets_are_refused(reorder: bool) -> None:
     sets = [[f"t{i}" for i in range(3000)], [f"t{i}" for i in range(3000)]]
@@ -565,9 +633,9 @@ def test_id_column_param_and_context_checks() -> None:
 
 
 def test_hash_is_domain_separated_by_task() -> None:
-    a = hash_to_element(b"pcn/psi/v1" + (1).to_bytes(32, "big"), b"alice")
-    b = hash_to_element(b"pcn/psi/v1" + (2).to_bytes(32, "big"), b"alice")
-    assert a != b and len(a) == 32 and a[31] < 0x80
+    a = hash_to_element(hash_dst(HASH_DOMAIN, (1).to_bytes(32, "big")), b"alice")
+    b = hash_to_element(hash_dst(HASH_DOMAIN, (2).to_bytes(32, "big")), b"alice")
+    assert a != b and len(a) == 32 and not on_twist(a) and not on_twist(b)
     # different tasks: the same IDs give unrelated transcripts
     t1 = run_local(make_parties([["a", "b"], ["a"]], task_id=1))
     t2 = run_local(make_parties([["a", "b"], ["a"]], task_id=2))
@@ -642,8 +710,12 @@ def test_small_order_inputs_are_reported_not_raised() -> None:
 def test_own_id_hashing_to_a_small_order_point_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     from pcn.algorithms.psi import protocol as psi
 
-    real = psi.hash_to_element
-    monkeypatch.setattr(psi, "hash_to_element", lambda prefix, x: SMALL_ORDER if x == b"cursed" else real(prefix, x))
+    real = psi.hash_elements
+
+    def cursed(dst: bytes, idents: list[bytes]) -> list[bytes]:
+        return [bytes(32) if x == b"cursed" else h for x, h in zip(idents, real(dst, idents), strict=True)]
+
+    monkeypatch.setattr(psi, "hash_elements", cursed)
     res = run([["a", "b", "cursed", "c"], ["b", "c", "cursed"], ["c", "b"]])
     assert res["ids"] == ["b", "c"]
     assert res["party_sizes"] == {names(3)[0]: 3, names(3)[1]: 2, names(3)[2]: 2}

@@ -62,7 +62,7 @@ VALUE_SALT = b"pcn/pq/value-salt/v1"
 VALUE_INFO = b"pcn/pq/value"
 DIGEST_DOMAIN = b"pcn/pq/table-digest/v1"
 TABLE_ID_DOMAIN = b"pcn/pq/table-id/v1"
-CACHE_DOMAIN = b"pcn/pq/cache/v1"
+CACHE_DOMAIN = b"pcn/pq/cache/v2"  # v2: tables hashed with RFC 9380 (#13.1)
 EPOCH_KEY_ID_DOMAIN = b"pcn/pq/epoch-key-id/v1"
 
 

@@ -8,50 +8,46 @@ Facts relied on (all standard):
   about 2^252), so multiplying by a clamped scalar kills any small-order component: every
   output lies in the prime-order subgroup, and X25519(s2, X25519(s1, u)) = x([s1·s2] P).
   Hence the blinding commutes: X25519(b, X25519(a, u)) = X25519(a, X25519(b, u)).
-- Hash-to-curve is try-and-increment: u = SHA-256(domain | epoch | counter | key) with the
-  top bit cleared, the first counter whose u is < p and is the x-coordinate of a curve point
-  (u^3 + A u^2 + u a non-zero square mod p). About two tries per key. Only the hashing party
-  sees the (data-dependent) number of tries, so it is no side channel towards the peer. The
-  map is not indifferentiable from a random oracle onto the group (as RFC 9380's Elligator
-  is); as in every X25519 ECDH-PSI, we treat SHA-256 of the key as the random oracle and the
-  resulting point as a random curve point.
+- Hash-to-curve is RFC 9380 `curve25519_XMD:SHA-512_ELL2_RO_`, shared with PSI
+  (`pcn.crypto.curve25519`), under the DST "pcn/pq/hash-to-curve/v2-with-<suite>/" | u32
+  len(epoch) | epoch: a point of the prime-order subgroup, indifferentiable from a random
+  oracle onto the group with SHA-512 as random oracle. (v1 was SHA-256 try-and-increment:
+  also on the curve only, but a second way of doing the same thing, and not a random oracle
+  onto the group.) Only the hashing party runs it, so its variable time is no side channel
+  towards the peer.
 - Inverse scalars: X25519 only takes clamped scalars, and the inverse of a clamped scalar
   mod L is usually not one. The querier therefore unblinds with two clamped scalars u1, u2
   chosen (deterministically from its secret) so that a·u1·u2 ≡ 1 (mod L): u1 is random and
   clamped, u2 is the representative of (a·u1)^-1 mod L that is ≡ 0 mod 8; about half of the
   u1 give a u2 in the clamped range [2^254, 2^255). Unblinding costs two X25519 calls.
 - Received elements are checked to be canonical (u < p) x-coordinates of points on the
-  curve, not its twist; an element whose product is the neutral element (a small-order
-  input) is rejected (OpenSSL returns all zeros, `cryptography` raises). So a peer cannot
-  make a party apply its secret scalar on the twist; Curve25519's twist security (the twist
-  has a 2^253-bit prime-order subgroup) is defence in depth, not something the protocol
-  needs.
+  curve, not its twist, and not of small order (`pcn.crypto.curve25519.u_coordinate_error`);
+  an element whose product is still the neutral element is rejected too (OpenSSL returns
+  all zeros, `cryptography` raises). So a peer cannot make a party apply its secret scalar
+  on the twist; Curve25519's twist security (the twist has a 2^253-bit prime-order
+  subgroup) is defence in depth, not something the protocol needs.
 
 Hardness assumption: (one-more) computational and decisional Diffie-Hellman in the
 prime-order subgroup of Curve25519, i.e. the 2HashDH OPRF assumption of Jarecki, Kiayias and
-Krawczyk (One-More Gap-DH), with SHA-256 as random oracle.
+Krawczyk (One-More Gap-DH), with SHA-512 as random oracle.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 
-import gmpy2
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from pcn.algorithms.base import ProtocolError
+from pcn.crypto.curve25519 import L, hash_dst, hash_many, u_coordinate_error
+from pcn.crypto.curve25519 import P as P  # re-exported: the group's field and hash
+from pcn.crypto.curve25519 import hash_to_curve as hash_to_curve
 
-P = 2**255 - 19
-A = 486662
-L = 2**252 + 27742317777372353535851937790883648493  # order of the prime subgroup
 POINT_BYTES = 32
-_P_MPZ = gmpy2.mpz(P)
-_TOP_BIT_MASK = (1 << 255) - 1
 _CLAMP_LOW = 2**254
 _CLAMP_HIGH = 2**255
 
-H2C_DOMAIN = b"pcn/pq/hash-to-curve/v1"
+H2C_DOMAIN = b"pcn/pq/hash-to-curve/v2"  # v2: RFC 9380, shared with PSI (#13.1)
 
 
 def clamp(raw: bytes) -> int:
@@ -75,34 +71,15 @@ def scalar_bytes(s: int) -> bytes:
     return s.to_bytes(32, "little")
 
 
-def _on_curve(u: int) -> bool:
-    m = gmpy2.mpz(u)
-    rhs = (m * m * m + A * m * m + m) % _P_MPZ
-    return rhs != 0 and gmpy2.legendre(rhs, _P_MPZ) == 1
-
-
 def is_valid_point(point: bytes) -> bool:
-    """A canonical x-coordinate (< p, so the top bit is clear) of a point on the curve (not
-    the twist) that is not the order-2 point u = 0."""
-    if len(point) != POINT_BYTES:
-        return False
-    u = int.from_bytes(point, "little")
-    return u < P and _on_curve(u)
+    """A canonical u-coordinate of a point of the curve (not the twist), not of small order."""
+    return u_coordinate_error(point) is None
 
 
 def h2c_prefix(epoch: str) -> bytes:
+    """The hash-to-curve DST of an epoch."""
     e = epoch.encode()
-    return H2C_DOMAIN + len(e).to_bytes(4, "big") + e
-
-
-def hash_to_curve(prefix: bytes, key: bytes) -> bytes:
-    """The curve point (x-coordinate, 32 bytes little-endian) of a normalised key."""
-    for counter in range(256):
-        digest = hashlib.sha256(prefix + bytes([counter]) + key).digest()
-        u = int.from_bytes(digest, "little") & _TOP_BIT_MASK
-        if u < P and _on_curve(u):
-            return u.to_bytes(32, "little")
-    raise ProtocolError("hash-to-curve found no point in 256 tries")  # probability 2^-256
+    return hash_dst(H2C_DOMAIN, len(e).to_bytes(4, "big") + e)
 
 
 def unblinding_scalars(a: int, draw: Callable[[int], bytes]) -> tuple[int, int]:
@@ -130,12 +107,12 @@ def _exchange(key: X25519PrivateKey, point: bytes, index: int) -> bytes:
 
 
 def hash_and_multiply(job: tuple[bytes, bytes, Sequence[str]]) -> bytes:
-    """(scalar, hash-to-curve prefix, keys) -> X25519(scalar, H(key)) for each key, concatenated."""
-    scalar, prefix, keys = job
+    """(scalar, hash-to-curve DST, keys) -> X25519(scalar, H(key)) for each key, concatenated."""
+    scalar, dst, keys = job
     sk = X25519PrivateKey.from_private_bytes(scalar)
     out = bytearray()
-    for i, key in enumerate(keys):
-        out += _exchange(sk, hash_to_curve(prefix, key.encode()), i)
+    for i, point in enumerate(hash_many(dst, [key.encode() for key in keys])):
+        out += _exchange(sk, point, i)
     return bytes(out)
 
 
@@ -150,8 +127,9 @@ def multiply(job: tuple[Sequence[bytes], bytes, int]) -> bytes:
     for off in range(0, len(points), POINT_BYTES):
         point = points[off : off + POINT_BYTES]
         index = first + off // POINT_BYTES
-        if not is_valid_point(point):
-            raise ProtocolError(f"group element {index} is not a canonical point of Curve25519")
+        why = u_coordinate_error(point)
+        if why is not None:
+            raise ProtocolError(f"group element {index} is not a canonical point of Curve25519: {why}")
         for sk in keys:
             point = _exchange(sk, point, index)
         out += point

@@ -1,18 +1,26 @@
 """Private set intersection (ECDH-PSI over X25519) for n >= 2 parties, output to one recipient.
 
 Group and hashing. Elements are X25519 u-coordinates (32 bytes, little-endian, RFC 7748).
-An ID x is hashed to H(x) = SHA-256("pcn/psi/v1" | u256(task_id) | utf8(normalise(x))) with
-the top bit cleared, read as a u-coordinate of a point on Curve25519 or on its quadratic
-twist. Party i blinds with its per-task secret k_i (32 bytes from its seed):
-B_i(u) = X25519(k_i, u). Clamped scalars are multiples of the cofactor 8 and X25519 is a
-scalar multiplication on the Montgomery x-line, so blinding commutes:
-B_i(B_j(u)) = B_j(B_i(u)); any point with a small-order component lands in the prime-order
-subgroup of the curve or the twist after the first blinding, and a small-order input gives
-the all-zero output, which is refused (a peer sending one is a ProtocolError; one of our own
-hashed IDs doing so, probability ~2^-250, is dropped). Security assumption: the (decisional)
-Diffie-Hellman problem is hard in the prime-order subgroups of Curve25519 and of its twist
-(X25519 is twist-secure), with SHA-256 modelled as a random oracle onto u-coordinates. The
-curve arithmetic is OpenSSL's (via `cryptography`); nothing here touches field elements.
+An ID x is hashed with RFC 9380 `curve25519_XMD:SHA-512_ELL2_RO_` (`pcn.crypto.curve25519`)
+under the DST "pcn/psi/v2-with-curve25519_XMD:SHA-512_ELL2_RO_/" | binding, binding the
+task's 32-byte `ctx.binding`: H(x) is a point of the prime-order subgroup of Curve25519,
+never of its twist. (v1 took SHA-256 as a u-coordinate, which lands on the twist for half of
+the IDs; X25519 keeps a point on the curve it starts on and one Legendre symbol tells which,
+so every blinded element leaked one bit of H(x) per task: issue #13.1.) Party i blinds with
+its per-task secret k_i (32 bytes from its seed): B_i(u) = X25519(k_i, u). Clamped scalars
+are multiples of the cofactor 8 and X25519 is a scalar multiplication on the Montgomery
+x-line, so blinding commutes: B_i(B_j(u)) = B_j(B_i(u)), and every element on the wire is a
+uniformly random-looking element of the prime-order subgroup. An own ID hashing to the
+identity (probability ~2^-250) gives the all-zero u, which X25519 refuses; it is dropped.
+Every received element must be a canonical u-coordinate (< 2^255 - 19) of a point of
+Curve25519 (u^3 + A u^2 + u a square: no twist point) that is not of small order; anything
+else is a ProtocolError naming the element, so no party ever applies its key to a point a
+peer chose off the curve. (A large point with a small-order component, which no honest party
+sends, is not looked for: that would cost a scalar multiplication, and the first clamped
+scalar maps it into the prime-order subgroup.) Security assumption: the decisional Diffie-Hellman problem is hard
+in the prime-order subgroup of Curve25519, with SHA-512 modelled as a random oracle (RFC 9380
+makes H indifferentiable from a random oracle onto the group). The curve arithmetic of the
+blinding is OpenSSL's (via `cryptography`); the hash's field arithmetic is gmpy2.
 
 ID normalisation (every party applies the same rules): null cells are skipped; a text cell
 is stripped of surrounding whitespace (`str.strip`, Unicode whitespace), put in Unicode NFC,
@@ -56,7 +64,7 @@ bucket index u32, bucket count u32, set size u64; big-endian) followed by the bu
 elements, 32 bytes each; bucket i of a set of size m holds min(bucket_size, m - i *
 bucket_size) elements and an empty set is one empty bucket. Each stream is checked at the
 receiver: expected (kind, round, sender, owner), buckets in order, consistent size and count,
-exact length, canonical non-zero elements (< 2^255 - 19), sizes consistent with what the
+exact length, valid elements (above), sizes consistent with what the
 party has seen before; anything else is a ProtocolError.
 
 What each party learns (semi-honest parties, no collusion):
@@ -85,8 +93,9 @@ Result (canonical JSON, at R only): {"algorithm": "psi", "output": "ids" | "card
 "party_sizes": {address: deduplicated set size}, "casefold": bool, "parties": n,
 "skipped_empty": R's null/empty cells, "duplicates_removed": R's duplicate cells}.
 
-Performance: blinding is the whole cost (one X25519 per element per party, two at R for
-n >= 3). Own sets and every received bucket are cut into pieces of PIECE elements and
+Performance: blinding is most of the cost (one X25519 per element per party, two at R for
+n >= 3); hashing an own ID costs about one more X25519 (two square roots in the field). Own
+sets (hashed and blinded) and every received bucket are cut into pieces of PIECE elements and
 blinded with `self.pmap` (the node's worker processes), in order, so the result stays
 deterministic. Sets are held as packed 32-byte elements (not Python objects); hops that keep
 the order forward each bucket as soon as it is blinded, hops that shuffle keep one packed
@@ -95,7 +104,6 @@ copy of the set.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 import unicodedata
 from dataclasses import dataclass, field
@@ -106,6 +114,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
+from pcn.crypto.curve25519 import first_invalid_u, hash_dst, hash_many
 
 try:  # the binding X25519PublicKey.from_public_bytes wraps, without its per-call backend check (~5%)
     from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
@@ -115,7 +124,7 @@ except (ImportError, AttributeError):  # pragma: no cover - other cryptography l
     _public_key = X25519PublicKey.from_public_bytes
 
 ELEMENT = 32
-HASH_DOMAIN = b"pcn/psi/v1"
+HASH_DOMAIN = b"pcn/psi/v2"  # v1 hashed onto the curve or its twist (issue #13.1)
 RESULT_DOMAIN = b"pcn/psi/result/v1"
 COMMIT_DOMAIN = b"pcn/psi/commit/v1"
 
@@ -183,16 +192,19 @@ def blind_piece(job: tuple[tuple[bytes, ...], bytes]) -> tuple[bytes, list[int]]
     return _apply_keys(keys, [packed[i : i + ELEMENT] for i in range(0, len(packed), ELEMENT)])
 
 
-def hash_to_element(prefix: bytes, ident: bytes) -> bytes:
-    """H(x): SHA-256 of prefix | id with the top bit cleared, an X25519 u-coordinate."""
-    d = hashlib.sha256(prefix + ident).digest()
-    return d[:31] + bytes((d[31] & 0x7F,))
+def hash_to_element(dst: bytes, ident: bytes) -> bytes:
+    """H(x): RFC 9380 hash to Curve25519 (see `pcn.crypto.curve25519`), an X25519 u-coordinate."""
+    return hash_elements(dst, [ident])[0]
+
+
+def hash_elements(dst: bytes, idents: list[bytes]) -> list[bytes]:
+    return hash_many(dst, idents)
 
 
 def hash_blind_piece(job: tuple[bytes, tuple[bytes, ...], list[bytes]]) -> tuple[bytes, list[int]]:
-    """(hash prefix, keys, normalised IDs as UTF-8) -> (packed blinded elements, indices dropped)."""
-    prefix, keys, idents = job
-    return _apply_keys(keys, [hash_to_element(prefix, x) for x in idents])
+    """(hash DST, keys, normalised IDs as UTF-8) -> (packed blinded elements, indices dropped)."""
+    dst, keys, idents = job
+    return _apply_keys(keys, hash_elements(dst, idents))
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -215,7 +227,8 @@ def bucket_count(size: int, bucket_size: int) -> int:
 
 
 def check_elements(packed: bytes, what: str) -> None:
-    """Every element must be a canonical, non-zero u-coordinate (what X25519 outputs)."""
+    """Every element must be a canonical u-coordinate of a Curve25519 point of large order
+    (what X25519 outputs from a hashed ID): not the twist, not small order."""
     if not packed:
         return
     arr = np.frombuffer(packed, dtype=np.uint8).reshape(-1, ELEMENT)
@@ -227,6 +240,9 @@ def check_elements(packed: bytes, what: str) -> None:
         raise ProtocolError(f"{what}: element not reduced modulo 2^255 - 19")
     if (~arr.any(axis=1)).any():
         raise ProtocolError(f"{what}: all-zero element")
+    bad = first_invalid_u(packed)
+    if bad is not None:
+        raise ProtocolError(f"{what}: element {bad[0]} is {bad[1]}")
 
 
 def _as_points(packed: bytes) -> np.ndarray:
@@ -423,9 +439,9 @@ class PsiProtocol(Protocol):
         del unique
         self._sizes[ctx.me] = len(ids)
         self.report(0.01, "hashing and blinding the IDs")
-        prefix = HASH_DOMAIN + ctx.binding
+        dst = hash_dst(HASH_DOMAIN, ctx.binding)
         jobs = [
-            (prefix, self._keys_own, [x.encode("utf-8", "surrogatepass") for x in ids[i : i + PIECE]])
+            (dst, self._keys_own, [x.encode("utf-8", "surrogatepass") for x in ids[i : i + PIECE]])
             for i in range(0, len(ids), PIECE)
         ]
         out = self.pmap(hash_blind_piece, jobs)
