@@ -224,6 +224,7 @@ def event_text(name: str, args: dict[str, Any], org_name: Any) -> str:
 
     texts = {
         "TaskSubmitted": lambda: f"Task submitted by {who('requester')}",
+        "TaskRequestHashed": lambda: f"Request hash {a.get('requestHash')} recorded (what owners approve)",
         "TaskApproved": lambda: (
             f"Approved by data owner {who('owner')}"
             + (
