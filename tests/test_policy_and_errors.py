@@ -16,6 +16,7 @@ from pcn.chain.types import (
     ParticipantState,
     PolicyLimits,
     RefusalReason,
+    TaskRules,
     TaskStatus,
     epsilon_to_fixed,
 )
@@ -231,3 +232,32 @@ def test_python_enums_mirror_solidity(sol_name, py_enum):
     snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", s).upper() for s in sol]
     assert [m.name for m in py_enum] == snake
     assert [m.value for m in py_enum] == list(range(len(sol)))
+
+
+def test_owner_task_rules_dp_floor_ceiling_and_participant_allow_list(deployment, snapshot):
+    """#13.6 (a), on a real anvil: a DP-only dataset refuses a task without ε at submission,
+    a ceiling caps ε, and a participant the owner did not list blocks authorisation."""
+    c = build_consortium(deployment)
+    bank, telecom, hospital = c.orgs
+    ds = c.datasets[telecom.address]
+    _revert(lambda: bank.set_task_rules(ds, TaskRules(epsilon_floor=2, epsilon_ceiling=1)), "NotDatasetOwner")
+    _revert(lambda: telecom.set_task_rules(ds, TaskRules(epsilon_floor=2, epsilon_ceiling=1)), "InvalidTaskRules")
+    rules = TaskRules(epsilon_to_fixed(0.25), epsilon_to_fixed(1.0), 0, True)
+    telecom.set_task_rules(ds, rules)
+    assert telecom.task_rules(ds) == rules
+    e = _revert(lambda: bank.submit_task(request_for(c, epsilon=0.0)), "EpsilonBelowFloor")
+    assert "DP-only" in e.message
+    _revert(lambda: bank.submit_task(request_for(c, epsilon=1.5)), "EpsilonAboveCeiling")
+
+    telecom.set_participant_allowed(ds, bank.address)
+    telecom.set_participant_allowed(ds, telecom.address)
+    task, _ = bank.submit_task(request_for(c, epsilon=0.5))  # hospital is not on telecom's list
+    bank.approve(task, bank.computed_request_hash(task))
+    telecom.approve(task, telecom.computed_request_hash(task))
+    e = _revert(lambda: hospital.approve(task, hospital.computed_request_hash(task)), "ParticipantNotAllowed")
+    assert hospital.address in e.message
+    assert bank.task(task).status is TaskStatus.PENDING and bank.dataset(ds).uses == 0
+    res = telecom.set_participant_allowed(ds, hospital.address)
+    assert res.event("PolicyParticipantSet").args["allowed"] is True
+    hospital.approve(task, hospital.computed_request_hash(task))
+    assert bank.task(task).status is TaskStatus.AUTHORISED

@@ -333,6 +333,8 @@ contract TaskManager is EIP712, Nonces {
             // call, so nothing can re-enter between this call and TaskAuthorised below.
             // slither-disable-next-line reentrancy-events
             datasets.consume(ids[i], taskId, task.algorithmHash, task.requester, task.resultRecipient, task.epsilon);
+            // slither-disable-next-line reentrancy-events
+            datasets.checkParticipants(ids[i], _participants[taskId]);
         }
         task.status = PcnTypes.TaskStatus.Authorised;
         task.authorisedAt = uint64(block.timestamp);

@@ -1040,7 +1040,7 @@ contract TaskManagerTest is PcnFixture {
         vm.prank(alice);
         tm.refuse(id, 0, DETAIL);
         uint8 tooBig = uint8(type(PcnTypes.RefusalReason).max) + 1;
-        assertEq(tooBig, 18);
+        assertEq(tooBig, 20);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidRefusalReason.selector, tooBig));
         vm.prank(alice);
         tm.refuse(id, tooBig, DETAIL);
@@ -1050,7 +1050,7 @@ contract TaskManagerTest is PcnFixture {
         // the largest reason is accepted
         vm.prank(alice);
         tm.refuse(id, tooBig - 1, DETAIL);
-        assertEq(uint8(tm.task(id).refusalReason), uint8(PcnTypes.RefusalReason.ProtocolFailure));
+        assertEq(uint8(tm.task(id).refusalReason), uint8(PcnTypes.RefusalReason.KeyCapExceeded));
     }
 
     function test_refuse_notParticipantReverts() public {

@@ -42,6 +42,7 @@ from pcn.chain.types import (
     RefusalReason,
     Task,
     TaskRequest,
+    TaskRules,
     TaskStatus,
 )
 
@@ -360,6 +361,18 @@ class Ledger:
         return self.transact(
             "DatasetRegistry", "setRecipientAllowed", dataset_id, to_checksum_address(recipient), allowed
         )
+
+    def set_participant_allowed(self, dataset_id: int, participant: str, allowed: bool = True) -> TxResult:
+        return self.transact(
+            "DatasetRegistry", "setParticipantAllowed", dataset_id, to_checksum_address(participant), allowed
+        )
+
+    def set_task_rules(self, dataset_id: int, rules: TaskRules) -> TxResult:
+        return self.transact("DatasetRegistry", "setTaskRules", dataset_id, rules.as_tuple())
+
+    def task_rules(self, dataset_id: int, block: int | str = "latest") -> TaskRules:
+        r = self.call("DatasetRegistry", "taskRules", dataset_id, block=block)
+        return TaskRules(int(r[0]), int(r[1]), int(r[2]), bool(r[3]))
 
     def dataset(self, dataset_id: int) -> Dataset:
         r = self.call("DatasetRegistry", "dataset", dataset_id)
