@@ -299,6 +299,10 @@ def test_stats_without_dp_on_a_dp_only_dataset_is_refused(net: Network) -> None:
     a requester who declares ε but sends parameters with no "dp" (exact aggregates) gets past
     the chain, and the nodes refuse DP_NOT_APPLIED before reading any data."""
     telecom, bank = net.by_name("telecom"), net.by_name("bank")
+    for org in net.orgs:  # earlier tests may have spent the budget: room for two tasks at ε 0.5
+        ds = net.admin.dataset(org.dataset_id)
+        room = PolicyLimits(ds.max_uses, ds.expiry, ds.epsilon_spent + epsilon_to_fixed(1.0))
+        org.ledger.set_policy_limits(org.dataset_id, room)
     telecom.ledger.set_task_rules(telecom.dataset_id, TaskRules(epsilon_floor=epsilon_to_fixed(0.25)))
     try:
         with pytest.raises(ContractRevert) as e:
