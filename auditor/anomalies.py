@@ -87,6 +87,8 @@ REFUSAL_SEVERITY: dict[RefusalReason, Severity] = {
     RefusalReason.POLICY_EXPIRED: Severity.MEDIUM,
     RefusalReason.PRIVACY_BUDGET_EXCEEDED: Severity.MEDIUM,
     RefusalReason.PEER_NOT_ACTIVE: Severity.MEDIUM,
+    RefusalReason.DP_NOT_APPLIED: Severity.MEDIUM,
+    RefusalReason.KEY_CAP_EXCEEDED: Severity.MEDIUM,
 }
 
 #: Events that are an organisation acting (the `actor` column names it).

@@ -117,8 +117,8 @@ class World:
     def authorised_task(self) -> int:
         """A task both owners approved: mailboxes take its messages (not a Pending one's)."""
         task = self.new_task()
-        self.bank.ctx.ledger.approve(task)
-        self.telecom.ctx.ledger.approve(task)
+        for org in (self.bank, self.telecom):
+            org.ctx.ledger.approve(task, org.ctx.ledger.request_hash(task))
         return task
 
 
@@ -458,7 +458,7 @@ def test_mailbox_refuses_a_suspended_organisations_messages(world: World, mailbo
     assert inbox_of(world, task)[0] == (telecom.address, 0, b"while active")
     # and on chain a suspended organisation cannot approve or submit either
     with pytest.raises(ContractRevert):
-        telecom.ctx.ledger.approve(pending)
+        telecom.ctx.ledger.approve(pending, telecom.ctx.ledger.request_hash(pending))
 
 
 # ============================================================================ (c) an EIP-712 approval replayed
@@ -483,14 +483,69 @@ def test_approval_signed_for_another_task_manager_is_refused(world: World, snaps
     elsewhere = Ledger(other, account=telecom.account)
     deadline = telecom.block_timestamp() + 600
     nonce = telecom.approval_nonce(telecom.address)
-    foreign = elsewhere.sign_approval(task, deadline, nonce=nonce)
+    foreign = elsewhere.sign_approval(task, telecom.request_hash(task), deadline, nonce=nonce)
     with pytest.raises(ContractRevert) as e:
         world.admin.approve_by_sig(foreign)
     assert e.value.name == "InvalidApprovalSignature"
     assert world.admin.task_approvers(task)[telecom.address] is False
     assert telecom.approval_nonce(telecom.address) == nonce  # the nonce was not used up
-    world.admin.approve_by_sig(telecom.sign_approval(task, deadline))  # the genuine one still works
+    world.admin.approve_by_sig(
+        telecom.sign_approval(task, telecom.request_hash(task), deadline)
+    )  # the genuine one still works
     assert world.admin.task_approvers(task)[telecom.address] is True
+
+
+def test_cli_approve_shows_the_request_and_aborts_on_no(world: World, snapshot) -> None:
+    """#13.6 (c): `pcn task approve` shows what it approves and signs only after "y"; the
+    approval names the request hash, so it cannot land on another task."""
+    task = world.new_task()
+    telecom = world.telecom
+    args = ["task", "approve", str(task), *telecom.cfg]
+    result = CliRunner(env=world.env).invoke(cli_app, args, input="n\n", catch_exceptions=False)
+    out = " ".join(result.stdout.split())
+    assert result.exit_code == 1, out
+    for shown in (
+        "stats",
+        "0x" + telecom.ctx.ledger.task(task).algorithm_hash.hex(),
+        f"#{world.bank.dataset_id} v1",
+        f"#{telecom.dataset_id} v1",
+        "recipient: bank",
+        "epsilon: 0.0",
+        "0x" + telecom.ctx.ledger.request_hash(task).hex(),
+        "approve this request? [y/N]",
+        "not approved",
+    ):
+        assert shown in out, (shown, out)
+    assert world.admin.task_approvers(task)[telecom.address] is False  # nothing was signed
+
+    result = CliRunner(env=world.env).invoke(cli_app, args, input="y\n", catch_exceptions=False)
+    assert result.exit_code == 0, result.stdout
+    assert world.admin.task_approvers(task)[telecom.address] is True
+    # scripts: --json needs --yes (no prompt can be answered), and then approves
+    other = world.new_task()
+    assert "--yes" in refused(cli(world, "task", "approve", str(other), "--json", *telecom.cfg))
+    done = json.loads(cli(world, "task", "approve", str(other), "--yes", "--json", *telecom.cfg).stdout)
+    assert done["approvals"] == 1 and done["request"]["request_hash"] == "0x" + world.admin.request_hash(other).hex()
+
+
+def test_an_approval_for_another_request_with_the_same_id_is_refused(world: World, snapshot) -> None:
+    """#13.6 (b): bank approves task N as it read it; the chain is reset (or reorgs) and task N
+    is now a different request. The direct approval and the EIP-712 one both revert."""
+    telecom = world.telecom.ctx.ledger
+    snap = rpc_call(world.deployment.rpc_url, "evm_snapshot")
+    first = world.new_task()
+    seen = telecom.computed_request_hash(first)
+    signed = telecom.sign_approval(first, seen, telecom.block_timestamp() + 600)
+    rpc_call(world.deployment.rpc_url, "evm_revert", [snap])
+    again = world.new_task(recipient="telecom")  # another request, the same id
+    assert again == first and telecom.request_hash(again) != seen
+    with pytest.raises(ContractRevert) as e:
+        telecom.approve(again, seen)
+    assert e.value.name == "RequestHashMismatch"
+    with pytest.raises(ContractRevert) as e:
+        world.admin.approve_by_sig(signed)
+    assert e.value.name == "RequestHashMismatch"
+    assert world.admin.task_approvers(again)[telecom.address] is False
 
 
 # ============================================================================ (d) a non-recipient fetching a result

@@ -78,7 +78,7 @@ def test_refusals_by_reason(stores: StoreFactory, deployment, snapshot, reason, 
     c = build_consortium(deployment, n_orgs=2)
     task_id, _ = c.orgs[0].submit_task(request_for(c))
     for org in c.orgs:
-        org.approve(task_id)
+        org.approve(task_id, org.request_hash(task_id))
     res = c.orgs[1].refuse(task_id, reason, h("why"))
     found = detect(_indexed(deployment, stores))
     (a,) = _of(found, "refusal")
@@ -102,10 +102,10 @@ def test_a_dispute(stores: StoreFactory, deployment, snapshot):
 def test_deadline_anomalies(stores: StoreFactory, deployment, snapshot, devnet):
     c = build_consortium(deployment, n_orgs=3)
     pending, _ = c.orgs[0].submit_task(request_for(c, deadline_in=600))
-    c.orgs[0].approve(pending)
+    c.orgs[0].approve(pending, c.orgs[0].request_hash(pending))
     unstarted, _ = c.orgs[0].submit_task(request_for(c, orgs=[0, 1], deadline_in=600))
     for i in (0, 1):
-        c.orgs[i].approve(unstarted)
+        c.orgs[i].approve(unstarted, c.orgs[i].request_hash(unstarted))
     partial = run_task(c, [0, 1, 2], deadline_in=600)
     c.orgs[0].submit_receipt(partial, good_receipt(c, 0, h("r")))
     finished = run_task(c, [0, 1], result=b"fine", deadline_in=600)
@@ -262,7 +262,7 @@ def test_anomalies_are_persisted_idempotently_and_resolved(stores: StoreFactory,
     for _ in range(4):
         run_task(c, [0])
     task_id, _ = c.orgs[0].submit_task(request_for(c, orgs=[0]))
-    c.orgs[0].approve(task_id)
+    c.orgs[0].approve(task_id, c.orgs[0].request_hash(task_id))
     c.orgs[0].start(task_id)
     c.orgs[0].refuse(task_id, RefusalReason.DATA_UNAVAILABLE, h("disk"))
     st = stores.store()

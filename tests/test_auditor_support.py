@@ -138,7 +138,7 @@ def run_task(c: Consortium, orgs: list[int], result: bytes = b"", epsilon: float
     request = request_for(c, requester=orgs[0], recipient=orgs[0], epsilon=epsilon, orgs=orgs, deadline_in=deadline_in)
     task_id, _ = c.orgs[orgs[0]].submit_task(request)
     for i in orgs:
-        c.orgs[i].approve(task_id)
+        c.orgs[i].approve(task_id, c.orgs[i].request_hash(task_id))
     for i in orgs:
         c.orgs[i].start(task_id)
     if result:
@@ -172,9 +172,11 @@ def populate(deployment: Deployment) -> Scenario:
 
     # A completed task; the hospital approves by signature, the auditor account relays it.
     task_id, _ = bank.submit_task(request_for(c, epsilon=0.5))
-    bank.approve(task_id)
-    telecom.approve(task_id)
-    auditor.approve_by_sig(hospital.sign_approval(task_id, deadline=hospital.block_timestamp() + 600))
+    bank.approve(task_id, bank.request_hash(task_id))
+    telecom.approve(task_id, telecom.request_hash(task_id))
+    auditor.approve_by_sig(
+        hospital.sign_approval(task_id, hospital.request_hash(task_id), deadline=hospital.block_timestamp() + 600)
+    )
     for org in c.orgs:
         org.start(task_id)
     for i, org in enumerate(c.orgs):
@@ -182,8 +184,8 @@ def populate(deployment: Deployment) -> Scenario:
     sc.completed = task_id
 
     sc.refused, _ = bank.submit_task(request_for(c, orgs=[0, 1]))
-    bank.approve(sc.refused)
-    telecom.approve(sc.refused)
+    bank.approve(sc.refused, bank.request_hash(sc.refused))
+    telecom.approve(sc.refused, telecom.request_hash(sc.refused))
     telecom.refuse(sc.refused, RefusalReason.FINGERPRINT_MISMATCH, h("fingerprint differs"))
 
     sc.cancelled, _ = bank.submit_task(request_for(c, orgs=[0, 1]))

@@ -138,7 +138,7 @@ def test_a_refused_task_fails_participation_with_the_reason(stores: StoreFactory
     c = build_consortium(deployment, n_orgs=2)
     task_id, _ = c.orgs[0].submit_task(request_for(c))
     for org in c.orgs:
-        org.approve(task_id)
+        org.approve(task_id, org.request_hash(task_id))
     c.orgs[0].start(task_id)
     res = c.orgs[1].refuse(task_id, RefusalReason.FINGERPRINT_MISMATCH, h("tampered"))
     st = stores.store()
@@ -181,7 +181,7 @@ def test_an_authorised_task_nobody_started_fails_participation(stores: StoreFact
     c = build_consortium(deployment, n_orgs=2)
     task_id, _ = c.orgs[0].submit_task(request_for(c, deadline_in=300))
     for org in c.orgs:
-        org.approve(task_id)
+        org.approve(task_id, org.request_hash(task_id))
     advance(devnet.rpc_url, 301)
     st = stores.store()
     _index(deployment, st)
@@ -193,7 +193,7 @@ def test_an_authorised_task_nobody_started_fails_participation(stores: StoreFact
 def test_a_pending_task_is_incomplete_with_the_missing_approvals_named(stores: StoreFactory, deployment, snapshot):
     c = build_consortium(deployment, n_orgs=3)
     task_id, _ = c.orgs[0].submit_task(request_for(c))
-    c.orgs[0].approve(task_id)
+    c.orgs[0].approve(task_id, c.orgs[0].request_hash(task_id))
     st = stores.store()
     _index(deployment, st)
     v = verify_task(st, task_id)
@@ -378,7 +378,7 @@ def _node_log(c, tmp_path: Path) -> NodeLog:
     log = ActionLog(tmp_path / "telecom-actions.jsonl")
     done, _ = c.orgs[0].submit_task(request_for(c, orgs=[0, 1], epsilon=0.1))
     for org in c.orgs[:2]:
-        org.approve(done)
+        org.approve(done, org.request_hash(done))
     c.orgs[0].start(done)
     start_tx = telecom.start(done).tx_hash
     log.append("queued", done, block=1)
@@ -394,7 +394,7 @@ def _node_log(c, tmp_path: Path) -> NodeLog:
 
     refused, _ = c.orgs[0].submit_task(request_for(c, orgs=[0, 1]))
     for org in c.orgs[:2]:
-        org.approve(refused)
+        org.approve(refused, org.request_hash(refused))
     log.append("verify", refused, ok=False, block=2, checks=[["fingerprint", "mismatch"]])
     res = telecom.refuse(refused, RefusalReason.FINGERPRINT_MISMATCH, h("detail"))
     log.append("refuse", refused, reason="FINGERPRINT_MISMATCH", detail="rows changed", tx=res.tx_hash)

@@ -548,7 +548,7 @@ def test_the_dashboard_follows_the_chain_live(world: World, snapshot, tmp_path):
             before = c.get("/api/overview").json()["counts"]["tasks"]
             sc = world.sc
             task_id, _ = sc.c.orgs[0].submit_task(request_for(sc.c, orgs=[0, 1]))
-            sc.c.orgs[0].approve(task_id)
+            sc.c.orgs[0].approve(task_id, sc.c.orgs[0].request_hash(task_id))
 
             def approvals() -> list[int] | None:
                 r = c.get(f"/api/tasks/{task_id}")
@@ -559,7 +559,7 @@ def test_the_dashboard_follows_the_chain_live(world: World, snapshot, tmp_path):
             x = c.get(f"/api/tasks/{task_id}").json()
             assert x["status"]["key"] == "pending" and x["progress"]["approvals"] == [1, 2]
             assert c.get("/api/overview").json()["counts"]["tasks"] == before + 1
-            sc.c.orgs[1].approve(task_id)
+            sc.c.orgs[1].approve(task_id, sc.c.orgs[1].request_hash(task_id))
             sc.c.orgs[0].start(task_id)
             while c.get(f"/api/tasks/{task_id}").json()["status"]["key"] != "running" and time.time() < deadline:
                 time.sleep(0.2)
@@ -758,8 +758,8 @@ def test_cli_verify_log(world: World, deployment, snapshot, tmp_path: Path):
         req.epsilon,
     )
     task_id, _ = bank.submit_task(req)
-    bank.approve(task_id)
-    newcomer.approve(task_id)
+    bank.approve(task_id, bank.request_hash(task_id))
+    newcomer.approve(task_id, newcomer.request_hash(task_id))
     log = ActionLog(tmp_path / "newcomer.jsonl")
     log.append("queued", task_id, block=1)
     bank.start(task_id)

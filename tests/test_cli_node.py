@@ -331,7 +331,7 @@ def test_task_submit_approve_watch_result(root: Path, net: Network, env: dict[st
     # one after the other: the last approval authorises the task and costs more gas than one estimated
     # while another approval was still pending (see the report on Ledger.transact)
     for n, o in enumerate(net.orgs, 1):
-        approved = ok_json(pcn("task", "approve", str(task_id), *as_org(o), "--json", env=env))
+        approved = ok_json(pcn("task", "approve", str(task_id), "--yes", *as_org(o), "--json", env=env))
         assert isinstance(approved, dict) and approved["approvals"] == n
     assert approved["status"] == "authorised"
 
@@ -438,7 +438,7 @@ def test_clean_errors(root: Path, net: Network, env: dict[str, str]) -> None:
         ["data", "list"],
         [*submit, "--datasets", "one,two", "--params", str(root / "params.json")],
         ["org", "init", "--name", "bank", "--home", str(net_root), "--redis-url", net.redis.url, *init_rest],
-        ["task", "approve", "1", *as_org(bank)],
+        ["task", "approve", "1", "--yes", *as_org(bank)],
     ]
     no_password = {k: v for k, v in env.items() if k != "PCN_KEYSTORE_PASSWORD"}
     datasets_before, tasks_before = net.admin.dataset_count(), net.admin.task_count()

@@ -20,7 +20,7 @@ import pytest
 
 from pcn.algorithms.codehash import PACKAGE_ROOT, algorithm_code_hash
 from pcn.chain.errors import ContractRevert
-from pcn.chain.types import ParticipantState, PolicyLimits, RefusalReason, TaskStatus, epsilon_to_fixed
+from pcn.chain.types import ParticipantState, PolicyLimits, RefusalReason, TaskRules, TaskStatus, epsilon_to_fixed
 from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import params_bytes_of, push_params, submit_task
 from tests.nodes import Network, approve_all, network_fixture
@@ -314,3 +314,69 @@ def test_recipient_outside_the_participants_is_refused(net: Network) -> None:
     approve_all(net, sub.task_id)
     assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
     assert net.admin.task(sub.task_id).refusal_reason is RefusalReason.INVALID_PARAMETERS
+
+
+def test_stats_without_dp_on_a_dp_only_dataset_is_refused(net: Network) -> None:
+    """#13.6 attack: telecom's dataset is DP-only (ε ≥ 0.25). The chain refuses a task with no ε;
+    a requester who declares ε but sends parameters with no "dp" (exact aggregates) gets past
+    the chain, and the nodes refuse DP_NOT_APPLIED before reading any data."""
+    telecom, bank = net.by_name("telecom"), net.by_name("bank")
+    for org in net.orgs:  # earlier tests may have spent the budget: room for two tasks at ε 0.5
+        ds = net.admin.dataset(org.dataset_id)
+        room = PolicyLimits(ds.max_uses, ds.expiry, ds.epsilon_spent + epsilon_to_fixed(1.0))
+        org.ledger.set_policy_limits(org.dataset_id, room)
+    telecom.ledger.set_task_rules(telecom.dataset_id, TaskRules(epsilon_floor=epsilon_to_fixed(0.25)))
+    try:
+        with pytest.raises(ContractRevert) as e:
+            submit_task(
+                bank.ledger,
+                algorithm="stats",
+                dataset_ids=[o.dataset_id for o in net.orgs],
+                params=COUNT,
+                recipient="bank",
+                push=False,
+            )
+        assert e.value.name == "EpsilonBelowFloor"
+        task_id = _run_refused(net, lambda: None, params=COUNT, epsilon=0.5)
+        _assert_refused(net, task_id, RefusalReason.DP_NOT_APPLIED)
+        # the same task with DP applied at ε ≥ the floor runs
+        dp = {**COUNT, "dp": {"epsilon": 0.5, "mechanism": "laplace", "clip": [0, 1_000_000]}}
+        sub = submit_task(
+            bank.ledger,
+            algorithm="stats",
+            dataset_ids=[o.dataset_id for o in net.orgs],
+            params=dp,
+            recipient="bank",
+            epsilon=0.5,
+            push=False,
+        )
+        approve_all(net, sub.task_id)
+        push_params(bank.ledger, sub.task_id, params_bytes_of(dp))
+        assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
+    finally:
+        telecom.ledger.set_task_rules(telecom.dataset_id, TaskRules())
+
+
+def test_private_query_over_the_owners_key_cap_is_refused(net: Network) -> None:
+    """#13.6 attack: telecom caps private queries at 10 keys; a query declaring 1000 (or no cap)
+    is refused KEY_CAP_EXCEEDED by the nodes at verification (the cap reaches the chain only
+    inside the params hash)."""
+    telecom, bank = net.by_name("telecom"), net.by_name("bank")
+    telecom.ledger.set_task_rules(telecom.dataset_id, TaskRules(max_keys=10))
+    try:
+        for declared in (1000, None):
+            params = {"value_columns": ["income"], "max_keys": declared}
+            sub = submit_task(
+                bank.ledger,
+                algorithm="private-query",
+                dataset_ids=[bank.dataset_id, telecom.dataset_id],
+                params=params,
+                recipient="bank",
+                push=False,
+            )
+            approve_all(net, sub.task_id)
+            push_params(bank.ledger, sub.task_id, params_bytes_of(params))
+            assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
+            _assert_refused(net, sub.task_id, RefusalReason.KEY_CAP_EXCEEDED)
+    finally:
+        telecom.ledger.set_task_rules(telecom.dataset_id, TaskRules())

@@ -16,6 +16,7 @@ from pcn.chain.types import (
     ParticipantState,
     PolicyLimits,
     RefusalReason,
+    TaskRules,
     TaskStatus,
     epsilon_to_fixed,
 )
@@ -69,11 +70,11 @@ def test_policy_exhausted_at_authorisation_consumes_nothing(deployment, snapshot
     first, _ = bank.submit_task(request_for(c))
     second, _ = bank.submit_task(request_for(c))  # allowed at submission: nothing consumed yet
     for org in c.orgs:
-        org.approve(first)
-    bank.approve(second)
-    telecom.approve(second)
+        org.approve(first, org.request_hash(first))
+    bank.approve(second, bank.request_hash(second))
+    telecom.approve(second, telecom.request_hash(second))
     before = {a: bank.dataset(d) for a, d in c.datasets.items()}
-    e = _revert(lambda: hospital.approve(second), "UsesExhausted")
+    e = _revert(lambda: hospital.approve(second, hospital.request_hash(second)), "UsesExhausted")
     assert "1 of its 1" in e.message
     assert {a: bank.dataset(d) for a, d in c.datasets.items()} == before
     t = bank.task(second)
@@ -87,9 +88,9 @@ def test_privacy_budget_is_never_exceeded(deployment, snapshot):
     a, _ = c.orgs[0].submit_task(request_for(c, epsilon=0.6))
     b, _ = c.orgs[0].submit_task(request_for(c, epsilon=0.6))
     for org in c.orgs:
-        org.approve(a)
-    c.orgs[0].approve(b)
-    _revert(lambda: c.orgs[1].approve(b), "PrivacyBudgetExceeded")
+        org.approve(a, org.request_hash(a))
+    c.orgs[0].approve(b, c.orgs[0].request_hash(b))
+    _revert(lambda: c.orgs[1].approve(b, c.orgs[1].request_hash(b)), "PrivacyBudgetExceeded")
     for ds in c.datasets.values():
         assert c.admin.dataset(ds).epsilon_spent == epsilon_to_fixed(0.6)
 
@@ -100,7 +101,7 @@ def test_expired_policy_and_limits_below_consumption(deployment, snapshot, devne
     ds = c.datasets[bank.address]
     task, _ = bank.submit_task(request_for(c))
     for org in c.orgs:
-        org.approve(task)
+        org.approve(task, org.request_hash(task))
     _revert(lambda: bank.set_policy_limits(ds, PolicyLimits(0, 2**63, 10**9)), "PolicyBelowConsumption")
     bank.set_policy_limits(ds, PolicyLimits(5, bank.block_timestamp() + 60, epsilon_to_fixed(5)))
     rpc_call(devnet.rpc_url, "evm_increaseTime", [61])
@@ -115,8 +116,8 @@ def test_new_dataset_version_blocks_authorisation_of_older_tasks(deployment, sna
     version, _ = telecom.publish_version(c.datasets[telecom.address], Fingerprint(h("new"), h("schema"), h("m"), 7))
     assert version == 2
     assert bank.fingerprint(c.datasets[telecom.address], 1).merkle_root == h("root-1")  # old one stays visible
-    bank.approve(task)
-    e = _revert(lambda: telecom.approve(task), "DatasetVersionChanged")
+    bank.approve(task, bank.request_hash(task))
+    e = _revert(lambda: telecom.approve(task, telecom.request_hash(task)), "DatasetVersionChanged")
     assert "version 1 to 2" in e.message
     _revert(
         lambda: bank.publish_version(c.datasets[telecom.address], Fingerprint(h("x"), h("s"), h("m"), 1)),
@@ -130,28 +131,30 @@ def test_eip712_approval_rejects_wrong_signer_replay_expiry_and_other_chain(depl
     task, _ = bank.submit_task(request_for(c))
     later = bank.block_timestamp() + 600
     # signed by telecom but claiming to be the hospital's approval
-    forged = dataclasses.replace(telecom.sign_approval(task, later), owner=hospital.address)
+    forged = dataclasses.replace(telecom.sign_approval(task, telecom.request_hash(task), later), owner=hospital.address)
     e = _revert(lambda: bank.approve_by_sig(forged), "InvalidApprovalSignature")
     assert hospital.address in e.message  # the recovered address is some unrelated key
     # a non-owner's genuine signature
-    admin_sig = c.admin.sign_approval(task, later)
+    admin_sig = c.admin.sign_approval(task, c.admin.request_hash(task), later)
     _revert(lambda: bank.approve_by_sig(admin_sig), "NotAnApprover")
     # expired signature
-    stale = hospital.sign_approval(task, bank.block_timestamp() - 1)
+    stale = hospital.sign_approval(task, hospital.request_hash(task), bank.block_timestamp() - 1)
     _revert(lambda: bank.approve_by_sig(stale), "ApprovalSignatureExpired")
     # a signature for the same contract address on another chain id
     other_chain = Ledger(dataclasses.replace(deployment, chain_id=1), account=hospital.account)
-    foreign = other_chain.sign_approval(task, later, nonce=hospital.approval_nonce(hospital.address))
+    foreign = other_chain.sign_approval(
+        task, other_chain.request_hash(task), later, nonce=hospital.approval_nonce(hospital.address)
+    )
     _revert(lambda: bank.approve_by_sig(foreign), "InvalidApprovalSignature")
     # the genuine one works once; replaying it fails on the used nonce
-    good = hospital.sign_approval(task, later)
+    good = hospital.sign_approval(task, hospital.request_hash(task), later)
     bank.approve_by_sig(good)
     assert bank.task_approvers(task)[hospital.address] is True
     task2, _ = bank.submit_task(request_for(c))
     replay = dataclasses.replace(good, task_id=task2)  # same nonce, other task: signature no longer matches
     _revert(lambda: bank.approve_by_sig(replay), "InvalidApprovalSignature")
     _revert(lambda: bank.approve_by_sig(good), "InvalidAccountNonce")
-    _revert(lambda: hospital.approve(task), "AlreadyApproved")
+    _revert(lambda: hospital.approve(task, hospital.request_hash(task)), "AlreadyApproved")
 
 
 def test_execution_errors_are_named(deployment, snapshot):
@@ -160,7 +163,7 @@ def test_execution_errors_are_named(deployment, snapshot):
     task, _ = bank.submit_task(request_for(c))
     _revert(lambda: bank.start(task), "InvalidTaskStatus")
     for org in c.orgs:
-        org.approve(task)
+        org.approve(task, org.request_hash(task))
     outsider = Ledger(deployment, account=c.admin.account)
     _revert(lambda: outsider.start(task), "NotParticipant")
     from tests.helpers import receipt_for
@@ -229,3 +232,32 @@ def test_python_enums_mirror_solidity(sol_name, py_enum):
     snake = [re.sub(r"(?<!^)(?=[A-Z])", "_", s).upper() for s in sol]
     assert [m.name for m in py_enum] == snake
     assert [m.value for m in py_enum] == list(range(len(sol)))
+
+
+def test_owner_task_rules_dp_floor_ceiling_and_participant_allow_list(deployment, snapshot):
+    """#13.6 (a), on a real anvil: a DP-only dataset refuses a task without ε at submission,
+    a ceiling caps ε, and a participant the owner did not list blocks authorisation."""
+    c = build_consortium(deployment)
+    bank, telecom, hospital = c.orgs
+    ds = c.datasets[telecom.address]
+    _revert(lambda: bank.set_task_rules(ds, TaskRules(epsilon_floor=2, epsilon_ceiling=1)), "NotDatasetOwner")
+    _revert(lambda: telecom.set_task_rules(ds, TaskRules(epsilon_floor=2, epsilon_ceiling=1)), "InvalidTaskRules")
+    rules = TaskRules(epsilon_to_fixed(0.25), epsilon_to_fixed(1.0), 0, True)
+    telecom.set_task_rules(ds, rules)
+    assert telecom.task_rules(ds) == rules
+    e = _revert(lambda: bank.submit_task(request_for(c, epsilon=0.0)), "EpsilonBelowFloor")
+    assert "DP-only" in e.message
+    _revert(lambda: bank.submit_task(request_for(c, epsilon=1.5)), "EpsilonAboveCeiling")
+
+    telecom.set_participant_allowed(ds, bank.address)
+    telecom.set_participant_allowed(ds, telecom.address)
+    task, _ = bank.submit_task(request_for(c, epsilon=0.5))  # hospital is not on telecom's list
+    bank.approve(task, bank.computed_request_hash(task))
+    telecom.approve(task, telecom.computed_request_hash(task))
+    e = _revert(lambda: hospital.approve(task, hospital.computed_request_hash(task)), "ParticipantNotAllowed")
+    assert hospital.address in e.message
+    assert bank.task(task).status is TaskStatus.PENDING and bank.dataset(ds).uses == 0
+    res = telecom.set_participant_allowed(ds, hospital.address)
+    assert res.event("PolicyParticipantSet").args["allowed"] is True
+    hospital.approve(task, hospital.computed_request_hash(task))
+    assert bank.task(task).status is TaskStatus.AUTHORISED

@@ -821,9 +821,17 @@ def test_valid_params_are_normalised() -> None:
         "value_columns": ["score"],
         "epoch": "default",
         "batch_size": 4096,
+        "max_keys": None,
     }
     assert PrivateQueryProtocol.validate_params(norm) == norm
-    full = {"key_column": "k", "query_column": "q", "value_columns": ["a", "b"], "epoch": "2026-11", "batch_size": 1}
+    full = {
+        "key_column": "k",
+        "query_column": "q",
+        "value_columns": ["a", "b"],
+        "epoch": "2026-11",
+        "batch_size": 1,
+        "max_keys": 1000,
+    }
     assert PrivateQueryProtocol.validate_params(full) == full
     assert PrivateQueryProtocol.privacy_cost(full) == 0.0
 
@@ -864,3 +872,21 @@ def test_throughput_20k_rows_500_queries(capsys: pytest.CaptureFixture[str]) -> 
             f"warm task (cached table) {warm:.2f} s ({warm / queries * 1e3:.2f} ms/key), "
             f"wire {wire / 1e6:.2f} MB of which table {table_bytes / 1e6:.2f} MB"
         )
+
+
+def test_the_declared_key_cap_binds_both_sides() -> None:
+    """#13.6: params "max_keys" (hashed on chain, checked by nodes against the owners' cap)
+    bounds the query: an honest querier stops before sending, the holder refuses a head over it."""
+    holder = Table({"id": ["a", "b", "c"], "score": ["1", "2", "3"], "name": ["x", "y", "z"]})
+    capped = {**PARAMS, "max_keys": 2}
+    q, _ = make_pair(Table({"id": ["a", "b", "c"]}), holder, capped)
+    with pytest.raises(ProtocolError, match="declares at most 2"):
+        q.start()
+    _, h = make_pair(Table({"id": ["a"]}), holder, capped)
+    h.start()
+    with pytest.raises(ProtocolError, match="declares at most 2"):
+        h.receive(Message(Q, H, 1, "query-head", (3).to_bytes(8, "big")))
+    got, _, _, _ = run(Table({"id": ["a", "b"]}), holder, capped)
+    assert got["queried"] == 2 and set(got["hits"]) == {"a", "b"}
+    with pytest.raises(ProtocolError, match="max_keys"):
+        make_pair(Table({"id": ["a"]}), holder, {**PARAMS, "max_keys": 0})

@@ -438,7 +438,7 @@ def _run_task(cons: Consortium, requester: str, algo: str, params: dict[str, Any
     # the parameters reached every participant's mailbox over the bridge
     assert sub["delivered"] == {h.address: "ok" for h in cons.all()}, sub["delivered"]
     with ThreadPoolExecutor(len(cons.hosts)) as pool:
-        approvals = list(pool.map(lambda h: h.pcn("task", "approve", str(task_id)), cons.all()))
+        approvals = list(pool.map(lambda h: h.pcn("task", "approve", str(task_id), "--yes"), cons.all()))
     assert {a["required_approvals"] for a in approvals} == {len(cons.hosts)}
 
     def final() -> TaskStatus | None:

@@ -86,22 +86,25 @@ def test_every_request_field_changes_the_binding() -> None:
         "0x" + "22" * 20, 1000, 5, 100, 200, b"\x01" * 32, b"\x02" * 32, bytes(32),
     )  # fmt: skip
     datasets, roots, parts = [(1, 1), (2, 3)], [b"\x03" * 32, b"\x04" * 32], ["0x" + "11" * 20, "0x" + "22" * 20]
-    ref = request_hash(base, datasets, roots, parts)
+    tm = "0x" + "44" * 20
+    ref = request_hash(31337, tm, base, datasets, roots, parts)
     variants = [
-        request_hash(replace(base, requester="0x" + "33" * 20), datasets, roots, parts),
-        request_hash(replace(base, algorithm_hash=b"\x09" * 32), datasets, roots, parts),
-        request_hash(replace(base, params_hash=b"\x09" * 32), datasets, roots, parts),
-        request_hash(replace(base, result_recipient="0x" + "11" * 20), datasets, roots, parts),
-        request_hash(replace(base, deadline=1001), datasets, roots, parts),
-        request_hash(replace(base, epsilon=6), datasets, roots, parts),
-        request_hash(replace(base, created_at=101), datasets, roots, parts),
-        request_hash(base, [(1, 2), (2, 3)], roots, parts),
-        request_hash(base, [(1, 1), (3, 3)], roots, parts),
-        request_hash(base, datasets, [b"\x03" * 32, b"\x05" * 32], parts),
-        request_hash(base, datasets, roots, list(reversed(parts))),
+        request_hash(31338, tm, base, datasets, roots, parts),
+        request_hash(31337, "0x" + "45" * 20, base, datasets, roots, parts),
+        request_hash(31337, tm, replace(base, task_id=8), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, requester="0x" + "33" * 20), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, algorithm_hash=b"\x09" * 32), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, params_hash=b"\x09" * 32), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, result_recipient="0x" + "11" * 20), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, deadline=1001), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, epsilon=6), datasets, roots, parts),
+        request_hash(31337, tm, replace(base, created_at=101), datasets, roots, parts),
+        request_hash(31337, tm, base, [(1, 2), (2, 3)], roots, parts),
+        request_hash(31337, tm, base, [(1, 1), (3, 3)], roots, parts),
+        request_hash(31337, tm, base, datasets, [b"\x03" * 32, b"\x05" * 32], parts),
+        request_hash(31337, tm, base, datasets, roots, list(reversed(parts))),
     ]
     assert len({ref, *variants}) == len(variants) + 1
-    tm = "0x" + "44" * 20
     bindings = {
         task_binding(31337, tm, 7, ref),
         task_binding(31338, tm, 7, ref),
@@ -111,7 +114,23 @@ def test_every_request_field_changes_the_binding() -> None:
     }
     assert len(bindings) == 5
     with pytest.raises(ValueError):
-        request_hash(base, datasets, roots[:1], parts)
+        request_hash(31337, tm, base, datasets, roots[:1], parts)
+
+
+def test_the_python_request_hash_equals_the_contracts_and_feeds_the_binding(
+    deployment: Deployment, snapshot: None
+) -> None:
+    """#13.6: one source of truth. The TaskManager computes the request hash at submission and
+    emits it; the Python recomputation from the task's fields equals it on a real anvil, and the
+    node's binding takes it from the chain."""
+    c = build_consortium(deployment)
+    ledger = c.org(0)
+    task_id, res = ledger.submit_task(request_for(c, orgs=[0, 1], epsilon=0.25))
+    on_chain = ledger.request_hash(task_id)
+    assert res.event("TaskRequestHashed").args["requestHash"] == "0x" + on_chain.hex()
+    assert ledger.computed_request_hash(task_id) == on_chain
+    tm = deployment.contracts["TaskManager"].address
+    assert ledger.task_binding(task_id) == task_binding(ledger.chain_id, tm, task_id, on_chain)
 
 
 def test_protocols_refuse_a_context_without_a_32_byte_binding() -> None:

@@ -25,11 +25,13 @@ def test_three_party_lifecycle_with_relayed_eip712_approval(deployment, snapshot
     assert bank.task(task_id).status is TaskStatus.PENDING
     assert bank.task_approvers(task_id) == {o.address: False for o in c.orgs}
 
-    bank.approve(task_id)
-    telecom.approve(task_id)
+    bank.approve(task_id, bank.request_hash(task_id))
+    telecom.approve(task_id, telecom.request_hash(task_id))
     # The hospital signs off-line; a relayer that owns nothing (the auditor's account) submits it.
-    signed = hospital.sign_approval(task_id, deadline=hospital.block_timestamp() + 600)
-    digest = hospital.call("TaskManager", "approvalDigest", task_id, hospital.address, signed.nonce, signed.deadline)
+    signed = hospital.sign_approval(task_id, hospital.request_hash(task_id), deadline=hospital.block_timestamp() + 600)
+    digest = hospital.call(
+        "TaskManager", "approvalDigest", task_id, signed.request_hash, hospital.address, signed.nonce, signed.deadline
+    )
     assert Account._recover_hash(digest, signature=signed.signature) == hospital.address
     relayer = Ledger(deployment, account=Account.from_key(devnet_key(1)))
     res = relayer.approve_by_sig(signed)
@@ -81,7 +83,7 @@ def test_disagreeing_receipts_make_a_dispute(deployment, snapshot, bad_field):
 def _running_task(c, epsilon: float = 0.5) -> int:
     task_id, _ = c.orgs[0].submit_task(request_for(c, epsilon=epsilon))
     for org in c.orgs:
-        org.approve(task_id)
+        org.approve(task_id, org.request_hash(task_id))
     for org in c.orgs:
         org.start(task_id)
     return task_id
@@ -92,7 +94,7 @@ def test_every_refusal_reason_is_recorded(deployment, snapshot, reason):
     c = build_consortium(deployment, n_orgs=2)
     task_id, _ = c.orgs[0].submit_task(request_for(c))
     for org in c.orgs:
-        org.approve(task_id)
+        org.approve(task_id, org.request_hash(task_id))
     res = c.orgs[1].refuse(task_id, reason, h("detail"))
     ev = res.event("TaskRefused").args
     assert ev["reason"] == int(reason) and ev["participant"] == c.orgs[1].address
@@ -128,13 +130,13 @@ def test_cancel_before_start_only_by_requester(deployment, snapshot):
 def test_deadline_passes_then_anyone_expires(deployment, snapshot, devnet):
     c = build_consortium(deployment, n_orgs=2)
     task_id, _ = c.orgs[0].submit_task(request_for(c, deadline_in=120))
-    c.orgs[0].approve(task_id)
+    c.orgs[0].approve(task_id, c.orgs[0].request_hash(task_id))
     with pytest.raises(ContractRevert, match="TaskNotExpired"):
         c.admin.expire(task_id)
     rpc_call(devnet.rpc_url, "evm_increaseTime", [121])
     rpc_call(devnet.rpc_url, "evm_mine")
     with pytest.raises(ContractRevert) as err:
-        c.orgs[1].approve(task_id)
+        c.orgs[1].approve(task_id, c.orgs[1].request_hash(task_id))
     assert err.value.name == "TaskDeadlinePassed"
     c.admin.expire(task_id)
     assert c.admin.task(task_id).status is TaskStatus.EXPIRED
@@ -172,7 +174,7 @@ def test_concurrent_approvals_all_land_and_authorise(deployment, snapshot):
     def approve(org: Ledger) -> None:
         barrier.wait()
         try:
-            org.approve(task_id)
+            org.approve(task_id, org.request_hash(task_id))
         except Exception as exc:
             errors.append(exc)
 

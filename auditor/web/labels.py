@@ -77,6 +77,8 @@ REFUSAL_REASON: dict[int, str] = {
     int(RefusalReason.INVALID_PARAMETERS): "The task's parameters were invalid",
     int(RefusalReason.PEER_UNREACHABLE): "A peer could not be reached",
     int(RefusalReason.PROTOCOL_FAILURE): "The computation protocol failed",
+    int(RefusalReason.DP_NOT_APPLIED): "The parameters did not apply the differential privacy the dataset requires",
+    int(RefusalReason.KEY_CAP_EXCEEDED): "The private query declared more keys than the dataset allows",
 }
 
 
@@ -224,6 +226,7 @@ def event_text(name: str, args: dict[str, Any], org_name: Any) -> str:
 
     texts = {
         "TaskSubmitted": lambda: f"Task submitted by {who('requester')}",
+        "TaskRequestHashed": lambda: f"Request hash {a.get('requestHash')} recorded (what owners approve)",
         "TaskApproved": lambda: (
             f"Approved by data owner {who('owner')}"
             + (

@@ -317,7 +317,7 @@ def build_network(
 def approve_all(net: Network, task_id: int) -> None:
     for org in net.orgs:
         if net.admin.task_approvers(task_id).get(org.address) is False:
-            org.ledger.approve(task_id)
+            org.ledger.approve(task_id, org.ledger.request_hash(task_id))
 
 
 def register_rows(net: Network, name: str, header: list[str], rows: list[list[str]], tag: str, uses: int = 10) -> int:

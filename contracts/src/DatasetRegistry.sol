@@ -32,6 +32,19 @@ contract DatasetRegistry {
         address[] recipients;
     }
 
+    /// @notice What a task over the dataset must look like (#13.6). Zero means "no rule".
+    /// `epsilonFloor` > 0 makes the dataset DP-only: every task must carry ε ≥ floor (and ≤
+    /// `epsilonCeiling` when set); nodes also refuse parameters that do not apply that DP.
+    /// `maxKeys` caps the keys one private query may look up (checked by the nodes against
+    /// the parameters, which reach the chain only as a hash). With `participantsListed`, only
+    /// participants named by `setParticipantAllowed` may take part.
+    struct TaskRules {
+        uint64 epsilonFloor;
+        uint64 epsilonCeiling;
+        uint32 maxKeys;
+        bool participantsListed;
+    }
+
     struct Dataset {
         address owner;
         uint32 version;
@@ -52,6 +65,8 @@ contract DatasetRegistry {
     mapping(uint256 datasetId => mapping(bytes32 algorithm => bool)) public algorithmAllowed;
     mapping(uint256 datasetId => mapping(address requester => bool)) public requesterAllowed;
     mapping(uint256 datasetId => mapping(address recipient => bool)) public recipientAllowed;
+    mapping(uint256 datasetId => mapping(address participant => bool)) public participantAllowed;
+    mapping(uint256 datasetId => TaskRules) private _taskRules;
 
     error UnknownDataset(uint256 datasetId);
     error NotDatasetOwner(uint256 datasetId, address caller);
@@ -67,6 +82,10 @@ contract DatasetRegistry {
     error NotTaskManager(address caller);
     error TaskManagerAlreadySet();
     error NotDeployer();
+    error InvalidTaskRules(uint64 epsilonFloor, uint64 epsilonCeiling);
+    error EpsilonBelowFloor(uint256 datasetId, uint64 epsilon, uint64 floor);
+    error EpsilonAboveCeiling(uint256 datasetId, uint64 epsilon, uint64 ceiling);
+    error ParticipantNotAllowed(uint256 datasetId, address participant);
 
     event DatasetRegistered(
         uint256 indexed datasetId,
@@ -90,6 +109,10 @@ contract DatasetRegistry {
     event PolicyAlgorithmSet(uint256 indexed datasetId, bytes32 indexed algorithmHash, bool allowed);
     event PolicyRequesterSet(uint256 indexed datasetId, address indexed requester, bool allowed);
     event PolicyRecipientSet(uint256 indexed datasetId, address indexed recipient, bool allowed);
+    event PolicyParticipantSet(uint256 indexed datasetId, address indexed participant, bool allowed);
+    event TaskRulesSet(
+        uint256 indexed datasetId, uint64 epsilonFloor, uint64 epsilonCeiling, uint32 maxKeys, bool participantsListed
+    );
     event DatasetUsed(uint256 indexed datasetId, uint256 indexed taskId, uint64 uses, uint64 epsilonSpent);
     event TaskManagerSet(address indexed taskManager);
 
@@ -180,6 +203,43 @@ contract DatasetRegistry {
         emit PolicyRecipientSet(datasetId, recipient, allowed);
     }
 
+    /// @notice Allow or disallow a participant (only enforced when the rules list participants).
+    function setParticipantAllowed(uint256 datasetId, address participant, bool allowed) external {
+        _ownedActive(datasetId);
+        participantAllowed[datasetId][participant] = allowed;
+        emit PolicyParticipantSet(datasetId, participant, allowed);
+    }
+
+    /// @notice Set what every later task over the dataset must satisfy (see TaskRules).
+    /// A pending task is held to the rules in force when it is authorised.
+    function setTaskRules(uint256 datasetId, TaskRules calldata rules) external {
+        _ownedActive(datasetId);
+        if (rules.epsilonCeiling != 0 && rules.epsilonCeiling < rules.epsilonFloor) {
+            revert InvalidTaskRules(rules.epsilonFloor, rules.epsilonCeiling);
+        }
+        _taskRules[datasetId] = rules;
+        emit TaskRulesSet(datasetId, rules.epsilonFloor, rules.epsilonCeiling, rules.maxKeys, rules.participantsListed);
+    }
+
+    /// @notice The dataset's task rules (all zero when the owner set none).
+    function taskRules(uint256 datasetId) external view returns (TaskRules memory) {
+        _known(datasetId);
+        return _taskRules[datasetId];
+    }
+
+    /// @notice Reverts ParticipantNotAllowed unless every participant may take part in a task
+    /// over the dataset (always true when the rules do not list participants).
+    function checkParticipants(uint256 datasetId, address[] calldata participants) external view {
+        _known(datasetId);
+        if (!_taskRules[datasetId].participantsListed) return;
+        // bounded: TaskManager passes at most MAX_PARTICIPANTS
+        for (uint256 i = 0; i < participants.length; ++i) {
+            if (!participantAllowed[datasetId][participants[i]]) {
+                revert ParticipantNotAllowed(datasetId, participants[i]);
+            }
+        }
+    }
+
     /// @notice Reverts with the named policy error unless one use of `epsilon` is allowed now.
     function checkUse(uint256 datasetId, bytes32 algorithmHash, address requester, address recipient, uint64 epsilon)
         external
@@ -245,6 +305,11 @@ contract DatasetRegistry {
         if (ds.uses >= ds.maxUses) revert UsesExhausted(datasetId, ds.uses, ds.maxUses);
         if (uint256(ds.epsilonSpent) + epsilon > ds.epsilonTotal) {
             revert PrivacyBudgetExceeded(datasetId, ds.epsilonSpent, epsilon, ds.epsilonTotal);
+        }
+        TaskRules storage rules = _taskRules[datasetId];
+        if (epsilon < rules.epsilonFloor) revert EpsilonBelowFloor(datasetId, epsilon, rules.epsilonFloor);
+        if (rules.epsilonCeiling != 0 && epsilon > rules.epsilonCeiling) {
+            revert EpsilonAboveCeiling(datasetId, epsilon, rules.epsilonCeiling);
         }
     }
 

@@ -23,7 +23,9 @@ library PcnTypes {
         DataUnavailable,
         InvalidParameters,
         PeerUnreachable,
-        ProtocolFailure
+        ProtocolFailure,
+        DpNotApplied,
+        KeyCapExceeded
     }
 
     enum OrgStatus {

@@ -17,7 +17,7 @@ import {PcnTypes} from "./PcnTypes.sol";
 /// Expired by anyone once the deadline has passed.
 contract TaskManager is EIP712, Nonces {
     bytes32 public constant APPROVAL_TYPEHASH =
-        keccak256("Approval(uint256 taskId,address owner,uint256 nonce,uint256 deadline)");
+        keccak256("Approval(uint256 taskId,bytes32 requestHash,address owner,uint256 nonce,uint256 deadline)");
 
     /// @notice What a requester asks for.
     struct TaskRequest {
@@ -73,6 +73,7 @@ contract TaskManager is EIP712, Nonces {
     mapping(uint256 taskId => mapping(address participant => PcnTypes.ParticipantState)) private _state;
     mapping(uint256 taskId => mapping(address participant => Receipt)) private _receipts;
     mapping(uint256 taskId => uint256) private _droppedCount;
+    mapping(uint256 taskId => bytes32) private _requestHashes;
 
     error UnknownTask(uint256 taskId);
     error InvalidDatasetCount(uint256 given);
@@ -100,6 +101,7 @@ contract TaskManager is EIP712, Nonces {
     error NotResultRecipient(uint256 taskId, address caller);
     error CannotDrop(uint256 taskId, address participant, PcnTypes.ParticipantState state);
     error TooFewRemaining(uint256 taskId);
+    error RequestHashMismatch(uint256 taskId, bytes32 expected, bytes32 given);
 
     event TaskSubmitted(
         uint256 indexed taskId,
@@ -113,6 +115,8 @@ contract TaskManager is EIP712, Nonces {
         uint64 deadline,
         uint64 epsilon
     );
+    /// @notice The hash of the whole stored request (see `requestHash`): what approvals sign.
+    event TaskRequestHashed(uint256 indexed taskId, bytes32 requestHash);
     event TaskApproved(uint256 indexed taskId, address indexed owner, address relayer);
     event TaskAuthorised(uint256 indexed taskId);
     event TaskCancelled(uint256 indexed taskId, address indexed by);
@@ -178,6 +182,30 @@ contract TaskManager is EIP712, Nonces {
         task.paramsHash = request.paramsHash;
 
         _emitSubmitted(taskId, request);
+        bytes32 hashed = _hashRequest(taskId);
+        _requestHashes[taskId] = hashed;
+        emit TaskRequestHashed(taskId, hashed);
+    }
+
+    /// @dev The one definition of a task's request hash. Approvals sign it, so an approval of
+    /// task N lands on no other task N (a redeployment at the same address, a reorg, a devnet
+    /// reset). New request fields are appended to the last group (the Python mirror is
+    /// `pcn.chain.binding.request_hash`).
+    function _hashRequest(uint256 taskId) private view returns (bytes32) {
+        Task storage t = _tasks[taskId];
+        uint256[] storage ids = _datasetIds[taskId];
+        uint32[] storage versions = _datasetVersions[taskId];
+        bytes32[] memory roots = new bytes32[](ids.length);
+        for (uint256 i = 0; i < ids.length; ++i) {
+            roots[i] = datasets.fingerprint(ids[i], versions[i]).merkleRoot;
+        }
+        return keccak256(
+            bytes.concat(
+                abi.encode(block.chainid, address(this), taskId, t.requester, t.algorithmHash),
+                abi.encode(ids, versions, roots, _participants[taskId]),
+                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt)
+            )
+        );
     }
 
     function _emitSubmitted(uint256 taskId, TaskRequest calldata request) private {
@@ -226,20 +254,28 @@ contract TaskManager is EIP712, Nonces {
     // ------------------------------------------------------------------ authorisation
 
     /// @notice Approve a task as the owner of one or more of its input datasets.
-    function approve(uint256 taskId) external {
-        _approve(taskId, msg.sender);
+    /// @param requestHash_ the `requestHash(taskId)` of the request the owner inspected
+    function approve(uint256 taskId, bytes32 requestHash_) external {
+        _approve(taskId, requestHash_, msg.sender);
     }
 
     /// @notice Relay an owner's EIP-712 approval. Anyone may submit it.
     /// @param owner the approving dataset owner (the signer)
     /// @param nonce the owner's current nonce (see `nonces`); each signature works once
     /// @param deadline the signature is void after this timestamp
-    /// @param signature the 65-byte ECDSA signature over Approval(taskId, owner, nonce, deadline)
-    function approveBySig(uint256 taskId, address owner, uint256 nonce, uint256 deadline, bytes calldata signature)
-        external
-    {
+    /// @param requestHash_ the request hash the owner signed; must be the task's `requestHash`
+    /// @param signature the 65-byte ECDSA signature over
+    /// Approval(taskId, requestHash, owner, nonce, deadline)
+    function approveBySig(
+        uint256 taskId,
+        bytes32 requestHash_,
+        address owner,
+        uint256 nonce,
+        uint256 deadline,
+        bytes calldata signature
+    ) external {
         if (block.timestamp > deadline) revert ApprovalSignatureExpired(deadline);
-        bytes32 digest = _hashTypedDataV4(keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, owner, nonce, deadline)));
+        bytes32 digest = _approvalDigest(taskId, requestHash_, owner, nonce, deadline);
         // The third value only details why recovery failed (bad length or s); both `err` and
         // `recovered` are checked, so any failure reverts with InvalidApprovalSignature.
         // slither-disable-next-line unused-return
@@ -248,20 +284,30 @@ contract TaskManager is EIP712, Nonces {
             revert InvalidApprovalSignature(owner, recovered);
         }
         _useCheckedNonce(owner, nonce);
-        _approve(taskId, owner);
+        _approve(taskId, requestHash_, owner);
     }
 
     /// @notice The EIP-712 digest an owner signs to approve a task (for clients).
-    function approvalDigest(uint256 taskId, address owner, uint256 nonce, uint256 deadline)
+    function approvalDigest(uint256 taskId, bytes32 requestHash_, address owner, uint256 nonce, uint256 deadline)
         external
         view
         returns (bytes32)
     {
-        return _hashTypedDataV4(keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, owner, nonce, deadline)));
+        return _approvalDigest(taskId, requestHash_, owner, nonce, deadline);
     }
 
-    function _approve(uint256 taskId, address owner) private {
+    function _approvalDigest(uint256 taskId, bytes32 requestHash_, address owner, uint256 nonce, uint256 deadline)
+        private
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, requestHash_, owner, nonce, deadline)));
+    }
+
+    function _approve(uint256 taskId, bytes32 requestHash_, address owner) private {
         Task storage task = _known(taskId);
+        bytes32 expected = _requestHashes[taskId];
+        if (requestHash_ != expected) revert RequestHashMismatch(taskId, expected, requestHash_);
         if (task.status != PcnTypes.TaskStatus.Pending) revert InvalidTaskStatus(taskId, task.status);
         if (block.timestamp > task.deadline) revert TaskDeadlinePassed(taskId, task.deadline);
         uint8 st = _approverState[taskId][owner];
@@ -287,6 +333,8 @@ contract TaskManager is EIP712, Nonces {
             // call, so nothing can re-enter between this call and TaskAuthorised below.
             // slither-disable-next-line reentrancy-events
             datasets.consume(ids[i], taskId, task.algorithmHash, task.requester, task.resultRecipient, task.epsilon);
+            // slither-disable-next-line reentrancy-events
+            datasets.checkParticipants(ids[i], _participants[taskId]);
         }
         task.status = PcnTypes.TaskStatus.Authorised;
         task.authorisedAt = uint64(block.timestamp);
@@ -431,6 +479,14 @@ contract TaskManager is EIP712, Nonces {
     /// @notice The task record (reverts for unknown ids).
     function task(uint256 taskId) external view returns (Task memory) {
         return _known(taskId);
+    }
+
+    /// @notice The hash of the whole request as stored at submission (chain id, this contract,
+    /// task id, requester, algorithm, datasets with pinned versions and Merkle roots,
+    /// participants, params hash, recipient, deadline, ε, creation time). Approvals name it.
+    function requestHash(uint256 taskId) external view returns (bytes32) {
+        _known(taskId);
+        return _requestHashes[taskId];
     }
 
     /// @notice Input datasets and the versions pinned at submission.

@@ -34,6 +34,7 @@ contract FuzzTest is PcnFixture {
         vm.prank(dave);
         uint256 id = tm.submit(r);
         if (fits) {
+            _remember(id);
             _approveAll(id);
             assertEq(_spent(dsA), requested);
             assertEq(_uses(dsA), 1);
@@ -59,9 +60,9 @@ contract FuzzTest is PcnFixture {
         _approveAll(first);
 
         vm.prank(alice);
-        tm.approve(second);
+        tm.approve(second, _rh(second));
         vm.prank(bob);
-        tm.approve(second);
+        tm.approve(second, _rh(second));
 
         uint256 sum = uint256(e1) + e2;
         uint256 failing;
@@ -76,7 +77,7 @@ contract FuzzTest is PcnFixture {
             );
         }
         vm.prank(carol);
-        tm.approve(second);
+        tm.approve(second, _rh(second));
 
         uint64 expectedSpent = failing != 0 ? e1 : e1 + e2;
         uint64 expectedUses = failing != 0 ? 1 : 2;
@@ -117,7 +118,7 @@ contract FuzzTest is PcnFixture {
                 vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.UsesExhausted.selector, dsA, m, m));
             }
             vm.prank(alice);
-            tm.approve(ids[i]);
+            tm.approve(ids[i], _rh(ids[i]));
             if (_status(ids[i]) == PcnTypes.TaskStatus.Authorised) ++authorised;
         }
         uint256 expected = n < m ? n : m;
@@ -186,7 +187,7 @@ contract FuzzTest is PcnFixture {
             tm.start(id);
         } else {
             vm.prank(alice);
-            tm.approve(id);
+            tm.approve(id, _rh(id));
         }
 
         if (!late) vm.expectRevert(abi.encodeWithSelector(TaskManager.TaskNotExpired.selector, id, r.deadline));
@@ -273,7 +274,7 @@ contract FuzzTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(pk, id, bob, 0, deadline);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, vm.addr(pk)));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         assertEq(tm.nonces(bob), 0);
     }
 
@@ -282,7 +283,7 @@ contract FuzzTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(bobKey, id, bob, nonce, deadline);
         if (nonce != 0) vm.expectRevert(abi.encodeWithSelector(Nonces.InvalidAccountNonce.selector, bob, 0));
-        tm.approveBySig(id, bob, nonce, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, nonce, deadline, sig);
         assertEq(tm.nonces(bob), nonce == 0 ? 1 : 0);
     }
 
@@ -296,7 +297,7 @@ contract FuzzTest is PcnFixture {
         if (expired) {
             vm.expectRevert(abi.encodeWithSelector(TaskManager.ApprovalSignatureExpired.selector, sigDeadline));
         }
-        tm.approveBySig(id, bob, 0, sigDeadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, sigDeadline, sig);
         assertEq(tm.task(id).approvals, expired ? 0 : 1);
     }
 
@@ -307,10 +308,10 @@ contract FuzzTest is PcnFixture {
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(bobKey, _approvalDigest(id, bob, 0, deadline));
         vm.chainId(otherChain);
         bytes32 digest = _approvalDigest(id, bob, 0, deadline);
-        assertEq(tm.approvalDigest(id, bob, 0, deadline), digest);
+        assertEq(tm.approvalDigest(id, _rh(id), bob, 0, deadline), digest);
         address recovered = ecrecover(digest, v, r, s);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, recovered));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, s, v));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, s, v));
     }
 
     /// The contract's digest equals the one computed independently, for any inputs and chain.
@@ -319,7 +320,10 @@ contract FuzzTest is PcnFixture {
     {
         vm.assume(chain != 0);
         vm.chainId(chain);
-        assertEq(tm.approvalDigest(taskId, owner, nonce, deadline), _approvalDigest(taskId, owner, nonce, deadline));
+        assertEq(
+            tm.approvalDigest(taskId, _rh(taskId), owner, nonce, deadline),
+            _approvalDigest(taskId, owner, nonce, deadline)
+        );
     }
 
     // ------------------------------------------------------------------ other contracts

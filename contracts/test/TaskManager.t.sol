@@ -128,9 +128,9 @@ contract TaskManagerTest is PcnFixture {
         (address[] memory owners,) = tm.taskApprovers(id);
         assertEq(owners, _addrs(alice, bob));
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStatus(id, PcnTypes.TaskStatus.Authorised);
         assertEq(_uses(dsA), 1);
         assertEq(_uses(dsA2), 1);
@@ -144,13 +144,13 @@ contract TaskManagerTest is PcnFixture {
         // dave is the requester, not a participant
         vm.expectRevert(abi.encodeWithSelector(TaskManager.NotAnApprover.selector, id, dave));
         vm.prank(dave);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         uint256 id2 = _submit(alice, _request(_ids(dsA), _addrs(alice, dave), 0));
         assertEq(tm.task(id2).requiredApprovals, 1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.NotAnApprover.selector, id2, dave));
         vm.prank(dave);
-        tm.approve(id2);
+        tm.approve(id2, _rh(id2));
         _approveAll(id2);
         _startAll(id2);
         _submitReceipt(id2, alice, RESULT, ALGO);
@@ -380,7 +380,7 @@ contract TaskManagerTest is PcnFixture {
         vm.expectEmit(true, true, false, true, address(tm));
         emit TaskManager.TaskApproved(id, alice, alice);
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         TaskManager.Task memory t = tm.task(id);
         assertEq(t.approvals, 1);
@@ -395,9 +395,9 @@ contract TaskManagerTest is PcnFixture {
     function test_approve_lastApprovalAuthorisesAndConsumes() public {
         uint256 id = _submitStd();
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.warp(T0 + 30);
 
         vm.expectEmit(true, true, false, true, address(tm));
@@ -411,7 +411,7 @@ contract TaskManagerTest is PcnFixture {
         vm.expectEmit(true, false, false, true, address(tm));
         emit TaskManager.TaskAuthorised(id);
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         TaskManager.Task memory t = tm.task(id);
         assertEq(uint8(t.status), uint8(PcnTypes.TaskStatus.Authorised));
@@ -423,23 +423,23 @@ contract TaskManagerTest is PcnFixture {
     function test_approve_unknownTaskReverts() public {
         vm.expectRevert(abi.encodeWithSelector(TaskManager.UnknownTask.selector, 42));
         vm.prank(alice);
-        tm.approve(42);
+        tm.approve(42, _rh(42));
     }
 
     function test_approve_notApproverReverts() public {
         uint256 id = _submitStd();
         vm.expectRevert(abi.encodeWithSelector(TaskManager.NotAnApprover.selector, id, outsider));
         vm.prank(outsider);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
     }
 
     function test_approve_twiceReverts() public {
         uint256 id = _submitStd();
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AlreadyApproved.selector, id, alice));
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         assertEq(tm.task(id).approvals, 1);
     }
 
@@ -447,7 +447,7 @@ contract TaskManagerTest is PcnFixture {
         uint256 id = _authorisedStd();
         _expectStatusRevert(id, PcnTypes.TaskStatus.Authorised);
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
     }
 
     function test_approve_deadlineBoundary() public {
@@ -455,11 +455,11 @@ contract TaskManagerTest is PcnFixture {
         uint64 deadline = tm.task(id).deadline;
         vm.warp(deadline);
         vm.prank(alice);
-        tm.approve(id); // at the deadline: still fine
+        tm.approve(id, _rh(id)); // at the deadline: still fine
         vm.warp(deadline + 1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.TaskDeadlinePassed.selector, id, deadline));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
     }
 
     function test_approve_suspendedOwnerReverts() public {
@@ -467,11 +467,11 @@ contract TaskManagerTest is PcnFixture {
         _suspend(bob);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, bob));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         assertEq(tm.task(id).approvals, 0);
         _reinstate(bob);
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         assertEq(tm.task(id).approvals, 1);
     }
 
@@ -479,9 +479,9 @@ contract TaskManagerTest is PcnFixture {
 
     function _approveAliceBob(uint256 id) internal {
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
     }
 
     function _assertStillPendingAfterFailedAuthorisation(uint256 id) internal view {
@@ -500,7 +500,7 @@ contract TaskManagerTest is PcnFixture {
         datasets.publishVersion(dsB, _fp("B-v2"));
         vm.expectRevert(abi.encodeWithSelector(TaskManager.DatasetVersionChanged.selector, dsB, uint32(1), uint32(2)));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStillPendingAfterFailedAuthorisation(id);
         _assertConsumption(0, 0, 0, 0, 0, 0); // dsA was consumed before dsB failed: rolled back
     }
@@ -513,14 +513,14 @@ contract TaskManagerTest is PcnFixture {
         _setLimits(dsB, 0, DEFAULT_EPS_TOTAL);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.UsesExhausted.selector, dsB, uint64(0), uint64(0)));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStillPendingAfterFailedAuthorisation(id);
         _assertConsumption(0, 0, 0, 0, 0, 0);
 
         // once bob raises the limit, the same approval goes through
         _setLimits(dsB, 1, DEFAULT_EPS_TOTAL);
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStatus(id, PcnTypes.TaskStatus.Authorised);
         _assertConsumption(1, 1, 1, EPS, EPS, EPS);
     }
@@ -537,7 +537,7 @@ contract TaskManagerTest is PcnFixture {
         _approveAliceBob(second);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.UsesExhausted.selector, dsB, uint64(1), uint64(1)));
         vm.prank(carol);
-        tm.approve(second);
+        tm.approve(second, _rh(second));
         _assertStillPendingAfterFailedAuthorisation(second);
         _assertConsumption(1, 1, 1, EPS, EPS, EPS);
     }
@@ -555,7 +555,7 @@ contract TaskManagerTest is PcnFixture {
             abi.encodeWithSelector(DatasetRegistry.PrivacyBudgetExceeded.selector, dsB, 3 * EPS, 3 * EPS, 5 * EPS)
         );
         vm.prank(carol);
-        tm.approve(second);
+        tm.approve(second, _rh(second));
         _assertStillPendingAfterFailedAuthorisation(second);
         _assertConsumption(1, 1, 1, 3 * EPS, 3 * EPS, 3 * EPS);
     }
@@ -570,7 +570,7 @@ contract TaskManagerTest is PcnFixture {
         vm.warp(T0 + 2 hours);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.PolicyExpired.selector, dsB, T0 + 1 hours));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertConsumption(0, 0, 0, 0, 0, 0);
     }
 
@@ -582,7 +582,7 @@ contract TaskManagerTest is PcnFixture {
         datasets.setAlgorithmAllowed(dsC, ALGO, false);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.AlgorithmNotAllowed.selector, dsC, ALGO));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         vm.prank(carol);
         datasets.setAlgorithmAllowed(dsC, ALGO, true);
@@ -590,7 +590,7 @@ contract TaskManagerTest is PcnFixture {
         datasets.setRequesterAllowed(dsB, dave, false);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.RequesterNotAllowed.selector, dsB, dave));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         vm.prank(bob);
         datasets.setRequesterAllowed(dsB, dave, true);
@@ -598,7 +598,7 @@ contract TaskManagerTest is PcnFixture {
         datasets.setRecipientAllowed(dsB, dave, false);
         vm.expectRevert(abi.encodeWithSelector(DatasetRegistry.RecipientNotAllowed.selector, dsB, dave));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
 
         _assertStillPendingAfterFailedAuthorisation(id);
         _assertConsumption(0, 0, 0, 0, 0, 0);
@@ -611,7 +611,7 @@ contract TaskManagerTest is PcnFixture {
         algos.deprecate(ALGO);
         vm.expectRevert(abi.encodeWithSelector(AlgorithmRegistry.AlgorithmIsDeprecated.selector, ALGO));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStillPendingAfterFailedAuthorisation(id);
     }
 
@@ -623,7 +623,7 @@ contract TaskManagerTest is PcnFixture {
         _suspend(dave);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, dave));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStillPendingAfterFailedAuthorisation(id);
     }
 
@@ -635,7 +635,7 @@ contract TaskManagerTest is PcnFixture {
         _suspend(alice);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, alice));
         vm.prank(carol);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStillPendingAfterFailedAuthorisation(id);
         _assertConsumption(0, 0, 0, 0, 0, 0);
     }
@@ -644,12 +644,14 @@ contract TaskManagerTest is PcnFixture {
 
     function test_approvalDigest_matchesIndependentComputation() public {
         uint256 id = _submitStd();
-        assertEq(tm.approvalDigest(id, bob, 0, T0 + 1 hours), _approvalDigest(id, bob, 0, T0 + 1 hours));
-        assertEq(tm.approvalDigest(7, carol, 3, type(uint256).max), _approvalDigest(7, carol, 3, type(uint256).max));
-        assertTrue(tm.approvalDigest(id, bob, 0, T0) != tm.approvalDigest(id, bob, 1, T0));
-        assertTrue(tm.approvalDigest(id, bob, 0, T0) != tm.approvalDigest(id, carol, 0, T0));
-        assertTrue(tm.approvalDigest(id, bob, 0, T0) != tm.approvalDigest(id + 1, bob, 0, T0));
-        assertTrue(tm.approvalDigest(id, bob, 0, T0) != tm.approvalDigest(id, bob, 0, T0 + 1));
+        assertEq(tm.approvalDigest(id, _rh(id), bob, 0, T0 + 1 hours), _approvalDigest(id, bob, 0, T0 + 1 hours));
+        assertEq(
+            tm.approvalDigest(7, _rh(7), carol, 3, type(uint256).max), _approvalDigest(7, carol, 3, type(uint256).max)
+        );
+        assertTrue(tm.approvalDigest(id, _rh(id), bob, 0, T0) != tm.approvalDigest(id, _rh(id), bob, 1, T0));
+        assertTrue(tm.approvalDigest(id, _rh(id), bob, 0, T0) != tm.approvalDigest(id, _rh(id), carol, 0, T0));
+        assertTrue(tm.approvalDigest(id, _rh(id), bob, 0, T0) != tm.approvalDigest(id + 1, _rh(id + 1), bob, 0, T0));
+        assertTrue(tm.approvalDigest(id, _rh(id), bob, 0, T0) != tm.approvalDigest(id, _rh(id), bob, 0, T0 + 1));
     }
 
     function test_approveBySig_relayedApproval() public {
@@ -661,7 +663,7 @@ contract TaskManagerTest is PcnFixture {
         vm.expectEmit(true, true, false, true, address(tm));
         emit TaskManager.TaskApproved(id, bob, outsider);
         vm.prank(outsider); // any relayer, even a non-member
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
 
         assertEq(tm.nonces(bob), 1);
         assertEq(tm.task(id).approvals, 1);
@@ -673,9 +675,9 @@ contract TaskManagerTest is PcnFixture {
         uint256 id = _submitStd();
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(bobKey, id, bob, 0, deadline);
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         vm.expectRevert(abi.encodeWithSelector(Nonces.InvalidAccountNonce.selector, bob, 1));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         assertEq(tm.nonces(bob), 1);
     }
 
@@ -686,11 +688,11 @@ contract TaskManagerTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sigFirst = _signApproval(bobKey, first, bob, 0, deadline);
         bytes memory sigSecond = _signApproval(bobKey, second, bob, 0, deadline);
-        tm.approveBySig(first, bob, 0, deadline, sigFirst);
+        tm.approveBySig(first, _rh(first), bob, 0, deadline, sigFirst);
         vm.expectRevert(abi.encodeWithSelector(Nonces.InvalidAccountNonce.selector, bob, 1));
-        tm.approveBySig(second, bob, 0, deadline, sigSecond);
+        tm.approveBySig(second, _rh(second), bob, 0, deadline, sigSecond);
         // the right nonce works
-        tm.approveBySig(second, bob, 1, deadline, _signApproval(bobKey, second, bob, 1, deadline));
+        tm.approveBySig(second, _rh(second), bob, 1, deadline, _signApproval(bobKey, second, bob, 1, deadline));
         assertEq(tm.nonces(bob), 2);
     }
 
@@ -699,7 +701,7 @@ contract TaskManagerTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(bobKey, id, bob, 5, deadline);
         vm.expectRevert(abi.encodeWithSelector(Nonces.InvalidAccountNonce.selector, bob, 0));
-        tm.approveBySig(id, bob, 5, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 5, deadline, sig);
     }
 
     function test_approveBySig_wrongSignerReverts() public {
@@ -707,7 +709,7 @@ contract TaskManagerTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(carolKey, id, bob, 0, deadline); // carol signs "bob approves"
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, carol));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         assertEq(tm.nonces(bob), 0);
         assertEq(tm.task(id).approvals, 0);
     }
@@ -720,7 +722,7 @@ contract TaskManagerTest is PcnFixture {
         address recovered = ecrecover(_approvalDigest(second, bob, 0, deadline), v, r, s);
         assertTrue(recovered != bob);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, recovered));
-        tm.approveBySig(second, bob, 0, deadline, abi.encodePacked(r, s, v));
+        tm.approveBySig(second, _rh(second), bob, 0, deadline, abi.encodePacked(r, s, v));
     }
 
     function test_approveBySig_expiredSignatureReverts() public {
@@ -729,9 +731,9 @@ contract TaskManagerTest is PcnFixture {
         bytes memory sig = _signApproval(bobKey, id, bob, 0, deadline);
         vm.warp(deadline + 1);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.ApprovalSignatureExpired.selector, deadline));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         vm.warp(deadline); // at the deadline the signature is still valid
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         assertEq(tm.task(id).approvals, 1);
     }
 
@@ -739,19 +741,19 @@ contract TaskManagerTest is PcnFixture {
         uint256 id = _submitStd();
         uint256 deadline = block.timestamp + 1 hours;
         bytes32 digestHere = _approvalDigest(id, bob, 0, deadline);
-        assertEq(digestHere, tm.approvalDigest(id, bob, 0, deadline));
+        assertEq(digestHere, tm.approvalDigest(id, _rh(id), bob, 0, deadline));
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(bobKey, digestHere);
 
         vm.chainId(block.chainid + 1000);
         bytes32 digestThere = _approvalDigest(id, bob, 0, deadline);
         assertTrue(digestThere != digestHere);
-        assertEq(tm.approvalDigest(id, bob, 0, deadline), digestThere, "domain follows chain id");
+        assertEq(tm.approvalDigest(id, _rh(id), bob, 0, deadline), digestThere, "domain follows chain id");
         address recovered = ecrecover(digestThere, v, r, s);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, recovered));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, s, v));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, s, v));
 
         // a signature made for this chain id is accepted
-        tm.approveBySig(id, bob, 0, deadline, _sign(bobKey, digestThere));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, _sign(bobKey, digestThere));
         assertEq(tm.task(id).approvals, 1);
     }
 
@@ -759,12 +761,12 @@ contract TaskManagerTest is PcnFixture {
         TaskManager other = new TaskManager(consortium, algos, datasets);
         uint256 id = _submitStd();
         uint256 deadline = block.timestamp + 1 hours;
-        bytes32 otherDigest = other.approvalDigest(id, bob, 0, deadline);
-        assertTrue(otherDigest != tm.approvalDigest(id, bob, 0, deadline));
+        bytes32 otherDigest = other.approvalDigest(id, _rh(id), bob, 0, deadline);
+        assertTrue(otherDigest != tm.approvalDigest(id, _rh(id), bob, 0, deadline));
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(bobKey, otherDigest);
-        address recovered = ecrecover(tm.approvalDigest(id, bob, 0, deadline), v, r, s);
+        address recovered = ecrecover(tm.approvalDigest(id, _rh(id), bob, 0, deadline), v, r, s);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, recovered));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, s, v));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, s, v));
     }
 
     function test_approveBySig_malformedSignaturesReverts() public {
@@ -774,21 +776,21 @@ contract TaskManagerTest is PcnFixture {
 
         // 64-byte (ERC-2098) signatures are not accepted
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, address(0)));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, s));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, s));
 
         // the malleable twin (s' = n - s, v flipped) is rejected
         bytes32 sHigh = bytes32(SECP256K1_N - uint256(s));
         uint8 vFlipped = v == 27 ? 28 : 27;
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, address(0)));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, sHigh, vFlipped));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, sHigh, vFlipped));
 
         // an invalid v recovers nothing
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, bob, address(0)));
-        tm.approveBySig(id, bob, 0, deadline, abi.encodePacked(r, s, uint8(0)));
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, abi.encodePacked(r, s, uint8(0)));
 
         // a zero owner with garbage cannot pass as "recovered == owner"
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidApprovalSignature.selector, address(0), address(0)));
-        tm.approveBySig(id, address(0), 0, deadline, new bytes(65));
+        tm.approveBySig(id, _rh(id), address(0), 0, deadline, new bytes(65));
 
         assertEq(tm.task(id).approvals, 0);
         assertEq(tm.nonces(bob), 0);
@@ -799,7 +801,7 @@ contract TaskManagerTest is PcnFixture {
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(daveKey, id, dave, 0, deadline);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.NotAnApprover.selector, id, dave));
-        tm.approveBySig(id, dave, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), dave, 0, deadline, sig);
         assertEq(tm.nonces(dave), 0, "nonce not consumed on revert");
     }
 
@@ -809,18 +811,18 @@ contract TaskManagerTest is PcnFixture {
         bytes memory sig = _signApproval(bobKey, id, bob, 0, deadline);
         _suspend(bob);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, bob));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
         assertEq(tm.nonces(bob), 0);
     }
 
     function test_approveBySig_afterDirectApprovalReverts() public {
         uint256 id = _submitStd();
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         uint256 deadline = block.timestamp + 1 hours;
         bytes memory sig = _signApproval(bobKey, id, bob, 0, deadline);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.AlreadyApproved.selector, id, bob));
-        tm.approveBySig(id, bob, 0, deadline, sig);
+        tm.approveBySig(id, _rh(id), bob, 0, deadline, sig);
     }
 
     // ================================================================== full lifecycle
@@ -832,23 +834,23 @@ contract TaskManagerTest is PcnFixture {
 
         // approve by alice and bob directly
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertStatus(id, PcnTypes.TaskStatus.Pending);
 
         // carol approves by EIP-712 signature, relayed by dave
         uint256 deadline = block.timestamp + 1 hours;
         uint256 nonce = tm.nonces(carol);
         bytes32 digest = _approvalDigest(id, carol, nonce, deadline);
-        assertEq(digest, tm.approvalDigest(id, carol, nonce, deadline), "EIP-712 digest");
+        assertEq(digest, tm.approvalDigest(id, _rh(id), carol, nonce, deadline), "EIP-712 digest");
         (uint8 v, bytes32 r, bytes32 s) = vm.sign(carolKey, digest);
         vm.expectEmit(true, true, false, true, address(tm));
         emit TaskManager.TaskApproved(id, carol, dave);
         vm.expectEmit(true, false, false, true, address(tm));
         emit TaskManager.TaskAuthorised(id);
         vm.prank(dave);
-        tm.approveBySig(id, carol, nonce, deadline, abi.encodePacked(r, s, v));
+        tm.approveBySig(id, _rh(id), carol, nonce, deadline, abi.encodePacked(r, s, v));
         _assertStatus(id, PcnTypes.TaskStatus.Authorised);
         _assertConsumption(1, 1, 1, EPS, EPS, EPS);
 
@@ -991,7 +993,7 @@ contract TaskManagerTest is PcnFixture {
         // no further approval, and nothing was consumed
         _expectStatusRevert(id, PcnTypes.TaskStatus.Refused);
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertConsumption(0, 0, 0, 0, 0, 0);
     }
 
@@ -1038,7 +1040,7 @@ contract TaskManagerTest is PcnFixture {
         vm.prank(alice);
         tm.refuse(id, 0, DETAIL);
         uint8 tooBig = uint8(type(PcnTypes.RefusalReason).max) + 1;
-        assertEq(tooBig, 18);
+        assertEq(tooBig, 20);
         vm.expectRevert(abi.encodeWithSelector(TaskManager.InvalidRefusalReason.selector, tooBig));
         vm.prank(alice);
         tm.refuse(id, tooBig, DETAIL);
@@ -1048,7 +1050,7 @@ contract TaskManagerTest is PcnFixture {
         // the largest reason is accepted
         vm.prank(alice);
         tm.refuse(id, tooBig - 1, DETAIL);
-        assertEq(uint8(tm.task(id).refusalReason), uint8(PcnTypes.RefusalReason.ProtocolFailure));
+        assertEq(uint8(tm.task(id).refusalReason), uint8(PcnTypes.RefusalReason.KeyCapExceeded));
     }
 
     function test_refuse_notParticipantReverts() public {
@@ -1082,7 +1084,7 @@ contract TaskManagerTest is PcnFixture {
     function test_cancel_pending() public {
         uint256 id = _submitStd();
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         vm.expectEmit(true, true, false, true, address(tm));
         emit TaskManager.TaskCancelled(id, dave);
         vm.prank(dave);
@@ -1090,7 +1092,7 @@ contract TaskManagerTest is PcnFixture {
         _assertStatus(id, PcnTypes.TaskStatus.Cancelled);
         _expectStatusRevert(id, PcnTypes.TaskStatus.Cancelled);
         vm.prank(bob);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         _assertConsumption(0, 0, 0, 0, 0, 0);
     }
 
@@ -1340,7 +1342,7 @@ contract TaskManagerTest is PcnFixture {
         _suspend(alice);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, alice));
         vm.prank(alice);
-        tm.approve(id);
+        tm.approve(id, _rh(id));
         TaskManager.TaskRequest memory r = _request(_ids(dsB), _addrs(bob), EPS);
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, alice));
         vm.prank(alice);

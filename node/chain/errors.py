@@ -121,6 +121,20 @@ MESSAGES: dict[str, str] = {
     "NotResultRecipient": "only task {taskId}'s result recipient may report a dropout, not {caller}",
     "CannotDrop": "{participant} cannot be reported dropped from task {taskId}: it is {state}, not a started peer",
     "TooFewRemaining": "task {taskId} would keep fewer than two participants: no further dropout can be reported",
+    "InvalidTaskRules": (
+        "task rules need ε floor ≤ ceiling (ceiling 0 = none), got floor {epsilonFloor} ceiling {epsilonCeiling}"
+    ),
+    "EpsilonBelowFloor": (
+        "dataset {datasetId} is DP-only: a task must spend ε ≥ {floor} (fixed point), this one asks {epsilon}"
+    ),
+    "EpsilonAboveCeiling": (
+        "dataset {datasetId} allows at most ε {ceiling} per task (fixed point), this one asks {epsilon}"
+    ),
+    "ParticipantNotAllowed": "dataset {datasetId}'s owner has not allowed participant {participant}",
+    "RequestHashMismatch": (
+        "task {taskId} is not the request that was approved (request hash {given}, the task's is {expected}):"
+        " inspect it again with `pcn task status {taskId}`"
+    ),
     "InvalidRefusalReason": "refusal reason {reason} is not a known reason code",
     "InvalidReceiptTimes": "receipt finishedAt {finishedAt} is before startedAt {startedAt}",
     "DatasetVersionChanged": "dataset {datasetId} changed from version {submitted} to {current} since submission",

@@ -42,6 +42,7 @@ from pcn.chain.types import (
     RefusalReason,
     Task,
     TaskRequest,
+    TaskRules,
     TaskStatus,
 )
 
@@ -77,6 +78,7 @@ class TxResult:
 @dataclass(frozen=True)
 class SignedApproval:
     task_id: int
+    request_hash: bytes
     owner: str
     nonce: int
     deadline: int
@@ -360,6 +362,18 @@ class Ledger:
             "DatasetRegistry", "setRecipientAllowed", dataset_id, to_checksum_address(recipient), allowed
         )
 
+    def set_participant_allowed(self, dataset_id: int, participant: str, allowed: bool = True) -> TxResult:
+        return self.transact(
+            "DatasetRegistry", "setParticipantAllowed", dataset_id, to_checksum_address(participant), allowed
+        )
+
+    def set_task_rules(self, dataset_id: int, rules: TaskRules) -> TxResult:
+        return self.transact("DatasetRegistry", "setTaskRules", dataset_id, rules.as_tuple())
+
+    def task_rules(self, dataset_id: int, block: int | str = "latest") -> TaskRules:
+        r = self.call("DatasetRegistry", "taskRules", dataset_id, block=block)
+        return TaskRules(int(r[0]), int(r[1]), int(r[2]), bool(r[3]))
+
     def dataset(self, dataset_id: int) -> Dataset:
         r = self.call("DatasetRegistry", "dataset", dataset_id)
         return Dataset(dataset_id, to_checksum_address(r[0]), *r[1:])
@@ -425,14 +439,21 @@ class Ledger:
         res = self.transact("TaskManager", "submit", req.as_tuple())
         return int(res.event("TaskSubmitted").args["taskId"]), res
 
-    def approve(self, task_id: int) -> TxResult:
-        return self.transact("TaskManager", "approve", task_id)
+    def approve(self, task_id: int, request_hash: bytes | str) -> TxResult:
+        """Approve task `task_id` as a dataset owner; `request_hash` is the hash of the request the
+        owner inspected (`computed_request_hash`): the chain reverts RequestHashMismatch when
+        task `task_id` is another request."""
+        return self.transact("TaskManager", "approve", task_id, _b32(request_hash))
 
     def approval_nonce(self, owner: str) -> int:
         return int(self.call("TaskManager", "nonces", to_checksum_address(owner)))
 
-    def sign_approval(self, task_id: int, deadline: int, nonce: int | None = None) -> SignedApproval:
-        """Sign an EIP-712 approval of `task_id` as this ledger's account (no transaction)."""
+    def sign_approval(
+        self, task_id: int, request_hash: bytes | str, deadline: int, nonce: int | None = None
+    ) -> SignedApproval:
+        """Sign an EIP-712 approval of task `task_id` with request hash `request_hash` as this
+        ledger's account (no transaction)."""
+        request_hash = _b32(request_hash)
         owner = self.address
         if nonce is None:
             nonce = self.approval_nonce(owner)
@@ -446,15 +467,22 @@ class Ledger:
             message_types={
                 "Approval": [
                     {"name": "taskId", "type": "uint256"},
+                    {"name": "requestHash", "type": "bytes32"},
                     {"name": "owner", "type": "address"},
                     {"name": "nonce", "type": "uint256"},
                     {"name": "deadline", "type": "uint256"},
                 ]
             },
-            message_data={"taskId": task_id, "owner": owner, "nonce": nonce, "deadline": deadline},
+            message_data={
+                "taskId": task_id,
+                "requestHash": request_hash,
+                "owner": owner,
+                "nonce": nonce,
+                "deadline": deadline,
+            },
         )
         signed = self.account.sign_message(signable)  # type: ignore[union-attr]
-        return SignedApproval(task_id, owner, nonce, deadline, bytes(signed.signature))
+        return SignedApproval(task_id, request_hash, owner, nonce, deadline, bytes(signed.signature))
 
     def approve_by_sig(self, approval: SignedApproval) -> TxResult:
         """Relay another owner's signed approval (any account may send it)."""
@@ -462,6 +490,7 @@ class Ledger:
             "TaskManager",
             "approveBySig",
             approval.task_id,
+            approval.request_hash,
             to_checksum_address(approval.owner),
             approval.nonce,
             approval.deadline,
@@ -530,14 +559,25 @@ class Ledger:
     def task_participants(self, task_id: int) -> list[str]:
         return [to_checksum_address(a) for a in self.call("TaskManager", "taskParticipants", task_id)]
 
-    def task_binding(self, task_id: int) -> bytes:
-        """The public 32-byte binding of task `task_id` to this chain, this TaskManager and its
-        whole request (`pcn.chain.binding`): every per-task secret and protocol domain derives from it."""
+    def request_hash(self, task_id: int, block: int | str = "latest") -> bytes:
+        """The request hash the TaskManager stored at submission (what approvals name)."""
+        return bytes(self.call("TaskManager", "requestHash", task_id, block=block))
+
+    def computed_request_hash(self, task_id: int) -> bytes:
+        """The request hash recomputed here from the task's fields as read from the chain: an
+        owner approving with it approves exactly the request it read."""
         task = self.task(task_id)
         datasets = self.task_datasets(task_id)
         roots = [self.fingerprint(d, v).merkle_root for d, v in datasets]
-        request = request_hash(task, datasets, roots, self.task_participants(task_id))
-        return task_binding(self.chain_id, self.deployment.contracts["TaskManager"].address, task_id, request)
+        tm = self.deployment.contracts["TaskManager"].address
+        return request_hash(self.chain_id, tm, task, datasets, roots, self.task_participants(task_id))
+
+    def task_binding(self, task_id: int) -> bytes:
+        """The public 32-byte binding of task `task_id` to this chain, this TaskManager and its
+        whole request (`pcn.chain.binding`): every per-task secret and protocol domain derives from it.
+        Its request input is the hash the TaskManager stored: one source of truth."""
+        tm = self.deployment.contracts["TaskManager"].address
+        return task_binding(self.chain_id, tm, task_id, self.request_hash(task_id))
 
     def task_approvers(self, task_id: int) -> dict[str, bool]:
         owners, approved = self.call("TaskManager", "taskApprovers", task_id)

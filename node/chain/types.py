@@ -36,6 +36,8 @@ class RefusalReason(IntEnum):
     INVALID_PARAMETERS = 15
     PEER_UNREACHABLE = 16
     PROTOCOL_FAILURE = 17
+    DP_NOT_APPLIED = 18  # a DP-only dataset, parameters that do not apply its ε floor (#13.6)
+    KEY_CAP_EXCEEDED = 19  # a private query declaring more keys than a dataset allows (#13.6)
 
 
 class OrgStatus(IntEnum):
@@ -138,6 +140,19 @@ class PolicyGrants:
 
     def as_tuple(self) -> tuple:
         return (list(self.algorithms), list(self.requesters), list(self.recipients))
+
+
+@dataclass(frozen=True)
+class TaskRules:
+    """What every task over a dataset must satisfy (DatasetRegistry.TaskRules); 0 = no rule."""
+
+    epsilon_floor: int = 0  # fixed point; > 0 makes the dataset DP-only
+    epsilon_ceiling: int = 0  # fixed point
+    max_keys: int = 0  # keys per private query
+    participants_listed: bool = False  # only participants named by setParticipantAllowed
+
+    def as_tuple(self) -> tuple:
+        return (self.epsilon_floor, self.epsilon_ceiling, self.max_keys, self.participants_listed)
 
 
 @dataclass(frozen=True)

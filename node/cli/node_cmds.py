@@ -881,7 +881,7 @@ def task_submit(
             f"push them again with: pcn task push-params {sub.task_id} --params {params}", highlight=False
         )
     console.print(
-        f"each data owner approves with `pcn task approve {sub.task_id}`; follow it with "
+        f"each data owner inspects and approves with `pcn task approve {sub.task_id}`; follow it with "
         f"`pcn task status {sub.task_id} --watch`",
         highlight=False,
     )
@@ -919,13 +919,76 @@ def task_push_params(
         raise typer.Exit(1)
 
 
+def _params_summary(ctx: Any, task_id: int, params_hash: bytes) -> str:
+    """The parameters this node received for the task (they hash to the on-chain params hash:
+    the mailbox checks that on delivery), or why they cannot be shown."""
+    try:
+        raw = ctx.redis.get(ctx.key("params", task_id))
+    except Exception as exc:  # the summary is advisory: a down Redis must not block approving
+        return f"not readable here ({type(exc).__name__}); params hash {_hex(params_hash)}"
+    if raw is None:
+        return f"not received yet; params hash {_hex(params_hash)}"
+    text = bytes(raw).decode("utf-8", "replace")
+    return text if len(text) <= 400 else text[:400] + "…"
+
+
+def _request_view(ledger: Ledger, task_id: int, request_hash: bytes, params: str) -> dict[str, Any]:
+    """What an owner approves: every field the request hash covers, readable."""
+    task = ledger.task(task_id)
+    names = _names(ledger)
+    algo = ledger.algorithm(task.algorithm_hash)
+    return {
+        "task_id": task_id,
+        "request_hash": _hex(request_hash),
+        "requester": _who(task.requester, names),
+        "algorithm": f"{algo.kind} {algo.version}" if algo else "unregistered",
+        "algorithm_hash": _hex(task.algorithm_hash),
+        "datasets": [
+            {"id": d, "version": v, "owner": _who(ledger.dataset(d).owner, names)}
+            for d, v in ledger.task_datasets(task_id)
+        ],
+        "participants": [_who(p, names) for p in ledger.task_participants(task_id)],
+        "recipient": _who(task.result_recipient, names),
+        "params": params,
+        "epsilon": _eps(task.epsilon),
+        "deadline": _when(task.deadline),
+        "submitted": _when(task.created_at),
+    }
+
+
 @task_app.command("approve")
 @handle_errors()
-def task_approve(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt = False) -> None:
-    """Approve a task that uses your datasets (signed as this organisation)."""
+def task_approve(
+    task_id: TaskArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Approve without asking (for scripts)")] = False,
+    config: ConfigOpt = None,
+    org: OrgOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a task that uses your datasets and approve it after a y/N question (signed as this organisation).
+
+    The approval names the hash of the request shown, so it cannot count for any other task."""
     ctx = node_context(config, org)
-    res = ctx.ledger.approve(task_id)
-    task = ctx.ledger.task(task_id)
+    ledger = ctx.ledger
+    # Hash what we read and show; the chain reverts RequestHashMismatch unless it is task_id's request.
+    request_hash = ledger.computed_request_hash(task_id)
+    view = _request_view(ledger, task_id, request_hash, _params_summary(ctx, task_id, ledger.task(task_id).params_hash))
+    if as_json and not yes:
+        raise UserError("--json cannot ask for confirmation: add --yes to approve what `pcn task status` shows")
+    if not as_json:
+        lines = [f"task {task_id} asks to use your data:"]
+        for key, value in view.items():
+            if key == "datasets":
+                value = ", ".join(f"#{d['id']} v{d['version']} of {d['owner']}" for d in value)
+            elif key == "participants":
+                value = ", ".join(value)
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
+        console.print("\n".join(lines), highlight=False, markup=False)
+    if not yes and not typer.confirm("approve this request?", default=False):
+        console.print(f"not approved: task {task_id} unchanged", highlight=False)
+        raise typer.Exit(1)
+    res = ledger.approve(task_id, request_hash)
+    task = ledger.task(task_id)
     out = {
         "task_id": task_id,
         "tx_hash": res.tx_hash,
@@ -933,6 +996,7 @@ def task_approve(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None,
         "status": task.status.name.lower(),
         "approvals": task.approvals,
         "required_approvals": task.required_approvals,
+        "request": view,
     }
     if as_json:
         emit_json(out)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pcn import jsonsafe
 from pcn.algorithms import BUILTIN
 from pcn.algorithms.codehash import CodeHashError, algorithm_code_hash
 from pcn.chain.errors import ContractRevert
@@ -144,6 +145,8 @@ def _run_checks(
 
     ids, versions = _check_policies(ledger, task_id, task, block, now)
     _passed(verdict, "every dataset's policy allows algorithm, requester, recipient, uses, expiry and ε")
+    _check_task_rules(ledger, ids, kind, params, requested_epsilon, block)
+    _passed(verdict, "every dataset's task rules (DP floor, key cap) hold for these parameters")
 
     for dataset_id, version in zip(ids, versions, strict=True):
         owner = ledger.call("DatasetRegistry", "ownerOf", dataset_id, block=block)
@@ -180,6 +183,43 @@ def _check_peers_active(ledger: Ledger, task_id: int, task: Task, block: int | s
     for account in [*participants, task.requester, task.result_recipient]:
         if not ledger.call("Consortium", "isActive", account, block=block):
             raise Refused(RefusalReason.PEER_NOT_ACTIVE, f"{account} is not an active organisation")
+
+
+def _declared_key_cap(params: bytes | None) -> int | None:
+    """The private query's declared `max_keys` (None when absent or unreadable)."""
+    if params is None:
+        return None
+    try:
+        doc = jsonsafe.loads(params)
+    except ValueError:
+        return None
+    cap = doc.get("max_keys") if isinstance(doc, dict) else None
+    return cap if isinstance(cap, int) and not isinstance(cap, bool) else None
+
+
+def _check_task_rules(
+    ledger: Ledger, ids: list[int], kind: str, params: bytes | None, requested_epsilon: float, block: int | str
+) -> None:
+    """The rules only the parameters show (#13.6): the chain holds the task's ε within each
+    dataset's floor and ceiling, but only the parameters say whether that DP is applied, and
+    how many keys a private query may look up (they reach the chain as a hash)."""
+    R = RefusalReason
+    for dataset_id in ids:
+        rules = ledger.task_rules(dataset_id, block=block)
+        if rules.epsilon_floor and epsilon_to_fixed(requested_epsilon) < rules.epsilon_floor:
+            raise Refused(
+                R.DP_NOT_APPLIED,
+                f"dataset {dataset_id} is DP-only (ε ≥ {epsilon_from_fixed(rules.epsilon_floor)}); "
+                f"the parameters apply ε {requested_epsilon}",
+            )
+        if rules.max_keys and kind == "private-query":
+            cap = _declared_key_cap(params)
+            if cap is None or cap > rules.max_keys:
+                raise Refused(
+                    R.KEY_CAP_EXCEEDED,
+                    f"dataset {dataset_id} allows at most {rules.max_keys} keys per query; "
+                    f"the parameters declare {'no cap' if cap is None else cap}",
+                )
 
 
 def _check_algorithm_usable(ledger: Ledger, task: Task, block: int | str) -> str:

@@ -16,7 +16,7 @@ abstract contract PcnFixture is Test {
     bytes32 internal constant EIP712_DOMAIN_TYPEHASH =
         keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
     bytes32 internal constant APPROVAL_TYPEHASH =
-        keccak256("Approval(uint256 taskId,address owner,uint256 nonce,uint256 deadline)");
+        keccak256("Approval(uint256 taskId,bytes32 requestHash,address owner,uint256 nonce,uint256 deadline)");
     /// secp256k1 group order, to build the malleable twin of a signature.
     uint256 internal constant SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141;
 
@@ -51,6 +51,10 @@ abstract contract PcnFixture is Test {
     uint256 internal dsA;
     uint256 internal dsB;
     uint256 internal dsC;
+
+    /// Request hashes computed by the test from the request fields (`_expectedRequestHash`),
+    /// cached at submission so approvals need no call between `vm.prank` and the approval.
+    mapping(uint256 taskId => bytes32) internal _requestHashOf;
 
     function setUp() public virtual {
         vm.warp(T0);
@@ -218,6 +222,34 @@ abstract contract PcnFixture is Test {
     function _submit(address requester, TaskManager.TaskRequest memory r) internal returns (uint256 id) {
         vm.prank(requester);
         id = tm.submit(r);
+        _remember(id);
+    }
+
+    /// The request hash of task `id` recomputed here from the task's public fields, the same
+    /// formula as TaskManager's (and pcn.chain.binding.request_hash).
+    function _expectedRequestHash(uint256 id) internal view returns (bytes32) {
+        TaskManager.Task memory t = tm.task(id);
+        (uint256[] memory ids, uint32[] memory versions) = tm.taskDatasets(id);
+        bytes32[] memory roots = new bytes32[](ids.length);
+        for (uint256 i = 0; i < ids.length; ++i) {
+            roots[i] = datasets.fingerprint(ids[i], versions[i]).merkleRoot;
+        }
+        return keccak256(
+            bytes.concat(
+                abi.encode(block.chainid, address(tm), id, t.requester, t.algorithmHash),
+                abi.encode(ids, versions, roots, tm.taskParticipants(id)),
+                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt)
+            )
+        );
+    }
+
+    function _remember(uint256 id) internal {
+        _requestHashOf[id] = _expectedRequestHash(id);
+    }
+
+    /// The cached request hash (zero for a task never submitted through `_submit`/`_remember`).
+    function _rh(uint256 id) internal view returns (bytes32) {
+        return _requestHashOf[id];
     }
 
     function _submitStd() internal returns (uint256) {
@@ -229,7 +261,7 @@ abstract contract PcnFixture is Test {
         for (uint256 i = 0; i < owners.length; ++i) {
             if (approved[i]) continue;
             vm.prank(owners[i]);
-            tm.approve(id);
+            tm.approve(id, _rh(id));
         }
     }
 
@@ -297,7 +329,7 @@ abstract contract PcnFixture is Test {
         view
         returns (bytes32)
     {
-        bytes32 structHash = keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, owner, nonce, deadline));
+        bytes32 structHash = keccak256(abi.encode(APPROVAL_TYPEHASH, taskId, _rh(taskId), owner, nonce, deadline));
         return keccak256(abi.encodePacked(hex"1901", _domainSeparator(), structHash));
     }
 

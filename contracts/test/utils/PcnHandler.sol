@@ -175,8 +175,9 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         address owner = anyOrg ? orgs[ownerSeed % orgs.length] : _pickApprover(id, ownerSeed);
         PcnTypes.TaskStatus before = tm.task(id).status;
         bool suspended = _suspended(owner);
+        bytes32 requestHash = tm.requestHash(id);
         vm.prank(owner);
-        try tm.approve(id) {
+        try tm.approve(id, requestHash) {
             _afterApproval(id, owner, before);
             _success("approve", suspended);
         } catch {}
@@ -192,8 +193,9 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         (uint256 nonce, uint256 deadline, bytes memory sig) = _signApproval(id, owner, mode % 8);
         PcnTypes.TaskStatus before = tm.task(id).status;
         bool suspended = _suspended(owner);
+        bytes32 requestHash = tm.requestHash(id);
         vm.prank(orgs[relayerSeed % orgs.length]);
-        try tm.approveBySig(id, owner, nonce, deadline, sig) {
+        try tm.approveBySig(id, requestHash, owner, nonce, deadline, sig) {
             _afterApproval(id, owner, before);
             _success("approveBySig", suspended);
         } catch {}
@@ -211,8 +213,20 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         if (mode == 1) key = MALLORY_KEY;
         if (mode == 2) nonce += 1;
         if (mode == 3) deadline = block.timestamp - 1;
-        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, tm.approvalDigest(id, owner, nonce, deadline));
-        sig = abi.encodePacked(r, s, v);
+        sig = _signDigest(key, _approvalDigestOf(id, owner, nonce, deadline));
+    }
+
+    function _approvalDigestOf(uint256 id, address owner, uint256 nonce, uint256 deadline)
+        internal
+        view
+        returns (bytes32)
+    {
+        return tm.approvalDigest(id, tm.requestHash(id), owner, nonce, deadline);
+    }
+
+    function _signDigest(uint256 key, bytes32 digest) internal pure returns (bytes memory) {
+        (uint8 v, bytes32 r, bytes32 s) = vm.sign(key, digest);
+        return abi.encodePacked(r, s, v);
     }
 
     function cancel(uint256 taskSeed, uint256 callerSeed, bool byRequester) external recordTerminal {
@@ -282,8 +296,9 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
             for (uint256 i = 0; i < owners.length; ++i) {
                 if (approved[i]) continue;
                 bool suspended = _suspended(owners[i]);
+                bytes32 requestHash = tm.requestHash(id);
                 vm.prank(owners[i]);
-                try tm.approve(id) {
+                try tm.approve(id, requestHash) {
                     _afterApproval(id, owners[i], s);
                     _success("approve", suspended);
                     return true;

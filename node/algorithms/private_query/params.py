@@ -4,7 +4,10 @@
      "query_column"?: str | null,   querier's key column (default: its dataset's ID column)
      "value_columns": [str, ...],   holder's columns the querier learns for matching keys
      "epoch"?: str,                 key epoch of the holder (default "default")
-     "batch_size"?: int}            blinded keys per message, 1..65536 (default 4096)
+     "batch_size"?: int,            blinded keys per message, 1..65536 (default 4096)
+     "max_keys"?: int | null}       the most keys the querier may look up (#13.6); the holder
+                                    refuses a larger query, nodes refuse a value over a
+                                    dataset's `maxKeys` rule (default null: no declared cap)
 
 The normalised form has every key, so validating it again gives the same dict.
 """
@@ -21,7 +24,7 @@ MAX_BATCH = 65_536
 MAX_VALUE_COLUMNS = 1000
 MAX_NAME = 256
 
-_KEYS = {"key_column", "query_column", "value_columns", "epoch", "batch_size"}
+_KEYS = {"key_column", "query_column", "value_columns", "epoch", "batch_size", "max_keys"}
 
 
 def _fail(message: str) -> ProtocolError:
@@ -57,4 +60,8 @@ def validate_params(params: Any) -> dict[str, Any]:
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise _fail(f"'batch_size' must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
     out["batch_size"] = batch
+    cap = params.get("max_keys")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 2**32 - 1):
+        raise _fail(f"'max_keys' must be null or an integer from 1 to 2^32 - 1, got {cap!r}")
+    out["max_keys"] = cap
     return out

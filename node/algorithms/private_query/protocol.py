@@ -244,6 +244,9 @@ class PrivateQueryProtocol(Protocol):
         self.report(0.0, "normalising query keys")
         self._queries = sorted({k for k in map(normalise_key, self.data.column(column)) if k is not None})
         self._n = n = len(self._queries)
+        cap = p.get("max_keys")
+        if cap is not None and n > cap:
+            raise ProtocolError(f"this table has {n:,} distinct query keys; the task declares at most {cap:,}")
         a = clamp(self.secret_bytes("pq/blind", 32))
         u1, u2 = unblinding_scalars(a, lambda i: self.secret_bytes(f"pq/unblind/{i}", 32))
         self._unblind = (scalar_bytes(u1), scalar_bytes(u2))
@@ -366,6 +369,9 @@ class PrivateQueryProtocol(Protocol):
         n = int.from_bytes(msg.payload, "big")
         if n > MAX_QUERIES:
             raise ProtocolError(f"the querier announces {n:,} keys; at most {MAX_QUERIES:,} per task")
+        cap = self._params.get("max_keys")
+        if cap is not None and n > cap:  # the declared cap the owners' rules were checked against
+            raise ProtocolError(f"the querier announces {n:,} keys; the task declares at most {cap:,}")
         self._n = n
         self._q_digest.update(msg.payload)
         self.report(0.5, f"the querier asks {n:,} keys")
