@@ -187,6 +187,7 @@ contract InvariantsTest is PcnFixture {
         }
         // task 2: {A, B} + dave, disputed (bob's receipt disagrees)
         handler.submit(3, 3, 3, true, EPS, 1 days);
+        handler.advance(1, 2, 1); // dave (no data) consents
         handler.advance(1, 2, 1); // alice approves
         handler.approveBySig(1, 1, 0, 0); // bob approves by signature -> authorised
         for (uint256 i = 0; i < 3; ++i) {

@@ -125,7 +125,8 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
             paramsHash: keccak256(abi.encode(taskIds.length)),
             resultRecipient: orgs[recipientSeed % orgs.length],
             deadline: uint64(block.timestamp + _bound(ttl, 1 hours, 3 days)),
-            epsilon: uint64(_bound(eps, 0, 3 * EPS))
+            epsilon: uint64(_bound(eps, 0, 3 * EPS)),
+            minSurvivors: uint8(parts.length)
         });
         bool suspended = _suspended(requester);
         vm.prank(requester);
@@ -278,6 +279,19 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
     function _step(uint256 id, uint8 agreeSeed) internal returns (bool) {
         PcnTypes.TaskStatus s = tm.task(id).status;
         if (s == PcnTypes.TaskStatus.Pending) {
+            (address[] memory parties, bool[] memory given) = tm.taskConsents(id);
+            for (uint256 i = 0; i < parties.length; ++i) {
+                if (given[i]) continue;
+                bool suspended = _suspended(parties[i]);
+                vm.prank(parties[i]);
+                try tm.consent(id) {
+                    _afterApproval(id, parties[i], s);
+                    _success("consent", suspended);
+                    return true;
+                } catch {
+                    return false;
+                }
+            }
             (address[] memory owners, bool[] memory approved) = tm.taskApprovers(id);
             for (uint256 i = 0; i < owners.length; ++i) {
                 if (approved[i]) continue;
