@@ -167,6 +167,7 @@ def test_algorithm_source_changed_by_one_byte(net: Network, tmp_path: Path) -> N
     assert drifted != algorithm_code_hash("stats")
     bank = net.by_name("bank")
     bank.ledger.register_algorithm(drifted, "stats", "1.0.1", b"\x01" * 32)
+    net.admin.approve_algorithm(drifted)
     for o in net.orgs:
         o.ledger.set_algorithm_allowed(o.dataset_id, drifted, True)
     task_id = _run_refused(net, lambda: None, algorithm="0x" + drifted.hex())
