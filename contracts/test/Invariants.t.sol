@@ -123,6 +123,22 @@ contract InvariantsTest is PcnFixture {
         }
     }
 
+    /// #13.5 / #13.7: a task never completes with fewer than minSurvivors receipts; an algorithm
+    /// not approved as dropout-tolerant never has a dropped party; no dropout before the
+    /// party's silence period; no task is ever submitted with an unapproved algorithm.
+    function invariant_dropoutAndAlgorithmRules() public view {
+        assertEq(handler.ghostDropsNonTolerant(), 0, "dropout on a non-tolerant algorithm");
+        assertEq(handler.ghostDropsBeforeSilence(), 0, "dropout before the silence period");
+        assertEq(handler.ghostUnapprovedUsed(), 0, "unapproved algorithm used");
+        uint256 n = tm.taskCount();
+        for (uint256 id = 1; id <= n; ++id) {
+            TaskManager.Task memory t = tm.task(id);
+            if (t.status == PcnTypes.TaskStatus.Completed) assertGe(t.receiptCount, tm.minSurvivors(id), "survivors");
+            if (!algos.isDropoutTolerant(t.algorithmHash)) assertEq(tm.droppedCount(id), 0, "dropped");
+            assertTrue(algos.isUsable(t.algorithmHash), "task with an unusable algorithm");
+        }
+    }
+
     /// Terminal states never change, and the per-task counters match participant states.
     function invariant_terminalStatesFinalAndCountersConsistent() public view {
         uint256 n = tm.taskCount();
@@ -211,6 +227,10 @@ contract InvariantsTest is PcnFixture {
         handler.suspendOrReinstate(1);
         handler.advance(1, 2, 1); // bob approves after reinstatement
         handler.warpAndExpire(2 days, 16); // taskIds[4] (task 5) expires
+        handler.reportDropout(5, 2, 3600); // on task 6 (psi, not dropout-tolerant): refused
+        handler.submitUnapproved(7, 3); // a fresh, unapproved algorithm: refused
+        assertEq(handler.ghostDropAttempts(), 1);
+        assertEq(handler.ghostUnapprovedAttempts(), 1);
 
         assertEq(uint8(tm.task(1).status), uint8(PcnTypes.TaskStatus.Completed));
         assertEq(uint8(tm.task(2).status), uint8(PcnTypes.TaskStatus.Disputed));
@@ -230,5 +250,6 @@ contract InvariantsTest is PcnFixture {
         invariant_suspendedOrganisationNeverActs();
         invariant_completedMeansUnanimousReceipts();
         invariant_terminalStatesFinalAndCountersConsistent();
+        invariant_dropoutAndAlgorithmRules();
     }
 }
