@@ -137,7 +137,7 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
             resultRecipient: orgs[recipientSeed % orgs.length],
             deadline: uint64(block.timestamp + _bound(ttl, 1 hours, 3 days)),
             epsilon: uint64(_bound(eps, 0, 3 * EPS)),
-            minSurvivors: uint8(parts.length)
+            minSurvivors: _survivors(parts.length, ttl)
         });
         bool suspended = _suspended(requester);
         vm.prank(requester);
@@ -450,6 +450,11 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// A valid survivor threshold: 2..n (n for a one-party task).
+    function _survivors(uint256 n, uint256 seed) internal pure returns (uint8) {
+        return uint8(n < 2 ? n : _bound(seed, 2, n));
+    }
 
     function _receipt(uint256 id, address p, uint8 agreeSeed) internal returns (bool) {
         bytes32 taskAlgo = tm.task(id).algorithmHash;
