@@ -48,12 +48,18 @@ ACTOR_ARG: dict[str, str] = {
     "TaskRefused": "participant",
     "ReceiptSubmitted": "participant",
     "ParticipantDropped": "reportedBy",  # the result recipient reports; the dropped party did nothing
+    "ParticipantConsented": "participant",
+    "ParticipantHeartbeat": "participant",
+    "DropoutContested": "participant",  # the dropped party objects: the task becomes Disputed
     "TaskCancelled": "by",
     "LogAnchored": "org",
     "DatasetRegistered": "owner",
     "DatasetVersionPublished": "owner",
     "AlgorithmRegistered": "publisher",
     "AlgorithmDeprecated": "by",
+    "AlgorithmApproved": "by",
+    "AlgorithmRevoked": "by",
+    "AlgorithmUndeprecated": "by",
     "OrganisationEndpointUpdated": "account",
     "OrganisationKeyUpdated": "account",
 }

@@ -51,6 +51,7 @@ def build_consortium(
         )
     algorithm = h(f"algorithm-{kind}")
     orgs[0].register_algorithm(algorithm, kind, "1.0.0", h("description"))
+    admin.approve_algorithm(algorithm, dropout_tolerant=kind == "fedavg")
     consortium = Consortium(admin, orgs, algorithm)
     everyone = [o.address for o in orgs]
     expiry = admin.block_timestamp() + 30 * 24 * 3600
@@ -72,6 +73,7 @@ def request_for(
     epsilon: float = 0.5,
     deadline_in: int = 3600,
     orgs: list[int] | None = None,
+    min_survivors: int | None = None,
 ) -> TaskRequest:
     members = [c.orgs[i] for i in (orgs if orgs is not None else range(len(c.orgs)))]
     return TaskRequest(
@@ -82,6 +84,7 @@ def request_for(
         result_recipient=c.orgs[recipient].address,
         deadline=c.admin.block_timestamp() + deadline_in,
         epsilon=epsilon_to_fixed(epsilon),
+        min_survivors=min_survivors,
     )
 
 

@@ -55,7 +55,7 @@ from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import DOMAIN, canonical_header, seal
 from pcn.runtime.execute import result_context
 from pcn.runtime.inbox import Inbox
-from pcn.runtime.operations import init_org, register_algorithm, register_dataset, submit_task
+from pcn.runtime.operations import approve_algorithm, init_org, register_algorithm, register_dataset, submit_task
 from pcn.runtime.reqauth import sign_request
 from tests.nodes import PASSWORD, RedisServer, free_port, fund, write_dataset
 
@@ -149,6 +149,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, deployment: Deployment, devn
             members.append(Member(name, path, NodeContext(cfg), root / name / f"{name}.csv"))
         bank, telecom = members
         stats, _ = register_algorithm(bank.ctx.ledger, "stats")
+        approve_algorithm(admin, stats)
         everyone = [m.address for m in members]
         expiry = admin.block_timestamp() + 30 * 24 * 3600
         for i, m in enumerate(members):

@@ -34,6 +34,7 @@ from pcn.auditor.verify import (
     verify_task,
 )
 from pcn.auditor.web import create_dashboard_app
+from pcn.chain.errors import ContractRevert
 from pcn.chain.ledger import TxResult
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.deploy import devnet_key
@@ -79,7 +80,8 @@ def dropout_task(deployment, kind: str = "fedavg", results: tuple[str, str] | No
     """A 3-party task (bank0 requests and receives the result), all started; bank0 reports
     hospital2 dropped; then bank0 and telecom1 receipt `results` (none when None)."""
     c = build_consortium(deployment, n_orgs=3, kind=kind)
-    task_id = run_task(c, [0, 1, 2])
+    task_id = run_task(c, [0, 1, 2], min_survivors=2)
+    advance(c.admin.rpc_url, c.admin.dropout_silence() + 1)  # hospital2 silent long enough
     report = c.orgs[0].report_dropout(task_id, c.orgs[2].address)
     if results is not None:
         for i, result in enumerate(results):
@@ -158,17 +160,12 @@ def test_a_dropout_is_projected_verified_and_flagged(stores: StoreFactory, deplo
     assert [x.kind for x in detect_and_record(st) if x.task_id == d.task_id] == ["participant-dropped"]
 
 
-def test_an_algorithm_not_built_for_dropouts_gets_a_warning_and_a_medium_anomaly(
-    stores: StoreFactory, deployment, snapshot
-):
-    d = dropout_task(deployment, kind="stats")
-    st = _indexed(deployment, stores.store())
-    v = verify_task(st, d.task_id)
-    assert v.verdict is Verdict.PASS  # the contract's rules were kept: suspicious, not a violation
-    assert [c.name for c in v.warnings] == [DROPOUTS]
-    assert "stats is not built to go on without a participant" in v.check(DROPOUTS).message
-    (a,) = _of(detect(st), "participant-dropped")
-    assert a.severity is Severity.MEDIUM and a.detail["dropout_tolerant"] is False
+def test_an_algorithm_not_built_for_dropouts_cannot_drop_anyone(deployment, snapshot):
+    """#13.5: the chain itself refuses a dropout for an algorithm the admin did not approve as
+    dropout-tolerant (stats), however long the party has been silent."""
+    with pytest.raises(ContractRevert) as err:
+        dropout_task(deployment, kind="stats")
+    assert err.value.name == "AlgorithmNotDropoutTolerant"
 
 
 def test_survivors_that_disagree_still_make_a_dispute(stores: StoreFactory, deployment, snapshot):

@@ -132,10 +132,25 @@ def good_receipt(c: Consortium, i: int, result: bytes, algorithm: bytes | None =
     )
 
 
-def run_task(c: Consortium, orgs: list[int], result: bytes = b"", epsilon: float = 0.5, deadline_in: int = 3600) -> int:
+def run_task(
+    c: Consortium,
+    orgs: list[int],
+    result: bytes = b"",
+    epsilon: float = 0.5,
+    deadline_in: int = 3600,
+    min_survivors: int | None = None,
+) -> int:
     """Submit (by the first org), approve by every owner, start everywhere; receipts when
     `result` is given."""
-    request = request_for(c, requester=orgs[0], recipient=orgs[0], epsilon=epsilon, orgs=orgs, deadline_in=deadline_in)
+    request = request_for(
+        c,
+        requester=orgs[0],
+        recipient=orgs[0],
+        epsilon=epsilon,
+        orgs=orgs,
+        deadline_in=deadline_in,
+        min_survivors=min_survivors,
+    )
     task_id, _ = c.orgs[orgs[0]].submit_task(request)
     for i in orgs:
         c.orgs[i].approve(task_id, c.orgs[i].request_hash(task_id))

@@ -444,3 +444,41 @@ def test_devnet_up_status_down_keeps_state(own_devnet: tuple[int, dict[str, str]
 
     down = ok_json(run_pcn("devnet", "down", "--port", p, "--json", env=env))
     assert down["running"] is False
+
+
+# ---------------------------------------------------------------------------- #13.7 algorithm governance
+
+
+def test_org_approve_and_revoke_algorithm(admin: Ledger, cli_env: dict[str, str]) -> None:
+    """A squatted registration stays unusable until the admin approves it; the admin revokes it
+    by CLI and the hash can be registered again; a non-admin cannot approve."""
+    from tests.helpers import h
+
+    bank = Ledger(admin.deployment, account=Account.from_key(devnet_key(9)))
+    if not admin.is_active(bank.address):
+        admin.admit(bank.address, "squatter9", h("x25519-squatter"), "http://127.0.0.1:9199")
+    code = h(f"squatted-{os.urandom(4).hex()}")
+    bank.register_algorithm(code, "fedavg", "6.6.6", h("lie"))
+    assert not admin.algorithm(code).usable
+    refused = assert_clean_failure(
+        run_pcn("org", "approve-algorithm", "0x" + code.hex(), "--dev-account", "9", env=cli_env)
+    )
+    assert "not the consortium admin" in refused
+    ok_json(run_pcn("org", "revoke-algorithm", "0x" + code.hex(), "--json", "--dev-account", "0", env=cli_env))
+    assert admin.algorithm(code) is None
+    bank.register_algorithm(code, "stats", "1.0.0", h("truth"))
+    res = ok_json(
+        run_pcn(
+            "org",
+            "approve-algorithm",
+            "0x" + code.hex(),
+            "--dropout-tolerant",
+            "--json",
+            "--dev-account",
+            "0",
+            env=cli_env,
+        )
+    )
+    assert isinstance(res, dict) and res["tx_hash"]
+    algo = admin.algorithm(code)
+    assert algo.kind == "stats" and algo.usable and algo.dropout_tolerant

@@ -472,3 +472,36 @@ def test_clean_errors(root: Path, net: Network, env: dict[str, str]) -> None:
     assert "KeyStoreError" in failed(locked) and "PCN_KEYSTORE_PASSWORD" in locked.stderr
     # the failed attempts registered and submitted nothing
     assert (net.admin.dataset_count(), net.admin.task_count()) == (datasets_before, tasks_before)
+
+
+def test_task_consent_min_survivors_and_contest_dropout(root: Path, net: Network, env: dict[str, str]) -> None:
+    """#13.5 at the CLI: a participant owning no input (insurer) is named by the requester; the
+    owners' approvals alone do not authorise the task until `pcn task consent`; the request
+    carries `--min-survivors`; `pcn task contest-dropout` by a party never dropped is a clear error."""
+    bank, telecom, insurer = (net.by_name(n) for n in ("bank", "telecom", "insurer"))
+    params = root / "params-consent.json"
+    params.write_text(json.dumps({"column": "income", "statistics": ["count"]}))
+    submit = ["task", "submit", "--algo", "stats", "--datasets", f"{bank.dataset_id},{telecom.dataset_id}"]
+    sub = ok_json(
+        pcn(
+            *submit,
+            *("--params", str(params), "--recipient", "bank", "--participants", "bank,telecom,insurer"),
+            *("--min-survivors", "2", "--deadline", "30m", *as_org(bank), "--json"),
+            env=env,
+        )
+    )
+    assert isinstance(sub, dict)
+    task_id = sub["task_id"]
+    assert net.admin.min_survivors(task_id) == 2
+    assert net.admin.task_consents(task_id) == {insurer.address: False}
+    for o in (bank, telecom):
+        ok_json(pcn("task", "approve", str(task_id), *as_org(o), "--json", env=env))
+    assert net.admin.task(task_id).status is TaskStatus.PENDING  # the insurer has not consented
+    contest = failed(pcn("task", "contest-dropout", str(task_id), *as_org(telecom), env=env))
+    assert "InvalidTaskStatus" in contest
+    not_needed = failed(pcn("task", "consent", str(task_id), *as_org(telecom), env=env))
+    assert "NotAConsenter" in not_needed
+    consented = ok_json(pcn("task", "consent", str(task_id), *as_org(insurer), "--json", env=env))
+    assert isinstance(consented, dict) and consented["tx_hash"]
+    assert net.admin.task_consents(task_id) == {insurer.address: True}
+    assert net.admin.task(task_id).status is not TaskStatus.PENDING  # authorised (the nodes take it from here)

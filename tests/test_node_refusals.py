@@ -179,6 +179,7 @@ def _refused_when_registered_code_differs_in(net: Network, tmp_path: Path, modul
     assert drifted != algorithm_code_hash("stats")
     bank = net.by_name("bank")
     bank.ledger.register_algorithm(drifted, "stats", "1.0.1", b"\x01" * 32)
+    net.admin.approve_algorithm(drifted)
     for o in net.orgs:
         o.ledger.set_algorithm_allowed(o.dataset_id, drifted, True)
     task_id = _run_refused(net, lambda: None, algorithm="0x" + drifted.hex())

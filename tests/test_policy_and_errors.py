@@ -41,6 +41,11 @@ def test_submit_rejects_unknown_and_disallowed_inputs(deployment, snapshot):
     _revert(lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=h("nope"))), "UnknownAlgorithm")
     other = h("unapproved-algorithm")
     bank.register_algorithm(other, "psi", "1", h("d"))
+    # #13.7: a registration is only a proposal until the consortium admin approves it
+    e = _revert(lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=other)), "AlgorithmNotApproved")
+    assert "0x" + other.hex() in e.message
+    _revert(lambda: bank.approve_algorithm(other), "NotConsortiumAdmin")
+    c.admin.approve_algorithm(other)
     e = _revert(lambda: bank.submit_task(dataclasses.replace(base, algorithm_hash=other)), "AlgorithmNotAllowed")
     assert "0x" + other.hex() in e.message
     hospital.set_requester_allowed(c.datasets[hospital.address], bank.address, False)

@@ -47,6 +47,7 @@ from pcn.devnet.anvil import DEFAULT_MNEMONIC, rpc_call
 from pcn.devnet.deploy import deploy, devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import load_config
+from pcn.runtime.operations import algorithm_hash
 from tests.nodes import PASSWORD, REGIONS, fund, write_dataset
 
 pytestmark = pytest.mark.timeout(300)
@@ -371,6 +372,7 @@ def _build(fabric: Fabric, root: Path) -> Consortium:
     bank = hosts["bank"]
     for algo in ("stats", "psi"):
         bank.pcn("algo", "register", algo)
+        admin.approve_algorithm(algorithm_hash(algo))  # #13.7: the consortium admin approves it
 
     policy = root / "policy.toml"
     policy.write_text(POLICY)

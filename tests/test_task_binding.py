@@ -87,22 +87,23 @@ def test_every_request_field_changes_the_binding() -> None:
     )  # fmt: skip
     datasets, roots, parts = [(1, 1), (2, 3)], [b"\x03" * 32, b"\x04" * 32], ["0x" + "11" * 20, "0x" + "22" * 20]
     tm = "0x" + "44" * 20
-    ref = request_hash(31337, tm, base, datasets, roots, parts)
+    ref = request_hash(31337, tm, base, datasets, roots, parts, 2)
     variants = [
-        request_hash(31338, tm, base, datasets, roots, parts),
-        request_hash(31337, "0x" + "45" * 20, base, datasets, roots, parts),
-        request_hash(31337, tm, replace(base, task_id=8), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, requester="0x" + "33" * 20), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, algorithm_hash=b"\x09" * 32), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, params_hash=b"\x09" * 32), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, result_recipient="0x" + "11" * 20), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, deadline=1001), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, epsilon=6), datasets, roots, parts),
-        request_hash(31337, tm, replace(base, created_at=101), datasets, roots, parts),
-        request_hash(31337, tm, base, [(1, 2), (2, 3)], roots, parts),
-        request_hash(31337, tm, base, [(1, 1), (3, 3)], roots, parts),
-        request_hash(31337, tm, base, datasets, [b"\x03" * 32, b"\x05" * 32], parts),
-        request_hash(31337, tm, base, datasets, roots, list(reversed(parts))),
+        request_hash(31338, tm, base, datasets, roots, parts, 2),
+        request_hash(31337, "0x" + "45" * 20, base, datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, task_id=8), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, requester="0x" + "33" * 20), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, algorithm_hash=b"\x09" * 32), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, params_hash=b"\x09" * 32), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, result_recipient="0x" + "11" * 20), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, deadline=1001), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, epsilon=6), datasets, roots, parts, 2),
+        request_hash(31337, tm, replace(base, created_at=101), datasets, roots, parts, 2),
+        request_hash(31337, tm, base, [(1, 2), (2, 3)], roots, parts, 2),
+        request_hash(31337, tm, base, [(1, 1), (3, 3)], roots, parts, 2),
+        request_hash(31337, tm, base, datasets, [b"\x03" * 32, b"\x05" * 32], parts, 2),
+        request_hash(31337, tm, base, datasets, roots, list(reversed(parts)), 2),
+        request_hash(31337, tm, base, datasets, roots, parts, 1),
     ]
     assert len({ref, *variants}) == len(variants) + 1
     bindings = {
@@ -114,7 +115,7 @@ def test_every_request_field_changes_the_binding() -> None:
     }
     assert len(bindings) == 5
     with pytest.raises(ValueError):
-        request_hash(31337, tm, base, datasets, roots[:1], parts)
+        request_hash(31337, tm, base, datasets, roots[:1], parts, 2)
 
 
 def test_the_python_request_hash_equals_the_contracts_and_feeds_the_binding(

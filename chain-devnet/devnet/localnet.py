@@ -33,7 +33,14 @@ from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
 from pcn.runtime.execute import intermediate_keys
-from pcn.runtime.operations import init_org, register_algorithm, register_dataset, submit_task
+from pcn.runtime.operations import (
+    DROPOUT_TOLERANT,
+    approve_algorithm,
+    init_org,
+    register_algorithm,
+    register_dataset,
+    submit_task,
+)
 
 PASSWORD = "correct horse battery staple"
 REGIONS = ["north", "south", "east", "west"]
@@ -286,6 +293,8 @@ def build_network(
         orgs.append(Org(name, cfg, NodeContext(cfg)))
         say(f"admitted {name} ({keys.address}), mailbox {cfg.endpoint}")
     algorithms = {name: register_algorithm(orgs[0].ledger, name)[0] for name in BUILTIN}
+    for name, code in algorithms.items():  # the consortium admin reviews and approves each
+        approve_algorithm(admin, code, dropout_tolerant=name in DROPOUT_TOLERANT)
     algorithm = algorithms["stats"]
     everyone = [o.address for o in orgs]
     expiry = admin.block_timestamp() + 30 * 24 * 3600
@@ -315,6 +324,11 @@ def build_network(
 
 
 def approve_all(net: Network, task_id: int) -> None:
+    """Every participant owning no input consents (an operator decision: `pcn task consent`),
+    then every owner approves."""
+    for org in net.orgs:
+        if net.admin.task_consents(task_id).get(org.address) is False:
+            org.ledger.consent(task_id)
     for org in net.orgs:
         if net.admin.task_approvers(task_id).get(org.address) is False:
             org.ledger.approve(task_id, org.ledger.request_hash(task_id))

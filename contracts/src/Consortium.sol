@@ -12,6 +12,11 @@ contract Consortium is AccessControl {
     bytes32 public constant AUDITOR_ROLE = keccak256("pcn.AUDITOR_ROLE");
     uint256 public constant MAX_NAME_BYTES = 64;
     uint256 public constant MAX_ENDPOINT_BYTES = 256;
+    uint64 public constant DEFAULT_DROPOUT_SILENCE = 60;
+
+    /// @notice How long (seconds) a task participant must have shown no sign of life on chain
+    /// (start, heartbeat, receipt) before the result recipient may report it dropped.
+    uint64 public dropoutSilence = DEFAULT_DROPOUT_SILENCE;
 
     struct Organisation {
         string name;
@@ -33,12 +38,14 @@ contract Consortium is AccessControl {
     error InvalidEndpoint();
     error InvalidEncryptionKey();
     error ZeroAccount();
+    error InvalidDropoutSilence();
 
     event OrganisationAdmitted(address indexed account, string name, bytes32 encryptionKey, string endpoint);
     event OrganisationSuspended(address indexed account, address indexed by);
     event OrganisationReinstated(address indexed account, address indexed by);
     event OrganisationEndpointUpdated(address indexed account, string endpoint);
     event OrganisationKeyUpdated(address indexed account, bytes32 encryptionKey);
+    event DropoutSilenceSet(uint64 seconds_, address indexed by);
 
     constructor(address admin) {
         if (admin == address(0)) revert ZeroAccount();
@@ -90,6 +97,14 @@ contract Consortium is AccessControl {
         org.status = PcnTypes.OrgStatus.Active;
         org.statusChangedAt = uint64(block.timestamp);
         emit OrganisationReinstated(account, msg.sender);
+    }
+
+    /// @notice Set the silence (1 s .. 1 day) after which a task participant may be reported
+    /// dropped. Admin only.
+    function setDropoutSilence(uint64 seconds_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (seconds_ == 0 || seconds_ > 1 days) revert InvalidDropoutSilence();
+        dropoutSilence = seconds_;
+        emit DropoutSilenceSet(seconds_, msg.sender);
     }
 
     /// @notice An active organisation moves its peer mailbox.

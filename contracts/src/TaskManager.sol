@@ -12,7 +12,11 @@ import {PcnTypes} from "./PcnTypes.sol";
 /// @title Task manager: the on-chain life of every privacy computation.
 /// @notice Pending --(every owner approves, policies consumed)--> Authorised --(first start)-->
 /// Running --(every receipt agrees)--> Completed, or Disputed when receipts disagree (a
-/// participant the result recipient reported dropped is not waited for: `reportDropout`).
+/// participant the result recipient reported dropped is not waited for: `reportDropout`,
+/// only for dropout-tolerant algorithms, after `Consortium.dropoutSilence` of on-chain
+/// silence, never below the request's `minSurvivors`; the dropped party may `contestDropout`,
+/// which makes the task Disputed). Authorisation also needs the `consent` of every participant
+/// that owns none of the input datasets.
 /// Refused when any participant refuses, Cancelled by the requester before any start,
 /// Expired by anyone once the deadline has passed.
 contract TaskManager is EIP712, Nonces {
@@ -28,6 +32,9 @@ contract TaskManager is EIP712, Nonces {
         address resultRecipient;
         uint64 deadline;
         uint64 epsilon;
+        /// fewest participants that must receipt (2..participants; a one-party task: 1); the
+        /// owners approve it with the rest of the request
+        uint8 minSurvivors;
     }
 
     struct Task {
@@ -74,6 +81,11 @@ contract TaskManager is EIP712, Nonces {
     mapping(uint256 taskId => mapping(address participant => Receipt)) private _receipts;
     mapping(uint256 taskId => uint256) private _droppedCount;
     mapping(uint256 taskId => bytes32) private _requestHashes;
+    mapping(uint256 taskId => uint8) private _minSurvivors;
+    mapping(uint256 taskId => address[]) private _consenters; // participants owning no input dataset
+    mapping(uint256 taskId => mapping(address participant => uint8)) private _consentState; // 1 due, 2 given
+    mapping(uint256 taskId => uint8) private _consentsGiven;
+    mapping(uint256 taskId => mapping(address participant => uint64)) private _lastSeen;
 
     error UnknownTask(uint256 taskId);
     error InvalidDatasetCount(uint256 given);
@@ -102,6 +114,12 @@ contract TaskManager is EIP712, Nonces {
     error CannotDrop(uint256 taskId, address participant, PcnTypes.ParticipantState state);
     error TooFewRemaining(uint256 taskId);
     error RequestHashMismatch(uint256 taskId, bytes32 expected, bytes32 given);
+    error InvalidMinSurvivors(uint256 given, uint256 participants);
+    error NotAConsenter(uint256 taskId, address account);
+    error AlreadyConsented(uint256 taskId, address participant);
+    error AlgorithmNotDropoutTolerant(bytes32 algorithmHash);
+    error PartyNotSilent(uint256 taskId, address participant, uint64 lastSeen, uint64 silence);
+    error NotDropped(uint256 taskId, address participant);
 
     event TaskSubmitted(
         uint256 indexed taskId,
@@ -136,6 +154,10 @@ contract TaskManager is EIP712, Nonces {
         uint64 finishedAt
     );
     event ParticipantDropped(uint256 indexed taskId, address indexed participant, address indexed reportedBy);
+    event TaskSurvivorThreshold(uint256 indexed taskId, uint8 minSurvivors);
+    event ParticipantConsented(uint256 indexed taskId, address indexed participant);
+    event ParticipantHeartbeat(uint256 indexed taskId, address indexed participant);
+    event DropoutContested(uint256 indexed taskId, address indexed participant);
     event TaskCompleted(uint256 indexed taskId, bytes32 resultHash);
     event TaskDisputed(uint256 indexed taskId);
     event TaskExpired(uint256 indexed taskId, address indexed by);
@@ -165,10 +187,18 @@ contract TaskManager is EIP712, Nonces {
             revert InvalidParticipantCount(nParticipants);
         }
         if (request.deadline <= block.timestamp) revert DeadlineNotInFuture(request.deadline);
+        // At least two must be left to finish (one alone learns nothing more than its input);
+        // a one-party task has no one to drop.
+        uint256 minSurvivors = request.minSurvivors;
+        if (minSurvivors > nParticipants || (minSurvivors < 2 && minSurvivors != nParticipants)) {
+            revert InvalidMinSurvivors(minSurvivors, nParticipants);
+        }
 
         taskId = ++taskCount;
         _recordParticipants(taskId, request.participants);
         _recordDatasets(taskId, request);
+        _recordConsenters(taskId, request.participants);
+        _minSurvivors[taskId] = request.minSurvivors;
 
         Task storage task = _tasks[taskId];
         task.requester = msg.sender;
@@ -185,6 +215,7 @@ contract TaskManager is EIP712, Nonces {
         bytes32 hashed = _hashRequest(taskId);
         _requestHashes[taskId] = hashed;
         emit TaskRequestHashed(taskId, hashed);
+        emit TaskSurvivorThreshold(taskId, request.minSurvivors);
     }
 
     /// @dev The one definition of a task's request hash. Approvals sign it, so an approval of
@@ -203,9 +234,21 @@ contract TaskManager is EIP712, Nonces {
             bytes.concat(
                 abi.encode(block.chainid, address(this), taskId, t.requester, t.algorithmHash),
                 abi.encode(ids, versions, roots, _participants[taskId]),
-                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt)
+                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt, _minSurvivors[taskId])
             )
         );
+    }
+
+    /// A participant owning none of the inputs (a requester-side recipient, a helper) joins
+    /// only by its own on-chain consent: a requester cannot enrol an accomplice unasked.
+    function _recordConsenters(uint256 taskId, address[] calldata participants) private {
+        for (uint256 i = 0; i < participants.length; ++i) {
+            address p = participants[i];
+            if (_approverState[taskId][p] == 0) {
+                _consentState[taskId][p] = 1;
+                _consenters[taskId].push(p);
+            }
+        }
     }
 
     function _emitSubmitted(uint256 taskId, TaskRequest calldata request) private {
@@ -317,7 +360,28 @@ contract TaskManager is EIP712, Nonces {
         _approverState[taskId][owner] = 2;
         task.approvals += 1;
         emit TaskApproved(taskId, owner, msg.sender);
-        if (task.approvals == task.requiredApprovals) _authorise(taskId, task);
+        _authoriseIfReady(taskId, task);
+    }
+
+    /// @notice A participant that owns none of the task's datasets agrees to take part.
+    /// Authorisation needs every owner's approval and every such participant's consent.
+    function consent(uint256 taskId) external {
+        Task storage task = _participantTask(taskId);
+        if (task.status != PcnTypes.TaskStatus.Pending) revert InvalidTaskStatus(taskId, task.status);
+        if (block.timestamp > task.deadline) revert TaskDeadlinePassed(taskId, task.deadline);
+        uint8 st = _consentState[taskId][msg.sender];
+        if (st == 0) revert NotAConsenter(taskId, msg.sender);
+        if (st == 2) revert AlreadyConsented(taskId, msg.sender);
+        _consentState[taskId][msg.sender] = 2;
+        _consentsGiven[taskId] += 1;
+        emit ParticipantConsented(taskId, msg.sender);
+        _authoriseIfReady(taskId, task);
+    }
+
+    function _authoriseIfReady(uint256 taskId, Task storage task) private {
+        if (task.approvals == task.requiredApprovals && _consentsGiven[taskId] == _consenters[taskId].length) {
+            _authorise(taskId, task);
+        }
     }
 
     function _authorise(uint256 taskId, Task storage task) private {
@@ -347,6 +411,7 @@ contract TaskManager is EIP712, Nonces {
     function cancel(uint256 taskId) external {
         Task storage task = _known(taskId);
         if (msg.sender != task.requester) revert NotRequester(taskId, msg.sender);
+        consortium.requireActive(msg.sender);
         if (task.status != PcnTypes.TaskStatus.Pending && task.status != PcnTypes.TaskStatus.Authorised) {
             revert InvalidTaskStatus(taskId, task.status);
         }
@@ -374,6 +439,7 @@ contract TaskManager is EIP712, Nonces {
         if (block.timestamp > task.deadline) revert TaskDeadlinePassed(taskId, task.deadline);
         if (_state[taskId][msg.sender] != PcnTypes.ParticipantState.Invited) revert AlreadyStarted(taskId, msg.sender);
         _state[taskId][msg.sender] = PcnTypes.ParticipantState.Started;
+        _lastSeen[taskId][msg.sender] = uint64(block.timestamp);
         task.startedCount += 1;
         task.status = PcnTypes.TaskStatus.Running;
         emit TaskStarted(taskId, msg.sender);
@@ -408,6 +474,7 @@ contract TaskManager is EIP712, Nonces {
         if (st != PcnTypes.ParticipantState.Started) revert AlreadyFinished(taskId, msg.sender);
         if (receipt.finishedAt < receipt.startedAt) revert InvalidReceiptTimes(receipt.startedAt, receipt.finishedAt);
         _state[taskId][msg.sender] = PcnTypes.ParticipantState.Receipted;
+        _lastSeen[taskId][msg.sender] = uint64(block.timestamp);
         _receipts[taskId][msg.sender] = receipt;
         task.receiptCount += 1;
         emit ReceiptSubmitted(
@@ -424,11 +491,22 @@ contract TaskManager is EIP712, Nonces {
         if (task.receiptCount + _droppedCount[taskId] == _participants[taskId].length) _finalise(taskId, task);
     }
 
+    /// @notice A started participant shows it is alive, so that it cannot be reported dropped
+    /// for the next `Consortium.dropoutSilence` seconds.
+    function heartbeat(uint256 taskId) external {
+        Task storage task = _participantTask(taskId);
+        if (task.status != PcnTypes.TaskStatus.Running) revert InvalidTaskStatus(taskId, task.status);
+        if (_state[taskId][msg.sender] != PcnTypes.ParticipantState.Started) revert NotStarted(taskId, msg.sender);
+        _lastSeen[taskId][msg.sender] = uint64(block.timestamp);
+        emit ParticipantHeartbeat(taskId, msg.sender);
+    }
+
     /// @notice The result recipient reports a started participant that stopped answering
-    /// mid-protocol, so that the task can complete on the others' receipts. Only a protocol
-    /// that tolerates dropouts (fedavg's secure aggregation) goes on without the party; any
-    /// other simply cannot finish. The report is public: the auditor lists every dropout.
-    /// At least two participants must remain; a dropped party can no longer receipt or refuse.
+    /// mid-protocol, so that the task can complete on the others' receipts. Only for an
+    /// algorithm the consortium approved as dropout-tolerant (fedavg's secure aggregation),
+    /// only once the party has been silent on chain for `Consortium.dropoutSilence`, and never
+    /// below the request's `minSurvivors`. The report is public: the auditor lists every
+    /// dropout; the dropped party can no longer receipt or refuse, but can `contestDropout`.
     function reportDropout(uint256 taskId, address participant) external {
         Task storage task = _participantTask(taskId);
         if (task.status != PcnTypes.TaskStatus.Running) revert InvalidTaskStatus(taskId, task.status);
@@ -439,12 +517,28 @@ contract TaskManager is EIP712, Nonces {
         if (participant == msg.sender || st != PcnTypes.ParticipantState.Started) {
             revert CannotDrop(taskId, participant, st);
         }
+        if (!algorithms.isDropoutTolerant(task.algorithmHash)) revert AlgorithmNotDropoutTolerant(task.algorithmHash);
+        uint64 seen = _lastSeen[taskId][participant];
+        uint64 silence = consortium.dropoutSilence();
+        if (block.timestamp <= uint256(seen) + silence) revert PartyNotSilent(taskId, participant, seen, silence);
         uint256 parts = _participants[taskId].length;
-        if (parts - _droppedCount[taskId] - 1 < 2) revert TooFewRemaining(taskId);
+        if (parts - _droppedCount[taskId] - 1 < _minSurvivors[taskId]) revert TooFewRemaining(taskId);
         _state[taskId][participant] = PcnTypes.ParticipantState.Dropped;
         _droppedCount[taskId] += 1;
         // Never the last step: the reporter itself has not receipted yet, so its receipt is.
         emit ParticipantDropped(taskId, participant, msg.sender);
+    }
+
+    /// @notice A participant reported dropped objects: it was alive. While the task runs,
+    /// it becomes Disputed (and so can never complete); the auditor lists the contest.
+    function contestDropout(uint256 taskId) external {
+        Task storage task = _participantTask(taskId);
+        if (task.status != PcnTypes.TaskStatus.Running) revert InvalidTaskStatus(taskId, task.status);
+        if (block.timestamp > task.deadline) revert TaskDeadlinePassed(taskId, task.deadline);
+        if (_state[taskId][msg.sender] != PcnTypes.ParticipantState.Dropped) revert NotDropped(taskId, msg.sender);
+        task.status = PcnTypes.TaskStatus.Disputed;
+        emit DropoutContested(taskId, msg.sender);
+        emit TaskDisputed(taskId);
     }
 
     function _finalise(uint256 taskId, Task storage task) private {
@@ -464,6 +558,8 @@ contract TaskManager is EIP712, Nonces {
                 break;
             }
         }
+        // reportDropout keeps this true; checked again so no path completes below the threshold
+        if (task.receiptCount < _minSurvivors[taskId]) agree = false;
         if (agree) {
             task.status = PcnTypes.TaskStatus.Completed;
             task.resultHash = result;
@@ -521,6 +617,29 @@ contract TaskManager is EIP712, Nonces {
     function droppedCount(uint256 taskId) external view returns (uint256) {
         _known(taskId);
         return _droppedCount[taskId];
+    }
+
+    /// @notice The fewest receipts the task can complete with (from the request).
+    function minSurvivors(uint256 taskId) external view returns (uint8) {
+        _known(taskId);
+        return _minSurvivors[taskId];
+    }
+
+    /// @notice Participants owning no input dataset, and whether each has consented.
+    function taskConsents(uint256 taskId) external view returns (address[] memory parties, bool[] memory given) {
+        _known(taskId);
+        parties = _consenters[taskId];
+        given = new bool[](parties.length);
+        for (uint256 i = 0; i < parties.length; ++i) {
+            given[i] = _consentState[taskId][parties[i]] == 2;
+        }
+    }
+
+    /// @notice When a participant last showed a sign of life on chain (start, heartbeat,
+    /// receipt); zero before it started.
+    function lastSeen(uint256 taskId, address participant) external view returns (uint64) {
+        _known(taskId);
+        return _lastSeen[taskId][participant];
     }
 
     /// @notice A participant's receipt (zero when none yet).

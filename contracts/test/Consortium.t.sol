@@ -311,4 +311,25 @@ contract ConsortiumTest is PcnFixture {
         vm.expectRevert(abi.encodeWithSelector(Consortium.OrganisationNotActive.selector, outsider));
         consortium.requireActive(outsider);
     }
+
+    function test_setDropoutSilence_adminOnlyAndBounded() public {
+        assertEq(consortium.dropoutSilence(), consortium.DEFAULT_DROPOUT_SILENCE());
+        vm.expectRevert(
+            abi.encodeWithSelector(
+                IAccessControl.AccessControlUnauthorizedAccount.selector, alice, consortium.DEFAULT_ADMIN_ROLE()
+            )
+        );
+        vm.prank(alice);
+        consortium.setDropoutSilence(1);
+        vm.startPrank(admin);
+        vm.expectRevert(Consortium.InvalidDropoutSilence.selector);
+        consortium.setDropoutSilence(0);
+        vm.expectRevert(Consortium.InvalidDropoutSilence.selector);
+        consortium.setDropoutSilence(1 days + 1);
+        vm.expectEmit(false, true, false, true, address(consortium));
+        emit Consortium.DropoutSilenceSet(600, admin);
+        consortium.setDropoutSilence(600);
+        vm.stopPrank();
+        assertEq(consortium.dropoutSilence(), 600);
+    }
 }

@@ -15,7 +15,7 @@ contract InvariantsTest is PcnFixture {
     PcnHandler internal handler;
     uint256 internal dsA2;
 
-    function setUp() public override {
+    function setUp() public virtual override {
         super.setUp();
         _setLimits(dsA, 6, 8 * EPS);
         _setLimits(dsB, 5, 6 * EPS);
@@ -94,21 +94,28 @@ contract InvariantsTest is PcnFixture {
         assertEq(handler.ghostSuccessWhileSuspended(), 0);
     }
 
-    /// Every Completed task has a receipt from every participant, all with the task's result
-    /// hash and algorithm hash; every Disputed task has all receipts and a real disagreement.
+    /// Every Completed task has a receipt from every participant not reported dropped, all with
+    /// the task's result hash and algorithm hash; every Disputed task has all those receipts
+    /// and a real disagreement among them.
     function invariant_completedMeansUnanimousReceipts() public view {
         uint256 n = tm.taskCount();
         for (uint256 id = 1; id <= n; ++id) {
             TaskManager.Task memory t = tm.task(id);
             if (t.status != PcnTypes.TaskStatus.Completed && t.status != PcnTypes.TaskStatus.Disputed) continue;
             address[] memory parts = tm.taskParticipants(id);
-            assertEq(t.receiptCount, parts.length, "receipt count");
-            bytes32 first = tm.receipt(id, parts[0]).resultHash;
+            assertEq(t.receiptCount + tm.droppedCount(id), parts.length, "receipt count");
+            bytes32 first;
+            bool seen;
             bool agree = true;
             for (uint256 i = 0; i < parts.length; ++i) {
+                if (tm.participantState(id, parts[i]) == PcnTypes.ParticipantState.Dropped) continue;
                 assertEq(
                     uint8(tm.participantState(id, parts[i])), uint8(PcnTypes.ParticipantState.Receipted), "no receipt"
                 );
+                if (!seen) {
+                    first = tm.receipt(id, parts[i]).resultHash;
+                    seen = true;
+                }
                 TaskManager.Receipt memory r = tm.receipt(id, parts[i]);
                 assertEq(r.resultHash, handler.ghostResult(id, parts[i]), "stored result != submitted");
                 assertEq(r.algorithmHash, handler.ghostAlgo(id, parts[i]), "stored algorithm != submitted");
@@ -120,6 +127,22 @@ contract InvariantsTest is PcnFixture {
             }
             assertEq(agree, t.status == PcnTypes.TaskStatus.Completed, "Completed iff unanimous");
             if (t.status == PcnTypes.TaskStatus.Disputed) assertEq(t.resultHash, bytes32(0));
+        }
+    }
+
+    /// #13.5 / #13.7: a task never completes with fewer than minSurvivors receipts; an algorithm
+    /// not approved as dropout-tolerant never has a dropped party; no dropout before the
+    /// party's silence period; no task is ever submitted with an unapproved algorithm.
+    function invariant_dropoutAndAlgorithmRules() public view {
+        assertEq(handler.ghostDropsNonTolerant(), 0, "dropout on a non-tolerant algorithm");
+        assertEq(handler.ghostDropsBeforeSilence(), 0, "dropout before the silence period");
+        assertEq(handler.ghostUnapprovedUsed(), 0, "unapproved algorithm used");
+        uint256 n = tm.taskCount();
+        for (uint256 id = 1; id <= n; ++id) {
+            TaskManager.Task memory t = tm.task(id);
+            if (t.status == PcnTypes.TaskStatus.Completed) assertGe(t.receiptCount, tm.minSurvivors(id), "survivors");
+            if (!algos.isDropoutTolerant(t.algorithmHash)) assertEq(tm.droppedCount(id), 0, "dropped");
+            assertTrue(algos.isUsable(t.algorithmHash), "task with an unusable algorithm");
         }
     }
 
@@ -155,6 +178,7 @@ contract InvariantsTest is PcnFixture {
     /// Outcome summary of the last run (shown with -vv).
     function afterInvariant() public view {
         console2.log("tasks", handler.taskCount(), "authorised", handler.successes("authorised"));
+        console2.log("dropouts", handler.successes("reportDropout"), "attempts", handler.ghostDropAttempts());
         console2.log(
             "completed",
             handler.outcomes(PcnTypes.TaskStatus.Completed),
@@ -187,6 +211,7 @@ contract InvariantsTest is PcnFixture {
         }
         // task 2: {A, B} + dave, disputed (bob's receipt disagrees)
         handler.submit(3, 3, 3, true, EPS, 1 days);
+        handler.advance(1, 2, 1); // dave (no data) consents
         handler.advance(1, 2, 1); // alice approves
         handler.approveBySig(1, 1, 0, 0); // bob approves by signature -> authorised
         for (uint256 i = 0; i < 3; ++i) {
@@ -210,6 +235,10 @@ contract InvariantsTest is PcnFixture {
         handler.suspendOrReinstate(1);
         handler.advance(1, 2, 1); // bob approves after reinstatement
         handler.warpAndExpire(2 days, 16); // taskIds[4] (task 5) expires
+        handler.reportDropout(5, 2, 3600); // on task 6 (psi, not dropout-tolerant): refused
+        handler.submitUnapproved(7, 3); // a fresh, unapproved algorithm: refused
+        assertEq(handler.ghostDropAttempts(), 1);
+        assertEq(handler.ghostUnapprovedAttempts(), 1);
 
         assertEq(uint8(tm.task(1).status), uint8(PcnTypes.TaskStatus.Completed));
         assertEq(uint8(tm.task(2).status), uint8(PcnTypes.TaskStatus.Disputed));
@@ -229,5 +258,43 @@ contract InvariantsTest is PcnFixture {
         invariant_suspendedOrganisationNeverActs();
         invariant_completedMeansUnanimousReceipts();
         invariant_terminalStatesFinalAndCountersConsistent();
+        invariant_dropoutAndAlgorithmRules();
+    }
+}
+
+/// The same invariants with the fixture's algorithm approved as dropout-tolerant, so that the
+/// handler's dropouts can succeed: never before the silence period, never below minSurvivors.
+contract InvariantsDropoutTolerantTest is InvariantsTest {
+    function setUp() public override {
+        super.setUp();
+        vm.startPrank(admin);
+        algos.revoke(ALGO);
+        vm.stopPrank();
+        vm.prank(alice);
+        algos.register(ALGO, "fedavg", "1.0.0", keccak256("fedavg"));
+        vm.prank(admin);
+        algos.approve(ALGO, true);
+    }
+
+    /// A fixed sequence: alice (recipient) cannot drop carol at once, can after the silence,
+    /// and the task then completes on the two survivors' receipts.
+    function test_handler_dropsOnlyAfterSilence() public {
+        handler.submit(0, 0, 7, false, EPS, 2); // {A, B, C}: alice, bob, carol; alice receives; 2 must finish
+        assertEq(tm.minSurvivors(1), 2);
+        for (uint256 i = 0; i < 6; ++i) {
+            handler.advance(1, 2, 1); // three approvals, three starts
+        }
+        assertEq(uint8(tm.task(1).status), uint8(PcnTypes.TaskStatus.Running));
+        handler.reportDropout(1, 2, 0); // at once: PartyNotSilent
+        assertEq(handler.successes("reportDropout"), 0);
+        handler.reportDropout(1, 2, 120); // after the silence (60 s)
+        assertEq(handler.successes("reportDropout"), 1);
+        assertEq(tm.droppedCount(1), 1);
+        handler.advance(1, 2, 1);
+        handler.advance(1, 2, 1);
+        assertEq(uint8(tm.task(1).status), uint8(PcnTypes.TaskStatus.Completed));
+        invariant_completedMeansUnanimousReceipts();
+        invariant_terminalStatesFinalAndCountersConsistent();
+        invariant_dropoutAndAlgorithmRules();
     }
 }

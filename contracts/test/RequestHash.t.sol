@@ -23,7 +23,7 @@ contract RequestHashTest is PcnFixture {
             bytes.concat(
                 abi.encode(block.chainid, address(tm), id, requester, r.algorithmHash),
                 abi.encode(r.datasetIds, versions, roots, r.participants),
-                abi.encode(r.paramsHash, r.resultRecipient, r.deadline, r.epsilon, createdAt)
+                abi.encode(r.paramsHash, r.resultRecipient, r.deadline, r.epsilon, createdAt, r.minSurvivors)
             )
         );
     }

@@ -317,6 +317,8 @@ contract TaskManagerTest is PcnFixture {
     function test_submit_policyDeniesAlgorithm() public {
         vm.prank(bob);
         algos.register(STATS, "stats", "1.0.0", bytes32(0));
+        vm.prank(admin);
+        algos.approve(STATS, false);
         vm.prank(alice);
         datasets.setAlgorithmAllowed(dsA, STATS, true); // A allows it, B does not
         TaskManager.TaskRequest memory r = _stdRequest();

@@ -40,7 +40,7 @@ BINDING_DOMAIN = b"pcn/task-binding/v1"
 # The three groups of TaskManager._hashRequest; new request fields go at the end of the last.
 REQUEST_HEAD_TYPES = ["uint256", "address", "uint256", "address", "bytes32"]
 REQUEST_LISTS_TYPES = ["uint256[]", "uint32[]", "bytes32[]", "address[]"]
-REQUEST_TAIL_TYPES = ["bytes32", "address", "uint64", "uint64", "uint64"]
+REQUEST_TAIL_TYPES = ["bytes32", "address", "uint64", "uint64", "uint64", "uint8"]
 
 
 def request_hash(
@@ -50,10 +50,11 @@ def request_hash(
     datasets: Sequence[tuple[int, int]],
     roots: Sequence[bytes],
     participants: Sequence[str],
+    min_survivors: int,
 ) -> bytes:
     """keccak256 of the whole on-chain request of `task` as TaskManager.requestHash computes it:
     datasets as (id, pinned version) with the Merkle root registered for each pinned version,
-    in the same order."""
+    in the same order, and the survivor threshold the owners approve."""
     if len(roots) != len(datasets):
         raise ValueError("one Merkle root per pinned dataset version")
     head = encode(
@@ -83,6 +84,7 @@ def request_hash(
             int(task.deadline),
             int(task.epsilon),
             int(task.created_at),
+            int(min_survivors),
         ],
     )
     return keccak(head + lists + tail)

@@ -81,6 +81,11 @@ MESSAGES: dict[str, str] = {
     "AlgorithmIsDeprecated": "algorithm {codeHash} is deprecated",
     "NotAlgorithmPublisher": "{caller} did not publish algorithm {codeHash} and is not the admin",
     "InvalidAlgorithmLabel": "algorithm kind and version must be 1 to 32 bytes",
+    "NotConsortiumAdmin": "{caller} is not the consortium admin",
+    "AlgorithmNotApproved": "algorithm {codeHash} is registered but the consortium admin has not approved it",
+    "AlgorithmAlreadyApproved": "algorithm {codeHash} is already approved",
+    "AlgorithmNotDeprecated": "algorithm {codeHash} is not deprecated",
+    "InvalidDropoutSilence": "the dropout silence must be 1 second to 1 day",
     # DatasetRegistry
     "UnknownDataset": "no dataset with id {datasetId}",
     "NotDatasetOwner": "{caller} does not own dataset {datasetId}",
@@ -97,6 +102,13 @@ MESSAGES: dict[str, str] = {
     "TaskManagerAlreadySet": "the task manager is already wired",
     "NotDeployer": "only the deployer may wire the task manager",
     # TaskManager
+    "InvalidMinSurvivors": "min survivors {given} must be at least 2 and at most the {participants} participants",
+    "NotAConsenter": "{account} owns an input of task {taskId}: it approves, it does not consent",
+    "AlreadyConsented": "{participant} has already consented to task {taskId}",
+    "AlgorithmNotDropoutTolerant": "algorithm {algorithmHash} cannot go on without a party: no dropouts",
+    "PartyNotSilent": "{participant} showed a sign of life at {lastSeen}; it may be reported dropped only "
+    "after {silence} s of silence (task {taskId})",
+    "NotDropped": "{participant} was not reported dropped from task {taskId}",
     "UnknownTask": "no task with id {taskId}",
     "InvalidDatasetCount": "a task needs 1 to 8 input datasets, got {given}",
     "InvalidParticipantCount": "a task needs 1 to 16 participants, got {given}",
@@ -120,7 +132,7 @@ MESSAGES: dict[str, str] = {
     "AlreadyFinished": "{participant} has already finished task {taskId}",
     "NotResultRecipient": "only task {taskId}'s result recipient may report a dropout, not {caller}",
     "CannotDrop": "{participant} cannot be reported dropped from task {taskId}: it is {state}, not a started peer",
-    "TooFewRemaining": "task {taskId} would keep fewer than two participants: no further dropout can be reported",
+    "TooFewRemaining": "task {taskId} would keep fewer than its min survivors: no further dropout can be reported",
     "InvalidTaskRules": (
         "task rules need ε floor ≤ ceiling (ceiling 0 = none), got floor {epsilonFloor} ceiling {epsilonCeiling}"
     ),

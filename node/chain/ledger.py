@@ -58,6 +58,7 @@ GAS_FLOOR: dict[tuple[str, str], int] = {
     ("TaskManager", "refuse"): 400_000,
     ("TaskManager", "start"): 400_000,
     ("TaskManager", "reportDropout"): 400_000,
+    ("TaskManager", "consent"): 800_000,  # the last consent may authorise, like approve
 }
 
 
@@ -313,12 +314,23 @@ class Ledger:
     def deprecate_algorithm(self, code_hash: bytes | str) -> TxResult:
         return self.transact("AlgorithmRegistry", "deprecate", _b32(code_hash))
 
+    def approve_algorithm(self, code_hash: bytes | str, dropout_tolerant: bool = False) -> TxResult:
+        """As the consortium admin: make a registered algorithm usable."""
+        return self.transact("AlgorithmRegistry", "approve", _b32(code_hash), dropout_tolerant)
+
+    def revoke_algorithm(self, code_hash: bytes | str) -> TxResult:
+        """As the consortium admin: remove a wrong registration (the hash can be registered again)."""
+        return self.transact("AlgorithmRegistry", "revoke", _b32(code_hash))
+
+    def undeprecate_algorithm(self, code_hash: bytes | str) -> TxResult:
+        return self.transact("AlgorithmRegistry", "undeprecate", _b32(code_hash))
+
     def algorithm(self, code_hash: bytes | str) -> Algorithm | None:
         h = _b32(code_hash)
         r = self.call("AlgorithmRegistry", "algorithm", h)
         if int(r[0], 16) == 0:
             return None
-        return Algorithm(h, to_checksum_address(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5])
+        return Algorithm(h, to_checksum_address(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
 
     def algorithms(self) -> list[Algorithm]:
         count = self.call("AlgorithmRegistry", "algorithmCount")
@@ -435,6 +447,7 @@ class Ledger:
             to_checksum_address(request.result_recipient),
             request.deadline,
             request.epsilon,
+            request.min_survivors,
         )
         res = self.transact("TaskManager", "submit", req.as_tuple())
         return int(res.event("TaskSubmitted").args["taskId"]), res
@@ -513,6 +526,33 @@ class Ledger:
         """As the task's result recipient: `participant` stopped answering mid-protocol."""
         return self.transact("TaskManager", "reportDropout", task_id, to_checksum_address(participant))
 
+    def consent(self, task_id: int) -> TxResult:
+        """As a participant owning none of the task's datasets: agree to take part."""
+        return self.transact("TaskManager", "consent", task_id)
+
+    def task_consents(self, task_id: int) -> dict[str, bool]:
+        parties, given = self.call("TaskManager", "taskConsents", task_id)
+        return {to_checksum_address(p): bool(g) for p, g in zip(parties, given, strict=True)}
+
+    def heartbeat(self, task_id: int) -> TxResult:
+        return self.transact("TaskManager", "heartbeat", task_id)
+
+    def contest_dropout(self, task_id: int) -> TxResult:
+        """As a participant reported dropped: object; the running task becomes Disputed."""
+        return self.transact("TaskManager", "contestDropout", task_id)
+
+    def min_survivors(self, task_id: int) -> int:
+        return int(self.call("TaskManager", "minSurvivors", task_id))
+
+    def last_seen(self, task_id: int, participant: str) -> int:
+        return int(self.call("TaskManager", "lastSeen", task_id, to_checksum_address(participant)))
+
+    def dropout_silence(self) -> int:
+        return int(self.call("Consortium", "dropoutSilence"))
+
+    def set_dropout_silence(self, seconds: int) -> TxResult:
+        return self.transact("Consortium", "setDropoutSilence", seconds)
+
     def dropped_count(self, task_id: int) -> int:
         return int(self.call("TaskManager", "droppedCount", task_id))
 
@@ -570,7 +610,9 @@ class Ledger:
         datasets = self.task_datasets(task_id)
         roots = [self.fingerprint(d, v).merkle_root for d, v in datasets]
         tm = self.deployment.contracts["TaskManager"].address
-        return request_hash(self.chain_id, tm, task, datasets, roots, self.task_participants(task_id))
+        return request_hash(
+            self.chain_id, tm, task, datasets, roots, self.task_participants(task_id), self.min_survivors(task_id)
+        )
 
     def task_binding(self, task_id: int) -> bytes:
         """The public 32-byte binding of task `task_id` to this chain, this TaskManager and its

@@ -108,6 +108,12 @@ class Algorithm:
     description_hash: bytes
     registered_at: int
     deprecated: bool
+    approved: bool = False  # by the consortium admin: unusable until then
+    dropout_tolerant: bool = False  # set by the admin at approval; reportDropout needs it
+
+    @property
+    def usable(self) -> bool:
+        return self.approved and not self.deprecated
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,11 @@ class TaskRequest:
     result_recipient: str
     deadline: int
     epsilon: int = 0  # fixed point
+    # fewest participants that must receipt (2..participants); None: every participant
+    min_survivors: int | None = None
+
+    def survivors(self) -> int:
+        return len(self.participants) if self.min_survivors is None else self.min_survivors
 
     def as_tuple(self) -> tuple:
         return (
@@ -186,6 +197,7 @@ class TaskRequest:
             self.result_recipient,
             self.deadline,
             self.epsilon,
+            self.survivors(),
         )
 
 

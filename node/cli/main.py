@@ -196,6 +196,85 @@ def org_reinstate(
     _tx_out(ledger.reinstate(_address(account)), as_json, f"reinstated {account}")
 
 
+def _admin_ledger(deployment: Path | None, rpc_url: str | None, key_file: Path | None, dev_account: int | None):  # noqa: ANN202
+    return connect(
+        deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account, "PCN_ADMIN_KEY"
+    )
+
+
+def _algorithm_code(name_or_hash: str) -> bytes:
+    from pcn.runtime import operations
+
+    return operations.algorithm_hash(name_or_hash)
+
+
+@org_app.command("approve-algorithm")
+@handle_errors()
+def org_approve_algorithm(
+    algorithm: Annotated[str, typer.Argument(help="Built-in algorithm name or 0x code hash")],
+    dropout_tolerant: Annotated[
+        bool, typer.Option("--dropout-tolerant", help="Its protocol finishes without a party that stopped answering")
+    ] = False,
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approve a registered algorithm so tasks may use it (consortium admin only)."""
+    code = _algorithm_code(algorithm)
+    res = _admin_ledger(deployment, rpc_url, key_file, dev_account).approve_algorithm(code, dropout_tolerant)
+    tolerant = " (dropout-tolerant)" if dropout_tolerant else ""
+    _tx_out(res, as_json, f"approved algorithm {algorithm} 0x{code.hex()}{tolerant}")
+
+
+@org_app.command("revoke-algorithm")
+@handle_errors()
+def org_revoke_algorithm(
+    algorithm: Annotated[str, typer.Argument(help="Built-in algorithm name or 0x code hash")],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove a wrong registration; the hash can then be registered again (consortium admin only)."""
+    code = _algorithm_code(algorithm)
+    res = _admin_ledger(deployment, rpc_url, key_file, dev_account).revoke_algorithm(code)
+    _tx_out(res, as_json, f"revoked the registration of 0x{code.hex()}")
+
+
+@org_app.command("undeprecate-algorithm")
+@handle_errors()
+def org_undeprecate_algorithm(
+    algorithm: Annotated[str, typer.Argument(help="Built-in algorithm name or 0x code hash")],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Lift an algorithm's deprecation (consortium admin only)."""
+    code = _algorithm_code(algorithm)
+    res = _admin_ledger(deployment, rpc_url, key_file, dev_account).undeprecate_algorithm(code)
+    _tx_out(res, as_json, f"lifted the deprecation of 0x{code.hex()}")
+
+
+@org_app.command("set-dropout-silence")
+@handle_errors()
+def org_set_dropout_silence(
+    seconds: Annotated[int, typer.Argument(help="Seconds of on-chain silence before a dropout may be reported")],
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
+    key_file: KeyFileOpt = None,
+    dev_account: DevAccountOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Set how long a task participant must be silent before it may be reported dropped (admin only)."""
+    res = _admin_ledger(deployment, rpc_url, key_file, dev_account).set_dropout_silence(seconds)
+    _tx_out(res, as_json, f"dropout silence set to {seconds} s")
+
+
 @org_app.command("list")
 @handle_errors()
 def org_list(deployment: DeploymentOpt = None, rpc_url: RpcOpt = None, as_json: JsonOpt = False) -> None:

@@ -828,6 +828,15 @@ def task_submit(
     ] = None,
     deadline: Annotated[str, typer.Option("--deadline", help="Time allowed: 3600, 30m, 1h, 2d")] = "1h",
     epsilon: Annotated[float, typer.Option("--epsilon", help="Privacy budget ε the task spends")] = 0.0,
+    min_survivors: Annotated[
+        int | None,
+        typer.Option(
+            "--min-survivors",
+            help="Fewest participants that must finish (2..participants; default all: no dropouts)",
+            min=1,
+            max=255,
+        ),
+    ] = None,
     config: ConfigOpt = None,
     org: OrgOpt = None,
     as_json: JsonOpt = False,
@@ -856,6 +865,7 @@ def task_submit(
         deadline_in=seconds,
         epsilon=epsilon,
         participants=parts,
+        min_survivors=min_survivors,
     )
     failed = {p: why for p, why in sub.delivered.items() if why != "ok"}
     if as_json:
@@ -1112,6 +1122,32 @@ def task_cancel(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, 
         emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
     else:
         console.print(f"cancelled task {task_id} (tx {res.tx_hash})", highlight=False)
+
+
+@task_app.command("consent")
+@handle_errors()
+def task_consent(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt = False) -> None:
+    """Agree to take part in a task whose inputs you do not own (the owners approve instead)."""
+    ctx = node_context(config, org)
+    res = ctx.ledger.consent(task_id)
+    if as_json:
+        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+    else:
+        console.print(f"consented to task {task_id} (tx {res.tx_hash})", highlight=False)
+
+
+@task_app.command("contest-dropout")
+@handle_errors()
+def task_contest_dropout(
+    task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt = False
+) -> None:
+    """You were reported dropped but were alive: the running task becomes Disputed."""
+    ctx = node_context(config, org)
+    res = ctx.ledger.contest_dropout(task_id)
+    if as_json:
+        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+    else:
+        console.print(f"contested the dropout: task {task_id} is disputed (tx {res.tx_hash})", highlight=False)
 
 
 @task_app.command("expire")

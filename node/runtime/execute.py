@@ -601,16 +601,34 @@ class TaskRunner:
             return None
         for party in pending:
             try:
-                res = self.ledger.report_dropout(self.task_id, party)
+                res = self._report_when_silent(party)
                 self.log.append("report-dropout", self.task_id, party=party, tx=res.tx_hash)
             except ContractRevert as exc:
                 if exc.name == "TooFewRemaining":
                     raise PeerUnreachable(party, "too few participants would remain to go on without it") from None
+                if exc.name in ("AlgorithmNotDropoutTolerant", "PartyNotSilent"):
+                    raise PeerUnreachable(party, f"the chain refuses to drop it: {exc}") from None
                 if exc.name != "CannotDrop":  # CannotDrop: reported already, before a restart
                     raise
         self.ctx.redis.rpush(drops_key, json.dumps({"at": index, "parties": pending}))
         self.progress.set("running", 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
         return out
+
+    def _report_when_silent(self, party: str) -> Any:
+        """Report `party` dropped once the chain allows it: after the consortium's dropout
+        silence since its last sign of life on chain (PartyNotSilent until then)."""
+        give_up = time.monotonic() + self.ledger.dropout_silence() + 60
+        while True:
+            try:
+                return self.ledger.report_dropout(self.task_id, party)
+            except ContractRevert as exc:
+                if exc.name != "PartyNotSilent" or time.monotonic() > give_up:
+                    raise
+                time.sleep(1.0)
+                # Our own sign of life; it also moves block time on a chain that mines only
+                # on transactions (a devnet), where the silence could otherwise never pass.
+                with contextlib.suppress(ContractRevert):
+                    self.ledger.heartbeat(self.task_id)
 
     def _close_after_receipt(self) -> Outcome:
         """The worker died between its receipt being mined and its logging it: log the receipt

@@ -94,6 +94,21 @@ def resolve_org(ledger: Ledger, name_or_address: str) -> str:
     raise OperationError(f"no organisation named {name_or_address!r} on chain")
 
 
+# The built-in algorithms that finish without a party that stopped answering (fedavg's
+# secure aggregation unmasks the survivors' sum from Shamir shares); the admin sets the flag.
+DROPOUT_TOLERANT = frozenset({"fedavg"})
+
+
+def approve_algorithm(admin: Ledger, code_hash: bytes, dropout_tolerant: bool = False) -> Any:
+    """As the consortium admin: approve a registered algorithm (nothing when approved already)."""
+    algo = admin.algorithm(code_hash)
+    if algo is None:
+        raise OperationError(f"algorithm 0x{code_hash.hex()} is not registered")
+    if algo.approved:
+        return None
+    return admin.approve_algorithm(code_hash, dropout_tolerant)
+
+
 def register_algorithm(ledger: Ledger, name: str, version: str = "1.0.0", description: str = "") -> tuple[bytes, Any]:
     code = algorithm_code_hash(name)
     if ledger.algorithm(code) is not None:
@@ -163,6 +178,7 @@ def submit_task(
     epsilon: float = 0.0,
     participants: list[str] | None = None,
     push: bool = True,
+    min_survivors: int | None = None,
 ) -> Submitted:
     """Submit by contract call, then push the parameters to every participant's mailbox
     (each node accepts them only if they hash to the on-chain params hash)."""
@@ -180,6 +196,7 @@ def submit_task(
         result_recipient=resolve_org(ledger, recipient),
         deadline=ledger.block_timestamp() + deadline_in,
         epsilon=epsilon_to_fixed(epsilon),
+        min_survivors=min_survivors,
     )
     task_id, tx = ledger.submit_task(request)
     delivered = push_params(ledger, task_id, params_bytes) if push else {}

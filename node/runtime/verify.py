@@ -223,9 +223,11 @@ def _check_task_rules(
 
 
 def _check_algorithm_usable(ledger: Ledger, task: Task, block: int | str) -> str:
-    """The algorithm's registered kind, unless it is deprecated."""
+    """The algorithm's registered kind, unless it is deprecated, revoked or not approved."""
     algo = ledger.call("AlgorithmRegistry", "algorithm", task.algorithm_hash, block=block)
-    kind, deprecated = str(algo[1]), algo[5]
+    kind, deprecated, approved = str(algo[1]), algo[5], algo[6]
+    if int(algo[0], 16) == 0 or not approved:  # revoked (a wrong registration) or never approved
+        raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, "the consortium admin has not approved the algorithm")
     if deprecated:
         raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, f"algorithm {kind} is deprecated")
     return kind

@@ -79,6 +79,8 @@ abstract contract PcnFixture is Test {
 
         vm.prank(alice);
         algos.register(ALGO, "psi", "1.0.0", keccak256("psi description"));
+        vm.prank(admin);
+        algos.approve(ALGO, false);
 
         dsA = _registerDataset(alice, DEFAULT_MAX_USES, DEFAULT_EPS_TOTAL, "A");
         dsB = _registerDataset(bob, DEFAULT_MAX_USES, DEFAULT_EPS_TOTAL, "B");
@@ -210,7 +212,8 @@ abstract contract PcnFixture is Test {
             paramsHash: PARAMS,
             resultRecipient: dave,
             deadline: uint64(block.timestamp) + TASK_TTL,
-            epsilon: epsilon
+            epsilon: epsilon,
+            minSurvivors: uint8(participants.length)
         });
     }
 
@@ -238,7 +241,7 @@ abstract contract PcnFixture is Test {
             bytes.concat(
                 abi.encode(block.chainid, address(tm), id, t.requester, t.algorithmHash),
                 abi.encode(ids, versions, roots, tm.taskParticipants(id)),
-                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt)
+                abi.encode(t.paramsHash, t.resultRecipient, t.deadline, t.epsilon, t.createdAt, tm.minSurvivors(id))
             )
         );
     }
@@ -257,11 +260,22 @@ abstract contract PcnFixture is Test {
     }
 
     function _approveAll(uint256 id) internal {
+        _consentAll(id);
         (address[] memory owners, bool[] memory approved) = tm.taskApprovers(id);
         for (uint256 i = 0; i < owners.length; ++i) {
             if (approved[i]) continue;
             vm.prank(owners[i]);
             tm.approve(id, _rh(id));
+        }
+    }
+
+    /// Every participant that owns no input dataset consents.
+    function _consentAll(uint256 id) internal {
+        (address[] memory parties, bool[] memory given) = tm.taskConsents(id);
+        for (uint256 i = 0; i < parties.length; ++i) {
+            if (given[i]) continue;
+            vm.prank(parties[i]);
+            tm.consent(id);
         }
     }
 

@@ -6,6 +6,7 @@ import {StdCheats} from "forge-std/StdCheats.sol";
 import {StdUtils} from "forge-std/StdUtils.sol";
 import {Consortium} from "../../src/Consortium.sol";
 import {DatasetRegistry} from "../../src/DatasetRegistry.sol";
+import {AlgorithmRegistry} from "../../src/AlgorithmRegistry.sol";
 import {TaskManager} from "../../src/TaskManager.sol";
 import {PcnTypes} from "../../src/PcnTypes.sol";
 
@@ -44,6 +45,16 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
     mapping(uint256 taskId => PcnTypes.TaskStatus) public ghostTerminal;
     /// Successful calls per action, for the call summary.
     mapping(bytes32 action => uint256) public successes;
+    /// #13.5: successful dropouts on a task whose algorithm is not dropout-tolerant (must stay
+    /// 0), and before the party's silence period ran out (must stay 0); attempts of both.
+    uint256 public ghostDropsNonTolerant;
+    uint256 public ghostDropsBeforeSilence;
+    uint256 public ghostDropAttempts;
+    /// Participants' last sign of life observed by the handler (start, receipt).
+    mapping(uint256 taskId => mapping(address participant => uint256)) public ghostLastSeen;
+    /// #13.7: tasks submitted with an algorithm the admin never approved (must stay 0).
+    uint256 public ghostUnapprovedUsed;
+    uint256 public ghostUnapprovedAttempts;
     /// Tasks seen in each outcome.
     mapping(PcnTypes.TaskStatus => uint256) public outcomes;
 
@@ -125,7 +136,8 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
             paramsHash: keccak256(abi.encode(taskIds.length)),
             resultRecipient: orgs[recipientSeed % orgs.length],
             deadline: uint64(block.timestamp + _bound(ttl, 1 hours, 3 days)),
-            epsilon: uint64(_bound(eps, 0, 3 * EPS))
+            epsilon: uint64(_bound(eps, 0, 3 * EPS)),
+            minSurvivors: _survivors(parts.length, ttl)
         });
         bool suspended = _suspended(requester);
         vm.prank(requester);
@@ -292,6 +304,19 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
     function _step(uint256 id, uint8 agreeSeed) internal returns (bool) {
         PcnTypes.TaskStatus s = tm.task(id).status;
         if (s == PcnTypes.TaskStatus.Pending) {
+            (address[] memory parties, bool[] memory given) = tm.taskConsents(id);
+            for (uint256 i = 0; i < parties.length; ++i) {
+                if (given[i]) continue;
+                bool suspended = _suspended(parties[i]);
+                vm.prank(parties[i]);
+                try tm.consent(id) {
+                    _afterApproval(id, parties[i], s);
+                    _success("consent", suspended);
+                    return true;
+                } catch {
+                    return false;
+                }
+            }
             (address[] memory owners, bool[] memory approved) = tm.taskApprovers(id);
             for (uint256 i = 0; i < owners.length; ++i) {
                 if (approved[i]) continue;
@@ -313,6 +338,7 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
                 bool suspended = _suspended(parts[i]);
                 vm.prank(parts[i]);
                 try tm.start(id) {
+                    ghostLastSeen[id][parts[i]] = block.timestamp;
                     _success("start", suspended);
                     return true;
                 } catch {
@@ -325,6 +351,51 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
             }
         }
         return false;
+    }
+
+    /// The task's result recipient reports a participant dropped, after a random wait.
+    function reportDropout(uint256 taskSeed, uint256 partySeed, uint32 wait) external recordTerminal {
+        (bool ok, uint256 id) = _pickTask(taskSeed);
+        if (!ok) return;
+        vm.warp(block.timestamp + _bound(wait, 0, 2 * uint256(consortium.dropoutSilence())));
+        address[] memory parts = tm.taskParticipants(id);
+        address victim = parts[partySeed % parts.length];
+        TaskManager.Task memory t = tm.task(id);
+        bool tolerant = tm.algorithms().isDropoutTolerant(t.algorithmHash);
+        ghostDropAttempts += 1;
+        vm.prank(t.resultRecipient);
+        try tm.reportDropout(id, victim) {
+            if (!tolerant) ghostDropsNonTolerant += 1;
+            if (block.timestamp <= ghostLastSeen[id][victim] + consortium.dropoutSilence()) {
+                ghostDropsBeforeSilence += 1;
+            }
+            successes["reportDropout"] += 1;
+        } catch {}
+    }
+
+    /// An organisation registers a fresh algorithm (nobody approves it) and submits a task with it.
+    function submitUnapproved(uint256 seed, uint256 requesterSeed) external recordTerminal {
+        bytes32 code = keccak256(abi.encode("unapproved", seed));
+        AlgorithmRegistry registry = tm.algorithms();
+        vm.prank(orgs[seed % orgs.length]);
+        try registry.register(code, "stats", "1", bytes32(0)) {} catch {}
+        (uint256[] memory ids, address[] memory parts) = _pickInputs(seed, false);
+        TaskManager.TaskRequest memory r = TaskManager.TaskRequest({
+            algorithmHash: code,
+            datasetIds: ids,
+            participants: parts,
+            paramsHash: keccak256("unapproved"),
+            resultRecipient: orgs[requesterSeed % orgs.length],
+            deadline: uint64(block.timestamp + 1 days),
+            epsilon: 0,
+            minSurvivors: uint8(parts.length)
+        });
+        ghostUnapprovedAttempts += 1;
+        vm.prank(orgs[requesterSeed % orgs.length]);
+        try tm.submit(r) returns (uint256 id) {
+            taskIds.push(id);
+            ghostUnapprovedUsed += 1;
+        } catch {}
     }
 
     /// Suspends an active organisation or reinstates a suspended one (admin).
@@ -395,6 +466,11 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
 
     // ------------------------------------------------------------------ internals
 
+    /// A valid survivor threshold: 2..n (n for a one-party task).
+    function _survivors(uint256 n, uint256 seed) internal pure returns (uint8) {
+        return uint8(n < 2 ? n : _bound(seed, 2, n));
+    }
+
     function _receipt(uint256 id, address p, uint8 agreeSeed) internal returns (bool) {
         bytes32 taskAlgo = tm.task(id).algorithmHash;
         bytes32 result = keccak256(abi.encode("result", id));
@@ -414,6 +490,7 @@ contract PcnHandler is CommonBase, StdCheats, StdUtils {
         bool suspended = _suspended(p);
         vm.prank(p);
         try tm.submitReceipt(id, rc) {
+            ghostLastSeen[id][p] = block.timestamp;
             ghostResult[id][p] = result;
             ghostAlgo[id][p] = usedAlgo;
             _success("submitReceipt", suspended);
