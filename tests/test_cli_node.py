@@ -495,7 +495,7 @@ def test_task_consent_min_survivors_and_contest_dropout(root: Path, net: Network
     assert net.admin.min_survivors(task_id) == 2
     assert net.admin.task_consents(task_id) == {insurer.address: False}
     for o in (bank, telecom):
-        ok_json(pcn("task", "approve", str(task_id), *as_org(o), "--json", env=env))
+        ok_json(pcn("task", "approve", str(task_id), *as_org(o), "--json", "--yes", env=env))
     assert net.admin.task(task_id).status is TaskStatus.PENDING  # the insurer has not consented
     contest = failed(pcn("task", "contest-dropout", str(task_id), *as_org(telecom), env=env))
     assert "InvalidTaskStatus" in contest

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from pcn.chain.errors import ContractRevert
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
 from pcn.devnet.localnet import Org, register_rows
@@ -182,3 +183,43 @@ def test_vertical_lr_matches_centralised_sklearn_and_predicts_jointly(net: Netwo
     scored = read_result(guest.ctx, pred.task_id)["result"]
     assert scored["ids"] == sorted(ids) and len(scored["scores"]) == len(ids)
     assert scored["metrics"]["auc"] == pytest.approx(metrics[-1]["auc"], abs=1e-6)
+
+
+def test_a_party_still_working_cannot_be_reported_dropped(net: Network) -> None:
+    """#13.5: the recipient of a dropout-tolerant task tries to drop a hospital whose node is
+    alive and training. Each non-recipient node posts an on-chain heartbeat every third of the
+    consortium's dropout silence, so the chain refuses the report (PartyNotSilent) however long
+    the recipient waits; the task completes with every party."""
+    header = ["patient_id", "age_z", "los_z", "cost_z", "readmitted"]
+    ids = []
+    for i, (o, n) in enumerate(zip(net.orgs, (300, 300, 300, 300), strict=True)):
+        rows, _x, _y = _patients(40 + i, n)
+        ids.append(register_rows(net, o.name, header, rows, "patients-live"))
+    params = {"label_column": "readmitted", "features": header[1:4], "model": "logreg", "rounds": 60}
+    recipient, *others = net.orgs
+    previous = net.admin.dropout_silence()
+    net.admin.set_dropout_silence(3)
+    try:
+        sub = submit_task(
+            recipient.ledger, algorithm="fedavg", dataset_ids=ids, params=params, recipient=recipient.name,
+            min_survivors=3,
+        )  # fmt: skip
+        approve_all(net, sub.task_id)
+        deadline = time.monotonic() + 180
+        while net.admin.task(sub.task_id).status is not TaskStatus.RUNNING or not all(
+            net.admin.participant_state(sub.task_id, o.address) is ParticipantState.STARTED for o in net.orgs
+        ):
+            assert time.monotonic() < deadline, net.admin.task(sub.task_id)
+            time.sleep(0.1)
+        started = {o.address: net.admin.last_seen(sub.task_id, o.address) for o in others}
+        time.sleep(3 * 2 + 1)  # twice the silence: a party that posted nothing since its start is droppable
+        assert net.admin.task(sub.task_id).status is TaskStatus.RUNNING, "the training ended too soon to tell"
+        for o in others:
+            assert net.admin.last_seen(sub.task_id, o.address) > started[o.address], f"{o.name} posted no heartbeat"
+            with pytest.raises(ContractRevert) as refused:
+                recipient.ledger.report_dropout(sub.task_id, o.address)
+            assert refused.value.name == "PartyNotSilent", refused.value
+        assert net.wait_final(sub.task_id, timeout=600) is TaskStatus.COMPLETED
+        assert net.admin.dropped_count(sub.task_id) == 0
+    finally:
+        net.admin.set_dropout_silence(previous)

@@ -441,6 +441,7 @@ class TaskRunner:
         gone = {q.lower() for d in replay for q in d["parties"]}
         can_drop = hasattr(proto, "declare_dropped") and pctx.is_recipient
         dropout_after = self.ctx.config.dropout_after or self.ctx.config.message_timeout / 2
+        heartbeat_every = None if pctx.is_recipient else self._heartbeat_interval(task)
         index = 0
 
         def drop(parties: list[str]) -> bool:
@@ -483,9 +484,13 @@ class TaskRunner:
         protocol_t0 = time.perf_counter()
         deliver(proto.start())
         replay_drops(index)
-        idle_since = last_status_check = last_recheck = time.monotonic()
+        idle_since = last_status_check = last_recheck = last_heartbeat = time.monotonic()
         waiting = False
         while not proto.done:
+            if heartbeat_every is not None and time.monotonic() - last_heartbeat > heartbeat_every:
+                last_heartbeat = time.monotonic()
+                if not self._heartbeat():
+                    heartbeat_every = None
             if time.monotonic() - last_recheck > self.ctx.config.recheck_every:
                 # Verification held at the start; a suspension, a withdrawn policy grant or a
                 # deprecation since then stops this node before it sends any more of its data.
@@ -613,6 +618,26 @@ class TaskRunner:
         self.ctx.redis.rpush(drops_key, json.dumps({"at": index, "parties": pending}))
         self.progress.set("running", 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
         return out
+
+    def _heartbeat_interval(self, task: Task) -> float | None:
+        """How often this party posts its on-chain sign of life, so the recipient can report it
+        dropped only when its node is really gone (silent for the consortium's `dropoutSilence`),
+        never while it works: a third of the silence. None when the algorithm is not
+        dropout-tolerant (nobody can be dropped from it)."""
+        algorithm = self.ledger.algorithm(task.algorithm_hash)
+        if algorithm is None or not algorithm.dropout_tolerant:
+            return None
+        return max(1.0, self.ledger.dropout_silence() / 3)
+
+    def _heartbeat(self) -> bool:
+        """False once the chain takes no more (the task ended, or this party was dropped: its
+        operator may `pcn task contest-dropout` while the task runs)."""
+        try:
+            self.ledger.heartbeat(self.task_id)
+        except ContractRevert as exc:
+            self.log.append("heartbeat-refused", self.task_id, error=exc.name)
+            return False
+        return True
 
     def _report_when_silent(self, party: str) -> Any:
         """Report `party` dropped once the chain allows it: after the consortium's dropout

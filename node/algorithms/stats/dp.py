@@ -247,5 +247,6 @@ def plan(dp: dict[str, Any], layout: Layout, decimals: int) -> dict[str, dict[st
 
 
 def noise_party(participants: list[str], recipient: str) -> str:
-    """The party that draws all of the noise: the first non-recipient in on-chain order."""
-    return next(p for p in participants if p != recipient)
+    """The party that draws all of the noise: the first non-recipient in on-chain order (the
+    recipient itself only when it is the one party, and so holds every input anyway)."""
+    return next((p for p in participants if p.lower() != recipient.lower()), participants[0])
