@@ -243,6 +243,43 @@ def test_a_peer_unreachable_for_a_while_is_retried_and_the_task_completes(net: N
     _assert_clean_completion(net, sub.task_id)
 
 
+def test_a_worker_dying_right_after_its_refusal_was_mined_logs_it_once(net: Network, tmp_path: Path) -> None:
+    """A worker exits after its refusal transaction was mined and before it wrote the log entry
+    (#16: the log would otherwise miss a refusal the chain holds, and the auditor would call it
+    wrong). The redelivered run writes the entry, with the real transaction, and nothing else."""
+    telecom = net.by_name("telecom")
+    assert telecom.data_file is not None
+    original = telecom.data_file.read_bytes()
+    marker = tmp_path / "after-refusal-mined.fired"
+    services.stop(telecom.config)
+    services.start(telecom.config, env={"PCN_FAILPOINTS": f"after-refusal-mined={marker}"}, timeout=90)
+    try:
+        lines = original.split(b"\n")
+        lines[1] = lines[1].replace(b",", b",1", 1)  # one byte: telecom's fingerprint no longer matches
+        telecom.data_file.write_bytes(b"\n".join(lines))
+        task_id = net.submit_psi(bucket_size=4096)
+        assert net.wait_final(task_id, timeout=300) is TaskStatus.REFUSED
+        task = net.admin.task(task_id)
+        logs = {o.name: [(e.action, e.data) for e in o.ctx.log.entries() if e.task_id == task_id] for o in net.orgs}
+        assert net.admin.participant_state(task_id, telecom.address) is ParticipantState.REFUSED, (task, logs)
+        deadline = time.monotonic() + 90
+        while not marker.is_file() or not [
+            e for e in telecom.ctx.log.entries() if e.task_id == task_id and e.action == "refuse"
+        ]:
+            assert time.monotonic() < deadline, f"fired: {marker.is_file()}; the refusal was never logged"
+            time.sleep(0.2)
+        refusals = [e for e in telecom.ctx.log.entries() if e.task_id == task_id and e.action == "refuse"]
+        assert len(refusals) == 1
+        assert refusals[0].data["recovered"] is True
+        assert refusals[0].data["tx"] == net.admin.refusal_tx(task_id, telecom.address)
+        assert refusals[0].data["reason"] == "FINGERPRINT_MISMATCH"
+        assert telecom.task_leftovers(task_id) == []
+    finally:
+        telecom.data_file.write_bytes(original)
+        services.stop(telecom.config)
+        services.start(telecom.config, timeout=90)
+
+
 @pytest.mark.parametrize(
     ("point", "victim"),
     [("after-finishing-record", "telecom"), ("after-delete", "bank"), ("after-receipt-mined", "telecom")],

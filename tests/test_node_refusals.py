@@ -201,6 +201,21 @@ def test_invalid_parameters(net: Network) -> None:
     _assert_refused(net, task_id, RefusalReason.INVALID_PARAMETERS)
 
 
+def test_dataset_file_that_no_longer_parses(net: Network) -> None:
+    """A ragged row appended to the registered CSV: the node refuses with FINGERPRINT_MISMATCH
+    and says why, instead of failing the Celery task and leaving the others waiting."""
+    telecom = net.by_name("telecom")
+    assert telecom.data_file is not None
+    original = telecom.data_file.read_bytes()
+    try:
+        task_id = _run_refused(net, lambda: telecom.data_file.write_bytes(original + b"ragged\r\n"))
+    finally:
+        telecom.data_file.write_bytes(original)
+    assert net.admin.task(task_id).refusal_reason is RefusalReason.FINGERPRINT_MISMATCH
+    refusals = [e for e in telecom.ctx.log.entries() if e.task_id == task_id and e.action == "refuse"]
+    assert len(refusals) == 1 and "no longer reads" in refusals[0].data["detail"]
+
+
 def test_dataset_byte_changed(net: Network) -> None:
     telecom = net.by_name("telecom")
     assert telecom.data_file is not None

@@ -150,7 +150,8 @@ class Org:
         (the inbox's closed marker aside, which is meant to stay)."""
         scratch = self.ctx.task_dir(task_id)
         files = [str(p) for p in scratch.rglob("*")] if scratch.exists() else []
-        names = [*intermediate_keys(self.ctx, task_id), *(self.ctx.key(k, task_id) for k in ("finishing", "lock"))]
+        markers = ("finishing", "refusing", "lock")
+        names = [*intermediate_keys(self.ctx, task_id), *(self.ctx.key(k, task_id) for k in markers)]
         return files + [k for k in names if self.ctx.redis.exists(k)]
 
     def progress(self, task_id: int) -> dict[str, str]:

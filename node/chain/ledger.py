@@ -641,6 +641,15 @@ class Ledger:
         )
         return "0x" + bytes(logs[-1]["transactionHash"]).hex() if logs else None
 
+    def refusal_tx(self, task_id: int, participant: str) -> str | None:
+        """The hash of the transaction that recorded `participant`'s refusal of the task (None if
+        there is none): a node that died right after refusing finds its own refusal."""
+        logs = self.contracts["TaskManager"].events.TaskRefused.get_logs(
+            from_block=self.deployment.deploy_block,
+            argument_filters={"taskId": task_id, "participant": to_checksum_address(participant)},
+        )
+        return "0x" + bytes(logs[-1]["transactionHash"]).hex() if logs else None
+
     # ------------------------------------------------------------------ audit anchors
 
     def anchor_log(self, sequence: int, head_hash: bytes | str) -> TxResult:

@@ -274,6 +274,8 @@ class TaskRunner:
             return self._close_after_receipt()
         if state is ParticipantState.DROPPED:
             return self._close_after_dropout()
+        if state is ParticipantState.REFUSED and self.ctx.redis.exists(self.ctx.key("refusing", self.task_id)):
+            return self._close_after_refusal()
         if state in (ParticipantState.REFUSED, ParticipantState.RECEIPTED):
             return Outcome(self.task_id, "skipped", f"already {state.name.lower()}")
         if state is ParticipantState.NONE:
@@ -377,14 +379,37 @@ class TaskRunner:
         detail_hash = hashlib.sha256(f"{refused.reason.name}:{refused.detail}".encode()).digest()
         self.progress.set("refused", 1.0, f"{refused.reason.name}: {refused.detail}")
         self._delete_intermediates()
+        # What the log entry will say, kept until it is written: a worker that dies between the
+        # mined refusal and its log entry logs it when the task is redelivered.
+        refusing = self.ctx.key("refusing", self.task_id)
+        self.ctx.redis.set(
+            refusing, json.dumps({"reason": refused.reason.name, "detail": refused.detail}), ex=7 * 86_400
+        )
         try:
             res = self.ledger.refuse(self.task_id, refused.reason, detail_hash)
             tx = res.tx_hash
+            failpoint("after-refusal-mined")
         except ContractRevert as exc:  # task already closed (expired, refused by another party...)
             tx = f"not recorded: {exc.name}"
         self.log.append("refuse", self.task_id, reason=refused.reason.name, detail=refused.detail, tx=tx)
+        self.ctx.redis.delete(refusing)
         self._anchor()
         return Outcome(self.task_id, "refused", refused.reason.name)
+
+    def _close_after_refusal(self) -> Outcome:
+        """The worker died between its refusal being mined and its logging it: log the refusal
+        with the transaction the chain holds (the auditor matches log and chain by it)."""
+        refusing = self.ctx.key("refusing", self.task_id)
+        record = json.loads(self.ctx.redis.get(refusing) or b"{}")
+        tx = self.ledger.refusal_tx(self.task_id, self.me)
+        reason = str(record.get("reason", ""))
+        self.log.append(
+            "refuse", self.task_id, reason=reason, detail=str(record.get("detail", "")), tx=tx, recovered=True
+        )
+        self.ctx.redis.delete(refusing)
+        self._anchor()
+        self.progress.set("refused", 1.0, f"{reason}: {record.get('detail', '')}")
+        return Outcome(self.task_id, "refused", reason)
 
     def _execute(
         self, task: Task, verdict: Verdict, params: dict[str, Any], proto_cls: type[Protocol], started_at: int

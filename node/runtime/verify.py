@@ -26,6 +26,7 @@ from pcn.chain.types import (
     epsilon_from_fixed,
     epsilon_to_fixed,
 )
+from pcn.data.errors import DataError
 from pcn.runtime.store import DatasetStore, LocalDataset, UnknownLocalDataset
 
 FingerprintFn = Callable[[LocalDataset, bytes], Fingerprint]
@@ -163,7 +164,10 @@ def _run_checks(
             registered = ledger.fingerprint(dataset_id, version)
         except ContractRevert as exc:
             raise Refused(R.FINGERPRINT_MISMATCH, str(exc)) from None
-        actual = fingerprint(local, salt)
+        try:
+            actual = fingerprint(local, salt)
+        except DataError as exc:  # the file no longer even parses the way it did at registration
+            raise Refused(R.FINGERPRINT_MISMATCH, f"dataset {dataset_id}'s file no longer reads: {exc}") from None
         if (actual.merkle_root, actual.schema_hash, actual.row_count) != (
             registered.merkle_root,
             registered.schema_hash,
