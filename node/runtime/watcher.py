@@ -52,6 +52,12 @@ class Watcher:
         participants = [p.lower() for p in self.ledger.task_participants(task_id)]
         if self.me not in participants:
             return
+        if self.ctx.redis.hexists(self.ctx.key("open-tasks"), str(task_id)):
+            # The same authorisation read again (the reader re-reads blocks after a chain
+            # restart or a reorg): the task is queued already, and the sweep re-queues it if
+            # its run message was lost.
+            log.info("task %s: authorisation seen again; already queued", task_id)
+            return
         self._queue(task_id)
         self.ctx.log.append("queued", task_id, block=ev.block_number, tx=ev.tx_hash)
         log.info("queued task %s", task_id)
