@@ -7,6 +7,7 @@ task in a clear refusal after `COMPUTE_POOL_REBUILDS` rebuilds instead of loopin
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -163,11 +164,9 @@ def test_a_pool_that_keeps_dying_ends_in_a_refusal_after_bounded_rebuilds(net: N
         deadline = time.monotonic() + 300  # bounded even if the test fails
         while not stop.is_set() and time.monotonic() < deadline:
             for pid in pool_processes(telecom):
-                try:
+                with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
                     os.kill(pid, signal.SIGKILL)
                     kills.append(pid)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.01)
 
     killer = threading.Thread(target=oom_every_time, daemon=True)
