@@ -56,7 +56,7 @@ def test_worker_killed_mid_psi_resumes_and_completes(net: Network, victim: str) 
         receipts = [e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]
         assert len(receipts) == 1, f"{o.name} receipted {len(receipts)} times"
         assert not o.ctx.task_dir(task_id).exists()
-        assert o.task_leftovers(task_id) == []
+        assert o.leftovers_after(task_id) == []
     # the killed party ran its verification twice: once before the kill, once on resume
     verifies = [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == "verify"]
     assert len(verifies) >= 2
@@ -106,7 +106,7 @@ def _assert_clean_completion(net: Network, task_id: int) -> None:
         actions = [e.action for e in o.ctx.log.entries() if e.task_id == task_id]
         assert actions.count("receipt") == 1, f"{o.name} receipted {actions.count('receipt')} times"
         assert not o.ctx.task_dir(task_id).exists()
-        assert o.task_leftovers(task_id) == []
+        assert o.leftovers_after(task_id) == []
 
 
 def test_repeated_worker_kills_during_psi(net: Network) -> None:
@@ -273,7 +273,7 @@ def test_a_worker_dying_right_after_its_refusal_was_mined_logs_it_once(net: Netw
         assert refusals[0].data["recovered"] is True
         assert refusals[0].data["tx"] == net.admin.refusal_tx(task_id, telecom.address)
         assert refusals[0].data["reason"] == "FINGERPRINT_MISMATCH"
-        assert telecom.task_leftovers(task_id) == []
+        assert telecom.leftovers_after(task_id) == []
     finally:
         telecom.data_file.write_bytes(original)
         services.stop(telecom.config)
@@ -304,7 +304,7 @@ def test_a_worker_dying_while_it_finishes_a_task_finishes_it_once(
             receipts = [e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]
             assert len(receipts) == 1, f"{o.name} logged {len(receipts)} receipts"
             assert receipts[0].data["tx"] == net.admin.receipt_tx(task_id, o.address)
-            assert o.task_leftovers(task_id) == []
+            assert o.leftovers_after(task_id) == []
         resumed = [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == "resume"]
         if point != "after-receipt-mined":
             assert resumed and resumed[0].data.get("finishing") is True  # not a protocol re-run

@@ -14,7 +14,7 @@ import pytest
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
-from pcn.devnet.localnet import Org, register_rows
+from pcn.devnet.localnet import register_rows
 from pcn.runtime import services
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, breast_cancer_split, network_fixture
@@ -79,15 +79,6 @@ def test_fedavg_logreg_learns_across_three_hospitals(net: Network) -> None:
     assert np.sign(w).tolist() == [1.0, -1.0, 1.0]
 
 
-def _assert_cleans_up_within(org: Org, task_id: int, seconds: float) -> None:
-    """Nothing of the task is left at `org` within `seconds` (well under the task lock's 15 s
-    expiry, so a lock that is never released still fails this)."""
-    deadline = time.monotonic() + seconds
-    while (left := org.task_leftovers(task_id)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert left == [], left
-
-
 def test_fedavg_completes_without_a_hospital_whose_node_dies_mid_training(net: Network) -> None:
     """Hospital D's whole node is SIGKILLed after training started. The aggregator (hospital
     A, the recipient) cannot reach it, reports it dropped on chain, unmasks the survivors'
@@ -135,7 +126,7 @@ def test_fedavg_completes_without_a_hospital_whose_node_dies_mid_training(net: N
     assert victim.address.lower() not in {a.lower() for a in last["contributors"]}
     assert result["final"]["accuracy"] >= 0.85  # the survivors' model still learns
     for o in (aggregator, *survivors):  # the last receipt's node logs and cleans up after its transaction
-        _assert_cleans_up_within(o, sub.task_id, seconds=5.0)
+        assert o.leftovers_after(sub.task_id) == []
         actions = [e.action for e in o.ctx.log.entries() if e.task_id == sub.task_id]
         assert actions.count("receipt") == 1
 
@@ -145,7 +136,7 @@ def test_fedavg_completes_without_a_hospital_whose_node_dies_mid_training(net: N
         assert time.monotonic() < deadline, f"D never cleaned up: {victim.progress(sub.task_id)}"
         time.sleep(0.2)
     # "dropped" is the last progress the worker writes; it releases its task lock on returning
-    _assert_cleans_up_within(victim, sub.task_id, seconds=5.0)
+    assert victim.leftovers_after(sub.task_id) == []
     assert not [e for e in victim.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
 
 

@@ -85,7 +85,7 @@ def assert_completed_once_each(net: Network, task_id: int) -> None:
         assert net.admin.participant_state(task_id, o.address) is ParticipantState.RECEIPTED
         assert len(entries(o, task_id, "receipt")) == 1, f"{o.name} did not receipt exactly once"
         assert entries(o, task_id, "refuse") == []
-        assert o.task_leftovers(task_id) == []
+        assert o.leftovers_after(task_id) == []
 
 
 def expected_intersection(net: Network) -> set[str]:

@@ -6,7 +6,6 @@ restart — even after kill -9 — resumes the same chain.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -163,12 +162,22 @@ def down(port: int = DEFAULT_PORT, timeout: float = 15.0) -> DevnetStatus:
                 time.sleep(0.05)
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-            _reap(pid)
+            _reap(pid, timeout=5.0)
         pf.unlink(missing_ok=True)
     return status(port)
 
 
-def _reap(pid: int) -> None:
-    """Collect our own exited child so it does not linger as a zombie (no-op otherwise)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int, timeout: float = 0.0) -> None:
+    """Collect our own exited child so it does not linger as a zombie (no-op for others' processes).
+
+    Waits up to `timeout`: a multi-threaded process's leader shows as a zombie in /proc while
+    its other threads are still exiting, and it cannot be reaped until they have."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return  # not our child, or already collected
+        if reaped or time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)

@@ -154,6 +154,15 @@ class Org:
         names = [*intermediate_keys(self.ctx, task_id), *(self.ctx.key(k, task_id) for k in markers)]
         return files + [k for k in names if self.ctx.redis.exists(k)]
 
+    def leftovers_after(self, task_id: int, seconds: float = 5.0) -> list[str]:
+        """`task_leftovers` once the node has had `seconds` to clean up. The chain and the log
+        show a task final before its worker returns and releases the task lock; `seconds` stays
+        well under the lock's 15 s expiry, so a lock that is never released still shows."""
+        deadline = time.monotonic() + seconds
+        while (left := self.task_leftovers(task_id)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return left
+
     def progress(self, task_id: int) -> dict[str, str]:
         """This node's live progress record of a task (what its mailbox's progress route serves)."""
         raw = self.ctx.redis.hgetall(self.ctx.key("progress", task_id))
