@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from eth_utils import to_checksum_address
-from requests.exceptions import RequestException
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -156,7 +155,7 @@ class Indexer:
                 if n:
                     log.info("indexed %d events up to block %d", n, self.reader.cursor.next_block - 1)
                 wait = interval
-            except (ChainError, RequestException, OSError, OperationalError, ConcurrentIndexer) as exc:
+            except (ChainError, OperationalError, ConcurrentIndexer) as exc:
                 log.warning("indexing failed, retrying in %.0f s: %s", wait, exc)
                 wait = min(max_backoff, max(interval, wait * 2))
             stop_event.wait(wait)

@@ -13,7 +13,8 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from pcn.chain.deployment import ContractInfo, Deployment
-from pcn.chain.errors import ChainUnavailable, TransactionFailed
+from pcn.chain.errors import TransactionFailed
+from pcn.chain.rpc import connect
 from pcn.devnet.compiler import Build, compile_contracts
 
 
@@ -58,11 +59,8 @@ def deploy(
 ) -> Deployment:
     """Compile (cached) and deploy every contract; wire them; write the deployment file."""
     say = progress or (lambda _msg: None)
-    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 30}))
-    try:
-        chain_id = w3.eth.chain_id
-    except Exception as exc:
-        raise ChainUnavailable(f"cannot reach the chain at {rpc_url}: {exc}") from exc
+    w3 = connect(rpc_url)
+    chain_id = w3.eth.chain_id  # raises ChainUnavailable naming the URL when nothing answers
     admin = Account.from_key(admin_key or devnet_key(0))
     say("compiling contracts")
     build = build or compile_contracts()

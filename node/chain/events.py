@@ -18,6 +18,7 @@ from typing import Any
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
+from web3.exceptions import BlockNotFound
 
 from pcn.chain.errors import ChainError
 
@@ -182,7 +183,7 @@ class EventReader:
     def _block_hash(self, number: int) -> str | None:
         try:
             block = self.w3.eth.get_block(number)
-        except Exception:
+        except BlockNotFound:  # the chain is now shorter; an unreachable chain raises ChainUnavailable
             return None
         return _hex(block["hash"])
 

@@ -17,7 +17,6 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
@@ -25,9 +24,10 @@ from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from pcn import paths
 from pcn.chain.binding import request_hash, task_binding
 from pcn.chain.deployment import Deployment
-from pcn.chain.errors import ChainUnavailable, ContractRevert, ErrorDecoder, TransactionFailed
+from pcn.chain.errors import ContractRevert, DeploymentError, ErrorDecoder, TransactionFailed
 from pcn.chain.events import ChainEvent, EventReader, FileCursorStore, LogDecoder
 from pcn.chain.nonce import NonceManager
+from pcn.chain.rpc import connect
 from pcn.chain.types import (
     Algorithm,
     Anchor,
@@ -109,7 +109,7 @@ class Ledger:
     ) -> None:
         self.deployment = deployment
         self.rpc_url = rpc_url or deployment.rpc_url
-        self.w3 = w3 or Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+        self.w3 = w3 or connect(self.rpc_url)
         self.account = account
         self.confirmations = max(1, confirmations)
         self.receipt_timeout = receipt_timeout
@@ -149,27 +149,20 @@ class Ledger:
 
     def check_connection(self) -> None:
         """Raise ChainUnavailable / DeploymentError unless the RPC serves this deployment."""
-        try:
-            chain_id = self.w3.eth.chain_id
-        except (RequestsConnectionError, OSError) as exc:
-            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
+        chain_id = self.w3.eth.chain_id
         if chain_id != self.deployment.chain_id:
-            from pcn.chain.errors import DeploymentError
-
             raise DeploymentError(
                 f"{self.rpc_url} serves chain id {chain_id}, the deployment is for {self.deployment.chain_id}"
             )
         code = self.w3.eth.get_code(self.contracts["TaskManager"].address)
         if len(code) == 0:
-            from pcn.chain.errors import DeploymentError
-
             raise DeploymentError(
                 f"no TaskManager code at {self.contracts['TaskManager'].address}: "
                 "the chain was reset; run `pcn deploy` again"
             )
 
-    def block_timestamp(self) -> int:
-        return int(self.w3.eth.get_block("latest")["timestamp"])
+    def block_timestamp(self, *, block: int | str = "latest") -> int:
+        return int(self.w3.eth.get_block(block)["timestamp"])
 
     def _revert(self, exc: Exception) -> Exception:
         data = getattr(exc, "data", None)
@@ -182,13 +175,12 @@ class Ledger:
         return ContractRevert("Reverted", {}, message)
 
     def call(self, contract: str, fn: str, *args: Any, block: int | str = "latest") -> Any:
-        """A read-only call; reverts become ContractRevert."""
+        """A read-only call of any contract function at `block`; reverts become ContractRevert.
+        The typed readers below are the way to read pcn state; this serves the rest."""
         try:
             return getattr(self.contracts[contract].functions, fn)(*args).call(block_identifier=block)
         except ContractLogicError as exc:
             raise self._revert(exc) from None
-        except (RequestsConnectionError, OSError) as exc:
-            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
 
     def transact(self, contract: str, fn: str, *args: Any) -> TxResult:
         """Sign and send a transaction, wait for its receipt to the confirmation depth."""
@@ -199,8 +191,6 @@ class Ledger:
             gas = bound.estimate_gas(base)
         except ContractLogicError as exc:  # reverts are found here, before a nonce is used
             raise self._revert(exc) from None
-        except (RequestsConnectionError, OSError) as exc:
-            raise ChainUnavailable(f"cannot reach the chain at {self.rpc_url}: {exc}") from exc
         if self._nonces is None:
             self._nonces = NonceManager(self.chain_id, sender, self._pending_count, self._nonce_dir)
         for attempt in range(3):
@@ -285,24 +275,27 @@ class Ledger:
         role = self.call("Consortium", "AUDITOR_ROLE")
         return self.transact("Consortium", "grantRole", role, to_checksum_address(account))
 
-    def is_auditor(self, account: str) -> bool:
+    def is_auditor(self, account: str, *, block: int | str = "latest") -> bool:
         role = self.call("Consortium", "AUDITOR_ROLE")
-        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account)))
+        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account), block=block))
 
-    def is_admin(self, account: str) -> bool:
+    def is_admin(self, account: str, *, block: int | str = "latest") -> bool:
         role = self.call("Consortium", "DEFAULT_ADMIN_ROLE")
-        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account)))
+        return bool(self.call("Consortium", "hasRole", role, to_checksum_address(account), block=block))
 
-    def organisation(self, account: str) -> Organisation:
-        r = self.call("Consortium", "organisation", to_checksum_address(account))
+    def organisation(self, account: str, *, block: int | str = "latest") -> Organisation:
+        r = self.call("Consortium", "organisation", to_checksum_address(account), block=block)
         return Organisation(to_checksum_address(account), r[0], bytes(r[1]), r[2], OrgStatus(r[3]), r[4], r[5])
 
-    def organisations(self) -> list[Organisation]:
-        count = self.call("Consortium", "organisationCount")
-        return [self.organisation(self.call("Consortium", "organisationAt", i)) for i in range(count)]
+    def organisations(self, *, block: int | str = "latest") -> list[Organisation]:
+        count = self.call("Consortium", "organisationCount", block=block)
+        return [
+            self.organisation(self.call("Consortium", "organisationAt", i, block=block), block=block)
+            for i in range(count)
+        ]
 
-    def is_active(self, account: str) -> bool:
-        return bool(self.call("Consortium", "isActive", to_checksum_address(account)))
+    def is_active(self, account: str, *, block: int | str = "latest") -> bool:
+        return bool(self.call("Consortium", "isActive", to_checksum_address(account), block=block))
 
     # ------------------------------------------------------------------ algorithms
 
@@ -325,18 +318,19 @@ class Ledger:
     def undeprecate_algorithm(self, code_hash: bytes | str) -> TxResult:
         return self.transact("AlgorithmRegistry", "undeprecate", _b32(code_hash))
 
-    def algorithm(self, code_hash: bytes | str) -> Algorithm | None:
+    def algorithm(self, code_hash: bytes | str, *, block: int | str = "latest") -> Algorithm | None:
+        """The registration of `code_hash`; None if it was never registered or was revoked."""
         h = _b32(code_hash)
-        r = self.call("AlgorithmRegistry", "algorithm", h)
+        r = self.call("AlgorithmRegistry", "algorithm", h, block=block)
         if int(r[0], 16) == 0:
             return None
         return Algorithm(h, to_checksum_address(r[0]), r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7])
 
-    def algorithms(self) -> list[Algorithm]:
-        count = self.call("AlgorithmRegistry", "algorithmCount")
+    def algorithms(self, *, block: int | str = "latest") -> list[Algorithm]:
+        count = self.call("AlgorithmRegistry", "algorithmCount", block=block)
         out = []
         for i in range(count):
-            algo = self.algorithm(self.call("AlgorithmRegistry", "algorithmAt", i))
+            algo = self.algorithm(self.call("AlgorithmRegistry", "algorithmAt", i, block=block), block=block)
             if algo is not None:
                 out.append(algo)
         return out
@@ -382,21 +376,25 @@ class Ledger:
     def set_task_rules(self, dataset_id: int, rules: TaskRules) -> TxResult:
         return self.transact("DatasetRegistry", "setTaskRules", dataset_id, rules.as_tuple())
 
-    def task_rules(self, dataset_id: int, block: int | str = "latest") -> TaskRules:
+    def task_rules(self, dataset_id: int, *, block: int | str = "latest") -> TaskRules:
         r = self.call("DatasetRegistry", "taskRules", dataset_id, block=block)
         return TaskRules(int(r[0]), int(r[1]), int(r[2]), bool(r[3]))
 
-    def dataset(self, dataset_id: int) -> Dataset:
-        r = self.call("DatasetRegistry", "dataset", dataset_id)
+    def dataset(self, dataset_id: int, *, block: int | str = "latest") -> Dataset:
+        r = self.call("DatasetRegistry", "dataset", dataset_id, block=block)
         return Dataset(dataset_id, to_checksum_address(r[0]), *r[1:])
 
-    def dataset_count(self) -> int:
-        return int(self.call("DatasetRegistry", "datasetCount"))
+    def owner_of(self, dataset_id: int, *, block: int | str = "latest") -> str:
+        return to_checksum_address(self.call("DatasetRegistry", "ownerOf", dataset_id, block=block))
 
-    def fingerprint(self, dataset_id: int, version: int | None = None) -> Fingerprint:
+    def dataset_count(self, *, block: int | str = "latest") -> int:
+        return int(self.call("DatasetRegistry", "datasetCount", block=block))
+
+    def fingerprint(self, dataset_id: int, version: int | None = None, *, block: int | str = "latest") -> Fingerprint:
+        """The fingerprint of `version` (by default the current one at `block`)."""
         if version is None:
-            version = self.dataset(dataset_id).version
-        r = self.call("DatasetRegistry", "fingerprint", dataset_id, version)
+            version = self.dataset(dataset_id, block=block).version
+        r = self.call("DatasetRegistry", "fingerprint", dataset_id, version, block=block)
         return Fingerprint(bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4])
 
     def check_use(
@@ -406,6 +404,7 @@ class Ledger:
         requester: str,
         recipient: str,
         epsilon: int = 0,
+        *,
         block: int | str = "latest",
     ) -> None:
         """Raise the named policy error unless one use is allowed at `block`."""
@@ -427,13 +426,23 @@ class Ledger:
         algorithm: bytes | str | None = None,
         requester: str | None = None,
         recipient: str | None = None,
+        block: int | str = "latest",
     ) -> bool:
+        """Whether dataset `dataset_id`'s policy grants the one algorithm, requester or recipient named."""
         if algorithm is not None:
-            return bool(self.call("DatasetRegistry", "algorithmAllowed", dataset_id, _b32(algorithm)))
+            return bool(self.call("DatasetRegistry", "algorithmAllowed", dataset_id, _b32(algorithm), block=block))
         if requester is not None:
-            return bool(self.call("DatasetRegistry", "requesterAllowed", dataset_id, to_checksum_address(requester)))
+            return bool(
+                self.call(
+                    "DatasetRegistry", "requesterAllowed", dataset_id, to_checksum_address(requester), block=block
+                )
+            )
         if recipient is not None:
-            return bool(self.call("DatasetRegistry", "recipientAllowed", dataset_id, to_checksum_address(recipient)))
+            return bool(
+                self.call(
+                    "DatasetRegistry", "recipientAllowed", dataset_id, to_checksum_address(recipient), block=block
+                )
+            )
         raise ValueError("name one of algorithm, requester, recipient")
 
     # ------------------------------------------------------------------ tasks
@@ -458,8 +467,8 @@ class Ledger:
         task `task_id` is another request."""
         return self.transact("TaskManager", "approve", task_id, _b32(request_hash))
 
-    def approval_nonce(self, owner: str) -> int:
-        return int(self.call("TaskManager", "nonces", to_checksum_address(owner)))
+    def approval_nonce(self, owner: str, *, block: int | str = "latest") -> int:
+        return int(self.call("TaskManager", "nonces", to_checksum_address(owner), block=block))
 
     def sign_approval(
         self, task_id: int, request_hash: bytes | str, deadline: int, nonce: int | None = None
@@ -530,8 +539,8 @@ class Ledger:
         """As a participant owning none of the task's datasets: agree to take part."""
         return self.transact("TaskManager", "consent", task_id)
 
-    def task_consents(self, task_id: int) -> dict[str, bool]:
-        parties, given = self.call("TaskManager", "taskConsents", task_id)
+    def task_consents(self, task_id: int, *, block: int | str = "latest") -> dict[str, bool]:
+        parties, given = self.call("TaskManager", "taskConsents", task_id, block=block)
         return {to_checksum_address(p): bool(g) for p, g in zip(parties, given, strict=True)}
 
     def heartbeat(self, task_id: int) -> TxResult:
@@ -541,20 +550,20 @@ class Ledger:
         """As a participant reported dropped: object; the running task becomes Disputed."""
         return self.transact("TaskManager", "contestDropout", task_id)
 
-    def min_survivors(self, task_id: int) -> int:
-        return int(self.call("TaskManager", "minSurvivors", task_id))
+    def min_survivors(self, task_id: int, *, block: int | str = "latest") -> int:
+        return int(self.call("TaskManager", "minSurvivors", task_id, block=block))
 
-    def last_seen(self, task_id: int, participant: str) -> int:
-        return int(self.call("TaskManager", "lastSeen", task_id, to_checksum_address(participant)))
+    def last_seen(self, task_id: int, participant: str, *, block: int | str = "latest") -> int:
+        return int(self.call("TaskManager", "lastSeen", task_id, to_checksum_address(participant), block=block))
 
-    def dropout_silence(self) -> int:
-        return int(self.call("Consortium", "dropoutSilence"))
+    def dropout_silence(self, *, block: int | str = "latest") -> int:
+        return int(self.call("Consortium", "dropoutSilence", block=block))
 
     def set_dropout_silence(self, seconds: int) -> TxResult:
         return self.transact("Consortium", "setDropoutSilence", seconds)
 
-    def dropped_count(self, task_id: int) -> int:
-        return int(self.call("TaskManager", "droppedCount", task_id))
+    def dropped_count(self, task_id: int, *, block: int | str = "latest") -> int:
+        return int(self.call("TaskManager", "droppedCount", task_id, block=block))
 
     def submit_receipt(self, task_id: int, receipt: Receipt) -> TxResult:
         r = Receipt(
@@ -568,7 +577,7 @@ class Ledger:
         )
         return self.transact("TaskManager", "submitReceipt", task_id, r.as_tuple())
 
-    def task(self, task_id: int, block: int | str = "latest") -> Task:
+    def task(self, task_id: int, *, block: int | str = "latest") -> Task:
         r = self.call("TaskManager", "task", task_id, block=block)
         return Task(
             task_id,
@@ -589,47 +598,51 @@ class Ledger:
             bytes(r[14]),
         )
 
-    def task_count(self) -> int:
-        return int(self.call("TaskManager", "taskCount"))
+    def task_count(self, *, block: int | str = "latest") -> int:
+        return int(self.call("TaskManager", "taskCount", block=block))
 
-    def task_datasets(self, task_id: int) -> list[tuple[int, int]]:
-        ids, versions = self.call("TaskManager", "taskDatasets", task_id)
+    def task_datasets(self, task_id: int, *, block: int | str = "latest") -> list[tuple[int, int]]:
+        """(dataset id, version pinned at submission) of each input."""
+        ids, versions = self.call("TaskManager", "taskDatasets", task_id, block=block)
         return list(zip(ids, versions, strict=True))
 
-    def task_participants(self, task_id: int) -> list[str]:
-        return [to_checksum_address(a) for a in self.call("TaskManager", "taskParticipants", task_id)]
+    def task_participants(self, task_id: int, *, block: int | str = "latest") -> list[str]:
+        return [to_checksum_address(a) for a in self.call("TaskManager", "taskParticipants", task_id, block=block)]
 
-    def request_hash(self, task_id: int, block: int | str = "latest") -> bytes:
+    def request_hash(self, task_id: int, *, block: int | str = "latest") -> bytes:
         """The request hash the TaskManager stored at submission (what approvals name)."""
         return bytes(self.call("TaskManager", "requestHash", task_id, block=block))
 
-    def computed_request_hash(self, task_id: int) -> bytes:
+    def computed_request_hash(self, task_id: int, *, block: int | str = "latest") -> bytes:
         """The request hash recomputed here from the task's fields as read from the chain: an
         owner approving with it approves exactly the request it read."""
-        task = self.task(task_id)
-        datasets = self.task_datasets(task_id)
-        roots = [self.fingerprint(d, v).merkle_root for d, v in datasets]
+        task = self.task(task_id, block=block)
+        datasets = self.task_datasets(task_id, block=block)
+        roots = [self.fingerprint(d, v, block=block).merkle_root for d, v in datasets]
+        participants = self.task_participants(task_id, block=block)
         tm = self.deployment.contracts["TaskManager"].address
         return request_hash(
-            self.chain_id, tm, task, datasets, roots, self.task_participants(task_id), self.min_survivors(task_id)
+            self.chain_id, tm, task, datasets, roots, participants, self.min_survivors(task_id, block=block)
         )
 
-    def task_binding(self, task_id: int) -> bytes:
+    def task_binding(self, task_id: int, *, block: int | str = "latest") -> bytes:
         """The public 32-byte binding of task `task_id` to this chain, this TaskManager and its
         whole request (`pcn.chain.binding`): every per-task secret and protocol domain derives from it.
         Its request input is the hash the TaskManager stored: one source of truth."""
         tm = self.deployment.contracts["TaskManager"].address
-        return task_binding(self.chain_id, tm, task_id, self.request_hash(task_id))
+        return task_binding(self.chain_id, tm, task_id, self.request_hash(task_id, block=block))
 
-    def task_approvers(self, task_id: int) -> dict[str, bool]:
-        owners, approved = self.call("TaskManager", "taskApprovers", task_id)
+    def task_approvers(self, task_id: int, *, block: int | str = "latest") -> dict[str, bool]:
+        """Each input owner (in the task's order) and whether it has approved."""
+        owners, approved = self.call("TaskManager", "taskApprovers", task_id, block=block)
         return {to_checksum_address(o): bool(a) for o, a in zip(owners, approved, strict=True)}
 
-    def participant_state(self, task_id: int, participant: str) -> ParticipantState:
-        return ParticipantState(self.call("TaskManager", "participantState", task_id, to_checksum_address(participant)))
+    def participant_state(self, task_id: int, participant: str, *, block: int | str = "latest") -> ParticipantState:
+        state = self.call("TaskManager", "participantState", task_id, to_checksum_address(participant), block=block)
+        return ParticipantState(state)
 
-    def receipt(self, task_id: int, participant: str) -> Receipt:
-        r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant))
+    def receipt(self, task_id: int, participant: str, *, block: int | str = "latest") -> Receipt:
+        r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant), block=block)
         return Receipt(*(bytes(x) for x in r[:5]), r[5], r[6])
 
     def receipt_tx(self, task_id: int, participant: str) -> str | None:
@@ -655,8 +668,8 @@ class Ledger:
     def anchor_log(self, sequence: int, head_hash: bytes | str) -> TxResult:
         return self.transact("AuditLog", "anchor", sequence, _b32(head_hash))
 
-    def latest_anchor(self, org: str) -> Anchor | None:
-        anchor, count = self.call("AuditLog", "latest", to_checksum_address(org))
+    def latest_anchor(self, org: str, *, block: int | str = "latest") -> Anchor | None:
+        anchor, count = self.call("AuditLog", "latest", to_checksum_address(org), block=block)
         if count == 0:
             return None
         return Anchor(to_checksum_address(org), anchor[0], anchor[1], bytes(anchor[2]), count)

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-import requests
 
 from pcn import jsonsafe
 from pcn.algorithms import protocol_class
@@ -86,7 +85,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     ChainUnavailable,
     redis.ConnectionError,
     redis.TimeoutError,
-    requests.ConnectionError,
 )
 
 

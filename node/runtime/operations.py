@@ -184,7 +184,7 @@ def submit_task(
     (each node accepts them only if they hash to the on-chain params hash)."""
     if not dataset_ids:
         raise OperationError("a task needs at least one input dataset")
-    owners = [ledger.call("DatasetRegistry", "ownerOf", d) for d in dataset_ids]
+    owners = [ledger.owner_of(d) for d in dataset_ids]
     parts = participants or list(dict.fromkeys(owners))
     params_bytes = params_bytes_of(params)
     params_hash = hashlib.sha256(params_bytes).digest()

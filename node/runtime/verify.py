@@ -101,24 +101,21 @@ def _run_checks(
 ) -> None:
     R = RefusalReason
     task = ledger.task(task_id, block=block)
-    now = int(ledger.w3.eth.get_block(block)["timestamp"])
+    now = ledger.block_timestamp(block=block)
     if task.status is TaskStatus.CANCELLED:
         raise Refused(R.TASK_CANCELLED, "the requester cancelled the task")
     if task.status is TaskStatus.EXPIRED or now > task.deadline:
         raise Refused(R.TASK_EXPIRED, f"deadline {task.deadline} passed (block time {now})")
     if task.status not in (TaskStatus.AUTHORISED, TaskStatus.RUNNING):
         raise Refused(R.TASK_NOT_AUTHORISED, f"task is {task.status.name.lower()}")
-    approvers = ledger.call("TaskManager", "taskApprovers", task_id, block=block)
-    missing = [o for o, ok in zip(approvers[0], approvers[1], strict=True) if not ok]
+    missing = [owner for owner, approved in ledger.task_approvers(task_id, block=block).items() if not approved]
     if missing:
         raise Refused(R.TASK_NOT_AUTHORISED, f"owners {missing} have not approved")
     _passed(verdict, "task authorised and within deadline")
 
-    state = ledger.call("TaskManager", "participantState", task_id, me, block=block)
-    if ParticipantState(state) is not ParticipantState.INVITED and ParticipantState(state) is not (
-        ParticipantState.STARTED
-    ):
-        raise Refused(R.TASK_NOT_AUTHORISED, f"this node is {ParticipantState(state).name.lower()} in the task")
+    state = ledger.participant_state(task_id, me, block=block)
+    if state not in (ParticipantState.INVITED, ParticipantState.STARTED):
+        raise Refused(R.TASK_NOT_AUTHORISED, f"this node is {state.name.lower()} in the task")
     _check_peers_active(ledger, task_id, task, block)
     _passed(verdict, "every peer admitted and active")
 
@@ -144,14 +141,13 @@ def _run_checks(
             f"parameters spend ε {requested_epsilon} but the chain charged ε {epsilon_from_fixed(task.epsilon)}",
         )
 
-    ids, versions = _check_policies(ledger, task_id, task, block, now)
+    datasets = _check_policies(ledger, task_id, task, block, now)
     _passed(verdict, "every dataset's policy allows algorithm, requester, recipient, uses, expiry and ε")
-    _check_task_rules(ledger, ids, kind, params, requested_epsilon, block)
+    _check_task_rules(ledger, [dataset_id for dataset_id, _ in datasets], kind, params, requested_epsilon, block)
     _passed(verdict, "every dataset's task rules (DP floor, key cap) hold for these parameters")
 
-    for dataset_id, version in zip(ids, versions, strict=True):
-        owner = ledger.call("DatasetRegistry", "ownerOf", dataset_id, block=block)
-        if owner.lower() != me.lower():
+    for dataset_id, version in datasets:
+        if ledger.owner_of(dataset_id, block=block).lower() != me.lower():
             continue
         try:
             local = store.get(dataset_id)
@@ -161,7 +157,7 @@ def _run_checks(
         if not Path(local.path).is_file():
             raise Refused(R.DATA_UNAVAILABLE, f"dataset {dataset_id}'s file {local.path} is missing")
         try:
-            registered = ledger.fingerprint(dataset_id, version)
+            registered = ledger.fingerprint(dataset_id, version, block=block)
         except ContractRevert as exc:
             raise Refused(R.FINGERPRINT_MISMATCH, str(exc)) from None
         try:
@@ -183,9 +179,9 @@ def _run_checks(
 
 
 def _check_peers_active(ledger: Ledger, task_id: int, task: Task, block: int | str) -> None:
-    participants = ledger.call("TaskManager", "taskParticipants", task_id, block=block)
+    participants = ledger.task_participants(task_id, block=block)
     for account in [*participants, task.requester, task.result_recipient]:
-        if not ledger.call("Consortium", "isActive", account, block=block):
+        if not ledger.is_active(account, block=block):
             raise Refused(RefusalReason.PEER_NOT_ACTIVE, f"{account} is not an active organisation")
 
 
@@ -228,44 +224,43 @@ def _check_task_rules(
 
 def _check_algorithm_usable(ledger: Ledger, task: Task, block: int | str) -> str:
     """The algorithm's registered kind, unless it is deprecated, revoked or not approved."""
-    algo = ledger.call("AlgorithmRegistry", "algorithm", task.algorithm_hash, block=block)
-    kind, deprecated, approved = str(algo[1]), algo[5], algo[6]
-    if int(algo[0], 16) == 0 or not approved:  # revoked (a wrong registration) or never approved
+    algo = ledger.algorithm(task.algorithm_hash, block=block)
+    if algo is None or not algo.approved:  # revoked (a wrong registration) or never approved
         raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, "the consortium admin has not approved the algorithm")
-    if deprecated:
-        raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, f"algorithm {kind} is deprecated")
-    return kind
+    if algo.deprecated:
+        raise Refused(RefusalReason.ALGORITHM_NOT_APPROVED, f"algorithm {algo.kind} is deprecated")
+    return algo.kind
 
 
 def _check_policies(
     ledger: Ledger, task_id: int, task: Task, block: int | str, now: int, *, limits: bool = True
-) -> tuple[list[int], list[int]]:
+) -> list[tuple[int, int]]:
     """Every input dataset's policy allows this task's algorithm, requester and recipient and,
-    with `limits`, is within its expiry, uses and ε; the datasets and their pinned versions."""
+    with `limits`, is within its expiry, uses and ε; (dataset id, pinned version) of each input."""
     R = RefusalReason
-    ids, versions = ledger.call("TaskManager", "taskDatasets", task_id, block=block)
-    for dataset_id in ids:
-        allowed = ledger.call("DatasetRegistry", "algorithmAllowed", dataset_id, task.algorithm_hash, block=block)
-        if not allowed:
+    datasets = ledger.task_datasets(task_id, block=block)
+    for dataset_id, _version in datasets:
+        if not ledger.is_allowed(dataset_id, algorithm=task.algorithm_hash, block=block):
             raise Refused(R.ALGORITHM_NOT_APPROVED, f"dataset {dataset_id} does not allow this algorithm")
-        if not ledger.call("DatasetRegistry", "requesterAllowed", dataset_id, task.requester, block=block):
+        if not ledger.is_allowed(dataset_id, requester=task.requester, block=block):
             raise Refused(R.REQUESTER_NOT_ALLOWED, f"dataset {dataset_id} does not allow requester {task.requester}")
-        if not ledger.call("DatasetRegistry", "recipientAllowed", dataset_id, task.result_recipient, block=block):
+        if not ledger.is_allowed(dataset_id, recipient=task.result_recipient, block=block):
             raise Refused(
                 R.RECIPIENT_NOT_ALLOWED,
                 f"dataset {dataset_id} does not allow recipient {task.result_recipient}",
             )
         if not limits:
             continue
-        ds = ledger.call("DatasetRegistry", "dataset", dataset_id, block=block)
-        _owner, _version, max_uses, uses, expiry, eps_total, eps_spent = ds
-        if now > expiry:
-            raise Refused(R.POLICY_EXPIRED, f"dataset {dataset_id}'s policy expired at {expiry}")
-        if uses > max_uses:
-            raise Refused(R.USES_EXHAUSTED, f"dataset {dataset_id} used {uses} of {max_uses}")
-        if eps_spent > eps_total:
-            raise Refused(R.PRIVACY_BUDGET_EXCEEDED, f"dataset {dataset_id} spent ε {eps_spent} of {eps_total}")
-    return list(ids), list(versions)
+        ds = ledger.dataset(dataset_id, block=block)
+        if now > ds.expiry:
+            raise Refused(R.POLICY_EXPIRED, f"dataset {dataset_id}'s policy expired at {ds.expiry}")
+        if ds.uses > ds.max_uses:
+            raise Refused(R.USES_EXHAUSTED, f"dataset {dataset_id} used {ds.uses} of {ds.max_uses}")
+        if ds.epsilon_spent > ds.epsilon_total:
+            raise Refused(
+                R.PRIVACY_BUDGET_EXCEEDED, f"dataset {dataset_id} spent ε {ds.epsilon_spent} of {ds.epsilon_total}"
+            )
+    return datasets
 
 
 def recheck_running_task(ledger: Ledger, task_id: int) -> Refused | None:
@@ -278,7 +273,7 @@ def recheck_running_task(ledger: Ledger, task_id: int) -> Refused | None:
     block = ledger.w3.eth.block_number
     try:
         task = ledger.task(task_id, block=block)
-        now = int(ledger.w3.eth.get_block(block)["timestamp"])
+        now = ledger.block_timestamp(block=block)
         _check_peers_active(ledger, task_id, task, block)
         _check_algorithm_usable(ledger, task, block)
         _check_policies(ledger, task_id, task, block, now, limits=False)
