@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 
 from pcn.chain.deployment import load_deployment
+from pcn.chain.errors import ChainUnavailable
 from pcn.chain.events import ChainEvent
 from pcn.chain.ledger import Ledger
 from pcn.devnet import anvil
@@ -104,6 +105,10 @@ def test_reader_resumes_after_the_devnet_restarts(tmp_path, run_dir):
         before: list[ChainEvent] = []
         _collect(c.admin.event_reader(cursor), before)
         anvil.down(port)
+        saved = cursor.read_text()
+        with pytest.raises(ChainUnavailable, match=st.rpc_url):  # an outage, not a reorg: no rewind
+            _collect(c.admin.event_reader(cursor), [])
+        assert cursor.read_text() == saved
         anvil.up(port=port, state_file=state)
         ledger = Ledger(load_deployment(tmp_path / "dep.json"), account=Account.from_key(devnet_key(2)))
         ledger.check_connection()
