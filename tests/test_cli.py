@@ -22,6 +22,8 @@ from pcn.chain.types import OrgStatus
 from pcn.devnet import anvil
 from pcn.devnet.anvil import DevnetStatus, rpc_call
 from pcn.devnet.deploy import devnet_key
+from pcn.runtime.config import load_config
+from pcn.runtime.context import NodeContext
 
 REPO = Path(__file__).resolve().parents[1]
 PCN = Path(sys.executable).with_name("pcn")
@@ -195,6 +197,24 @@ def test_org_admit_list_suspend_reinstate(snapshot: None, cli_env: dict[str, str
     assert table.returncode == 0, table.stderr
     row = next(line for line in table.stdout.splitlines() if "Acme Bank" in line)
     assert "active" in row and "suspended" not in row
+
+
+def test_org_init_password_file_is_recorded_so_the_config_alone_unlocks_the_keys(
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "keystore-password"
+    secret.write_text("a devnet password\n")
+    env = {k: v for k, v in cli_env.items() if not k.startswith("PCN_KEYSTORE_PASSWORD")}
+    config = tmp_path / "acme" / "node.toml"
+    init = ["org", "init", "--name", "acme", "--endpoint", "http://127.0.0.1:9100", "--redis-url", "redis://x:1"]
+    created = ok_json(run_pcn(*init, "--config", str(config), "--password-file", str(secret), "--json", env=env))
+    assert isinstance(created, dict)
+    assert "a devnet password" not in config.read_text()  # the config names the file, never the secret
+    monkeypatch.delenv("PCN_KEYSTORE_PASSWORD", raising=False)
+    monkeypatch.delenv("PCN_KEYSTORE_PASSWORD_FILE", raising=False)
+    cfg = load_config(config)
+    assert cfg.password_file == str(secret.resolve())
+    assert NodeContext(cfg).keys.address == created["address"]
 
 
 def test_admitting_twice_is_a_named_readable_error(admin: Ledger, cli_env: dict[str, str]) -> None:

@@ -20,7 +20,9 @@ algorithm is registered by the hash of its code. Then:
 6. one byte of telecom's file changes after registration: every node refuses, with the
    reason code on chain, and nobody runs the protocol.
 
-The devnet, Redis and nodes keep running afterwards for the CLI; `make demo-down` stops them.
+The devnet, Redis and nodes keep running afterwards; the demo ends with the `pcn` command
+lines that act as each organisation (its node.toml names its keystore password file) and
+`make demo-down` stops everything.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -154,6 +157,70 @@ def task_gas(ledger: Ledger, task_id: int) -> dict[str, int]:
     return gas
 
 
+def task_row(ledger: Ledger, task_id: int, title: str) -> dict[str, Any]:
+    """One task's line of the summary; its receipts are counted against the task's own
+    participants (two for a two-party task), not against every organisation of the demo."""
+    task = ledger.task(task_id)
+    return {
+        "task_id": task_id,
+        "title": title,
+        "status": task.status.name.lower(),
+        "receipts": task.receipt_count,
+        "participants": len(ledger.task_participants(task_id)),
+        "refusal": task.refusal_reason.name if task.refusal_reason.value else "",
+        "result_hash": "0x" + task.result_hash.hex(),
+    }
+
+
+def stop_command(pcn: str, port: int) -> str:
+    """What stops this demo: `make demo-down` only knows the default port and directory."""
+    if port == 8545 and "PCN_DEMO_DIR" not in os.environ:
+        return "make demo-down"
+    where = f"PCN_DEMO_DIR={shlex.quote(str(workdir()))} " if "PCN_DEMO_DIR" in os.environ else ""
+    return f"{where}{pcn} demo --down --port {port}"
+
+
+def shown(path: Path) -> str:
+    """A path as the user types it: relative to the current directory when inside it."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+# What the closing "act as an organisation" block suggests submitting: small and exact stats.
+EXAMPLE_PARAMS = {"column": "income", "group_by": "region", "groups": REGIONS, "statistics": ["count", "mean"]}
+
+
+def cli_commands(
+    pcn: str, configs: dict[str, str], dataset_ids: list[int], params_file: str, done_task: int, next_task: int
+) -> list[tuple[str, str]]:
+    """The command lines, with a note each, that act as the demo's organisations afterwards:
+    every org's datasets, the tasks on chain, a finished task's result, and a new task the
+    bank submits, every owner approves and the bank reads. `configs` maps org name to its
+    node.toml (which names its keystore password file); `next_task` is the id submit will print."""
+
+    def as_org(name: str, *args: str) -> str:
+        return shlex.join([pcn, *args, "--config", configs[name]])
+
+    datasets = ",".join(map(str, dataset_ids))
+    lines = [(as_org(name, "data", "list"), f"{name}'s datasets, uses and ε left") for name in configs]
+    lines += [
+        (as_org("bank", "task", "list"), "every task on chain"),
+        (as_org("bank", "task", "status", str(done_task)), "who started, who receipted"),
+        (as_org("bank", "task", "result", str(done_task)), "the recipient's result, checked against the chain"),
+        (
+            as_org("bank", "task", "submit", "--algo", "stats", "--datasets", datasets, "--params", params_file,
+                   "--recipient", "bank"),
+            f"a new task; it prints its id, {next_task} if nobody else submitted one",
+        ),
+    ]  # fmt: skip
+    lines += [(as_org(name, "task", "approve", str(next_task)), "shows the request, asks y/N") for name in configs]
+    lines += [
+        (as_org("bank", "task", "status", str(next_task), "--watch"), "live progress until it completes"),
+        (as_org("bank", "task", "result", str(next_task)), "income count and mean by region"),
+    ]
+    return lines
+
+
 def credit_tables(pool: int, seed: int = 7) -> tuple[list[list[str]], list[list[str]]]:
     """Synthetic credit-risk data split vertically, with a hidden truth per customer so the
     two sides' features really are complementary: the bank sees income and repayment history
@@ -218,6 +285,7 @@ def run(port: int, rows: int, as_json: bool, dashboard_port: int = 8700) -> dict
         epsilon_total=3.0,
         redis_server=redis_server,
         kdf_iterations=2**14,
+        password_files=True,
         message_timeout=60.0,
         progress=say,
     )
@@ -225,17 +293,7 @@ def run(port: int, rows: int, as_json: bool, dashboard_port: int = 8700) -> dict
     summary: dict[str, Any] = {"rpc_url": st.rpc_url, "deployment": str(dep.path), "tasks": []}
 
     def record(task_id: int, title: str) -> dict[str, Any]:
-        task = net.admin.task(task_id)
-        receipts = sum(1 for o in net.orgs if net.admin.participant_state(task_id, o.address).name == "RECEIPTED")
-        entry = {
-            "task_id": task_id,
-            "title": title,
-            "status": task.status.name.lower(),
-            "receipts": receipts,
-            "participants": len(net.orgs),
-            "refusal": task.refusal_reason.name if task.refusal_reason.value else "",
-            "result_hash": "0x" + task.result_hash.hex(),
-        }
+        entry = task_row(net.admin, task_id, title)
         summary["tasks"].append(entry)
         return entry
 
@@ -425,20 +483,40 @@ def run(port: int, rows: int, as_json: bool, dashboard_port: int = 8700) -> dict
             t["result_hash"][:18] + "…",
         )
     say(tbl)
-    summary["orgs"] = {o.name: {"address": o.address, "config": o.config.path} for o in net.orgs}
-    say(
-        "nodes, Redis and the devnet keep running. Try:\n"
-        f"  .venv/bin/pcn task status {task1} --config {bank.config.path}"
+    summary["orgs"] = {
+        o.name: {"address": o.address, "config": o.config.path, "password_file": o.config.password_file}
+        for o in net.orgs
+    }
+    params_file = work / "income-by-region.json"
+    params_file.write_text(json.dumps(EXAMPLE_PARAMS, indent=2) + "\n")
+    pcn = shown(Path(sys.executable).parent / "pcn")
+    commands = cli_commands(
+        pcn,
+        {o.name: shown(Path(o.config.path)) for o in net.orgs},
+        [o.dataset_id for o in net.orgs],
+        shown(params_file),
+        done_task=task1,
+        next_task=net.admin.task_count() + 1,
     )
+    summary["commands"] = [line for line, _note in commands]
+    console.rule("act as an organisation")
+    say("nodes, Redis and the devnet keep running; each organisation's node.toml names its keystore password file:")
+    for o in net.orgs:
+        say(f"  {o.name:<8} {o.address}  {shown(Path(o.config.path))}", highlight=False)
+    width = min(80, max(len(line) for line, _note in commands))  # align the notes of all but the longest lines
+    for line, note in commands:
+        say(f"  {line:<{width}}  # {note}", highlight=False, markup=False)
     regulator_key = devnet_key(1)
     summary["dashboard"] = {"url": dashboard_url, "regulator": regulator.address, "regulator_key": regulator_key}
     say(
         f"\nregulator's dashboard: {dashboard_url}\n"
         f"  sign in as the regulator {regulator.address} (devnet test key {regulator_key}):\n"
         "  open the page, enter the address, press 'Prepare message', save the message to m.txt, then\n"
-        "  .venv/bin/pcn audit sign --dev-account 1 --message-file m.txt   and paste the signature"
+        f"  {pcn} audit sign --dev-account 1 --message-file m.txt   and paste the signature",
+        highlight=False,
     )
-    say("stop everything with: make demo-down")
+    summary["stop_command"] = stop_command(pcn, port)
+    say(f"stop everything with: {summary['stop_command']}", highlight=False)
     return summary
 
 

@@ -272,10 +272,15 @@ def build_network(
     message_timeout: float = 30.0,
     requeue_after: float = 60.0,
     dropout_after: float = 0.0,
+    password_files: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Network:
     """Admit `names` as organisations with fresh keys, register one synthetic dataset each
-    and the built-in `stats` algorithm, and start every organisation's node processes."""
+    and the built-in `stats` algorithm, and start every organisation's node processes.
+
+    With `password_files` each organisation's keystore password is also written to
+    ROOT/NAME/keystore-password (mode 0600) and named in its config, so the CLI can act as
+    it with nothing in the environment (the demo); otherwise $PCN_KEYSTORE_PASSWORD unlocks it."""
     say = progress or (lambda _msg: None)
     os.environ["PCN_KEYSTORE_PASSWORD"] = PASSWORD
     admin = Ledger(deployment, account=Account.from_key(devnet_key(0)))
@@ -283,6 +288,7 @@ def build_network(
     orgs: list[Org] = []
     for name in names:
         port = free_port()
+        password_file = _write_password_file(root / name / "keystore-password") if password_files else None
         cfg, keys = init_org(
             root / name / "node.toml",
             name=name,
@@ -293,6 +299,7 @@ def build_network(
             password=PASSWORD,
             workers=workers,
             kdf_iterations=kdf_iterations,
+            password_file=password_file,
         )
         cfg.message_timeout = message_timeout
         cfg.requeue_after = requeue_after
@@ -331,6 +338,15 @@ def build_network(
         redis_server.stop()
         raise
     return net
+
+
+def _write_password_file(path: Path) -> Path:
+    """The devnet password in a file only its owner can read (a new file: never a reused one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(PASSWORD + "\n")
+    return path
 
 
 def approve_all(net: Network, task_id: int) -> None:

@@ -233,10 +233,9 @@ def org_init(
         endpoint=endpoint,
         password=password,
         workers=workers,
+        password_file=password_file,
     )
-    if password_file is not None or listen_host != cfg.listen_host:
-        if password_file is not None:
-            cfg.password_file = str(password_file.resolve())
+    if listen_host != cfg.listen_host:
         cfg.listen_host = listen_host
         cfg.save(Path(cfg.path))
     key = _hex(keys.x25519_public)

@@ -55,7 +55,10 @@ def init_org(
     workers: int = 2,
     data_dir: Path | None = None,
     kdf_iterations: int | None = None,
+    password_file: Path | None = None,
 ) -> tuple[OrgConfig, OrgKeys]:
+    """Write an organisation's config and create its keystore. `password_file`, if given, is
+    recorded in the config so its commands unlock the keystore without $PCN_KEYSTORE_PASSWORD."""
     devnet = load_deployment(deployment).chain_id in DEVNET_CHAIN_IDS
     cfg = OrgConfig(
         name=name,
@@ -67,6 +70,7 @@ def init_org(
         workers=workers,
         allow_private_endpoints=devnet,
         allow_http_endpoints=devnet,
+        password_file=str(Path(password_file).resolve()) if password_file is not None else "",
     )
     cfg.validate()
     if Path(config_path).exists():
