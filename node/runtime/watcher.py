@@ -18,6 +18,7 @@ import json
 import logging
 import signal
 import time
+import uuid
 from types import FrameType
 
 from pcn.chain.events import ChainEvent
@@ -26,6 +27,22 @@ from pcn.runtime.context import NodeContext
 from pcn.runtime.execute import holds_intermediates
 
 log = logging.getLogger("pcn.watcher")
+
+
+_RUN_MESSAGE_PREFIX = "pcn-run-"
+
+
+def run_message_id(task_id: int) -> str:
+    """The Celery message id of a run of `task_id`: unique per message, and naming the task."""
+    return f"{_RUN_MESSAGE_PREFIX}{task_id}-{uuid.uuid4().hex}"
+
+
+def task_of_run_message(message_id: str) -> int | None:
+    """The task a run message id names (None for any other message)."""
+    if not message_id.startswith(_RUN_MESSAGE_PREFIX):
+        return None
+    task, _, _nonce = message_id[len(_RUN_MESSAGE_PREFIX) :].partition("-")
+    return int(task) if task.isdecimal() else None
 
 
 class Watcher:
@@ -43,7 +60,7 @@ class Watcher:
         from pcn.runtime.worker import RUN_TASK, app
 
         self.ctx.redis.hset(self.ctx.key("open-tasks"), str(task_id), f"{time.time():.3f}")
-        app.send_task(RUN_TASK, args=[task_id], queue=self.ctx.queue)
+        app.send_task(RUN_TASK, args=[task_id], queue=self.ctx.queue, task_id=run_message_id(task_id))
 
     def handle(self, ev: ChainEvent) -> None:
         if ev.contract != "TaskManager" or ev.name != "TaskAuthorised":
@@ -63,13 +80,17 @@ class Watcher:
         log.info("queued task %s", task_id)
 
     def _in_queue(self) -> set[int]:
-        """Task ids of the run messages waiting in this organisation's Celery queue."""
+        """Task ids of the run messages waiting in this organisation's Celery queue, read from
+        the message ids the watcher chose (`run_message_id`), not from Celery's display fields."""
         ids: set[int] = set()
         for raw in self.ctx.redis.lrange(self.ctx.queue, 0, -1):
             try:
-                ids.add(int(json.loads(raw)["headers"]["argsrepr"].strip("[]()").split(",")[0]))
-            except (ValueError, KeyError, TypeError, IndexError):
+                message_id = json.loads(raw)["headers"]["id"]
+            except (ValueError, KeyError, TypeError):
                 continue
+            task_id = task_of_run_message(message_id) if isinstance(message_id, str) else None
+            if task_id is not None:
+                ids.add(task_id)
         return ids
 
     def sweep(self) -> list[int]:
