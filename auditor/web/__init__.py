@@ -1,6 +1,9 @@
 """The regulator's web dashboard (FastAPI, server-rendered, Sign-In with Ethereum).
 
-- `app`: `create_dashboard_app(store, ledger, ...)`, routes and the session guard;
+- `app`: `create_dashboard_app(store, ledger, ...)`: assembles routers, middleware and error handlers;
+- `routers`: the routes by area (pages, JSON API, auth, live status); `deps`: their FastAPI
+  dependencies (the dashboard's state, the store, the session guard); `dashboard`: that state;
+  `params`: reading page parameters;
 - `auth` / `siwe`: EIP-4361 messages, nonces, sessions, rate limits and the sign-in checks;
 - `views`: what each page shows, as JSON-ready dicts (also served by the JSON API);
 - `pages` / `html` / `labels`: the HTML, escaped, in plain words;

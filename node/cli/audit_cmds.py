@@ -240,7 +240,8 @@ def audit_serve(
     import uvicorn
 
     from pcn.auditor.indexer import IndexerError
-    from pcn.auditor.web.app import TRUSTED_PROXIES_ENV, create_dashboard_app, parse_trusted_proxies
+    from pcn.auditor.web.app import create_dashboard_app
+    from pcn.auditor.web.dashboard import TRUSTED_PROXIES_ENV, parse_trusted_proxies
 
     proxies = trusted_proxy if trusted_proxy else [os.environ.get(TRUSTED_PROXIES_ENV, "")]
     try:

@@ -1,0 +1,17 @@
+"""Live updates: every page polls /api/status every 2 s and reloads its content when `stamp` changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from pcn.auditor.web.deps import DashboardDep, require_session
+
+router = APIRouter(tags=["api"], dependencies=[Depends(require_session)])
+
+
+@router.get("/api/status")
+def api_status(dashboard: DashboardDep) -> dict[str, Any]:
+    """Index position and counters; `stamp` changes whenever anything shown may have changed."""
+    return dashboard.status()
