@@ -23,10 +23,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from pcn.auditor.anomalies import detect_and_record
-from pcn.auditor.reports import build_report, parse_when, read_csv_sections, report_csv, report_html
+from pcn.auditor.reports import build_report, parse_when, read_csv_sections, report_csv
 from pcn.auditor.store import EventRow, Store, TaskRow
 from pcn.auditor.web import create_dashboard_app, siwe_message
 from pcn.auditor.web.dashboard import COOKIE
+from pcn.auditor.web.render import report_html
 from pcn.auditor.web.siwe import SiweError, iso, parse_siwe, recover_signer, sign_message
 from pcn.chain.deployment import Deployment
 from pcn.chain.ledger import Ledger
@@ -498,7 +499,7 @@ def test_every_page_renders_for_a_regulator(world: World):
         "/algorithms": ["Joint statistics", "Withdrawn", "Private set intersection"],
         "/tasks": [f"Task {sc.cancelled}", "Cancelled", "Refused", "Disputed"],
         "/tasks?status=refused": [f"Task {sc.refused}"],
-        "/anomalies": ["Task refused by a participant", "Participants&#x27; results disagree"],
+        "/anomalies": ["Task refused by a participant", "Participants&#39; results disagree"],
         "/anomalies?kind=refusal&severity=high": ["Task refused by a participant", f'href="/tasks/{sc.refused}"'],
         f"/tx/{a_tx}": ["Task submitted by bank0", "TaskSubmitted"],
         "/reports": ["Show report", 'type="date"'],

@@ -6,7 +6,8 @@
   `params`: reading page parameters;
 - `auth` / `siwe`: EIP-4361 messages, nonces, sessions, rate limits and the sign-in checks;
 - `views`: what each page shows, as JSON-ready dicts (also served by the JSON API);
-- `pages` / `html` / `labels`: the HTML, escaped, in plain words;
+- `render` / `templates/` / `labels`: the one HTML renderer (autoescaped Jinja2 templates, also
+  for the printable audit report), in plain words;
 - `live`: the background indexer and anomaly watcher that keep the pages live;
 - `static/`: CSS, the pages' JavaScript and Chart.js (served locally, never from a CDN).
 """
@@ -23,7 +24,7 @@ __all__ = ["create_dashboard_app", "siwe_message"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use, so `pcn.auditor.web.siwe` or `.html` do not pull in FastAPI.
+    # Imported on first use, so `pcn.auditor.web.siwe` or `.render` do not pull in FastAPI.
     if name == "create_dashboard_app":
         from pcn.auditor.web.app import create_dashboard_app
 

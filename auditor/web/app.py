@@ -30,10 +30,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pcn.auditor.store import Store, open_store
-from pcn.auditor.web import pages
 from pcn.auditor.web.dashboard import Dashboard
 from pcn.auditor.web.deps import SignInRequired
 from pcn.auditor.web.live import LiveAuditor
+from pcn.auditor.web.render import render
 from pcn.auditor.web.routers import api, auth, live
 from pcn.auditor.web.routers import pages as page_routes
 from pcn.chain.ledger import Ledger
@@ -190,12 +190,15 @@ def _add_error_handlers(app: FastAPI, dashboard: Dashboard) -> None:
                 headers=exc.headers,
             )
         return HTMLResponse(
-            pages.error_page(
-                exc.status_code,
-                ERROR_TITLES.get(exc.status_code, "Error"),
-                str(exc.detail),
-                session.address if session is not None else None,
-                dashboard.status(),
+            render(
+                "error.html",
+                title=ERROR_TITLES.get(exc.status_code, "Error"),
+                message=str(exc.detail),
+                user=session.address if session is not None else None,
+                status=dashboard.status() if session is not None else None,  # nothing of the chain to a stranger
+                active="",
+                charts=False,
+                live=False,
             ),
             status_code=exc.status_code,
         )

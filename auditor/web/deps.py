@@ -8,15 +8,14 @@ redirect to /login (pages) or a 401 (the API).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse
 
 from pcn.auditor.store import Store
-from pcn.auditor.web import pages
 from pcn.auditor.web.dashboard import Dashboard
-from pcn.auditor.web.html import Html
+from pcn.auditor.web.render import render
 from pcn.auditor.web.siwe import Session
 from pcn.auditor.web.views import Views
 
@@ -58,24 +57,32 @@ SessionDep = Annotated[Session, Depends(require_session)]
 
 
 class PageRenderer:
-    """Wraps a page's content in the layout: navigation, the signed-in regulator, the live status bar."""
+    """Renders a page template inside the layout: navigation, the signed-in regulator, the live status bar."""
 
-    def __init__(self, dashboard: Dashboard, user: str | None) -> None:
+    def __init__(self, dashboard: Dashboard, user: str) -> None:
         self.dashboard = dashboard
         self.user = user
 
     def __call__(
-        self, title: str, content: Html, active: str = "", charts: bool = False, live: bool = True
+        self,
+        template: str,
+        title: str,
+        active: str = "",
+        *,
+        charts: bool = False,
+        live: bool = True,
+        **context: Any,
     ) -> HTMLResponse:
         return HTMLResponse(
-            pages.layout(
-                title,
-                content,
+            render(
+                template,
+                title=title,
                 user=self.user,
                 status=self.dashboard.status(),
                 active=active,
                 charts=charts,
                 live=live,
+                **context,
             )
         )
 

@@ -14,11 +14,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from pcn.auditor.web import pages
 from pcn.auditor.web.auth import AuthError
 from pcn.auditor.web.dashboard import COOKIE, Dashboard
 from pcn.auditor.web.deps import DashboardDep
 from pcn.auditor.web.params import read_capped, safe_next
+from pcn.auditor.web.render import render
 from pcn.auditor.web.siwe import STATEMENT, iso, siwe_message
 
 log = logging.getLogger("pcn.auditor.web")
@@ -85,7 +85,8 @@ def login(request: Request, dashboard: DashboardDep, next: str | None = None, ad
             except HTTPException as exc:
                 error = str(exc.detail)
     return HTMLResponse(
-        pages.login_page(
+        render(
+            "login.html",
             chain_id=dashboard.auth.chain_id,
             domain=dashboard.auth.expected_domain(request.headers.get("host")),
             address=shown,
@@ -123,7 +124,8 @@ async def verify(request: Request, dashboard: DashboardDep) -> Response:
     ) -> Response:
         if is_form:
             return HTMLResponse(
-                pages.login_page(
+                render(
+                    "login.html",
                     chain_id=auth.chain_id,
                     domain=auth.expected_domain(request.headers.get("host")),
                     address=address,

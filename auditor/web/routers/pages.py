@@ -9,11 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
-from pcn.auditor import reports
-from pcn.auditor.web import pages
 from pcn.auditor.web.deps import PageDep, StoreDep, ViewsDep, require_session
-from pcn.auditor.web.html import Html
 from pcn.auditor.web.params import address_param, int_param, report_for
+from pcn.auditor.web.render import FORMATS, render_report
 
 router = APIRouter(
     default_response_class=HTMLResponse, include_in_schema=False, dependencies=[Depends(require_session)]
@@ -22,12 +20,12 @@ router = APIRouter(
 
 @router.get("/")
 def overview_page(page: PageDep, views: ViewsDep) -> Response:
-    return page("Overview", pages.overview(views.overview()), "/", charts=True)
+    return page("overview.html", "Overview", "/", charts=True, v=views.overview())
 
 
 @router.get("/orgs")
 def orgs_page(page: PageDep, views: ViewsDep) -> Response:
-    return page("Organisations", pages.orgs(views.orgs()), "/orgs")
+    return page("orgs.html", "Organisations", "/orgs", items=views.orgs())
 
 
 @router.get("/orgs/{account}")
@@ -35,12 +33,12 @@ def org_page(page: PageDep, views: ViewsDep, account: str) -> Response:
     o = views.org(address_param(account, "account") or "")
     if o is None:
         raise HTTPException(404, f"no organisation {account} in the auditor's store")
-    return page(o["name"], pages.org(o), "/orgs")
+    return page("org.html", o["name"], "/orgs", o=o)
 
 
 @router.get("/datasets")
 def datasets_page(page: PageDep, views: ViewsDep) -> Response:
-    return page("Datasets", pages.datasets(views.datasets()), "/datasets")
+    return page("datasets.html", "Datasets", "/datasets", items=views.datasets())
 
 
 @router.get("/datasets/{dataset_id}")
@@ -49,12 +47,12 @@ def dataset_page(page: PageDep, views: ViewsDep, dataset_id: str) -> Response:
     d = views.dataset(ds_id) if ds_id is not None else None
     if d is None:
         raise HTTPException(404, f"no dataset {dataset_id} in the auditor's store")
-    return page(f"Dataset {ds_id}", pages.dataset(d), "/datasets")
+    return page("dataset.html", f"Dataset {ds_id}", "/datasets", d=d)
 
 
 @router.get("/algorithms")
 def algorithms_page(page: PageDep, views: ViewsDep) -> Response:
-    return page("Algorithms", pages.algorithms(views.algorithms()), "/algorithms")
+    return page("algorithms.html", "Algorithms", "/algorithms", items=views.algorithms())
 
 
 @router.get("/tasks")
@@ -78,8 +76,15 @@ def tasks_page(
         )
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    content = pages.tasks(v, params, views.org_choices(), views.dataset_choices())
-    return page("Tasks", content, "/tasks")
+    return page(
+        "tasks.html",
+        "Tasks",
+        "/tasks",
+        v=v,
+        params=params,
+        org_choices=views.org_choices(),
+        dataset_choices=views.dataset_choices(),
+    )
 
 
 @router.get("/tasks/{task_id}")
@@ -88,7 +93,7 @@ def task_page(page: PageDep, views: ViewsDep, task_id: str) -> Response:
     x = views.task(tid) if tid is not None else None
     if x is None:
         raise HTTPException(404, f"no task {task_id} in the auditor's store (unknown, or not indexed yet)")
-    return page(f"Task {tid}", pages.task(x), "/tasks")
+    return page("task.html", f"Task {tid}", "/tasks", x=x)
 
 
 @router.get("/anomalies")
@@ -123,7 +128,7 @@ def anomalies_page(
         )
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
-    return page("Anomalies", pages.anomalies(v, params, views.org_choices()), "/anomalies")
+    return page("anomalies.html", "Anomalies", "/anomalies", v=v, params=params, org_choices=views.org_choices())
 
 
 @router.get("/tx/{tx_hash}")
@@ -131,7 +136,7 @@ def tx_page(page: PageDep, views: ViewsDep, tx_hash: str) -> Response:
     x = views.tx(tx_hash)
     if x is None:
         raise HTTPException(404, f"no pcn event from transaction {tx_hash} in the auditor's store")
-    return page("Transaction", pages.tx(x), live=False)
+    return page("tx.html", "Transaction", live=False, x=x)
 
 
 @router.get("/reports")
@@ -145,18 +150,27 @@ def reports_page(
     dataset: str | None = None,
 ) -> Response:
     params: dict[str, Any] = {"from": from_ or "", "to": to or "", "org": org or "", "dataset": dataset or ""}
-    preview, error = None, None
+    report, error = None, None
     if from_ or to:
         try:
-            preview = Html(reports.report_html(report_for(store, from_, to, org, dataset), standalone=False))
+            report = report_for(store, from_, to, org, dataset)
         except HTTPException as exc:
             error = str(exc.detail)
     else:  # the last 30 days of chain time
         end = views.status().get("indexed_at") or int(time.time())
         params["to"] = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m-%d")
         params["from"] = dt.datetime.fromtimestamp(end - 30 * 86400, dt.UTC).strftime("%Y-%m-%d")
-    content = pages.reports(params, views.org_choices(), views.dataset_choices(), preview, error)
-    response = page("Reports", content, "/reports", live=False)
+    response = page(
+        "reports.html",
+        "Reports",
+        "/reports",
+        live=False,
+        params=params,
+        org_choices=views.org_choices(),
+        dataset_choices=views.dataset_choices(),
+        report=report,
+        error=error,
+    )
     if error:
         response.status_code = 400
     return response
@@ -171,10 +185,10 @@ def report_download(
     dataset: str | None = None,
     format: str = "csv",
 ) -> Response:
-    if format not in reports.FORMATS:
-        raise HTTPException(400, f"format must be one of {', '.join(reports.FORMATS)}")
+    if format not in FORMATS:
+        raise HTTPException(400, f"format must be one of {', '.join(FORMATS)}")
     report = report_for(store, from_, to, org, dataset)
-    body = reports.render(report, format)
+    body = render_report(report, format)
     media = {"json": "application/json", "csv": "text/csv; charset=utf-8", "html": "text/html; charset=utf-8"}[format]
     name = f"pcn-audit-report_{report['period']['from'][:10]}_{report['period']['to'][:10]}.{format}"
     headers = {"Content-Disposition": f'attachment; filename="{name}"'}
