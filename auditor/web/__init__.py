@@ -5,7 +5,8 @@
   dependencies (the dashboard's state, the store, the session guard); `dashboard`: that state;
   `params`: reading page parameters;
 - `auth` / `siwe`: EIP-4361 messages, nonces, sessions, rate limits and the sign-in checks;
-- `views`: what each page shows, as JSON-ready dicts (also served by the JSON API);
+- `views`: what each page shows, as JSON-ready dicts (also served by the JSON API, checked
+  against the response models of `models`);
 - `render` / `templates/` / `labels`: the one HTML renderer (autoescaped Jinja2 templates, also
   for the printable audit report), in plain words;
 - `live`: the background indexer and anomaly watcher that keep the pages live;

@@ -9,10 +9,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse
 
+from pcn.auditor.web import models
 from pcn.auditor.web.deps import DashboardDep, SessionDep, StoreDep, ViewsDep, require_session
 from pcn.auditor.web.params import report_for
 
-router = APIRouter(prefix="/api", tags=["api"], dependencies=[Depends(require_session)])
+router = APIRouter(
+    prefix="/api",
+    tags=["api"],
+    dependencies=[Depends(require_session)],
+    responses={401: {"model": models.ErrorResponse, "description": "No session: sign in first"}},
+)
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": models.ErrorResponse, "description": "Not in the store"}}
+BAD_REQUEST: dict[int | str, dict[str, Any]] = {400: {"model": models.ErrorResponse, "description": "Bad parameters"}}
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 HASH = r"^0x[0-9a-fA-F]{64}$"
@@ -24,7 +32,7 @@ def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/session")
+@router.get("/session", response_model=models.SessionInfo, response_model_exclude_unset=True)
 def api_session(session: SessionDep, dashboard: DashboardDep) -> dict[str, Any]:
     return {
         "address": session.address,
@@ -34,17 +42,17 @@ def api_session(session: SessionDep, dashboard: DashboardDep) -> dict[str, Any]:
     }
 
 
-@router.get("/overview")
+@router.get("/overview", response_model=models.Overview, response_model_exclude_unset=True)
 def api_overview(views: ViewsDep) -> dict[str, Any]:
     return views.overview()
 
 
-@router.get("/orgs")
+@router.get("/orgs", response_model=list[models.OrgSummary], response_model_exclude_unset=True)
 def api_orgs(views: ViewsDep) -> list[dict[str, Any]]:
     return views.orgs()
 
 
-@router.get("/orgs/{account}")
+@router.get("/orgs/{account}", response_model=models.OrgDetail, response_model_exclude_unset=True, responses=NOT_FOUND)
 def api_org(views: ViewsDep, account: Annotated[str, PathParam(pattern=ADDRESS)]) -> dict[str, Any]:
     o = views.org(account)
     if o is None:
@@ -52,12 +60,17 @@ def api_org(views: ViewsDep, account: Annotated[str, PathParam(pattern=ADDRESS)]
     return o
 
 
-@router.get("/datasets")
+@router.get("/datasets", response_model=list[models.DatasetSummary], response_model_exclude_unset=True)
 def api_datasets(views: ViewsDep) -> list[dict[str, Any]]:
     return views.datasets()
 
 
-@router.get("/datasets/{dataset_id}")
+@router.get(
+    "/datasets/{dataset_id}",
+    response_model=models.DatasetDetail,
+    response_model_exclude_unset=True,
+    responses=NOT_FOUND,
+)
 def api_dataset(views: ViewsDep, dataset_id: StoreInt) -> dict[str, Any]:
     d = views.dataset(dataset_id)
     if d is None:
@@ -65,12 +78,12 @@ def api_dataset(views: ViewsDep, dataset_id: StoreInt) -> dict[str, Any]:
     return d
 
 
-@router.get("/algorithms")
+@router.get("/algorithms", response_model=list[models.AlgorithmSummary], response_model_exclude_unset=True)
 def api_algorithms(views: ViewsDep) -> list[dict[str, Any]]:
     return views.algorithms()
 
 
-@router.get("/tasks")
+@router.get("/tasks", response_model=models.TaskPage, response_model_exclude_unset=True, responses=BAD_REQUEST)
 def api_tasks(
     views: ViewsDep,
     status: str | None = None,
@@ -86,7 +99,9 @@ def api_tasks(
         raise HTTPException(400, str(exc)) from None
 
 
-@router.get("/tasks/{task_id}")
+@router.get(
+    "/tasks/{task_id}", response_model=models.TaskDetail, response_model_exclude_unset=True, responses=NOT_FOUND
+)
 def api_task(views: ViewsDep, task_id: StoreInt) -> dict[str, Any]:
     x = views.task(task_id)
     if x is None:
@@ -94,7 +109,7 @@ def api_task(views: ViewsDep, task_id: StoreInt) -> dict[str, Any]:
     return x
 
 
-@router.get("/anomalies")
+@router.get("/anomalies", response_model=models.AnomalyPage, response_model_exclude_unset=True, responses=BAD_REQUEST)
 def api_anomalies(
     views: ViewsDep,
     kind: str | None = None,
@@ -112,7 +127,7 @@ def api_anomalies(
         raise HTTPException(400, str(exc)) from None
 
 
-@router.get("/tx/{tx_hash}")
+@router.get("/tx/{tx_hash}", response_model=models.Transaction, response_model_exclude_unset=True, responses=NOT_FOUND)
 def api_tx(views: ViewsDep, tx_hash: Annotated[str, PathParam(pattern=HASH)]) -> dict[str, Any]:
     x = views.tx(tx_hash)
     if x is None:
@@ -120,7 +135,7 @@ def api_tx(views: ViewsDep, tx_hash: Annotated[str, PathParam(pattern=HASH)]) ->
     return x
 
 
-@router.get("/report")
+@router.get("/report", response_model=models.Report, response_model_exclude_unset=True, responses=BAD_REQUEST)
 def api_report(
     store: StoreDep,
     from_: Annotated[str, Query(alias="from", max_length=40)],

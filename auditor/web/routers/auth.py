@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from pcn.auditor.web import models
 from pcn.auditor.web.auth import AuthError
 from pcn.auditor.web.dashboard import COOKIE, Dashboard
 from pcn.auditor.web.deps import DashboardDep
@@ -99,7 +100,15 @@ def login(request: Request, dashboard: DashboardDep, next: str | None = None, ad
     )
 
 
-@router.get("/auth/nonce", tags=["auth"])
+@router.get(
+    "/auth/nonce",
+    tags=["auth"],
+    response_model=models.NonceIssued,
+    responses={
+        400: {"model": models.ErrorResponse, "description": "Not an Ethereum address"},
+        429: {"model": models.ErrorResponse, "description": "Too many sign-in messages asked for"},
+    },
+)
 def nonce(request: Request, dashboard: DashboardDep, address: str | None = None) -> dict[str, Any]:
     """A fresh single-use nonce (valid 5 minutes); with `address`, the whole EIP-4361
     message to sign as well."""
@@ -112,7 +121,17 @@ def nonce(request: Request, dashboard: DashboardDep, address: str | None = None)
     return issued
 
 
-@router.post("/auth/verify", tags=["auth"])
+@router.post(
+    "/auth/verify",
+    tags=["auth"],
+    responses={
+        200: {"model": models.SignedIn, "description": "Signed in (JSON body); a form post is redirected (303)"},
+        **{
+            status: {"model": models.ErrorResponse, "description": "Sign-in refused"}
+            for status in (400, 401, 403, 413, 429, 503)
+        },
+    },
+)
 async def verify(request: Request, dashboard: DashboardDep) -> Response:
     """Sign in: body {message, signature} as JSON, or a form post from /login."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -194,7 +213,12 @@ async def verify(request: Request, dashboard: DashboardDep) -> Response:
     return response
 
 
-@router.post("/auth/logout", tags=["auth"])
+@router.post(
+    "/auth/logout",
+    tags=["auth"],
+    status_code=303,
+    responses={403: {"model": models.ErrorResponse, "description": "From another site"}},
+)
 async def logout(request: Request, dashboard: DashboardDep) -> Response:
     """End the session."""
     if not _origin_ok(request, dashboard.domain):
