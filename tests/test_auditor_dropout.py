@@ -20,7 +20,7 @@ from sqlalchemy import MetaData, select, update
 from pcn.auditor.anomalies import Anomaly, Severity, detect, detect_and_record
 from pcn.auditor.migrations import migrate, schema_diff
 from pcn.auditor.projection import rebuild
-from pcn.auditor.reports import build_report, read_csv_sections, report_csv, report_html
+from pcn.auditor.reports import build_report, read_csv_sections, report_csv
 from pcn.auditor.store import EventRow, Store, TaskParticipant, TaskRow, make_engine, table_contents
 from pcn.auditor.verify import (
     DELETION,
@@ -34,6 +34,7 @@ from pcn.auditor.verify import (
     verify_task,
 )
 from pcn.auditor.web import create_dashboard_app
+from pcn.auditor.web.render import report_html
 from pcn.chain.errors import ContractRevert
 from pcn.chain.ledger import TxResult
 from pcn.chain.types import ParticipantState, TaskStatus

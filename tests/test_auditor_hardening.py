@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pcn.auditor.reports import read_csv_sections, report_csv
 from pcn.auditor.store import Store
 from pcn.auditor.web import create_dashboard_app
-from pcn.auditor.web.app import COOKIE, parse_trusted_proxies
+from pcn.auditor.web.dashboard import COOKIE, parse_trusted_proxies
 from pcn.auditor.web.siwe import iso, sign_message
 from pcn.chain.ledger import Ledger
 from pcn.devnet.deploy import devnet_key

@@ -1,7 +1,7 @@
 """Plain words for every code the chain and the auditor use, with a colour tone each.
 
 A regulator reads "Refused by a participant", not ``REFUSED = 6``. Tones are the CSS classes
-of `pcn.auditor.web.html.badge`: ok (green), bad (red), warn (amber), run (blue), info
+of the templates' `badge` macro: ok (green), bad (red), warn (amber), run (blue), info
 (blue-grey), idle (grey).
 """
 

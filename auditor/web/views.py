@@ -1,6 +1,6 @@
 """What each dashboard page shows, as plain JSON-ready dicts read from the auditor's store.
 
-The HTML pages (`pcn.auditor.web.pages`) and the JSON API render the same dicts, so what
+The HTML pages (templates/) and the JSON API render the same dicts, so what
 a regulator sees and what a script reads cannot drift apart. Nothing here writes.
 """
 

@@ -240,7 +240,8 @@ def audit_serve(
     import uvicorn
 
     from pcn.auditor.indexer import IndexerError
-    from pcn.auditor.web.app import TRUSTED_PROXIES_ENV, create_dashboard_app, parse_trusted_proxies
+    from pcn.auditor.web.app import create_dashboard_app
+    from pcn.auditor.web.dashboard import TRUSTED_PROXIES_ENV, parse_trusted_proxies
 
     proxies = trusted_proxy if trusted_proxy else [os.environ.get(TRUSTED_PROXIES_ENV, "")]
     try:
@@ -297,7 +298,8 @@ def audit_report(
     as_json: JsonOpt = False,
 ) -> None:
     """The audit report of a period: tasks with their verdicts, refusals, anomalies, dataset usage, organisations."""
-    from pcn.auditor.reports import FORMATS, build_report, parse_when, render
+    from pcn.auditor.reports import build_report, parse_when
+    from pcn.auditor.web.render import FORMATS, render_report
 
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -305,7 +307,7 @@ def audit_report(
     with _store(store) as st:
         _need_index(st)
         report = build_report(st, start, end, org, dataset)
-    body = render(report, fmt)
+    body = render_report(report, fmt)
     if out is None:
         sys.stdout.write(body)
         return
