@@ -286,7 +286,7 @@ def create_dashboard_app(
         path = request.url.path
         raw_path = request.scope.get("raw_path") or path.encode()
         if len(raw_path) + len(request.scope.get("query_string") or b"") > MAX_URL:
-            response = JSONResponse(
+            response: Response = JSONResponse(
                 {"error": {"code": "uri-too-long", "message": f"the URL is longer than {MAX_URL} bytes"}},
                 status_code=414,
             )
@@ -308,7 +308,7 @@ def create_dashboard_app(
                     session = None
             if session is None:
                 if _is_api(request):
-                    response: Response = JSONResponse(
+                    response = JSONResponse(
                         {"error": {"code": "no-session", "message": "sign in first: GET /login"}},
                         status_code=401,
                         headers={"WWW-Authenticate": 'SIWE realm="pcn audit"'},

@@ -841,7 +841,7 @@ def task(x: dict[str, Any]) -> Html:
 
 
 def anomaly_table(items: Iterable[dict[str, Any]], compact: bool = False) -> Html:
-    rows = []
+    rows: list[tuple[Html, ...]] = []
     for a in items:
         links = [
             task_link(a["task_id"]) if a["task_id"] is not None else None,
