@@ -22,14 +22,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from eth_typing import HexStr
 from eth_utils import to_checksum_address
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from web3.types import TxData
 
 from pcn.auditor.projection import annotate, apply_event, clear_derived, rebuild
 from pcn.auditor.store import EventRow, IndexState, Store, StoreError, open_store
@@ -122,7 +125,7 @@ class Indexer:
         self.reader = EventReader(
             ledger.w3,
             ledger.logs,
-            self._cursors,  # type: ignore[arg-type]  # duck-typed: load() and save() like FileCursorStore
+            self._cursors,
             self.start_block,
             self.confirmations,
             batch_size,
@@ -276,12 +279,16 @@ class Indexer:
         if block_hash is not None and block_hash in self._blocks:
             self._blocks.move_to_end(block_hash)
             return self._blocks[block_hash]
-        block = self.ledger.w3.eth.get_block(block_hash if block_hash is not None else number, full_transactions=True)
+        block = self.ledger.w3.eth.get_block(
+            HexStr(block_hash) if block_hash is not None else number, full_transactions=True
+        )
+        # full_transactions=True: the block lists transactions, not their hashes
+        transactions = cast("Sequence[TxData]", block["transactions"])
         info = BlockInfo(
             int(block["number"]),
             _hex(block["hash"]),
             int(block["timestamp"]),
-            {_hex(tx["hash"]): to_checksum_address(tx["from"]) for tx in block["transactions"]},
+            {_hex(tx["hash"]): to_checksum_address(tx["from"]) for tx in transactions},
         )
         if block_hash is not None and info.hash != block_hash:
             raise IndexerError(f"block {number}: asked for {block_hash}, the node returned {info.hash}")
@@ -322,6 +329,8 @@ class Indexer:
 
     def _on_reorg(self, rewind: int) -> None:
         s = self._batch()
-        removed = s.execute(delete(EventRow).where(EventRow.block_number >= rewind)).rowcount
+        # a DELETE's result is a CursorResult, which SQLAlchemy's Session.execute types as Result
+        deleted = cast("CursorResult[Any]", s.execute(delete(EventRow).where(EventRow.block_number >= rewind)))
+        removed = deleted.rowcount
         log.warning("reorg: dropped %s events from block %d on; re-deriving every table", removed, rewind)
         rebuild(s)

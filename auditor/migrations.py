@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import (
     JSON,
@@ -466,9 +466,10 @@ def current_version(conn: Connection) -> int:
 def migrate(engine: Engine, target: int | None = None) -> list[int]:
     """Apply every pending migration up to `target` (default: the newest); return those applied."""
     target = LATEST_VERSION if target is None else target
+    versions = Base.metadata.tables[SchemaVersion.__tablename__]
     with _begin(engine) as conn, conn.begin():
         _lock(conn)
-        SchemaVersion.__table__.create(conn, checkfirst=True)
+        versions.create(conn, checkfirst=True)
     applied: list[int] = []
     for version, name, step in MIGRATIONS:
         if version > target:
@@ -481,9 +482,7 @@ def migrate(engine: Engine, target: int | None = None) -> list[int]:
             if have != version - 1:
                 raise MigrationError(f"the store is at schema version {have}; migration {version} needs {version - 1}")
             step(conn)
-            conn.execute(
-                SchemaVersion.__table__.insert().values(version=version, name=name, applied_at=int(time.time()))
-            )
+            conn.execute(versions.insert().values(version=version, name=name, applied_at=int(time.time())))
         applied.append(version)
     with engine.connect() as conn:
         have = current_version(conn)
@@ -492,6 +491,12 @@ def migrate(engine: Engine, target: int | None = None) -> list[int]:
             f"the store is at schema version {have}, newer than this pcn knows ({LATEST_VERSION}): upgrade pcn"
         )
     return applied
+
+
+def _index_columns(names: Sequence[str | None]) -> tuple[str, ...]:
+    """A reflected index's columns, sorted; the database names no column for an expression
+    (None), which no model index has."""
+    return tuple(sorted("<expression>" if name is None else name for name in names))
 
 
 def schema_diff(engine: Engine) -> list[str]:
@@ -521,7 +526,7 @@ def schema_diff(engine: Engine) -> list[str]:
             tuple(sorted(c.name for c in con.columns)) for con in table.constraints if isinstance(con, UniqueConstraint)
         }
         live_uq = {tuple(sorted(u["column_names"])) for u in insp.get_unique_constraints(table.name)}
-        live_ix = {tuple(sorted(i["column_names"])): bool(i["unique"]) for i in insp.get_indexes(table.name)}
+        live_ix = {_index_columns(i["column_names"]): bool(i["unique"]) for i in insp.get_indexes(table.name)}
         live_uq |= {cols for cols, unique in live_ix.items() if unique}
         if model_uq != live_uq:
             problems.append(f"table {table.name}: unique constraints {sorted(live_uq)} != model {sorted(model_uq)}")

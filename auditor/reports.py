@@ -196,7 +196,7 @@ def build_report(
             elif acc is not None:
                 dq = dq.where(Dataset.owner == acc)
             ds_rows = s.scalars(dq).all()
-            usage = []
+            usage: list[dict[str, Any]] = []
             for d in ds_rows:
                 uses = s.scalars(
                     select(DatasetUse).where(
@@ -263,7 +263,7 @@ def build_report(
                 .group_by(TaskParticipant.account)
             ).all():
                 acts[who]["tasks_participated"] = int(n)
-            for who, n in s.execute(
+            for actor, n in s.execute(
                 select(EventRow.actor, func.count())
                 .where(
                     EventRow.name == "TaskStarted",
@@ -272,8 +272,8 @@ def build_report(
                 )
                 .group_by(EventRow.actor)
             ).all():
-                if who:
-                    acts[who]["starts"] = int(n)
+                if actor:
+                    acts[actor]["starts"] = int(n)
             changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
             for c in s.scalars(
                 select(OrgStatusChange)
@@ -356,10 +356,10 @@ def build_report(
                 a.dataset_id == int(dataset) or (a.task_id is not None and a.task_id in scope_tasks)
             ):
                 continue
-            d = a.to_dict()
-            d["org_name"] = name(a.org)
-            d["occurred_at"] = iso(a.occurred_at) if a.occurred_at is not None else ""
-            anomalies.append(d)
+            found = a.to_dict()
+            found["org_name"] = name(a.org)
+            found["occurred_at"] = iso(a.occurred_at) if a.occurred_at is not None else ""
+            anomalies.append(found)
     by_reason: dict[int, list[int]] = defaultdict(list)
     for r in refusals:
         by_reason[int(r.reason)].append(r.task_id)

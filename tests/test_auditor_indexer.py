@@ -337,7 +337,6 @@ def test_an_indexer_killed_with_sigkill_resumes_where_it_committed(deployment, s
     indexer(deployment, reference).run_once()
     url = f"sqlite:///{tmp_path / 'killed.sqlite'}"
     Store(url).dispose()  # migrated before the child starts
-    assert deployment.path is not None
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, str(deployment.path), url], stdout=subprocess.PIPE, env=os.environ.copy()
     )

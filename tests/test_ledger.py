@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from eth_account import Account
@@ -47,6 +48,7 @@ def _ledger_at(rpc_url: str) -> Ledger:
         compiler_version="",
         source_hash="",
         contracts={"TaskManager": ContractInfo("TaskManager", address, _TASK_MANAGER_ABI, 0, "")},
+        path=Path("/nonexistent/deployment.json"),  # never saved
     )
     return Ledger(deployment, account=Account.from_key(devnet_key(0)))
 

@@ -149,7 +149,7 @@ def _add_security(app: FastAPI) -> None:
     async def security(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         raw_path = request.scope.get("raw_path") or request.url.path.encode()
         if len(raw_path) + len(request.scope.get("query_string") or b"") > MAX_URL:
-            response = JSONResponse(
+            response: Response = JSONResponse(
                 {"error": {"code": "uri-too-long", "message": f"the URL is longer than {MAX_URL} bytes"}},
                 status_code=414,
             )

@@ -140,9 +140,9 @@ def time_series(
     """Counts per time bucket for each named series, on one shared axis."""
     stamps = [ts for values in series.values() for ts in values]
     if lo is None:
-        lo = min(stamps, default=None)  # type: ignore[assignment]
+        lo = min(stamps, default=None)
     if hi is None:
-        hi = max(stamps, default=None)  # type: ignore[assignment]
+        hi = max(stamps, default=None)
     if lo is None or hi is None:
         return {"labels": [], "starts": [], "width": 0, "datasets": []}
     hi = max(hi, lo)

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import numpy as np
 from eth_account import Account
+from eth_typing import HexStr
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
@@ -151,7 +152,7 @@ def task_gas(ledger: Ledger, task_id: int) -> dict[str, int]:
     for ev in ledger.logs.decode_all(logs):
         if ev.name in steps and ev.args.get("taskId") == task_id and ev.tx_hash not in seen:
             seen.add(ev.tx_hash)
-            used = int(ledger.w3.eth.get_transaction_receipt(ev.tx_hash)["gasUsed"])
+            used = int(ledger.w3.eth.get_transaction_receipt(HexStr(ev.tx_hash))["gasUsed"])
             gas[steps[ev.name]] = gas.get(steps[ev.name], 0) + used
     gas["total"] = sum(gas.values())
     return gas

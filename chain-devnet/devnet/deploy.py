@@ -6,12 +6,15 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from web3 import Web3
+from web3.types import TxParams
 
+from pcn import paths
 from pcn.chain.deployment import ContractInfo, Deployment
 from pcn.chain.errors import TransactionFailed
 from pcn.chain.rpc import connect
@@ -41,7 +44,8 @@ def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], chain_id: int) ->
         "chainId": chain_id,
         "nonce": w3.eth.get_transaction_count(account.address, "pending"),
     }
-    tx["gas"] = int(w3.eth.estimate_gas(tx) * 1.2)
+    # eth_account signs a plain dict; web3 types the same transaction as the TypedDict TxParams
+    tx["gas"] = int(w3.eth.estimate_gas(cast(TxParams, tx)) * 1.2)
     tx.update(fee_fields(w3))
     signed = account.sign_transaction(tx)
     receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=120)
@@ -66,7 +70,7 @@ def deploy(
     build = build or compile_contracts()
     infos: dict[str, ContractInfo] = {}
 
-    def deploy_one(name: str, *args: Any) -> str:
+    def deploy_one(name: str, *args: Any) -> ChecksumAddress:
         art = build.artifacts[name]
         factory = w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
         tx = factory.constructor(*args).build_transaction({"from": admin.address, "chainId": chain_id, "gas": 0})
@@ -102,10 +106,11 @@ def deploy(
         compiler_version=build.compiler_version,
         source_hash=build.source_hash,
         contracts=infos,
+        path=Path(out or paths.deployment_file(chain_id)),
     )
-    path = deployment.save(out)
+    deployment.save()
     cache_signatures_for_foundry(infos.values())
-    return Deployment(**{**deployment.__dict__, "path": path})
+    return deployment
 
 
 def _signature(item: dict[str, Any]) -> str:

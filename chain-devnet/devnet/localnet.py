@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from eth_account import Account
@@ -32,7 +33,7 @@ from pcn.devnet.deploy import devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
-from pcn.runtime.execute import intermediate_keys
+from pcn.runtime.execute import Progress, intermediate_keys
 from pcn.runtime.operations import (
     DROPOUT_TOLERANT,
     approve_algorithm,
@@ -165,8 +166,7 @@ class Org:
 
     def progress(self, task_id: int) -> dict[str, str]:
         """This node's live progress record of a task (what its mailbox's progress route serves)."""
-        raw = self.ctx.redis.hgetall(self.ctx.key("progress", task_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return Progress(self.ctx, task_id).read()
 
 
 @dataclass
@@ -245,8 +245,8 @@ def _tail(path: Path, n: int = 3000) -> str:
 
 def fund(admin: Ledger, address: str, ether: int = 100) -> None:
     w3 = admin.w3
-    acct = admin.account
-    tx = {
+    acct = admin.signer
+    tx: dict[str, Any] = {
         "to": address,
         "value": ether * 10**18,
         "gas": 21000,

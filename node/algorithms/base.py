@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -89,7 +89,7 @@ class CommitmentScheme:
 # `fail` turns a message into the algorithm's own error ("invalid fedavg params: ...").
 
 
-def is_finite_number(x: object) -> bool:
+def is_finite_number(x: object) -> TypeGuard[int | float]:
     """A JSON number usable as a parameter: int or float, not bool, finite as a float."""
     if isinstance(x, bool) or not isinstance(x, int | float):
         return False

@@ -38,7 +38,7 @@ import importlib.metadata
 import os
 import platform
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -257,7 +257,7 @@ def _dynamic_import(node: ast.Call, lines: list[str], rel: str) -> str | None:
 
 
 @cache
-def _module_distributions() -> dict[str, list[str]]:
+def _module_distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 

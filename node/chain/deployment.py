@@ -37,7 +37,7 @@ class Deployment:
     compiler_version: str
     source_hash: str
     contracts: dict[str, ContractInfo]
-    path: Path | None = None
+    path: Path  # the deployment file
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,13 +55,11 @@ class Deployment:
             },
         }
 
-    def save(self, path: Path | None = None) -> Path:
-        path = Path(path or paths.deployment_file(self.chain_id))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2))
-        tmp.replace(path)
-        return path
+        tmp.replace(self.path)
 
     @property
     def addresses(self) -> dict[str, str]:

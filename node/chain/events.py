@@ -13,9 +13,10 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from eth_abi import decode as abi_decode
+from eth_typing import ChecksumAddress
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import BlockNotFound
@@ -85,7 +86,7 @@ class LogDecoder:
                 self._events[(addr.lower(), keccak(text=sig))] = entry
 
     @property
-    def addresses(self) -> list[str]:
+    def addresses(self) -> list[ChecksumAddress]:
         return [to_checksum_address(a) for a in self._names]
 
     def decode(self, log: Any) -> ChainEvent | None:
@@ -140,6 +141,14 @@ class Cursor:
         return cls(int(data["next_block"]), {int(k): v for k, v in data.get("recent", {}).items()})
 
 
+class CursorStore(Protocol):
+    """Where an EventReader keeps its cursor (a JSON file here, a SQL row in the auditor)."""
+
+    def load(self) -> Cursor | None: ...
+
+    def save(self, cursor: Cursor) -> None: ...
+
+
 class FileCursorStore:
     """Persists a cursor atomically in a JSON file."""
 
@@ -168,7 +177,7 @@ class EventReader:
         self,
         w3: Web3,
         decoder: LogDecoder,
-        store: FileCursorStore,
+        store: CursorStore,
         start_block: int,
         confirmations: int = 0,
         batch_size: int = 2000,

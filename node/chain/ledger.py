@@ -11,15 +11,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.types import BlockIdentifier, TxParams
 
 from pcn import paths
 from pcn.chain.binding import request_hash, task_binding
@@ -138,10 +141,15 @@ class Ledger:
         )
 
     @property
-    def address(self) -> str:
+    def signer(self) -> LocalAccount:
+        """The account this ledger signs with; TransactionFailed if it has none."""
         if self.account is None:
             raise TransactionFailed("this ledger has no signing account")
-        return self.account.address
+        return self.account
+
+    @property
+    def address(self) -> ChecksumAddress:
+        return self.signer.address
 
     @property
     def chain_id(self) -> int:
@@ -162,7 +170,7 @@ class Ledger:
             )
 
     def block_timestamp(self, *, block: int | str = "latest") -> int:
-        return int(self.w3.eth.get_block(block)["timestamp"])
+        return int(self.w3.eth.get_block(cast(BlockIdentifier, block))["timestamp"])
 
     def _revert(self, exc: Exception) -> Exception:
         data = getattr(exc, "data", None)
@@ -197,7 +205,7 @@ class Ledger:
             with self._nonces.reserve() as nonce:
                 limit = max(int(gas * GAS_MARGIN), GAS_FLOOR.get((contract, fn), 0))
                 tx = bound.build_transaction({**base, "nonce": nonce, "gas": limit, **self._fees()})
-                signed = self.account.sign_transaction(tx)  # type: ignore[union-attr]
+                signed = self.signer.sign_transaction(tx)
                 try:
                     tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
                 except Web3RPCError as exc:
@@ -217,7 +225,7 @@ class Ledger:
     def _pending_count(self) -> int:
         return int(self.w3.eth.get_transaction_count(self.address, "pending"))
 
-    def _await(self, tx_hash: bytes, tx: dict[str, Any]) -> TxResult:
+    def _await(self, tx_hash: HexBytes, tx: TxParams) -> TxResult:
         try:
             receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.05)
         except TimeExhausted as exc:
@@ -226,7 +234,7 @@ class Ledger:
             # Another transaction changed the state between estimate and inclusion: replay
             # the call on the block before to name the error.
             try:
-                self.w3.eth.call({k: tx[k] for k in ("from", "to", "data")}, receipt["blockNumber"] - 1)
+                self.w3.eth.call({"from": tx["from"], "to": tx["to"], "data": tx["data"]}, receipt["blockNumber"] - 1)
             except ContractLogicError as exc:
                 raise self._revert(exc) from None
             raise TransactionFailed(f"transaction 0x{tx_hash.hex()} reverted")
@@ -503,7 +511,7 @@ class Ledger:
                 "deadline": deadline,
             },
         )
-        signed = self.account.sign_message(signable)  # type: ignore[union-attr]
+        signed = self.signer.sign_message(signable)
         return SignedApproval(task_id, request_hash, owner, nonce, deadline, bytes(signed.signature))
 
     def approve_by_sig(self, approval: SignedApproval) -> TxResult:
@@ -642,8 +650,12 @@ class Ledger:
         return ParticipantState(state)
 
     def receipt(self, task_id: int, participant: str, *, block: int | str = "latest") -> Receipt:
-        r = self.call("TaskManager", "receipt", task_id, to_checksum_address(participant), block=block)
-        return Receipt(*(bytes(x) for x in r[:5]), r[5], r[6])
+        result, transcript, inputs, algorithm, deletion, started_at, finished_at = self.call(
+            "TaskManager", "receipt", task_id, to_checksum_address(participant), block=block
+        )
+        return Receipt(
+            bytes(result), bytes(transcript), bytes(inputs), bytes(algorithm), bytes(deletion), started_at, finished_at
+        )
 
     def receipt_tx(self, task_id: int, participant: str) -> str | None:
         """The hash of the transaction that recorded `participant`'s receipt of the task (None

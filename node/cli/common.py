@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import click
 import typer
@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class UserError(Exception):
@@ -83,12 +84,12 @@ def emit_json(value: Any) -> None:
     typer.echo(json.dumps(_plain(value), indent=2))
 
 
-def handle_errors(json_flag: str = "as_json") -> Callable[[F], F]:
+def handle_errors(json_flag: str = "as_json") -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Turn expected failures into one clear line (or a JSON error object) and exit 1."""
 
-    def decorate(fn: F) -> F:
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
                 return fn(*args, **kwargs)
             except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
@@ -96,9 +97,10 @@ def handle_errors(json_flag: str = "as_json") -> Callable[[F], F]:
             except Exception as exc:
                 if not isinstance(exc, _expected_errors()):
                     raise
-                named = isinstance(exc, (ContractRevert, NamedError))
-                name = exc.name if named else type(exc).__name__  # type: ignore[attr-defined]
-                message = exc.message if named else str(exc)  # type: ignore[attr-defined]
+                if isinstance(exc, (ContractRevert, NamedError)):
+                    name, message = exc.name, exc.message
+                else:
+                    name, message = type(exc).__name__, str(exc)
                 if not message:
                     message = type(exc).__doc__ or name
                 if kwargs.get(json_flag):
@@ -107,7 +109,7 @@ def handle_errors(json_flag: str = "as_json") -> Callable[[F], F]:
                     err_console.print(f"[bold red]error:[/] {name}: {message}", highlight=False)
                 raise typer.Exit(1) from None
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     return decorate
 
@@ -155,8 +157,8 @@ def load_signer(
         from pcn.devnet.deploy import devnet_key
 
         return Account.from_key(devnet_key(dev_account))
-    key = os.environ.get(key_env)
-    return _account(key, key_env) if key else None
+    env_key = os.environ.get(key_env)
+    return _account(env_key, key_env) if env_key else None
 
 
 def _account(key: str, source: str) -> LocalAccount:
@@ -241,7 +243,7 @@ def node_context(config: Path | None, org: str | None, signing: bool = True) -> 
         ctx.keys  # noqa: B018 - unlock now, so a wrong or missing password is the first error
     else:
         # NodeContext.ledger is a cached_property: setting it replaces the signing ledger.
-        ctx.ledger = config_ledger(ctx.config)  # type: ignore[misc]
+        ctx.ledger = config_ledger(ctx.config)
         return ctx
     ctx.ledger.check_connection()
     return ctx

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from pcn.chain.ledger import Ledger, TxResult
 from pcn.cli import audit_cmds, node_cmds
 from pcn.cli.common import (
     DEVNET_CHAIN_IDS,
@@ -196,7 +197,9 @@ def org_reinstate(
     _tx_out(ledger.reinstate(_address(account)), as_json, f"reinstated {account}")
 
 
-def _admin_ledger(deployment: Path | None, rpc_url: str | None, key_file: Path | None, dev_account: int | None):  # noqa: ANN202
+def _admin_ledger(
+    deployment: Path | None, rpc_url: str | None, key_file: Path | None, dev_account: int | None
+) -> Ledger:
     return connect(
         deployment, rpc_url, load_signer("PCN_ADMIN_KEY", key_file, dev_account), True, dev_account, "PCN_ADMIN_KEY"
     )
@@ -296,7 +299,7 @@ def _chain_id_of(rpc_url: str) -> int:
     from pcn.devnet.anvil import rpc_call
 
     try:
-        return int(rpc_call(rpc_url, "eth_chainId"), 16)
+        return int(str(rpc_call(rpc_url, "eth_chainId")), 16)
     except Exception as exc:
         raise UserError(f"cannot reach the chain at {rpc_url}: {exc}") from exc
 
@@ -319,11 +322,11 @@ def _hex32(value: str, what: str) -> bytes:
     return raw
 
 
-def _tx_out(res: object, as_json: bool, text: str) -> None:
+def _tx_out(res: TxResult, as_json: bool, text: str) -> None:
     if as_json:
         emit_json(res)
     else:
-        console.print(f"{text} (tx {res.tx_hash}, block {res.block_number})")  # type: ignore[attr-defined]
+        console.print(f"{text} (tx {res.tx_hash}, block {res.block_number})")
 
 
 @app.command("demo")

@@ -16,7 +16,7 @@ import shlex
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 import typer
 from rich.console import Group
@@ -96,8 +96,44 @@ def _eps(fixed: int) -> float:
     return epsilon_from_fixed(int(fixed))
 
 
-def _tx(res: TxResult | None) -> dict[str, Any] | None:
-    return None if res is None else {"tx_hash": res.tx_hash, "block_number": res.block_number}
+def _tx(res: TxResult) -> dict[str, Any]:
+    return {"tx_hash": res.tx_hash, "block_number": res.block_number}
+
+
+# The records `data usage`, `algo list` and `task list` print (and emit with --json).
+
+
+class _DatasetTaskRow(TypedDict):
+    task_id: int
+    requester: str
+    requester_name: str
+    algorithm: str
+    algorithm_hash: str
+    dataset_version: int
+    created_at: int
+    epsilon: float
+    status: str
+    recipient: str
+
+
+class _AlgorithmRow(TypedDict):
+    kind: str
+    version: str
+    code_hash: str
+    publisher: str
+    registered_at: int
+    deprecated: bool
+    matches_code_on_disk: bool | None  # None: not a built-in algorithm
+
+
+class _TaskRow(TypedDict):
+    task_id: int
+    algorithm: str
+    status: str
+    requester: str
+    requester_name: str
+    datasets: list[int]
+    created_at: int
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -518,7 +554,7 @@ def data_usage(
     ds = ledger.dataset(dataset_id)
     names = _names(ledger)
     kind = _Kinds(ledger)
-    tasks: list[dict[str, Any]] = []
+    tasks: list[_DatasetTaskRow] = []
     for task_id in range(1, ledger.task_count() + 1):
         pinned = dict(ledger.task_datasets(task_id))
         if dataset_id not in pinned:
@@ -559,14 +595,14 @@ def data_usage(
         console.print("no task has asked for it", highlight=False)
         return
     table = Table("task", "requester", "algorithm", "submitted", "ε", "status")
-    for t in tasks:
+    for row in tasks:
         table.add_row(
-            str(t["task_id"]),
-            t["requester_name"] or t["requester"],
-            t["algorithm"],
-            _when(t["created_at"]),
-            f"{t['epsilon']:g}",
-            t["status"],
+            str(row["task_id"]),
+            row["requester_name"] or row["requester"],
+            row["algorithm"],
+            _when(row["created_at"]),
+            f"{row['epsilon']:g}",
+            row["status"],
         )
     console.print(table)
 
@@ -700,7 +736,8 @@ def algo_register(
     ctx = node_context(config, org)
     code, res = operations.register_algorithm(ctx.ledger, name, version, description)
     if as_json:
-        emit_json({"name": name, "code_hash": _hex(code), "registered": res is not None, "tx": _tx(res)})
+        tx = None if res is None else _tx(res)
+        emit_json({"name": name, "code_hash": _hex(code), "registered": res is not None, "tx": tx})
     elif res is None:
         console.print(f"{name} ({_hex(code)}) is already registered", highlight=False)
     else:
@@ -754,7 +791,7 @@ def algo_approve(
     res = ctx.ledger.set_algorithm_allowed(dataset_id, code, not revoke)
     if as_json:
         emit_json(
-            {"algorithm": name, "code_hash": _hex(code), "dataset_id": dataset_id, "allowed": not revoke, **_tx(res)}  # type: ignore[dict-item]
+            {"algorithm": name, "code_hash": _hex(code), "dataset_id": dataset_id, "allowed": not revoke, **_tx(res)}
         )
     else:
         what = "revoked" if revoke else "approved"
@@ -779,7 +816,7 @@ def algo_list(
     ledger = chain_reader(config, org, deployment, rpc_url)
     on_disk = {kind: algorithm_code_hash(kind) for kind in BUILTIN}
     names = _names(ledger)
-    rows = []
+    rows: list[_AlgorithmRow] = []
     for a in ledger.algorithms():
         rows.append(
             {
@@ -1118,7 +1155,7 @@ def task_cancel(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, 
     ctx = node_context(config, org)
     res = ctx.ledger.cancel(task_id)
     if as_json:
-        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+        emit_json({"task_id": task_id, **_tx(res)})
     else:
         console.print(f"cancelled task {task_id} (tx {res.tx_hash})", highlight=False)
 
@@ -1130,7 +1167,7 @@ def task_consent(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None,
     ctx = node_context(config, org)
     res = ctx.ledger.consent(task_id)
     if as_json:
-        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+        emit_json({"task_id": task_id, **_tx(res)})
     else:
         console.print(f"consented to task {task_id} (tx {res.tx_hash})", highlight=False)
 
@@ -1144,7 +1181,7 @@ def task_contest_dropout(
     ctx = node_context(config, org)
     res = ctx.ledger.contest_dropout(task_id)
     if as_json:
-        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+        emit_json({"task_id": task_id, **_tx(res)})
     else:
         console.print(f"contested the dropout: task {task_id} is disputed (tx {res.tx_hash})", highlight=False)
 
@@ -1156,7 +1193,7 @@ def task_expire(task_id: TaskArg, config: ConfigOpt = None, org: OrgOpt = None, 
     ctx = node_context(config, org)
     res = ctx.ledger.expire(task_id)
     if as_json:
-        emit_json({"task_id": task_id, **_tx(res)})  # type: ignore[dict-item]
+        emit_json({"task_id": task_id, **_tx(res)})
     else:
         console.print(f"task {task_id} marked expired (tx {res.tx_hash})", highlight=False)
 
@@ -1176,7 +1213,7 @@ def task_list(
     names = _names(ledger)
     kind = _Kinds(ledger)
     count = ledger.task_count()
-    rows = []
+    rows: list[_TaskRow] = []
     for task_id in range(count, max(0, count - max(0, limit)), -1):
         t = ledger.task(task_id)
         rows.append(
@@ -1296,10 +1333,10 @@ def audit_export_log(
             )
             if matches:
                 console.print(f"the exported entry {anchor.sequence} matches the anchor", highlight=False)
-    if matches is False:
+    if anchor is not None and not matches:
         if not as_json:
             err_console.print(
-                f"[bold red]error:[/] AnchorMismatch: the exported log's entry {anchor.sequence} "  # type: ignore[union-attr]
+                f"[bold red]error:[/] AnchorMismatch: the exported log's entry {anchor.sequence} "
                 "does not match the hash anchored on chain (the log was changed or truncated)",
                 highlight=False,
             )

@@ -154,6 +154,7 @@ def _read_csv_arrow(data: bytes, path: str | Path) -> tuple[Table, Schema] | Non
     import pyarrow as pa
     import pyarrow.csv as pa_csv
 
+    # never None: the pattern matches the empty string
     if b'"' in data and _STRICT_CSV.match(data).end() != len(data):  # type: ignore[union-attr]
         return None
     # the header by `csv` itself (it decodes lazily: only the first lines are read)
@@ -238,7 +239,7 @@ def _read_csv_python(text: str, path: str | Path) -> tuple[Table, Schema]:
     columns: list[list[str]] = [[record[j] for record in records] for j in range(width)]
     del records
     if not ascii_text:
-        columns = [nfc_cells(col) for col in columns]  # type: ignore[misc]
+        columns = [nfc_cells(col) for col in columns]
     table = Table(dict(zip(names, columns, strict=True)), source=str(path))
     return table, schema_from_pairs(((n, "string") for n in names), "csv")
 

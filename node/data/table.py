@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
@@ -38,7 +38,11 @@ def _is_arrow(cells: object) -> bool:
     return isinstance(cells, pa.Array | pa.ChunkedArray)
 
 
-def nfc_cells(cells: list[str | None]) -> list[str | None]:
+# A column's cells as a list: what `nfc_cells` takes and gives back.
+Cells = TypeVar("Cells", list[str], list[str | None])
+
+
+def nfc_cells(cells: Cells) -> Cells:
     """`cells` with every value in Unicode NFC (`cells` itself when nothing changes).
 
     "\\n" is a stable code point (it neither composes nor reorders with its neighbours), so
@@ -46,14 +50,15 @@ def nfc_cells(cells: list[str | None]) -> list[str | None]:
     for the whole column."""
     if None in cells:
         values = [c for c in cells if c is not None]
-        joined = "\n".join(values)  # type: ignore[arg-type]
+        joined = "\n".join(values)
         if joined.isascii() or unicodedata.is_normalized("NFC", joined):
             return cells
         return [None if c is None else (c if c.isascii() else _normalize("NFC", c)) for c in cells]
-    joined = "\n".join(cells)  # type: ignore[arg-type]  # no None, checked above
+    strings = cast("list[str]", cells)  # no None, checked above
+    joined = "\n".join(strings)
     if joined.isascii() or unicodedata.is_normalized("NFC", joined):
         return cells
-    return [c if c.isascii() else _normalize("NFC", c) for c in cells]  # type: ignore[union-attr]
+    return [c if c.isascii() else _normalize("NFC", c) for c in strings]
 
 
 def canonical_arrow(cells: Any) -> tuple[pa.ChunkedArray, list[str | None] | None]:
@@ -92,7 +97,7 @@ class Table:
             if _is_arrow(cells):
                 self._arrow[name], self._lists[name] = canonical_arrow(cells)
             else:
-                self._lists[name] = list(cells)  # type: ignore[arg-type]
+                self._lists[name] = list(cells)
         self.source = source
         self.num_rows = lengths.pop() if lengths else 0
 

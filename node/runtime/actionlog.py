@@ -120,7 +120,7 @@ class ActionLog:
     def append(self, action: str, task_id: int | None = None, **data: Any) -> Entry:
         with self._lock:
             seq, prev = self._tail()
-            body = {
+            body: dict[str, Any] = {
                 "seq": seq + 1,
                 "at": round(time.time(), 6),
                 "action": action,

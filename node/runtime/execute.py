@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from pcn import jsonsafe
 from pcn.algorithms import protocol_class
@@ -124,6 +125,7 @@ def _compute_pool(processes: int) -> ProcessPoolExecutor:
         # outlive it: lifting the flag for this process is safe.
         # Billiard (Celery's multiprocessing) also leaves its own AuthenticationString on the
         # process, which the standard library refuses to pickle into a spawned child.
+        # (`_config` is private to multiprocessing: typeshed does not declare it.)
         me = multiprocessing.current_process()
         me._config["daemon"] = False  # type: ignore[attr-defined]
         me._config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]
@@ -210,6 +212,14 @@ def message_digest(msg: Message) -> bytes:
     return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
 
 
+def _reply_bytes(reply: bytes | str) -> bytes:
+    """A reply of the node's Redis client, which returns bytes (it does not decode responses;
+    redis-py types every reply as bytes | str whatever the client's settings)."""
+    if isinstance(reply, str):
+        raise TypeError("the node's Redis client must not decode responses (decode_responses in redis_url?)")
+    return reply
+
+
 class Progress:
     """Per-task progress in the organisation's Redis, read by the mailbox's status route."""
 
@@ -217,9 +227,17 @@ class Progress:
         self.r = ctx.redis
         self.key = ctx.key("progress", task_id)
 
+    def read(self) -> dict[str, str]:
+        return {_reply_bytes(k).decode(): _reply_bytes(v).decode() for k, v in self.r.hgetall(self.key).items()}
+
     def set(self, phase: str, fraction: float, detail: str = "", **extra: Any) -> None:
         now = time.time()
-        fields = {"phase": phase, "fraction": f"{fraction:.4f}", "detail": detail, "updated": f"{now:.3f}"}
+        fields: dict[FieldT, EncodableT] = {
+            "phase": phase,
+            "fraction": f"{fraction:.4f}",
+            "detail": detail,
+            "updated": f"{now:.3f}",
+        }
         fields.update({k: str(v) for k, v in extra.items()})
         if phase == "running":
             self.r.hsetnx(self.key, "running_since", f"{now:.3f}")
@@ -362,7 +380,7 @@ class TaskRunner:
         while time.monotonic() < deadline and time.time() < task.deadline:
             raw = self.ctx.redis.get(key)
             if raw is not None:
-                return bytes(raw)
+                return _reply_bytes(raw)
             time.sleep(0.1)
         return None
 
@@ -446,11 +464,11 @@ class TaskRunner:
         resume_from: dict[str, int] = {}
         if checkpoint.is_file() and hasattr(proto_cls, "resume"):
             # A worker died mid-training: continue from the last epoch boundary, not from zero.
-            proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())  # type: ignore[attr-defined]
+            proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())
             resume_from = {k.lower(): v for k, v in getattr(proto, "resume_from", {}).items()}
             self.log.append("resume", self.task_id, epochs_done=getattr(proto, "checkpoint_epoch", None))
         else:
-            proto = proto_cls(pctx, table)  # type: ignore[call-arg]
+            proto = proto_cls(pctx, table)
         sent_key = self.ctx.key("sent", self.task_id)
         sent = received = 0
         task_left = max(1.0, task.deadline - time.time())
@@ -502,7 +520,7 @@ class TaskRunner:
 
         def replay_drops(at: int) -> None:
             while replay and replay[0]["at"] == at:
-                deliver(proto.declare_dropped(replay.pop(0)["parties"]))  # type: ignore[attr-defined]
+                deliver(proto.declare_dropped(replay.pop(0)["parties"]))
 
         protocol_t0 = time.perf_counter()
         deliver(proto.start())
@@ -525,7 +543,7 @@ class TaskRunner:
             if not msgs:
                 waited = time.monotonic() - idle_since
                 if can_drop and waited > dropout_after and not replay:
-                    silent = proto.awaiting()  # type: ignore[attr-defined]
+                    silent = proto.awaiting()
                     if silent and drop(silent):
                         idle_since = time.monotonic()
                         continue
@@ -623,6 +641,7 @@ class TaskRunner:
         reported dropped on chain, and the protocol goes on without them. None when the
         protocol cannot go on without them (the task then ends PEER_UNREACHABLE as before)."""
         try:
+            # only dropout-tolerant protocols have it, which the caller checked (hasattr)
             out: list[Message] = proto.declare_dropped(pending)  # type: ignore[attr-defined]
         except ProtocolError as exc:
             self.log.append("dropout-not-possible", self.task_id, parties=pending, why=str(exc))
@@ -694,8 +713,16 @@ class TaskRunner:
     def _finish(self, record: dict[str, Any]) -> Outcome:
         """Delete the intermediates, attest it in the receipt, submit the receipt, anchor the
         log. Every step is idempotent, so a worker killed anywhere in here is simply resumed."""
-        fields = [bytes.fromhex(v) if isinstance(v, str) else v for v in record["receipt"]]
-        receipt = Receipt(*fields)
+        result, transcript, inputs, algorithm, deletion, started_at, finished_at = record["receipt"]
+        receipt = Receipt(
+            bytes.fromhex(result),
+            bytes.fromhex(transcript),
+            bytes.fromhex(inputs),
+            bytes.fromhex(algorithm),
+            bytes.fromhex(deletion),
+            started_at,
+            finished_at,
+        )
         commitment = receipt.result_hash
         self._delete_intermediates()
         self.log.append("delete", self.task_id, items=record["items"], hash=receipt.deletion_hash.hex())
@@ -741,7 +768,7 @@ class TaskRunner:
                 material = f"pcn/org-secret/v2/{chain}/{task_manager}/{label}".encode()
                 return hmac.new(org_key, material, hashlib.sha256).digest()
 
-            proto_cls.epoch_key = epoch_key  # type: ignore[attr-defined]
+            proto_cls.epoch_key = epoch_key
         if hasattr(proto_cls, "model_store"):
             me = self.me.lower()
 
@@ -750,7 +777,7 @@ class TaskRunner:
                     raise LookupError("a node only holds its own part of a model")
                 return load_model(self.ctx, task_id)
 
-            proto_cls.model_store = model_store  # type: ignore[attr-defined]
+            proto_cls.model_store = model_store
         if hasattr(proto_cls, "checkpoint_store"):
             scratch = self.ctx.task_dir(self.task_id)
 
@@ -761,9 +788,9 @@ class TaskRunner:
                 tmp.replace(scratch / "checkpoint.bin")  # atomic: a kill never leaves half a checkpoint
                 self.log.append("checkpoint", task_id, epochs_done=epochs_done)
 
-            proto_cls.checkpoint_store = checkpoint_store  # type: ignore[attr-defined]
+            proto_cls.checkpoint_store = checkpoint_store
         if hasattr(proto_cls, "cache"):
-            proto_cls.cache = FileCache(self.ctx.config.data_path / "cache" / proto_cls.name)  # type: ignore[attr-defined]
+            proto_cls.cache = FileCache(self.ctx.config.data_path / "cache" / proto_cls.name)
 
     @property
     def _tm_address(self) -> str:
@@ -775,7 +802,7 @@ class TaskRunner:
         the same transcript as one that never stopped."""
         h = hashlib.sha256(b"pcn/transcript/v2")
         for field, digest in sorted(self.ctx.redis.hgetall(sent_key).items()):
-            h.update(b"S" + field + b"=" + digest)
+            h.update(b"S" + _reply_bytes(field) + b"=" + _reply_bytes(digest))
         for m in self.inbox.read(self.task_id, 0):
             h.update(b"R" + message_digest(m))
         return h.digest()
@@ -873,7 +900,7 @@ class TaskLock:
         raw = self.redis.get(self.name)
         if raw is None:
             return False
-        space, _, pid = raw.decode(errors="replace").rpartition("|")[0].rpartition("|")
+        space, _, pid = _reply_bytes(raw).decode(errors="replace").rpartition("|")[0].rpartition("|")
         if space != self.space or not pid.isdigit() or pid_alive(int(pid)):
             return False
         return bool(self.redis.eval(_BREAK_LOCK, 1, self.name, raw))

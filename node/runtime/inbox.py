@@ -115,16 +115,25 @@ class Inbox:
         """Accept one message; every key of the inbox then expires ``ttl`` seconds from now."""
         if ttl <= 0:
             raise ValueError("the inbox TTL must be a positive number of seconds")
-        args = [msg.sender.lower(), msg.seq, digest.hex(), encode(msg), self.task_quota, self.sender_quota, ttl]
-        out = self._accept(keys=self._keys(task_id), args=args)
-        out = out.decode() if isinstance(out, bytes) else str(out)
-        if out == "closed":
-            return Accepted("closed")
+        args: list[str | int] = [
+            msg.sender.lower(),
+            msg.seq,
+            digest.hex(),
+            encode(msg),
+            self.task_quota,
+            self.sender_quota,
+            ttl,
+        ]
+        reply = self._accept(keys=self._keys(task_id), args=args)
+        out = reply.decode() if isinstance(reply, bytes) else str(reply)
         if out.startswith("quota:"):
             return Accepted("quota", quota=out[6:])
         if out.startswith("gap:"):
             return Accepted("gap", int(out[4:]))
-        return Accepted(out)  # type: ignore[arg-type]
+        match out:
+            case "new" | "duplicate" | "replay" | "closed":
+                return Accepted(out)
+        raise RuntimeError(f"the inbox's accept script returned {out!r}")
 
     def read(self, task_id: int, start: int, wait: float = 0.0) -> list[Message]:
         """Messages from index `start` on; waits up to `wait` seconds for at least one."""

@@ -103,7 +103,7 @@ def resolve_org(ledger: Ledger, name_or_address: str) -> str:
 DROPOUT_TOLERANT = frozenset({"fedavg"})
 
 
-def approve_algorithm(admin: Ledger, code_hash: bytes, dropout_tolerant: bool = False) -> Any:
+def approve_algorithm(admin: Ledger, code_hash: bytes, dropout_tolerant: bool = False) -> TxResult | None:
     """As the consortium admin: approve a registered algorithm (nothing when approved already)."""
     algo = admin.algorithm(code_hash)
     if algo is None:
@@ -113,7 +113,9 @@ def approve_algorithm(admin: Ledger, code_hash: bytes, dropout_tolerant: bool = 
     return admin.approve_algorithm(code_hash, dropout_tolerant)
 
 
-def register_algorithm(ledger: Ledger, name: str, version: str = "1.0.0", description: str = "") -> tuple[bytes, Any]:
+def register_algorithm(
+    ledger: Ledger, name: str, version: str = "1.0.0", description: str = ""
+) -> tuple[bytes, TxResult | None]:
     code = algorithm_code_hash(name)
     if ledger.algorithm(code) is not None:
         return code, None

@@ -119,7 +119,7 @@ class PeerDirectory:
                 self._tasks.move_to_end(task_id)
                 return list(hit)
         try:
-            found = [to_checksum_address(a) for a in self.ledger.task_participants(task_id)]
+            found: list[str] = [to_checksum_address(a) for a in self.ledger.task_participants(task_id)]
         except ContractRevert as exc:
             if exc.name == "UnknownTask":
                 raise UnknownTask(task_id) from None

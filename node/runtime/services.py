@@ -33,7 +33,7 @@ class NodeError(RuntimeError):
 def mailbox_app() -> FastAPI:
     """uvicorn factory: the mailbox of the organisation named by $PCN_CONFIG."""
     from pcn.runtime.context import NodeContext
-    from pcn.runtime.execute import handle_params
+    from pcn.runtime.execute import Progress, handle_params
     from pcn.runtime.inbox import Inbox
     from pcn.runtime.mailbox import create_mailbox_app
     from pcn.runtime.peers import PeerDirectory
@@ -55,9 +55,7 @@ def mailbox_app() -> FastAPI:
         on_params=lambda task_id, body: handle_params(ctx, task_id, body),
         max_inflight=ctx.config.mailbox_max_inflight,
         ttl_margin=ctx.config.mailbox_ttl_margin,
-        progress=lambda task_id: {
-            k.decode(): v.decode() for k, v in ctx.redis.hgetall(ctx.key("progress", task_id)).items()
-        },
+        progress=lambda task_id: Progress(ctx, task_id).read(),
     )
 
 

@@ -27,7 +27,7 @@ import os
 import time
 from functools import cache
 
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import worker_process_init
 
 from pcn.runtime.context import NodeContext
@@ -90,7 +90,7 @@ TRANSIENT_MAX_BACKOFF = 30.0
 
 
 @app.task(name=RUN_TASK, bind=True, max_retries=60)
-def run_task(self: object, task_id: int) -> dict[str, str]:
+def run_task(self: Task, task_id: int) -> dict[str, str]:
     from pcn.runtime.execute import TRANSIENT_ERRORS
     from pcn.runtime.execute import run_task as execute
 
@@ -100,7 +100,7 @@ def run_task(self: object, task_id: int) -> dict[str, str]:
             out = execute(node(), int(task_id))
             break
         except TimeoutError as exc:  # another worker holds the task: try again shortly
-            raise self.retry(exc=exc, countdown=2) from exc  # type: ignore[attr-defined]
+            raise self.retry(exc=exc, countdown=2) from exc
         except TRANSIENT_ERRORS as exc:  # chain or Redis away: back off and resume the task
             if attempt == TRANSIENT_ATTEMPTS:
                 raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,7 @@ def plain_fedavg(
     for r in range(1, params["rounds"] + 2):
         contributors = [i for i in active if not leaves(i, r, "update")]
         vectors = {
-            i: party_vector(
-                r, theta, data[i][0], data[i][1], params, n, lambda label, k, i=i: permutation_for(i, label, k)
-            )
+            i: party_vector(r, theta, data[i][0], data[i][1], params, n, partial(permutation_for, i))
             for i in contributors
         }
         total = np.zeros(len(next(iter(vectors.values()))), dtype=np.uint64)

@@ -84,7 +84,7 @@ def _features(v: object, label: str) -> dict[str, list[str]]:
 
 def _class_weight(v: object) -> str | dict[str, float] | None:
     if v is None or v == "balanced":
-        return v  # type: ignore[return-value]
+        return v
     if not isinstance(v, dict) or set(v) != {"0", "1"}:
         raise _fail(f'\'class_weight\' must be null, "balanced" or {{"0": w0, "1": w1}}, got {v!r}')
     out: dict[str, float] = {}

@@ -72,7 +72,7 @@ def _validate_dp(dp: object, decimals: int, noised: int) -> dict[str, Any] | Non
     if noised == 0:
         raise _fail("'dp' is set but no statistic is requested")
     out: dict[str, Any] = {"epsilon": float(epsilon), "mechanism": mechanism, "clip": [lo, hi]}
-    out["delta"] = float(delta) if mechanism == "gaussian" else None
+    out["delta"] = float(delta) if delta is not None else None  # a number exactly for the gaussian mechanism
     return out
 
 
