@@ -58,3 +58,10 @@ def admin(deployment: Deployment, snapshot: None) -> Ledger:
 
 def ledger_for(deployment: Deployment, index: int) -> Ledger:
     return Ledger(deployment, account=Account.from_key(devnet_key(index)))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """End-to-end modules first (a stable sort keeps each module's tests together): `make test`
+    hands whole files to parallel workers in this order, and starting the long ones early keeps
+    one worker from running a long module alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)

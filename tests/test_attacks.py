@@ -59,7 +59,7 @@ from pcn.runtime.operations import approve_algorithm, init_org, register_algorit
 from pcn.runtime.reqauth import sign_request
 from tests.nodes import PASSWORD, RedisServer, free_port, fund, write_dataset
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
 PCN = Path(sys.executable).with_name("pcn")

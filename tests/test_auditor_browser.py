@@ -48,10 +48,13 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.is_file() and shutil.which(str(CHROMIUM))),
-    reason="Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not (CHROMIUM.is_file() and shutil.which(str(CHROMIUM))),
+        reason="Debian's Chromium is not installed at /usr/bin/chromium (apt-get install chromium)",
+    ),
+]
 
 
 @dataclass

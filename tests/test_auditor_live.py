@@ -19,7 +19,7 @@ from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

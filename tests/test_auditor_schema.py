@@ -17,7 +17,7 @@ from pcn.auditor.web.app import create_dashboard_app
 from tests.conftest import free_port
 from tests.test_auditor_web import AUDITOR_KEY, World, populated, sign_message
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from pcn.runtime import services
 from pcn.runtime.config import load_config
 from tests.nodes import PASSWORD, Network, Org, free_port, network_fixture, write_dataset
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
 PCN = Path(sys.executable).with_name("pcn")

@@ -20,7 +20,7 @@ from pcn.chain.types import RefusalReason, Task, TaskStatus
 from pcn.devnet.demo import EXAMPLE_PARAMS, cli_commands, task_row
 from tests.conftest import free_port
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pcn.runtime import services
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, breast_cancer_split, network_fixture
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

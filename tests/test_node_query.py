@@ -12,7 +12,7 @@ from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pcn.runtime.actionlog import Entry
 from pcn.runtime.operations import submit_task
 from tests.nodes import Network, approve_all, breast_cancer_split, network_fixture
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

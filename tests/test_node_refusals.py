@@ -25,7 +25,7 @@ from pcn.devnet.anvil import rpc_call
 from pcn.runtime.operations import params_bytes_of, push_params, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 COUNT = {"column": "income", "statistics": ["count", "sum"]}
 

@@ -17,7 +17,7 @@ from pcn.runtime.actionlog import verify_entries
 from pcn.runtime.operations import read_result, submit_task, task_progress
 from tests.nodes import REGIONS, Network, approve_all, network_fixture
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, Org, approve_all, network_fixture
 from tests.pool_jobs import die, square_slowly
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from pcn.runtime import services
 from pcn.runtime.operations import read_result
 from tests.nodes import Network, RedisServer, free_port, network_fixture
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ from pcn.runtime.config import load_config
 from pcn.runtime.operations import algorithm_hash
 from tests.nodes import PASSWORD, REGIONS, fund, write_dataset
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 IP = shutil.which("ip")
 if os.geteuid() != 0 or IP is None:

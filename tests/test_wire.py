@@ -21,6 +21,7 @@ from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
 pytestmark = [
+    pytest.mark.e2e,
     pytest.mark.timeout(900),
     pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed (make test installs it)"),
 ]

@@ -6,8 +6,10 @@ into the standard-JSON input, so the cache key is the hash of exactly what is co
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,32 +103,17 @@ def compile_contracts(cache_dir: Path | None = None) -> Build:
     version = compiler_version()
     digest = source_hash(sources, version)
     cache_dir = cache_dir or paths.chain_devnet_dir() / "build"
+    cache_dir.mkdir(parents=True, exist_ok=True)
     cache_file = cache_dir / f"{digest}.json"
-    if cache_file.is_file():
-        output = json.loads(cache_file.read_text())
-    else:
-        std_input = {
-            "language": "Solidity",
-            "sources": {unit: {"content": text} for unit, text in sources.items()},
-            "settings": SETTINGS,
-        }
-        root = paths.repo_root()
-        try:
-            output = solcx.compile_standard(
-                std_input,
-                solc_binary=paths.solc_adapter(),
-                base_path=str(root),
-                allow_paths=[str(paths.node_modules())],
-            )
-        except solcx.exceptions.SolcError as exc:
-            raise CompileError(str(exc)) from exc
-        errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
-        if errors:
-            raise CompileError("\n".join(e.get("formattedMessage", e["message"]) for e in errors))
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(output))
-        tmp.replace(cache_file)
+    # One compiler run per source version even when several processes start at once (parallel
+    # test workers, a demo beside a test run): the others wait here, then read the cache.
+    # The lock is on the cache directory itself, so the cache holds nothing but builds.
+    lock = os.open(cache_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        output = _cached_or_compiled(sources, cache_file)
+    finally:
+        os.close(lock)  # closing releases the lock
     artifacts: dict[str, Artifact] = {}
     for unit, contracts in output["contracts"].items():
         for name, data in contracts.items():
@@ -136,3 +123,30 @@ def compile_contracts(cache_dir: Path | None = None) -> Build:
     if missing:
         raise CompileError(f"compiler output lacks {sorted(missing)}")
     return Build(compiler_version=version, source_hash=digest, artifacts=artifacts)
+
+
+def _cached_or_compiled(sources: dict[str, str], cache_file: Path) -> dict[str, Any]:
+    if cache_file.is_file():
+        return json.loads(cache_file.read_text())
+    std_input = {
+        "language": "Solidity",
+        "sources": {unit: {"content": text} for unit, text in sources.items()},
+        "settings": SETTINGS,
+    }
+    root = paths.repo_root()
+    try:
+        output = solcx.compile_standard(
+            std_input,
+            solc_binary=paths.solc_adapter(),
+            base_path=str(root),
+            allow_paths=[str(paths.node_modules())],
+        )
+    except solcx.exceptions.SolcError as exc:
+        raise CompileError(str(exc)) from exc
+    errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
+    if errors:
+        raise CompileError("\n".join(e.get("formattedMessage", e["message"]) for e in errors))
+    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(output))
+    tmp.replace(cache_file)
+    return output
