@@ -53,10 +53,10 @@ from pcn.devnet.deploy import devnet_key
 from pcn.runtime import services
 from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import DOMAIN, canonical_header, seal
-from pcn.runtime.execute import result_context
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.operations import approve_algorithm, init_org, register_algorithm, register_dataset, submit_task
 from pcn.runtime.reqauth import sign_request
+from pcn.runtime.results import result_context
 from tests.nodes import PASSWORD, RedisServer, free_port, fund, write_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -20,8 +20,8 @@ import pytest
 
 from pcn.chain.types import ParticipantState, TaskStatus
 from pcn.devnet.anvil import rpc_call
-from pcn.runtime.execute import COMPUTE_POOL_REBUILDS
 from pcn.runtime.operations import read_result, submit_task
+from pcn.runtime.pool import COMPUTE_POOL_REBUILDS
 from tests.nodes import Network, Org, approve_all, network_fixture
 from tests.pool_jobs import die, square_slowly
 
@@ -192,10 +192,10 @@ def test_a_pool_that_keeps_dying_ends_in_a_refusal_after_bounded_rebuilds(net: N
 def test_compute_pool_map_rebuilds_after_a_kill_and_returns_the_undisturbed_result() -> None:
     """The map itself, in this process: one pool process killed mid-map; the same, ordered
     results come back, the rebuild is reported once, and the next map reuses the new pool."""
-    from pcn.runtime import execute
+    from pcn.runtime import pool as runtime_pool
 
     rebuilt: list[tuple[int, str]] = []
-    pmap = execute.compute_pool_map(2, on_rebuild=lambda n, why: rebuilt.append((n, why)))
+    pmap = runtime_pool.compute_pool_map(2, on_rebuild=lambda n, why: rebuilt.append((n, why)))
     assert pmap is not None
     items = list(range(24))
 
@@ -212,25 +212,25 @@ def test_compute_pool_map_rebuilds_after_a_kill_and_returns_the_undisturbed_resu
         assert pmap(square_slowly, items) == [x * x for x in items]
         assert [n for n, _ in rebuilt] == [1]
         assert "terminated abruptly" in rebuilt[0][1]
-        pool = execute._POOL
+        kept = runtime_pool._POOL
         assert pmap(square_slowly, [3, 4]) == [9, 16]
-        assert execute._POOL is pool and len(rebuilt) == 1
+        assert runtime_pool._POOL is kept and len(rebuilt) == 1
     finally:
         killer.join()
-        if execute._POOL is not None:
-            execute._drop_pool(execute._POOL)
+        if runtime_pool._POOL is not None:
+            runtime_pool._drop_pool(runtime_pool._POOL)
 
 
 def test_compute_pool_map_gives_up_after_bounded_rebuilds() -> None:
-    from pcn.runtime import execute
+    from pcn.runtime import pool as runtime_pool
 
     rebuilt: list[int] = []
-    pmap = execute.compute_pool_map(2, on_rebuild=lambda n, _why: rebuilt.append(n), max_rebuilds=3)
+    pmap = runtime_pool.compute_pool_map(2, on_rebuild=lambda n, _why: rebuilt.append(n), max_rebuilds=3)
     assert pmap is not None
-    with pytest.raises(execute.ComputePoolFailed, match="died 4 times"):
+    with pytest.raises(runtime_pool.ComputePoolFailed, match="died 4 times"):
         pmap(die, [1, 2, 3])
     assert rebuilt == [1, 2, 3]
-    assert execute._POOL is None  # the broken pool is not kept for the next task
+    assert runtime_pool._POOL is None  # the broken pool is not kept for the next task
 
 
 def _pool_pids() -> list[int]:

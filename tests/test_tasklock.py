@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from pcn.runtime.execute import TaskLock, _process_space
+from pcn.runtime.taskstate import TaskLock, _process_space
 from tests.nodes import RedisServer
 
 

@@ -33,7 +33,6 @@ from pcn.devnet.deploy import devnet_key
 from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
-from pcn.runtime.execute import Progress, intermediate_keys
 from pcn.runtime.operations import (
     DROPOUT_TOLERANT,
     approve_algorithm,
@@ -42,6 +41,7 @@ from pcn.runtime.operations import (
     register_dataset,
     submit_task,
 )
+from pcn.runtime.taskstate import Progress, intermediate_keys
 
 PASSWORD = "correct horse battery staple"
 REGIONS = ["north", "south", "east", "west"]

@@ -23,22 +23,15 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
-import multiprocessing
-import multiprocessing.process
 import os
 import shutil
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
-from redis.typing import EncodableT, FieldT
 
 from pcn import jsonsafe
 from pcn.algorithms import protocol_class
@@ -52,7 +45,6 @@ from pcn.chain.types import (
     Receipt,
     RefusalReason,
     Task,
-    TaskStatus,
 )
 from pcn.crypto import sealed
 from pcn.data.fingerprint import fingerprint_table
@@ -61,25 +53,15 @@ from pcn.data.table import Table
 from pcn.runtime.cache import FileCache
 from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import seal
+from pcn.runtime.failpoints import failpoint
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerDirectory
-from pcn.runtime.procs import pid_alive
+from pcn.runtime.pool import compute_pool_map
+from pcn.runtime.results import load_model, model_context, result_context
 from pcn.runtime.store import LocalDataset
+from pcn.runtime.taskstate import Progress, TaskLock, holds_intermediates, intermediate_keys, reply_bytes
 from pcn.runtime.transport import DeliveryRejected, EndpointRefused, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, recheck_running_task, verify_task
-
-
-def failpoint(name: str) -> None:
-    """Crash this worker process here, once, when $PCN_FAILPOINTS names this point
-    ("name=/path/marker"; the marker file records that it fired). Fault tests use it to kill
-    a worker at an exact step, which a SIGKILL from outside can only hit by chance."""
-    spec = os.environ.get("PCN_FAILPOINTS", "")
-    for entry in filter(None, spec.split(",")):
-        point, _, marker = entry.partition("=")
-        if point == name and marker and not Path(marker).exists():
-            Path(marker).write_text(f"{os.getpid()}\n")
-            os._exit(137)
-
 
 # Failures that go away by themselves: the task is retried (and resumes) instead of refused.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -101,102 +83,6 @@ class Outcome:
     result_hash: str = ""
 
 
-_POOL: ProcessPoolExecutor | None = None
-
-# How many times one task may rebuild its compute pool after a pool process died. A process
-# killed once (the OOM killer picking the busiest process) is a transient fault; one that dies
-# on every rebuild (a real out-of-memory each time) ends the task with a clear refusal.
-COMPUTE_POOL_REBUILDS = 3
-
-pool_log = logging.getLogger("pcn.compute-pool")
-
-
-class ComputePoolFailed(Exception):
-    """The compute pool's processes kept dying: more rebuilds than one task may make."""
-
-
-def _compute_pool(processes: int) -> ProcessPoolExecutor:
-    """The worker's pool, created on first use and again after a broken one was dropped."""
-    global _POOL
-    if _POOL is None:
-        # Celery's prefork children are flagged daemonic (so they die with their master), and
-        # multiprocessing refuses children to daemonic processes. The compute pool's processes
-        # read their work from a pipe to this process and exit when it closes, so they cannot
-        # outlive it: lifting the flag for this process is safe.
-        # Billiard (Celery's multiprocessing) also leaves its own AuthenticationString on the
-        # process, which the standard library refuses to pickle into a spawned child.
-        # (`_config` is private to multiprocessing: typeshed does not declare it.)
-        me = multiprocessing.current_process()
-        me._config["daemon"] = False  # type: ignore[attr-defined]
-        me._config["authkey"] = multiprocessing.process.AuthenticationString(os.urandom(32))  # type: ignore[attr-defined]
-        _POOL = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
-    return _POOL
-
-
-def _drop_pool(pool: ProcessPoolExecutor) -> None:
-    """Forget a broken pool, so that neither this task nor the worker's next one uses it."""
-    global _POOL
-    if _POOL is pool:
-        _POOL = None
-    pool.shutdown(wait=False, cancel_futures=True)
-
-
-def compute_pool_map(
-    processes: int,
-    on_rebuild: Callable[[int, str], None] | None = None,
-    max_rebuilds: int = COMPUTE_POOL_REBUILDS,
-) -> Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]] | None:
-    """A parallel map over a process pool kept for the worker's lifetime, for the heavy,
-    embarrassingly parallel parts of protocols (blinding buckets, encrypting chunks).
-    `spawn`ed children: the worker process has threads (lock renewal, HTTP), so forking it
-    is unsafe. 0 or 1 process: no pool.
-
-    A pool process that dies (SIGKILL, the OOM killer) breaks the whole pool: the map is run
-    again on a new pool. Mapped functions are pure and results come back in order, so the
-    protocol gets exactly what an undisturbed map returns. Each rebuild is reported to
-    `on_rebuild(rebuilds_so_far, why)`; after `max_rebuilds` of them (per returned map, i.e.
-    per task run) ComputePoolFailed is raised instead."""
-    if processes <= 1:
-        return None
-    rebuilds = 0
-
-    def pmap(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        nonlocal rebuilds
-        while True:
-            pool = _compute_pool(processes)
-            try:
-                return list(pool.map(fn, items))
-            except BrokenProcessPool as exc:
-                _drop_pool(pool)
-                if rebuilds >= max_rebuilds:
-                    raise ComputePoolFailed(
-                        f"compute pool processes died {rebuilds + 1} times (out of memory?); "
-                        f"gave up after {max_rebuilds} rebuilds"
-                    ) from exc
-                rebuilds += 1
-                pool_log.warning("compute pool broken (%s); rebuilding it (%d/%d)", exc, rebuilds, max_rebuilds)
-                if on_rebuild is not None:
-                    on_rebuild(rebuilds, str(exc))
-
-    return pmap
-
-
-def result_context(task_id: int) -> bytes:
-    return f"pcn/result/{task_id}".encode()
-
-
-def model_context(task_id: int) -> bytes:
-    return f"pcn/model/{task_id}".encode()
-
-
-def load_model(ctx: NodeContext, task_id: int) -> dict[str, Any]:
-    """This organisation's part of the model trained by `task_id`."""
-    path = ctx.config.data_path / "models" / f"{task_id}.sealed"
-    if not path.is_file():
-        raise LookupError(f"this node holds no model of task {task_id}")
-    return dict(json.loads(sealed.open_sealed(ctx.keys.x25519_private, path.read_bytes(), model_context(task_id))))
-
-
 def task_seed(org_key: bytes, binding: bytes) -> bytes:
     """This party's per-task secret randomness: stable across resumes, unknown to peers, and
     never the same for two tasks — `binding` (`Ledger.task_binding`) names the chain, the
@@ -210,50 +96,6 @@ def task_seed(org_key: bytes, binding: bytes) -> bytes:
 def message_digest(msg: Message) -> bytes:
     head = f"{msg.sender.lower()}|{msg.receiver.lower()}|{msg.round}|{msg.kind}|{msg.seq}|".encode()
     return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
-
-
-def _reply_bytes(reply: bytes | str) -> bytes:
-    """A reply of the node's Redis client, which returns bytes (it does not decode responses;
-    redis-py types every reply as bytes | str whatever the client's settings)."""
-    if isinstance(reply, str):
-        raise TypeError("the node's Redis client must not decode responses (decode_responses in redis_url?)")
-    return reply
-
-
-class Progress:
-    """Per-task progress in the organisation's Redis, read by the mailbox's status route."""
-
-    def __init__(self, ctx: NodeContext, task_id: int) -> None:
-        self.r = ctx.redis
-        self.key = ctx.key("progress", task_id)
-
-    def read(self) -> dict[str, str]:
-        return {_reply_bytes(k).decode(): _reply_bytes(v).decode() for k, v in self.r.hgetall(self.key).items()}
-
-    def set(self, phase: str, fraction: float, detail: str = "", **extra: Any) -> None:
-        now = time.time()
-        fields: dict[FieldT, EncodableT] = {
-            "phase": phase,
-            "fraction": f"{fraction:.4f}",
-            "detail": detail,
-            "updated": f"{now:.3f}",
-        }
-        fields.update({k: str(v) for k, v in extra.items()})
-        if phase == "running":
-            self.r.hsetnx(self.key, "running_since", f"{now:.3f}")
-        self.r.hset(self.key, mapping=fields)
-        self.r.expire(self.key, 7 * 24 * 3600)
-
-
-def intermediate_keys(ctx: NodeContext, task_id: int) -> list[str]:
-    """The Redis keys a task's run creates and deletes before its receipt."""
-    inbox = Inbox(ctx.redis, ctx.key()).keys(task_id)
-    return [*inbox, *(ctx.key(k, task_id) for k in ("sent", "params", "dropped"))]
-
-
-def holds_intermediates(ctx: NodeContext, task_id: int) -> bool:
-    """Does this node still hold intermediates of the task (scratch files, messages)?"""
-    return ctx.task_dir(task_id).exists() or bool(ctx.redis.exists(*intermediate_keys(ctx, task_id)))
 
 
 class TaskRunner:
@@ -380,7 +222,7 @@ class TaskRunner:
         while time.monotonic() < deadline and time.time() < task.deadline:
             raw = self.ctx.redis.get(key)
             if raw is not None:
-                return _reply_bytes(raw)
+                return reply_bytes(raw)
             time.sleep(0.1)
         return None
 
@@ -802,7 +644,7 @@ class TaskRunner:
         the same transcript as one that never stopped."""
         h = hashlib.sha256(b"pcn/transcript/v2")
         for field, digest in sorted(self.ctx.redis.hgetall(sent_key).items()):
-            h.update(b"S" + _reply_bytes(field) + b"=" + _reply_bytes(digest))
+            h.update(b"S" + reply_bytes(field) + b"=" + reply_bytes(digest))
         for m in self.inbox.read(self.task_id, 0):
             h.update(b"R" + message_digest(m))
         return h.digest()
@@ -864,90 +706,9 @@ class TaskRunner:
             self.ledger.anchor_log(seq, head)
 
 
-def _process_space() -> str:
-    """Names the pid space this process lives in (kernel boot and pid namespace), so that a
-    pid in a lock token is only ever checked on the machine, and in the container, it is from."""
-    boot = Path("/proc/sys/kernel/random/boot_id")
-    boot_id = boot.read_text().strip() if boot.is_file() else "unknown-boot"
-    try:
-        pid_ns = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        pid_ns = "unknown-ns"
-    return f"{boot_id}/{pid_ns}"
-
-
-# Deletes the lock only if it still holds the dead worker's token (no race with a new holder).
-_BREAK_LOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-
-class TaskLock:
-    """One worker per (task, organisation) at a time. The lock expires unless renewed, so a
-    worker killed with SIGKILL frees it within `ttl` seconds for the redelivered message.
-    Faster still: the token names the holder's process; a worker that finds the lock held
-    by a process of its own pid space that no longer exists breaks it at once."""
-
-    def __init__(self, ctx: NodeContext, task_id: int, ttl: float = 15.0) -> None:
-        self.redis = ctx.redis
-        self.name = ctx.key("lock", task_id)
-        # thread_local=False: the renewing thread must see the token the acquiring thread set
-        self.lock = ctx.redis.lock(self.name, timeout=ttl, thread_local=False)
-        self.ttl = ttl
-        self.space = _process_space()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _break_if_holder_died(self) -> bool:
-        raw = self.redis.get(self.name)
-        if raw is None:
-            return False
-        space, _, pid = _reply_bytes(raw).decode(errors="replace").rpartition("|")[0].rpartition("|")
-        if space != self.space or not pid.isdigit() or pid_alive(int(pid)):
-            return False
-        return bool(self.redis.eval(_BREAK_LOCK, 1, self.name, raw))
-
-    def __enter__(self) -> TaskLock:
-        token = f"{self.space}|{os.getpid()}|{os.urandom(8).hex()}"
-        deadline = time.monotonic() + self.ttl * 4
-        while not self.lock.acquire(blocking=False, token=token):
-            if not self._break_if_holder_died():
-                if time.monotonic() > deadline:
-                    raise TimeoutError("another worker holds this task")
-                time.sleep(0.1)
-        self._thread = threading.Thread(target=self._renew, daemon=True)
-        self._thread.start()
-        return self
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.ttl / 3):
-            try:
-                self.lock.extend(self.ttl, replace_ttl=True)
-            except redis.exceptions.LockError:
-                return  # the lock expired and is someone else's now
-            except redis.RedisError:
-                continue  # Redis briefly away (restarting): keep renewing once it is back
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        with contextlib.suppress(Exception):
-            self.lock.release()
-
-
 def run_task(ctx: NodeContext, task_id: int, on_done: Callable[[Outcome], None] | None = None) -> Outcome:
     with TaskLock(ctx, task_id):
         outcome = TaskRunner(ctx, task_id).run()
     if on_done is not None:
         on_done(outcome)
     return outcome
-
-
-def handle_params(ctx: NodeContext, task_id: int, body: bytes) -> None:
-    """Accept a task's parameters only when they hash to the on-chain params hash."""
-    try:
-        task = ctx.ledger.task(task_id)
-    except ContractRevert as exc:
-        raise ValueError(f"task {task_id}: {exc}") from None
-    if task.status is TaskStatus.NONE:
-        raise ValueError(f"task {task_id} does not exist")
-    if hashlib.sha256(body).digest() != task.params_hash:
-        raise ValueError("parameters do not hash to the task's on-chain params hash")
-    ctx.redis.set(ctx.key("params", task_id), body, ex=max(60, int(task.deadline - time.time()) + 3600))

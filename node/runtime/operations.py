@@ -33,8 +33,8 @@ from pcn.data.fingerprint import fingerprint_table, new_dataset_salt
 from pcn.data.readers import infer_format, read_table
 from pcn.runtime.config import DEVNET_CHAIN_IDS, OrgConfig
 from pcn.runtime.context import NodeContext
-from pcn.runtime.execute import result_context
 from pcn.runtime.reqauth import sign_request
+from pcn.runtime.results import result_context
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.transport import EndpointRefused, PeerClient, get_checked
 

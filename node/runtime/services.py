@@ -33,10 +33,10 @@ class NodeError(RuntimeError):
 def mailbox_app() -> FastAPI:
     """uvicorn factory: the mailbox of the organisation named by $PCN_CONFIG."""
     from pcn.runtime.context import NodeContext
-    from pcn.runtime.execute import Progress, handle_params
     from pcn.runtime.inbox import Inbox
     from pcn.runtime.mailbox import create_mailbox_app
     from pcn.runtime.peers import PeerDirectory
+    from pcn.runtime.taskstate import Progress, handle_params
 
     ctx = NodeContext.from_env()
     peers = PeerDirectory(ctx.ledger)

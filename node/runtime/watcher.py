@@ -24,7 +24,7 @@ from types import FrameType
 from pcn.chain.events import ChainEvent
 from pcn.chain.types import ParticipantState
 from pcn.runtime.context import NodeContext
-from pcn.runtime.execute import holds_intermediates
+from pcn.runtime.taskstate import holds_intermediates
 
 log = logging.getLogger("pcn.watcher")
 

@@ -9,7 +9,7 @@ Settings that make a killed worker lose nothing:
   message whose worker vanished without a trace (the whole node killed); the watcher's
   sweep (`watcher.py`) re-queues such a task much sooner, once it has been silent for
   `requeue_after` seconds with no worker holding its lock;
-- the task lock (`execute.TaskLock`) keeps a redelivered message from running beside a
+- the task lock (`taskstate.TaskLock`) keeps a redelivered message from running beside a
   live one, and is broken at once when its holder's process is gone;
 - transient failures (chain or Redis away) are retried inside the worker, not through a
   new broker message (see `run_task` below);
