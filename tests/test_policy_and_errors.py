@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import pytest
@@ -266,3 +267,22 @@ def test_owner_task_rules_dp_floor_ceiling_and_participant_allow_list(deployment
     assert res.event("PolicyParticipantSet").args["allowed"] is True
     hospital.approve(task, hospital.computed_request_hash(task))
     assert bank.task(task).status is TaskStatus.AUTHORISED
+
+
+def test_submit_task_refuses_parameters_the_algorithm_would_refuse(deployment, snapshot):
+    """The rule lives in `operations.submit_task`, not only in the CLI: whoever submits through
+    it (the demo, scripts, tests) cannot put a task on chain that every node would refuse."""
+    from pcn.runtime import operations
+
+    c = build_consortium(deployment)
+    ids = list(c.datasets.values())
+    before = c.admin.task_count()
+    submit = functools.partial(
+        operations.submit_task, c.org(0), dataset_ids=ids, recipient=c.org(0).address, push=False
+    )
+    for algorithm in ("stats", "0x" + c.algorithm.hex()):  # by name, and by code hash (kind read on chain)
+        with pytest.raises(operations.InvalidParameters, match=r"not valid for stats: .*'column'"):
+            submit(algorithm=algorithm, params={"column": 5})
+    assert c.admin.task_count() == before  # nothing reached the chain
+    submit(algorithm="0x" + c.algorithm.hex(), params={"column": "income", "statistics": ["count"]})
+    assert c.admin.task_count() == before + 1

@@ -264,6 +264,13 @@ class Protocol(ABC):
         if msg.sender not in ctx.peers:
             raise ProtocolError(f"message from {msg.sender!r}, who is not a peer in this task")
 
+    @staticmethod
+    @abstractmethod
+    def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+        """The task's parameters checked and normalised, or ProtocolError/ValueError naming what
+        is wrong. A node refuses INVALID_PARAMETERS on it before reading data, and
+        `operations.submit_task` calls it before a task is submitted at all."""
+
     @abstractmethod
     def start(self) -> list[Message]:
         """First messages of this party."""

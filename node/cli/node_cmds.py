@@ -175,29 +175,15 @@ def _read_params(path: Path) -> dict[str, Any]:
     return params
 
 
-def _check_params(algo: str, params: dict[str, Any], path: Path, ledger: Ledger | None = None) -> None:
-    """Refuse parameters the algorithm would refuse, before a transaction is sent: a task with
-    them would be approved, consume its datasets' uses and budget, then be refused by every
-    node. `algo` is a built-in name, or a code hash looked up on `ledger` (skipped without)."""
-    from pcn.algorithms import BUILTIN, protocol_class
-    from pcn.algorithms.base import ProtocolError
+def _check_params(algo: str, params: dict[str, Any], path: Path) -> None:
+    """`operations.check_params` for a built-in algorithm named on the command line, before
+    any key is unlocked; its error names the parameters file."""
+    from pcn.runtime import operations
 
-    kind = algo if algo in BUILTIN else None
-    if kind is None and ledger is not None and algo.startswith("0x") and len(algo) == 66:
-        try:
-            found = ledger.algorithm(bytes.fromhex(algo[2:]))
-        except ValueError:
-            found = None  # not hex: submit_task names the problem
-        kind = found.kind if found is not None and found.kind in BUILTIN else None
-    if kind is None:
-        return
-    validate = getattr(protocol_class(kind), "validate_params", None)
-    if validate is None:
-        return
     try:
-        validate(params)
-    except (ProtocolError, ValueError, TypeError, LookupError) as exc:
-        raise NamedError("InvalidParameters", f"parameters file {path} is not valid for {kind}: {exc}") from None
+        operations.check_params(None, algo, params)
+    except operations.InvalidParameters as exc:
+        raise NamedError("InvalidParameters", f"parameters file {path} is {exc}") from None
 
 
 class _Kinds:
@@ -888,21 +874,23 @@ def task_submit(
         raise UserError("--epsilon must not be negative")
     ctx = node_context(config, org)
     ledger = ctx.ledger
-    _check_params(algo, doc, params, ledger)
     parts = None
     if participants:
         parts = [operations.resolve_org(ledger, p.strip()) for p in participants.split(",") if p.strip()]
-    sub = operations.submit_task(
-        ledger,
-        algorithm=algo,
-        dataset_ids=ids,
-        params=doc,
-        recipient=recipient,
-        deadline_in=seconds,
-        epsilon=epsilon,
-        participants=parts,
-        min_survivors=min_survivors,
-    )
+    try:  # submit_task checks the parameters again, now knowing a code hash's algorithm
+        sub = operations.submit_task(
+            ledger,
+            algorithm=algo,
+            dataset_ids=ids,
+            params=doc,
+            recipient=recipient,
+            deadline_in=seconds,
+            epsilon=epsilon,
+            participants=parts,
+            min_survivors=min_survivors,
+        )
+    except operations.InvalidParameters as exc:
+        raise NamedError("InvalidParameters", f"parameters file {params} is {exc}") from None
     failed = {p: why for p, why in sub.delivered.items() if why != "ok"}
     if as_json:
         emit_json(

@@ -163,9 +163,7 @@ class TaskRunner:
                 raise ValueError("parameters must be a JSON object")
             kind = self.ledger.algorithm(task.algorithm_hash)
             proto_cls = protocol_class(kind.kind if kind else "")
-            validate = getattr(proto_cls, "validate_params", None)
-            if validate is not None:
-                params = validate(params)
+            params = proto_cls.validate_params(params)
             participants = [p.lower() for p in self.ledger.task_participants(self.task_id)]
             if task.result_recipient.lower() not in participants:
                 raise ValueError(f"the result recipient {task.result_recipient} must be one of the participants")

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from pcn.algorithms import BUILTIN, protocol_class
+from pcn.algorithms.base import ProtocolError
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.deployment import load_deployment
 from pcn.chain.ledger import Ledger, TxResult
@@ -41,6 +42,35 @@ from pcn.runtime.transport import EndpointRefused, PeerClient, get_checked
 
 class OperationError(ValueError):
     """A user-level mistake (unknown name, missing file, result not here...)."""
+
+
+class InvalidParameters(OperationError):
+    """Task parameters the algorithm would refuse: submitted, the task would be approved and
+    use its datasets' uses and budget, then be refused by every node."""
+
+    def __init__(self, kind: str, problem: str) -> None:
+        super().__init__(f"not valid for {kind}: {problem}")
+        self.kind = kind
+        self.problem = problem
+
+
+def check_params(ledger: Ledger | None, algorithm: str, params: dict[str, Any]) -> None:
+    """Raise InvalidParameters for parameters the algorithm's nodes would refuse. `algorithm`
+    is a built-in name, or a code hash whose kind is looked up on `ledger` (not checked
+    without one, nor for an algorithm that is not built in: its nodes judge)."""
+    kind = algorithm if algorithm in BUILTIN else None
+    if kind is None and ledger is not None and algorithm.startswith("0x") and len(algorithm) == 66:
+        try:
+            found = ledger.algorithm(bytes.fromhex(algorithm[2:]))
+        except ValueError:
+            found = None  # not hex: algorithm_hash names the problem
+        kind = found.kind if found is not None and found.kind in BUILTIN else None
+    if kind is None:
+        return
+    try:
+        protocol_class(kind).validate_params(params)
+    except (ProtocolError, ValueError, TypeError, LookupError) as exc:
+        raise InvalidParameters(kind, str(exc)) from None
 
 
 def init_org(
@@ -187,9 +217,11 @@ def submit_task(
     min_survivors: int | None = None,
 ) -> Submitted:
     """Submit by contract call, then push the parameters to every participant's mailbox
-    (each node accepts them only if they hash to the on-chain params hash)."""
+    (each node accepts them only if they hash to the on-chain params hash). Parameters the
+    algorithm would refuse raise InvalidParameters before anything is sent."""
     if not dataset_ids:
         raise OperationError("a task needs at least one input dataset")
+    check_params(ledger, algorithm, params)
     owners = [ledger.owner_of(d) for d in dataset_ids]
     parts = participants or list(dict.fromkeys(owners))
     params_bytes = params_bytes_of(params)
