@@ -59,8 +59,13 @@ test: deps test-contracts test-python
 test-contracts: deps
 	cd contracts && ../$(FORGE) test $(FORGE_FLAGS) -q
 
+# Serial by default: on 2 cores the end-to-end modules' node processes already use both, and
+# parallel workers starve them into timeouts. With more cores, TEST_WORKERS=N hands whole test
+# files (a file's fixtures start its network once) to N workers, end-to-end modules first
+# (tests/conftest.py). The slowest tests are listed at the end of every run.
+TEST_WORKERS ?= 0
 test-python: deps
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # solhint uses contracts/.solhint.json. Slither runs from its own venv, .venv/slither, built
 # from pyproject's `slither` dependency group (slither-analyzer pins web3 < 8, pcn needs 8).

@@ -196,7 +196,10 @@ def test_imported_module_outside_the_algorithm_changed_by_one_byte(net: Network,
     _refused_when_registered_code_differs_in(net, tmp_path, "data/table.py")
 
 
-def test_invalid_parameters(net: Network) -> None:
+def test_invalid_parameters(net: Network, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A requester whose own client skips pcn's parameter check (any Ethereum client can submit):
+    every node refuses the parameters before reading data."""
+    monkeypatch.setattr("pcn.runtime.operations.check_params", lambda *_args: None)
     task_id = _run_refused(net, lambda: None, params={"column": "income", "statistics": ["median"]})
     _assert_refused(net, task_id, RefusalReason.INVALID_PARAMETERS)
 
