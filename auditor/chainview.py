@@ -64,15 +64,15 @@ def chain_time(s: Session) -> tuple[int | None, int]:
 @functools.cache
 def dropout_tolerant(kind: str | None) -> bool | None:
     """Whether the built-in algorithm of this registered kind goes on without a participant
-    that stopped answering (its protocol can declare parties dropped, as fedavg's secure
-    aggregation does); None when pcn ships no such algorithm, so nobody can tell."""
+    that stopped answering (its protocol is `dropout_tolerant`, as fedavg's secure
+    aggregation is); None when pcn ships no such algorithm, so nobody can tell."""
     from pcn.algorithms import UnknownAlgorithm, protocol_class
 
     try:
         cls = protocol_class(kind or "")
     except (UnknownAlgorithm, ImportError):
         return None
-    return callable(getattr(cls, "declare_dropped", None))
+    return cls.dropout_tolerant
 
 
 def org_status_at(s: Session, account: str, at: Position) -> OrgStatus:

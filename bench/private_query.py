@@ -9,10 +9,10 @@ party runs in its own process, with its own spawned `ProcessPoolExecutor(os.cpu_
 batch is one task (fresh task id and seeds, the protocol's run from start() to done at both
 parties).
 
-The holder process lives across tasks, like a node: `PrivateQueryProtocol.cache` is a
-`MemoryTableCache` and `PrivateQueryProtocol.epoch_key` a fixed HMAC-SHA256 key derivation
-(a stand-in for the node's organisation-level KDF), so the encrypted table built for the
-first task of the epoch is reused by the next ones.
+The holder process lives across tasks, like a node: its task services (`TaskServices`) hold
+one `MemoryTableCache` for all its tasks and a fixed HMAC-SHA256 key derivation as
+`epoch_key` (a stand-in for the node's organisation-level KDF), so the encrypted table built
+for the first task of the epoch is reused by the next ones.
 
 Measured:
   - cold: the first task, cache empty: the holder's preprocessing (group rows, hash to curve,
@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from pcn.algorithms.base import Message, PartyContext
+from pcn.algorithms.base import Message, PartyContext, TaskServices
 from pcn.algorithms.private_query.encrypted import MemoryTableCache, table_id
 from pcn.algorithms.private_query.protocol import PrivateQueryProtocol
 from pcn.data.table import Table
@@ -108,20 +108,31 @@ def _noop(x: int) -> int:
     return x
 
 
-def context(me: str, task_id: int, pmap: Any) -> PartyContext:
+def context(me: str, task_id: int, pmap: Any, services: TaskServices) -> PartyContext:
     seed = hashlib.sha256(f"bench/pq/{me}/{task_id}".encode()).digest()
-    return PartyContext(task_id, me, PARTICIPANTS, QUERIER, dict(PARAMS), seed, None, id_column=KEY, parallel_map=pmap)
+    return PartyContext(
+        task_id,
+        me,
+        PARTICIPANTS,
+        QUERIER,
+        dict(PARAMS),
+        seed,
+        None,
+        id_column=KEY,
+        parallel_map=pmap,
+        services=services,
+    )
 
 
 def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, peer: Any, out: Any) -> None:
     """One party's process: serves one task per command until it gets None."""
     table = None
+    services = TaskServices()  # the querier needs none
     if role == HOLDER:
         t0 = time.perf_counter()
         table = Table(holder_columns(rows))
         build = time.perf_counter() - t0
-        PrivateQueryProtocol.cache = MemoryTableCache()
-        PrivateQueryProtocol.epoch_key = epoch_key
+        services = TaskServices(epoch_key=epoch_key, cache=MemoryTableCache())
         t0 = time.perf_counter()
         table_id(table, KEY, VALUES)
         tid = time.perf_counter() - t0
@@ -142,7 +153,7 @@ def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, pee
                 break
             task_id, keys = cmd
             data = table if role == HOLDER else Table({KEY: keys})
-            party = PrivateQueryProtocol(context(role, task_id, pmap), data)
+            party = PrivateQueryProtocol(context(role, task_id, pmap, services), data)
             sent: dict[str, int] = {}
             busy = 0.0
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
+from pcn.algorithms.base import Message, ModelUnavailable, PartyContext, ProtocolError, TaskServices, run_local
 from pcn.algorithms.hetero_lr import params as hlr_params
 from pcn.algorithms.hetero_lr.common import epoch_batches, split_key
 from pcn.algorithms.hetero_lr.protocol import (
@@ -94,9 +94,19 @@ def make_parties(
     tables: list[Table] | None = None,
     progress: Callable[[float, str], None] | None = None,
     seed_salt: str = "",
+    checkpoints: dict[tuple[str, int], bytes] | None = None,
 ) -> list[HeteroLrProtocol]:
+    """The parties of a training task; with `checkpoints`, every party's saved checkpoints
+    land there by (party, epochs done), as the node's per-task checkpoint file would."""
     who = party_names(len(split) - 1)
     tables = tables or [make_table(cols, k == 0, k) for k, cols in enumerate(split)]
+
+    def services(me: str) -> TaskServices:
+        if checkpoints is None:
+            return TaskServices()
+        saved = checkpoints
+        return TaskServices(save_checkpoint=lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob))
+
     return [
         HeteroLrProtocol(
             PartyContext(
@@ -108,6 +118,7 @@ def make_parties(
                 hashlib.sha256(f"hlr-seed/{me}/{seed_salt}".encode()).digest(),
                 progress if me == GUEST else None,
                 id_column="id",
+                services=services(me),
             ),
             table,
         )
@@ -380,12 +391,8 @@ def drive(
 def uninterrupted() -> tuple[list[HeteroLrProtocol], dict[tuple[str, int], bytes], dict[str, Any]]:
     params = {**FAST, "epochs": 4, "tol": 0.0, "batch_size": 128}
     saved: dict[tuple[str, int], bytes] = {}
-    HeteroLrProtocol.checkpoint_store = lambda task, me, epoch, blob: saved.__setitem__((me, epoch), blob)
-    try:
-        parties = make_parties(TWO_HOSTS, params, task_id=13)
-        run_local(parties)
-    finally:
-        HeteroLrProtocol.checkpoint_store = None
+    parties = make_parties(TWO_HOSTS, params, task_id=13, checkpoints=saved)
+    run_local(parties)
     return parties, saved, params
 
 
@@ -454,8 +461,24 @@ def test_bad_checkpoint_is_refused(uninterrupted: Any) -> None:
 # -- prediction ----------------------------------------------------------------------------------
 
 
+def load_model_from(models: dict[tuple[int, str], dict[str, Any]]) -> Callable[[int, str], dict[str, Any]]:
+    """A load_model service over (task, party) -> model state, failing like the node's."""
+
+    def load_model(task: int, party: str) -> dict[str, Any]:
+        try:
+            return models[(task, party)]
+        except KeyError:
+            raise ModelUnavailable(f"no model of task {task} for {party}") from None
+
+    return load_model
+
+
 def predict_parties(
-    train: Sequence[HeteroLrProtocol], split: list[range], rows: Sequence[int] | None = None, task_id: int = 100
+    models: dict[tuple[int, str], dict[str, Any]],
+    train: Sequence[HeteroLrProtocol],
+    split: list[range],
+    rows: Sequence[int] | None = None,
+    task_id: int = 100,
 ) -> list[HeteroLrPredictProtocol]:
     model_task = train[0].ctx.task_id
     who = [p.ctx.me for p in train]
@@ -470,6 +493,7 @@ def predict_parties(
                 {"model_task": model_task},
                 hashlib.sha256(me.encode()).digest(),
                 id_column="id",
+                services=TaskServices(load_model=load_model_from(models)),
             ),
             table,
         )
@@ -478,18 +502,16 @@ def predict_parties(
 
 
 @pytest.fixture
-def model_store(one_host: Any, two_hosts: Any) -> Iterator[dict[tuple[int, str], dict[str, Any]]]:
-    store = {(p.ctx.task_id, p.ctx.me): p.model_state() for p in [*one_host[0], *two_hosts[0]]}
-    HeteroLrPredictProtocol.model_store = lambda task, me: store[(task, me)]
-    yield store
-    HeteroLrPredictProtocol.model_store = None
+def models(one_host: Any, two_hosts: Any) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every party's stored model state by (training task, party)."""
+    return {(p.ctx.task_id, p.ctx.me): p.model_state() for p in [*one_host[0], *two_hosts[0]]}
 
 
 @pytest.mark.parametrize("which", ["one_host", "two_hosts"])
-def test_predict_reproduces_training_scores(model_store: Any, which: str, request: pytest.FixtureRequest) -> None:
+def test_predict_reproduces_training_scores(models: Any, which: str, request: pytest.FixtureRequest) -> None:
     train = request.getfixturevalue(which)[0]
     split = ONE_HOST if which == "one_host" else TWO_HOSTS
-    predict = predict_parties(train, split)
+    predict = predict_parties(models, train, split)
     run_local(predict, shuffle_seed=2)
     out = result_of(predict)
     trained = result_of(train)
@@ -508,9 +530,9 @@ def test_predict_reproduces_training_scores(model_store: Any, which: str, reques
     check_commitments(predict)
 
 
-def test_predict_new_rows_without_labels(model_store: Any, one_host: Any) -> None:
+def test_predict_new_rows_without_labels(models: Any, one_host: Any) -> None:
     rows = list(range(0, N, 3))
-    predict = predict_parties(one_host[0], ONE_HOST, rows=rows)
+    predict = predict_parties(models, one_host[0], ONE_HOST, rows=rows)
     tables = [p.data for p in predict]
     guest_table = Table({c: tables[0].column(c) for c in tables[0].names if c != "y"})
     predict[0] = HeteroLrPredictProtocol(predict[0].ctx, guest_table)
@@ -520,29 +542,25 @@ def test_predict_new_rows_without_labels(model_store: Any, one_host: Any) -> Non
     assert all(0.0 < s < 1.0 for s in out["scores"])
 
 
-def test_predict_refuses_a_changed_host_model(model_store: Any, one_host: Any) -> None:
+def test_predict_refuses_a_changed_host_model(models: Any, one_host: Any) -> None:
     key = (one_host[0][1].ctx.task_id, "0xhost0")
-    original = model_store[key]
-    model_store[key] = {**original, "weights": [w * 1.01 for w in original["weights"]]}
-    try:
-        predict = predict_parties(one_host[0], ONE_HOST)
-        with pytest.raises(ProtocolError, match="model other than the one it committed"):
-            run_local(predict)
-    finally:
-        model_store[key] = original
+    models[key] = {**models[key], "weights": [w * 1.01 for w in models[key]["weights"]]}  # a fresh dict per test
+    predict = predict_parties(models, one_host[0], ONE_HOST)
+    with pytest.raises(ProtocolError, match="model other than the one it committed"):
+        run_local(predict)
 
 
-def test_predict_refusals(model_store: Any, one_host: Any) -> None:
+def test_predict_refusals(models: Any, one_host: Any) -> None:
     with pytest.raises(ProtocolError, match="model_task"):
         HeteroLrPredictProtocol.validate_params({"model_task": "7"})
     with pytest.raises(ProtocolError, match="unknown key"):
         HeteroLrPredictProtocol.validate_params({"model_task": 7, "x": 1})
-    predict = predict_parties(one_host[0], ONE_HOST)
+    predict = predict_parties(models, one_host[0], ONE_HOST)
     ctx = replace(predict[0].ctx, params={"model_task": 999})
     with pytest.raises(ProtocolError, match="no hetero-lr model of task 999"):
         HeteroLrPredictProtocol(ctx, predict[0].data)
     # the hosts' rows must be the guest's
-    predict = predict_parties(one_host[0], ONE_HOST)
+    predict = predict_parties(models, one_host[0], ONE_HOST)
     predict[1] = HeteroLrPredictProtocol(predict[1].ctx, make_table(ONE_HOST[1], False, 9, rows=range(1, N)))
     with pytest.raises(ProtocolError, match="not aligned, run PSI first"):
         run_local(predict)

@@ -9,7 +9,7 @@ import random
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -17,7 +17,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
+from pcn.algorithms.base import Message, PartyContext, ProtocolError, TaskCache, TaskServices, run_local
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.algorithms.private_query import encrypted as enc_mod
 from pcn.algorithms.private_query.encrypted import (
@@ -56,6 +56,22 @@ def seed_for(name: str, salt: str = "") -> bytes:
     return hashlib.sha256(f"seed/{name}/{salt}".encode()).digest()
 
 
+def org_epoch_key(org_secret: bytes, labels: list[str] | None = None) -> Callable[[str], bytes]:
+    """An organisation's epoch key service, like the node's HMAC of its account key;
+    `labels` records what it was asked for."""
+
+    def epoch_key(label: str) -> bytes:
+        if labels is not None:
+            labels.append(label)
+        return hashlib.sha256(org_secret + label.encode()).digest()
+
+    return epoch_key
+
+
+def holder_services(cache: TaskCache | None = None, org_secret: bytes = b"holder org secret") -> TaskServices:
+    return TaskServices(epoch_key=org_epoch_key(org_secret), **({"cache": cache} if cache is not None else {}))
+
+
 def make_pair(
     query: Table,
     holder: Table,
@@ -67,7 +83,10 @@ def make_pair(
     id_column: str = "id",
     progress: Callable[[float, str], None] | None = None,
     parallel_map: Callable[[Callable[[Any], Any], Any], list[Any]] | None = None,
+    services: TaskServices | None = None,
 ) -> tuple[PrivateQueryProtocol, PrivateQueryProtocol]:
+    """A querier (who needs no task services) and a holder with `services` (default: an
+    organisation epoch key and no cache)."""
     p = PARAMS if params is None else params
     who = [Q, H]  # on-chain order; the querier is the recipient
     hsalt = seed_salt if holder_seed_salt is None else holder_seed_salt
@@ -75,7 +94,19 @@ def make_pair(
         PartyContext(task_id, Q, who, Q, p, seed_for(Q, seed_salt), progress, id_column, parallel_map), query
     )
     h = PrivateQueryProtocol(
-        PartyContext(task_id, H, who, Q, p, seed_for(H, hsalt), progress, id_column, parallel_map), holder
+        PartyContext(
+            task_id,
+            H,
+            who,
+            Q,
+            p,
+            seed_for(H, hsalt),
+            progress,
+            id_column,
+            parallel_map,
+            services=services or holder_services(),
+        ),
+        holder,
     )
     return q, h
 
@@ -132,13 +163,6 @@ def random_case(rng: random.Random, rows: int, queries: int) -> tuple[Table, Tab
     asked += [None, "", asked[0], " " + asked[1] + "\t"]  # nulls, empties, duplicates
     rng.shuffle(asked)
     return Table({"id": asked}), holder
-
-
-@pytest.fixture(autouse=True)
-def no_hooks(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(PrivateQueryProtocol, "cache", None)
-    monkeypatch.setattr(PrivateQueryProtocol, "epoch_key", None)
-    yield
 
 
 # -- correctness -------------------------------------------------------------------------
@@ -391,76 +415,72 @@ def test_entries_are_uniform_and_unordered() -> None:
 # -- the preprocessing cache ---------------------------------------------------------------
 
 
-def test_cache_reuses_the_encrypted_table(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_reuses_the_encrypted_table() -> None:
     cache = MemoryTableCache()
-    monkeypatch.setattr(PrivateQueryProtocol, "cache", cache)
+    services = holder_services(cache)
     rng = random.Random(4)
     query, holder = random_case(rng, rows=500, queries=30)
-    first, t1, _, h1 = run(query, holder)
+    first, t1, _, h1 = run(query, holder, services=services)
     assert (cache.hits, cache.misses, cache.puts) == (0, 1, 1) and not h1.cache_hit
     assert h1.preprocess_seconds > 0
     query2, _ = random_case(random.Random(5), rows=500, queries=30)
-    second, t2, _, h2 = run(query2, holder, seed_salt="", task_id=8)
+    second, t2, _, h2 = run(query2, holder, seed_salt="", task_id=8, services=services)
     assert (cache.hits, cache.misses, cache.puts) == (1, 1, 1) and h2.cache_hit
     assert h2.preprocess_seconds == 0.0
     assert second == reference(query2, holder, "id", "id", ["score", "name"])
     assert table_from(t1).body == table_from(t2).body  # the same encrypted table
-    again, *_ = run(query, holder)
+    again, *_ = run(query, holder, services=services)
     assert again == first and cache.hits == 2
     # A new epoch re-keys and re-preprocesses; so does another column selection.
-    third, t3, _, h3 = run(query, holder, {"value_columns": ["score", "name"], "epoch": "2026-12"})
+    third, t3, _, h3 = run(query, holder, {"value_columns": ["score", "name"], "epoch": "2026-12"}, services=services)
     assert (cache.hits, cache.misses, cache.puts) == (2, 2, 2) and not h3.cache_hit
     assert third == first
     assert not tags_of(table_from(t3)) & tags_of(table_from(t1))
-    run(query, holder, {"value_columns": ["score"]})
+    run(query, holder, {"value_columns": ["score"]}, services=services)
     assert cache.misses == 3
     # A new dataset version is a different table: a miss, and the old key is not reused.
     columns = {c: list(holder.column(c)) for c in holder.names}
     columns["score"][0] = "999"
-    run(query, Table(columns))
+    run(query, Table(columns), services=services)
     assert cache.misses == 4
 
 
-def test_epoch_key_hook_makes_the_cache_reusable_across_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_epoch_key_makes_the_cache_reusable_across_tasks() -> None:
     cache = MemoryTableCache()
-    monkeypatch.setattr(PrivateQueryProtocol, "cache", cache)
-    master = b"org master secret"
     labels: list[str] = []
-
-    def epoch_key(label: str) -> bytes:
-        labels.append(label)
-        return hashlib.sha256(master + label.encode()).digest()
-
-    monkeypatch.setattr(PrivateQueryProtocol, "epoch_key", epoch_key)
+    services = TaskServices(epoch_key=org_epoch_key(b"org master secret", labels), cache=cache)
     holder = Table({"id": ["a", "b"], "score": ["1", "2"], "name": ["x", "y"]})
-    a, *_ = run(Table({"id": ["a", "c"]}), holder, seed_salt="task 1", task_id=1)
-    b, *_ = run(Table({"id": ["b"]}), holder, seed_salt="task 2", task_id=2)  # other seeds
+    a, *_ = run(Table({"id": ["a", "c"]}), holder, seed_salt="task 1", task_id=1, services=services)
+    b, *_ = run(Table({"id": ["b"]}), holder, seed_salt="task 2", task_id=2, services=services)  # other seeds
     assert cache.hits == 1 and cache.misses == 1
     assert a["hits"] == {"a": [{"name": "x", "score": "1"}]} and b["hits"] == {"b": [{"name": "y", "score": "2"}]}
     assert labels[0].startswith("pq-epoch/default/") and len(set(labels)) == 1
-    # Without the hook, the fallback key is per task seed: another seed is a cache miss
-    # (never a wrong answer).
-    monkeypatch.setattr(PrivateQueryProtocol, "epoch_key", None)
-    run(Table({"id": ["a"]}), holder, seed_salt="task 3")
-    c, *_ = run(Table({"id": ["a"]}), holder, seed_salt="task 4")
-    assert cache.misses == 3 and c["hits"] == a["hits"]
+    # Another organisation's key (a node sharing the cache by mistake) is a cache miss, never
+    # a wrong answer.
+    c, *_ = run(Table({"id": ["a"]}), holder, services=holder_services(cache, b"another organisation"))
+    assert cache.misses == 2 and c["hits"] == a["hits"]
 
 
-def test_bad_epoch_key_hook(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(PrivateQueryProtocol, "epoch_key", lambda label: b"short")
+def test_bad_epoch_key_service() -> None:
     holder = Table({"id": ["a"], "score": ["1"], "name": ["x"]})
     with pytest.raises(ProtocolError, match="32 bytes"):
-        run(Table({"id": ["a"]}), holder)
+        run(Table({"id": ["a"]}), holder, services=TaskServices(epoch_key=lambda label: b"short"))
 
 
-def test_damaged_cache_entry_is_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_holder_needs_an_epoch_key() -> None:
+    holder = Table({"id": ["a"], "score": ["1"], "name": ["x"]})
+    with pytest.raises(ProtocolError, match="no organisation epoch key"):
+        run(Table({"id": ["a"]}), holder, services=TaskServices())
+
+
+def test_damaged_cache_entry_is_rebuilt() -> None:
     cache = MemoryTableCache()
-    monkeypatch.setattr(PrivateQueryProtocol, "cache", cache)
+    services = holder_services(cache)
     holder = Table({"id": ["a", "b"], "score": ["1", "2"], "name": ["x", "y"]})
-    first, *_ = run(Table({"id": ["a"]}), holder)
+    first, *_ = run(Table({"id": ["a"]}), holder, services=services)
     (key,) = list(cache._items)
     cache._items[key] = cache._items[key][:-1]
-    second, _, _, h = run(Table({"id": ["a"]}), holder)
+    second, _, _, h = run(Table({"id": ["a"]}), holder, services=services)
     assert second == first and not h.cache_hit and cache.puts == 2
 
 
@@ -852,13 +872,12 @@ def test_throughput_20k_rows_500_queries(capsys: pytest.CaptureFixture[str]) -> 
     )
     asked = [rng.choice(ids) for _ in range(queries // 2)] + [str(rng.randrange(10**17)) for _ in range(queries // 2)]
     query = Table({"id": asked})
-    cache = MemoryTableCache()
-    PrivateQueryProtocol.cache = cache  # reset by the autouse fixture
+    services = holder_services(MemoryTableCache())
     t0 = time.perf_counter()
-    got, transcript, _, h = run(query, holder)
+    got, transcript, _, h = run(query, holder, services=services)
     cold = time.perf_counter() - t0
     t0 = time.perf_counter()
-    again, _, _, h2 = run(query, holder)
+    again, _, _, h2 = run(query, holder, services=services)
     warm = time.perf_counter() - t0
     assert again == got and h2.cache_hit and not h.cache_hit
     assert got == reference(query, holder, "id", "id", ["score", "name"])

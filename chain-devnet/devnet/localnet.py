@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from eth_account import Account
 
-from pcn.algorithms import BUILTIN
+from pcn.algorithms import BUILTIN, protocol_class
 from pcn.chain.deployment import Deployment
 from pcn.chain.ledger import Ledger
 from pcn.chain.types import ParticipantState, PolicyGrants, PolicyLimits, TaskStatus, epsilon_to_fixed
@@ -34,7 +34,6 @@ from pcn.runtime import services
 from pcn.runtime.config import OrgConfig
 from pcn.runtime.context import NodeContext
 from pcn.runtime.operations import (
-    DROPOUT_TOLERANT,
     approve_algorithm,
     init_org,
     register_algorithm,
@@ -311,7 +310,7 @@ def build_network(
         say(f"admitted {name} ({keys.address}), mailbox {cfg.endpoint}")
     algorithms = {name: register_algorithm(orgs[0].ledger, name)[0] for name in BUILTIN}
     for name, code in algorithms.items():  # the consortium admin reviews and approves each
-        approve_algorithm(admin, code, dropout_tolerant=name in DROPOUT_TOLERANT)
+        approve_algorithm(admin, code, dropout_tolerant=protocol_class(name).dropout_tolerant)
     algorithm = algorithms["stats"]
     everyone = [o.address for o in orgs]
     expiry = admin.block_timestamp() + 30 * 24 * 3600

@@ -16,11 +16,12 @@ import hashlib
 import json
 import math
 import random
+import typing
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any, ClassVar, TypeGuard
+from typing import Any, ClassVar, Self, TypeGuard
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -28,6 +29,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 class ProtocolError(Exception):
     """A peer sent something the protocol cannot accept (wrong round, shape, or value)."""
+
+
+class ModelUnavailable(ProtocolError):
+    """`TaskServices.load_model` holds no model of the task asked for (or not this party's part
+    of it): the one error a model store raises, so the protocol can say what is missing."""
 
 
 # -- results, result hashes and result commitments -----------------------------------------
@@ -157,6 +163,62 @@ def secret_permutation(key: bytes, n: int) -> np.ndarray:
     raise RuntimeError("16 draws of 64-bit keys all had a tie: the key stream is not random")
 
 
+# -- per-task services ------------------------------------------------------------------------
+#
+# What a protocol needs from the node it runs on besides its data and messages. The runtime
+# builds them for each task (`pcn.runtime.execute`) and passes them in the party's context, so
+# two tasks in one process never share them. No I/O here: only the typed callables.
+
+
+class TaskCache(typing.Protocol):  # typing's structural type, not a pcn Protocol
+    """Where a node keeps reusable preprocessing between tasks (bytes by content-hash key).
+    Values must hold no secret; a miss is None."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+
+class NoCache:
+    """A cache that keeps nothing: every task preprocesses."""
+
+    def get(self, key: str) -> bytes | None:
+        return None
+
+    def put(self, key: str, value: bytes) -> None:
+        pass
+
+
+def _no_epoch_key(label: str) -> bytes:
+    raise ProtocolError(f"no organisation epoch key in this context (asked for {label!r}); the node runtime gives one")
+
+
+def _no_model_store(task_id: int, party: str) -> dict[str, Any]:
+    raise ModelUnavailable(f"no model store in this context (asked for task {task_id}); the node runtime gives one")
+
+
+def _keep_checkpoints_in_memory(epochs_done: int, checkpoint: bytes) -> None:
+    """Nowhere to persist a checkpoint: the protocol still keeps its latest one in memory."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskServices:
+    """One task's services at one party, given by name. The defaults suit in-process runs
+    (tests, benchmarks): no organisation key and no model store (using either is a
+    ProtocolError saying so), checkpoints not persisted, no cache."""
+
+    # label -> 32 secret bytes, stable across this organisation's tasks on one deployment
+    # (a key epoch that outlives a task, e.g. the private-query holder's table key).
+    epoch_key: Callable[[str], bytes] = _no_epoch_key
+    # (training task id, party) -> that party's stored `Protocol.model_state()` of that task;
+    # raises ModelUnavailable, and only ModelUnavailable, when there is none.
+    load_model: Callable[[int, str], dict[str, Any]] = _no_model_store
+    # (epochs done, checkpoint) -> None: persists THIS task's party's latest checkpoint, which
+    # a restarted worker passes to `Protocol.resume`.
+    save_checkpoint: Callable[[int, bytes], None] = _keep_checkpoints_in_memory
+    cache: TaskCache = field(default_factory=NoCache)
+
+
 @dataclass
 class PartyContext:
     task_id: int
@@ -175,6 +237,7 @@ class PartyContext:
     # redeployment. The runtime always passes the chain's; an in-process run with no chain
     # (unit tests, benchmarks) that passes none gets `local_binding(task_id)`.
     binding: bytes = b""
+    services: TaskServices = field(default_factory=TaskServices)
 
     def __post_init__(self) -> None:
         if not self.binding and isinstance(self.task_id, int) and 0 <= self.task_id < 2**256:
@@ -199,8 +262,17 @@ class Protocol(ABC):
 
     name: ClassVar[str]
     commitment: ClassVar[CommitmentScheme | None] = None  # the algorithm's result hash and commitment
+    # Optional features, off by default; an algorithm that has one sets its flag and overrides
+    # the methods that go with it (below), which the runtime then calls.
+    # `declare_dropped` and `awaiting`: the recipient can go on without parties that stopped answering.
+    dropout_tolerant: ClassVar[bool] = False
+    # `resume`, `checkpoint_epoch` and `resume_from`: a restarted worker goes on from the last
+    # checkpoint the party saved through `ctx.services.save_checkpoint`.
+    resumable: ClassVar[bool] = False
     ctx: PartyContext
     data: Any
+    # After `resume`: per sender, the first incoming sequence number to deliver again.
+    resume_from: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _seq: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     # What every algorithm keeps alike: whether start() ran, the result (at the recipient)
     # and h_r, the salted result hash the recipient broadcasts.
@@ -302,6 +374,33 @@ class Protocol(ABC):
         """The differential-privacy ε these (validated) parameters spend; 0 without DP.
         A node refuses a task whose parameters spend more than the ε charged on chain."""
         return 0.0
+
+    def model_state(self) -> dict[str, Any] | None:
+        """This party's part of a model the task trained (JSON-serialisable), which the node
+        stores for later tasks (`TaskServices.load_model`); None when the algorithm trains none."""
+        return None
+
+    @classmethod
+    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
+        """This party rebuilt from a checkpoint it saved; call `start()` next, then deliver the
+        peers' messages from `resume_from[sender]` on. Only `resumable` algorithms have it."""
+        raise NotImplementedError(f"{cls.__name__} does not resume from checkpoints")
+
+    @property
+    def checkpoint_epoch(self) -> int:
+        """Epochs completed in the latest checkpoint (0: none)."""
+        return 0
+
+    def awaiting(self) -> list[str]:
+        """The parties this party waits for right now; what `declare_dropped` would be given
+        when the wait is too long. Only `dropout_tolerant` algorithms tell."""
+        return []
+
+    def declare_dropped(self, parties: Iterable[str]) -> list[Message]:
+        """At the recipient: stop waiting for `parties` and go on without them; the messages
+        that causes. ProtocolError when it cannot go on without them. Only
+        `dropout_tolerant` algorithms have it."""
+        raise NotImplementedError(f"{type(self).__name__} is not dropout-tolerant")
 
     @classmethod
     def commitment_for(cls, result: bytes, opening: bytes) -> bytes:

@@ -35,7 +35,7 @@ import redis
 
 from pcn import jsonsafe
 from pcn.algorithms import protocol_class
-from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import Message, ModelUnavailable, PartyContext, Protocol, ProtocolError, TaskServices
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.errors import ChainUnavailable, ContractRevert
 from pcn.chain.types import (
@@ -57,7 +57,7 @@ from pcn.runtime.failpoints import failpoint
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.pool import compute_pool_map
-from pcn.runtime.results import load_model, model_context, result_context
+from pcn.runtime.results import load_sealed_model, model_context, result_context
 from pcn.runtime.store import LocalDataset
 from pcn.runtime.taskstate import Progress, TaskLock, holds_intermediates, intermediate_keys, reply_bytes
 from pcn.runtime.transport import DeliveryRejected, EndpointRefused, PeerClient, PeerUnreachable
@@ -69,6 +69,10 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
 )
+
+
+# A resumable protocol's latest checkpoint, in the task's scratch folder.
+CHECKPOINT_FILE = "checkpoint.bin"
 
 
 class TaskAborted(Exception):
@@ -91,6 +95,40 @@ def task_seed(org_key: bytes, binding: bytes) -> bytes:
     if len(binding) != 32:
         raise ValueError("the task binding must be 32 bytes")
     return hmac.new(org_key, b"pcn/task-seed/v2/" + binding, hashlib.sha256).digest()
+
+
+def task_services(ctx: NodeContext, task_id: int, algorithm: str, *, chain_id: int, task_manager: str) -> TaskServices:
+    """What the protocol of `task_id` may use of this node, bound to that task: a stable secret
+    per label (a key epoch that outlives one task, bound to the deployment), this
+    organisation's stored models, the task's checkpoint file and an on-disk cache for the
+    algorithm's reusable preprocessing."""
+    org_key = bytes(ctx.keys.account.key)
+    me = ctx.address.lower()
+    scratch = ctx.task_dir(task_id)
+
+    def epoch_key(label: str) -> bytes:
+        # Bound to the deployment too: a redeployment never reuses an epoch's key.
+        material = f"pcn/org-secret/v2/{chain_id}/{task_manager.lower()}/{label}".encode()
+        return hmac.new(org_key, material, hashlib.sha256).digest()
+
+    def load_model(model_task: int, party: str) -> dict[str, Any]:
+        if party.lower() != me:
+            raise ModelUnavailable(f"a node holds only its own part of a model, not {party}'s")
+        return load_sealed_model(ctx, model_task)
+
+    def save_checkpoint(epochs_done: int, checkpoint: bytes) -> None:
+        scratch.mkdir(parents=True, exist_ok=True)
+        tmp = scratch / "checkpoint.tmp"
+        tmp.write_bytes(checkpoint)
+        tmp.replace(scratch / CHECKPOINT_FILE)  # atomic: a kill never leaves half a checkpoint
+        ctx.log.append("checkpoint", task_id, epochs_done=epochs_done)
+
+    return TaskServices(
+        epoch_key=epoch_key,
+        load_model=load_model,
+        save_checkpoint=save_checkpoint,
+        cache=FileCache(ctx.config.data_path / "cache" / algorithm),
+    )
 
 
 def message_digest(msg: Message) -> bytes:
@@ -298,17 +336,18 @@ class TaskRunner:
                 self.ctx.config.compute_processes or os.cpu_count() or 1, on_rebuild=self._pool_rebuilt
             ),
             binding=binding,
+            services=task_services(
+                self.ctx, self.task_id, proto_cls.name, chain_id=self.ledger.chain_id, task_manager=self._tm_address
+            ),
         )
-        self._configure(proto_cls)
-        checkpoint = scratch / "checkpoint.bin"
-        resume_from: dict[str, int] = {}
-        if checkpoint.is_file() and hasattr(proto_cls, "resume"):
+        checkpoint = scratch / CHECKPOINT_FILE
+        if checkpoint.is_file() and proto_cls.resumable:
             # A worker died mid-training: continue from the last epoch boundary, not from zero.
             proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())
-            resume_from = {k.lower(): v for k, v in getattr(proto, "resume_from", {}).items()}
-            self.log.append("resume", self.task_id, epochs_done=getattr(proto, "checkpoint_epoch", None))
+            self.log.append("resume", self.task_id, epochs_done=proto.checkpoint_epoch)
         else:
             proto = proto_cls(pctx, table)
+        resume_from = {k.lower(): v for k, v in proto.resume_from.items()}
         sent_key = self.ctx.key("sent", self.task_id)
         sent = received = 0
         task_left = max(1.0, task.deadline - time.time())
@@ -320,7 +359,7 @@ class TaskRunner:
         drops_key = self.ctx.key("dropped", self.task_id)
         replay = [json.loads(x) for x in self.ctx.redis.lrange(drops_key, 0, -1)]
         gone = {q.lower() for d in replay for q in d["parties"]}
-        can_drop = hasattr(proto, "declare_dropped") and pctx.is_recipient
+        can_drop = proto_cls.dropout_tolerant and pctx.is_recipient
         dropout_after = self.ctx.config.dropout_after or self.ctx.config.message_timeout / 2
         heartbeat_every = None if pctx.is_recipient else self._heartbeat_interval(task)
         index = 0
@@ -421,8 +460,9 @@ class TaskRunner:
         commitment = proto.result_commitment()
         if result is not None:
             self._store_result(result, proto, commitment)
-        if hasattr(proto, "model_state"):
-            self._store_model(proto.model_state())
+        model = proto.model_state()
+        if model is not None:
+            self._store_model(model)
         items = self._intermediates()
         deletion_hash = hashlib.sha256(("\n".join(items)).encode()).digest()
         self.log.append(
@@ -481,8 +521,7 @@ class TaskRunner:
         reported dropped on chain, and the protocol goes on without them. None when the
         protocol cannot go on without them (the task then ends PEER_UNREACHABLE as before)."""
         try:
-            # only dropout-tolerant protocols have it, which the caller checked (hasattr)
-            out: list[Message] = proto.declare_dropped(pending)  # type: ignore[attr-defined]
+            out = proto.declare_dropped(pending)
         except ProtocolError as exc:
             self.log.append("dropout-not-possible", self.task_id, parties=pending, why=str(exc))
             return None
@@ -596,42 +635,6 @@ class TaskRunner:
         )
         return Outcome(self.task_id, "receipted", result_hash="0x" + commitment.hex())
 
-    def _configure(self, proto_cls: type[Protocol]) -> None:
-        """Organisation-level hooks some protocols use: a stable secret per label (a key epoch
-        that must outlive one task) and an on-disk cache for reusable preprocessing."""
-        if hasattr(proto_cls, "epoch_key"):
-            org_key = bytes(self.ctx.keys.account.key)
-            chain, task_manager = self.ledger.chain_id, self._tm_address.lower()
-
-            def epoch_key(label: str) -> bytes:
-                # Bound to the deployment too: a redeployment never reuses an epoch's key.
-                material = f"pcn/org-secret/v2/{chain}/{task_manager}/{label}".encode()
-                return hmac.new(org_key, material, hashlib.sha256).digest()
-
-            proto_cls.epoch_key = epoch_key
-        if hasattr(proto_cls, "model_store"):
-            me = self.me.lower()
-
-            def model_store(task_id: int, party: str) -> dict[str, Any]:
-                if party.lower() != me:
-                    raise LookupError("a node only holds its own part of a model")
-                return load_model(self.ctx, task_id)
-
-            proto_cls.model_store = model_store
-        if hasattr(proto_cls, "checkpoint_store"):
-            scratch = self.ctx.task_dir(self.task_id)
-
-            def checkpoint_store(task_id: int, party: str, epochs_done: int, blob: bytes) -> None:
-                scratch.mkdir(parents=True, exist_ok=True)
-                tmp = scratch / "checkpoint.tmp"
-                tmp.write_bytes(blob)
-                tmp.replace(scratch / "checkpoint.bin")  # atomic: a kill never leaves half a checkpoint
-                self.log.append("checkpoint", task_id, epochs_done=epochs_done)
-
-            proto_cls.checkpoint_store = checkpoint_store
-        if hasattr(proto_cls, "cache"):
-            proto_cls.cache = FileCache(self.ctx.config.data_path / "cache" / proto_cls.name)
-
     @property
     def _tm_address(self) -> str:
         return str(self.ledger.deployment.contracts["TaskManager"].address)
@@ -649,7 +652,7 @@ class TaskRunner:
 
     def _store_model(self, state: dict[str, Any]) -> None:
         """This party's part of a split model (e.g. a host's weights in vertical LR), sealed to
-        its own key; later prediction tasks load it through `load_model`."""
+        its own key; later prediction tasks load it through `load_sealed_model`."""
         out = self.ctx.config.data_path / "models"
         out.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = out / f"{self.task_id}.sealed"

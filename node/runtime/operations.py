@@ -128,11 +128,6 @@ def resolve_org(ledger: Ledger, name_or_address: str) -> str:
     raise OperationError(f"no organisation named {name_or_address!r} on chain")
 
 
-# The built-in algorithms that finish without a party that stopped answering (fedavg's
-# secure aggregation unmasks the survivors' sum from Shamir shares); the admin sets the flag.
-DROPOUT_TOLERANT = frozenset({"fedavg"})
-
-
 def approve_algorithm(admin: Ledger, code_hash: bytes, dropout_tolerant: bool = False) -> TxResult | None:
     """As the consortium admin: approve a registered algorithm (nothing when approved already)."""
     algo = admin.algorithm(code_hash)

@@ -123,6 +123,7 @@ COMMITMENT = CommitmentScheme(
 class FedAvgProtocol(Protocol):
     name: ClassVar[str] = "fedavg"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
+    dropout_tolerant: ClassVar[bool] = True
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _threshold: int | None = field(default=None, init=False, repr=False)

@@ -88,8 +88,8 @@ canonical JSON of the host's state, which holds a secret salt). Commitment: sha2
 "pcn/hetero-lr/result/v1" | salt | result).
 
 Checkpoints. At every epoch boundary (guest: after sending "epoch-end"; host: after
-receiving it) the party snapshots its state (`checkpoint()`, also pushed to the
-`checkpoint_store` hook when set). `HeteroLrProtocol.resume(ctx, data, blob)` rebuilds the
+receiving it) the party snapshots its state (`checkpoint()`, also handed to the task's
+`ctx.services.save_checkpoint`). `HeteroLrProtocol.resume(ctx, data, blob)` rebuilds the
 party at that boundary; its `start()` emits the first messages of the next epoch with the
 same sequence numbers (after re-emitting the guest's "epoch-end" messages of the boundary,
 in case they were never delivered: peers drop duplicates by sequence number), and
@@ -104,7 +104,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from gmpy2 import mpz
@@ -223,8 +223,7 @@ def _floats(a: np.ndarray) -> list[float]:
 class HeteroLrProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    # Set by the runtime to persist each epoch's checkpoint: (task id, party, epochs done, blob).
-    checkpoint_store: ClassVar[Callable[[int, str, int, bytes], None] | None] = None
+    resumable: ClassVar[bool] = True
 
     _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _role: str = field(default="", init=False, repr=False)
@@ -273,7 +272,6 @@ class HeteroLrProtocol(Protocol):
     _resend: list[Message] = field(default_factory=list, init=False, repr=False)
     _checkpoint: bytes | None = field(default=None, init=False, repr=False)
     _checkpoint_epoch: int = field(default=0, init=False, repr=False)
-    resume_from: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         ctx = self.ctx
@@ -1011,9 +1009,7 @@ class HeteroLrProtocol(Protocol):
         }
         self._checkpoint = canonical_json(state)
         self._checkpoint_epoch = self._epoch
-        store = type(self).checkpoint_store
-        if store is not None:
-            store(self.ctx.task_id, self.ctx.me, self._epoch, self._checkpoint)
+        self.ctx.services.save_checkpoint(self._epoch, self._checkpoint)
 
     def checkpoint(self) -> bytes | None:
         """The latest epoch-boundary snapshot (None before the first epoch ended)."""
@@ -1025,7 +1021,7 @@ class HeteroLrProtocol(Protocol):
         return self._checkpoint_epoch
 
     @classmethod
-    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> HeteroLrProtocol:
+    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
         """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
         deliver the peers' messages from `resume_from[sender]` on."""
         proto = cls(ctx, data)

@@ -1,9 +1,9 @@
 """Joint scoring with a split hetero-lr model (the model of a finished "hetero-lr" task).
 
-Every party loads its own part of the model of training task `model_task` through the
-`model_store` hook the runtime sets (tests set it to a dict lookup): the guest (the
-recipient, as in training) its weights, intercept and standardisation plus the hosts'
-model commitments; each host its weights and standardisation. The data are new rows with
+Every party loads its own part of the model of training task `model_task` through its
+task's `ctx.services.load_model` (the node's sealed model store; tests give a dict lookup):
+the guest (the recipient, as in training) its weights, intercept and standardisation plus
+the hosts' model commitments; each host its weights and standardisation. The data are new rows with
 the same IDs at every party (e.g. a PSI output).
 
 Rounds:
@@ -38,14 +38,13 @@ covered by both algorithms' registered code hashes; the domains stay this algori
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, ModelUnavailable, Protocol, ProtocolError
 from pcn.algorithms.vertical import (
     FRAME,
     add_pair_masks,
@@ -103,9 +102,6 @@ def _floats(values: object, count: int, what: str) -> np.ndarray:
 class HeteroLrPredictProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr-predict"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    # Set by the runtime: (training task id, this party's address) -> the model state that
-    # party's `HeteroLrProtocol.model_state()` returned at the end of that task.
-    model_store: ClassVar[Callable[[int, str], dict[str, Any]] | None] = None
 
     _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _guest: str = field(default="", init=False, repr=False)
@@ -160,13 +156,11 @@ class HeteroLrPredictProtocol(Protocol):
 
     def _load_model(self) -> None:
         ctx, task = self.ctx, self._p["model_task"]
-        store = type(self).model_store
-        if store is None:
-            raise ProtocolError("this node has no model store configured for hetero-lr-predict")
         try:
-            state = store(task, ctx.me)
-        except (KeyError, FileNotFoundError):
-            raise ProtocolError(f"this party holds no hetero-lr model of task {task}") from None
+            # the state this party's `HeteroLrProtocol.model_state()` returned at the end of `task`
+            state = ctx.services.load_model(task, ctx.me)
+        except ModelUnavailable as exc:
+            raise ModelUnavailable(f"this party holds no hetero-lr model of task {task}: {exc}") from None
         if not isinstance(state, dict) or state.get("algorithm") != "hetero-lr" or state.get("task_id") != task:
             raise ProtocolError(f"the stored model of task {task} is not a hetero-lr model of that task")
         role = "guest" if ctx.is_recipient else "host"

@@ -29,7 +29,7 @@ import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from cryptography.exceptions import InvalidTag
@@ -312,17 +312,8 @@ def cache_key(tid: bytes, epoch: str, epoch_secret: bytes) -> str:
     return hashlib.sha256(CACHE_DOMAIN + tid + _lp(epoch.encode()) + secret_id).hexdigest()
 
 
-class TableCacheLike(Protocol):
-    """Where a holder node keeps encrypted tables between tasks (bytes in, bytes out). The
-    values contain no secret (only tags and ciphertexts), so any local store will do."""
-
-    def get(self, key: str) -> bytes | None: ...
-
-    def put(self, key: str, value: bytes) -> None: ...
-
-
 class MemoryTableCache:
-    """An in-process LRU cache of encrypted tables, with hit and miss counters."""
+    """An in-process LRU `TaskCache` of encrypted tables, with hit and miss counters."""
 
     def __init__(self, max_entries: int = 8) -> None:
         self.max_entries = max_entries

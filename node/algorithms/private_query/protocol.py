@@ -65,15 +65,13 @@ subgroup, SHA-512 as random oracle for the RFC 9380 hash):
     as the table (no DLEQ proof): a dishonest H can make keys miss, but not learn them. The
     chain binds what was exchanged through the commitment.
 
-The runtime hooks (class attributes, set once per process):
-  - `PrivateQueryProtocol.epoch_key`: label -> 32 secret bytes, an organisation-level KDF
-    (e.g. HMAC of a node master key) that is stable across tasks. H calls it with
-    "pq-epoch/<epoch>/<table id hex>". Unset (tests), the holder falls back to its per-task
-    `secret_bytes`, which is deterministic for a given seed but changes with the task seed,
-    so the cache is then only reused by tasks that share a seed.
-  - `PrivateQueryProtocol.cache`: a `TableCacheLike` (get/put of bytes by hex key). The key is
-    SHA-256 of the table id, the epoch and a one-way fingerprint of the epoch secret. Values
-    hold only tags and ciphertexts. Unset, every task preprocesses.
+The holder's task services (`ctx.services`, given per task by the runtime):
+  - `epoch_key`: label -> 32 secret bytes, an organisation-level KDF (e.g. HMAC of a node
+    master key) that is stable across tasks. H calls it with "pq-epoch/<epoch>/<table id hex>";
+    a context without one cannot hold a table.
+  - `cache`: a `TaskCache` (get/put of bytes by hex key). The key is SHA-256 of the table id,
+    the epoch and a one-way fingerprint of the epoch secret. Values hold only tags and
+    ciphertexts. The default keeps nothing: every task preprocesses.
 
 Result (canonical JSON, at Q only): {"algorithm": "private-query", "hits": {key: [{column:
 cell-or-null, ...}, ...]}, "misses": [key, ...] (sorted), "queried": n, "table_rows": m}, keys
@@ -102,7 +100,6 @@ from pcn.algorithms.private_query.encrypted import (
     SLOT_CAP,
     TAG_BYTES,
     EncryptedTable,
-    TableCacheLike,
     UnreadableEntry,
     cache_key,
     chunk_entries,
@@ -156,9 +153,6 @@ def _index(payload: bytes) -> int:
 class PrivateQueryProtocol(Protocol):
     name: ClassVar[str] = "private-query"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    # Runtime hooks, see the module docstring.
-    cache: ClassVar[TableCacheLike | None] = None
-    epoch_key: ClassVar[Callable[[str], bytes] | None] = None
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
@@ -266,10 +260,9 @@ class PrivateQueryProtocol(Protocol):
         return out
 
     def _epoch_secret(self, label: str) -> bytes:
-        hook = type(self).epoch_key
-        secret = hook(label) if hook is not None else self.secret_bytes(label, 32)
+        secret = self.ctx.services.epoch_key(label)
         if not isinstance(secret, bytes) or len(secret) != 32:
-            raise ProtocolError("the epoch key hook must return 32 bytes")
+            raise ProtocolError("the epoch key service must return 32 bytes")
         return secret
 
     def _encrypted_table(self) -> EncryptedTable:
@@ -280,19 +273,18 @@ class PrivateQueryProtocol(Protocol):
         tid = table_id(table, column, p["value_columns"])
         secret = self._epoch_secret(f"pq-epoch/{p['epoch']}/{tid.hex()}")
         self._scalar = scalar_bytes(clamp(secret))
-        cache = type(self).cache
+        cache = self.ctx.services.cache
         key = cache_key(tid, p["epoch"], secret)
-        if cache is not None:
-            blob = cache.get(key)
-            if blob is not None:
-                try:
-                    enc = EncryptedTable.from_bytes(blob)
-                    if enc.table_rows == table.num_rows:
-                        self.cache_hit = True
-                        self.report(0.5, f"reusing the encrypted table of epoch {p['epoch']!r} from the cache")
-                        return enc
-                except ProtocolError:
-                    pass  # a damaged cache entry: rebuild it
+        blob = cache.get(key)
+        if blob is not None:
+            try:
+                enc = EncryptedTable.from_bytes(blob)
+                if enc.table_rows == table.num_rows:
+                    self.cache_hit = True
+                    self.report(0.5, f"reusing the encrypted table of epoch {p['epoch']!r} from the cache")
+                    return enc
+            except ProtocolError:
+                pass  # a damaged cache entry: rebuild it
         t0 = time.perf_counter()
         enc = preprocess_table(
             table,
@@ -304,8 +296,7 @@ class PrivateQueryProtocol(Protocol):
             progress=lambda f, what: self.report(0.5 * f, what),
         )
         self.preprocess_seconds = time.perf_counter() - t0
-        if cache is not None:
-            cache.put(key, enc.to_bytes())
+        cache.put(key, enc.to_bytes())
         return enc
 
     def _start_holder(self) -> list[Message]:
