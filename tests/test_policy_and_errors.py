@@ -286,3 +286,25 @@ def test_submit_task_refuses_parameters_the_algorithm_would_refuse(deployment, s
     assert c.admin.task_count() == before  # nothing reached the chain
     submit(algorithm="0x" + c.algorithm.hex(), params={"column": "income", "statistics": ["count"]})
     assert c.admin.task_count() == before + 1
+
+
+def test_a_task_deadline_counts_from_the_next_block_not_a_stale_latest_one(deployment, snapshot, devnet):
+    """On a chain that mines on demand the latest block can be minutes old. A deadline counted
+    from it passed gas estimation and then reverted when mined (seen under load: `pcn task
+    submit --deadline 60` failed with an undecodable revert)."""
+    from pcn.runtime import operations
+
+    c = build_consortium(deployment)
+    rpc_call(devnet.rpc_url, "evm_increaseTime", [120])  # the next block is 120 s after the latest
+    sub = operations.submit_task(
+        c.org(0),
+        algorithm="0x" + c.algorithm.hex(),
+        dataset_ids=list(c.datasets.values()),
+        params={"column": "income", "statistics": ["count"]},
+        recipient=c.org(0).address,
+        deadline_in=60,
+        push=False,
+    )
+    task = c.admin.task(sub.task_id)
+    mined_at = c.admin.block_timestamp()
+    assert mined_at < task.deadline <= mined_at + 60

@@ -172,6 +172,13 @@ class Ledger:
     def block_timestamp(self, *, block: int | str = "latest") -> int:
         return int(self.w3.eth.get_block(cast(BlockIdentifier, block))["timestamp"])
 
+    def chain_now(self) -> int:
+        """The timestamp a transaction sent now is mined under (the pending block's). The latest
+        block's can lag it by minutes on a chain that mines on demand (a devnet): a deadline
+        computed from it passes gas estimation, which runs on the latest block, and then
+        reverts when mined."""
+        return self.block_timestamp(block="pending")
+
     def _revert(self, exc: Exception) -> Exception:
         data = getattr(exc, "data", None)
         if isinstance(data, dict):

@@ -389,7 +389,7 @@ def data_register(
     ctx = node_context(config, org)
     ledger = ctx.ledger
     limits, grants = pol.resolve(
-        operations.algorithm_hash, lambda who: operations.resolve_org(ledger, who), ledger.block_timestamp()
+        operations.algorithm_hash, lambda who: operations.resolve_org(ledger, who), ledger.chain_now()
     )
     local = operations.register_dataset(
         ctx, file, name=name, id_column=id_column, limits=limits, grants=grants, fmt=fmt

@@ -227,7 +227,7 @@ def submit_task(
         participants=parts,
         params_hash=params_hash,
         result_recipient=resolve_org(ledger, recipient),
-        deadline=ledger.block_timestamp() + deadline_in,
+        deadline=ledger.chain_now() + deadline_in,
         epsilon=epsilon_to_fixed(epsilon),
         min_survivors=min_survivors,
     )
