@@ -134,16 +134,16 @@ class Indexer:
 
     # ------------------------------------------------------------------ public
 
-    def run_once(self, max_batches: int | None = None) -> int:
-        """Index every confirmed block after the cursor (or `max_batches` batches of them);
-        return the number of events read."""
+    def run_once(self, max_batches: int | None = None, to_block: int | None = None) -> int:
+        """Index every confirmed block after the cursor (or `max_batches` batches of them, or
+        up to `to_block` at most: the chain as of that block); return the number of events read."""
         try:
-            return self.reader.poll(self._handle, on_reorg=self._on_reorg, max_batches=max_batches)
+            return self.reader.poll(self._handle, on_reorg=self._on_reorg, max_batches=max_batches, to_block=to_block)
         except ReorgTooDeep:
             self._abort()
             log.warning("the chain changed below every remembered block: re-indexing from block %d", self.start_block)
             self.reset()
-            return self.reader.poll(self._handle, on_reorg=self._on_reorg, max_batches=max_batches)
+            return self.reader.poll(self._handle, on_reorg=self._on_reorg, max_batches=max_batches, to_block=to_block)
         except BaseException:
             self._abort()
             raise

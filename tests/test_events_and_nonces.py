@@ -159,3 +159,20 @@ def test_concurrent_senders_of_one_account_never_collide(deployment, snapshot, t
     assert not errors, errors
     assert [p.exitcode for p in procs] == [0, 0]
     assert org.w3.eth.get_transaction_count(org.address) == start_nonce + 25
+
+
+def test_reader_reads_the_chain_as_of_a_block(deployment, snapshot, tmp_path):
+    """`to_block` stops the reader at that block (the auditor indexes "as of block N"); the
+    next poll without it goes on from there."""
+    cursor = tmp_path / "cursor.json"
+    c = build_consortium(deployment, n_orgs=2)
+    c.orgs[0].anchor_log(1, h("head"))
+    upto = c.admin.w3.eth.block_number
+    c.orgs[1].anchor_log(1, h("head"))
+    before: list[ChainEvent] = []
+    c.admin.event_reader(cursor).poll(before.append, to_block=upto)
+    assert [e.args["org"] for e in before if e.name == "LogAnchored"] == [c.orgs[0].address]
+    assert max(e.block_number for e in before) <= upto
+    after: list[ChainEvent] = []
+    c.admin.event_reader(cursor).poll(after.append)
+    assert [(e.name, e.args["org"]) for e in after] == [("LogAnchored", c.orgs[1].address)]

@@ -213,8 +213,10 @@ class EventReader:
         handle: Callable[[ChainEvent], None],
         on_reorg: Callable[[int], None] | None = None,
         max_batches: int | None = None,
+        to_block: int | None = None,
     ) -> int:
-        """Deliver every confirmed event after the cursor to `handle`; return how many."""
+        """Deliver every confirmed event after the cursor (up to `to_block` at most) to `handle`;
+        return how many."""
         rewind = self._check_reorg()
         if rewind is not None:
             if on_reorg is not None:
@@ -223,7 +225,7 @@ class EventReader:
             self.cursor.recent = {n: h for n, h in self.cursor.recent.items() if n < rewind}
             self.store.save(self.cursor)
         head = self.w3.eth.block_number
-        safe = head - self.confirmations
+        safe = head - self.confirmations if to_block is None else min(head - self.confirmations, to_block)
         delivered = batches = 0
         while self.cursor.next_block <= safe:
             if max_batches is not None and batches >= max_batches:
