@@ -17,6 +17,7 @@ from web3.types import TxParams
 from pcn import paths
 from pcn.chain.deployment import ContractInfo, Deployment
 from pcn.chain.errors import TransactionFailed
+from pcn.chain.ledger import eip1559_fees
 from pcn.chain.rpc import connect
 from pcn.devnet.compiler import Build, compile_contracts
 
@@ -30,13 +31,6 @@ def devnet_key(index: int) -> str:
     return "0x" + bytes(acct.key).hex()
 
 
-def fee_fields(w3: Web3) -> dict[str, int]:
-    """EIP-1559 fees: twice the current base fee plus the node's suggested tip."""
-    tip = int(w3.eth.max_priority_fee)
-    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0))
-    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
-
-
 def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], chain_id: int) -> dict[str, Any]:
     tx = {
         **tx,
@@ -46,7 +40,7 @@ def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any], chain_id: int) ->
     }
     # eth_account signs a plain dict; web3 types the same transaction as the TypedDict TxParams
     tx["gas"] = int(w3.eth.estimate_gas(cast(TxParams, tx)) * 1.2)
-    tx.update(fee_fields(w3))
+    tx.update(eip1559_fees(w3))
     signed = account.sign_transaction(tx)
     receipt = w3.eth.wait_for_transaction_receipt(w3.eth.send_raw_transaction(signed.raw_transaction), timeout=120)
     if receipt["status"] != 1:

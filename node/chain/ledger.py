@@ -224,10 +224,7 @@ class Ledger:
         raise TransactionFailed("could not find a free nonce after 3 attempts")
 
     def _fees(self) -> dict[str, int]:
-        """EIP-1559 fees: twice the current base fee plus the node's suggested tip."""
-        tip = int(self.w3.eth.max_priority_fee)
-        base = int(self.w3.eth.get_block("latest").get("baseFeePerGas", 0))
-        return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
+        return eip1559_fees(self.w3)
 
     def _pending_count(self) -> int:
         return int(self.w3.eth.get_transaction_count(self.address, "pending"))
@@ -692,6 +689,13 @@ class Ledger:
         if count == 0:
             return None
         return Anchor(to_checksum_address(org), anchor[0], anchor[1], bytes(anchor[2]), count)
+
+
+def eip1559_fees(w3: Web3) -> dict[str, int]:
+    """EIP-1559 fees: twice the current base fee plus the node's suggested tip."""
+    tip = int(w3.eth.max_priority_fee)
+    base = int(w3.eth.get_block("latest").get("baseFeePerGas", 0))
+    return {"maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * base + tip}
 
 
 def addresses_of(items: Sequence[LocalAccount]) -> list[str]:
