@@ -40,7 +40,7 @@ from pcn.runtime.operations import (
     register_dataset,
     submit_task,
 )
-from pcn.runtime.taskstate import Progress, intermediate_keys
+from pcn.runtime.taskstate import Phase, Progress, intermediate_keys
 
 PASSWORD = "correct horse battery staple"
 REGIONS = ["north", "south", "east", "west"]
@@ -211,7 +211,7 @@ class Network:
             if self.admin.task(task_id).status.is_final:
                 return False
             p = org.progress(task_id)
-            if p.get("phase") in ("running", "waiting") and float(p.get("updated", 0)) > after:
+            if p.get("phase") in (Phase.RUNNING, Phase.WAITING) and float(p.get("updated", 0)) > after:
                 time.sleep(delay)
                 for pid in org.worker_processes():
                     os.kill(pid, signal.SIGKILL)
@@ -228,8 +228,7 @@ class Network:
             if o.address.lower() in participants:
                 if self.admin.participant_state(task_id, o.address) is ParticipantState.DROPPED:
                     continue  # the others went on without it; it owes nothing
-                phase = o.ctx.redis.hget(o.ctx.key("progress", task_id), "phase")
-                if phase not in (b"done", "done"):
+                if o.progress(task_id).get("phase") != Phase.DONE:
                     return False
         return True
 

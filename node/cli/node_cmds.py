@@ -1056,6 +1056,8 @@ def _is_final(progress: dict[str, Any]) -> bool:
 
 
 def _progress_view(p: dict[str, Any]) -> Group:
+    from pcn.runtime.taskstate import Phase
+
     head = f"task {p['task_id']}: {p['status']}"
     if p.get("refusal"):
         head += f" (refused: {p['refusal']})"
@@ -1067,7 +1069,7 @@ def _progress_view(p: dict[str, Any]) -> Group:
     for row in p["participants"]:
         frac = _fraction(row)
         detail = row.get("detail", "")
-        if row.get("phase") == "waiting":
+        if row.get("phase") == Phase.WAITING:
             whom = ", ".join(row.get("waiting_for", [])) or "a message in flight"
             detail = f"waiting for {whom} ({row.get('waiting_seconds', 0):.0f} s)"
         table.add_row(

@@ -59,7 +59,7 @@ from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.pool import compute_pool_map
 from pcn.runtime.results import load_sealed_model, model_context, result_context
 from pcn.runtime.store import LocalDataset
-from pcn.runtime.taskstate import Progress, TaskLock, holds_intermediates, intermediate_keys, reply_bytes
+from pcn.runtime.taskstate import Phase, Progress, TaskLock, holds_intermediates, intermediate_keys, reply_bytes
 from pcn.runtime.transport import DeliveryRejected, EndpointRefused, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, recheck_running_task, verify_task
 
@@ -190,7 +190,7 @@ class TaskRunner:
             record = json.loads(finishing)
             self.log.append("resume", self.task_id, finishing=True)
             return self._finish(record)
-        self.progress.set("waiting-params", 0.0)
+        self.progress.set(Phase.WAITING_PARAMS, 0.0)
         with self._timed("wait_params"):
             params_raw = self._wait_params(task)
         if params_raw is None:
@@ -208,7 +208,7 @@ class TaskRunner:
         except (ValueError, ProtocolError, LookupError) as exc:
             return self._refuse(Refused(RefusalReason.INVALID_PARAMETERS, str(exc)), task)
 
-        self.progress.set("verifying", 0.0)
+        self.progress.set(Phase.VERIFYING, 0.0)
         with self._timed("verify"):
             verdict = verify_task(
                 self.ledger,
@@ -242,7 +242,7 @@ class TaskRunner:
         except TaskAborted as exc:
             self._delete_intermediates()
             self.log.append("abort", self.task_id, why=str(exc))
-            self.progress.set("aborted", 1.0, str(exc))
+            self.progress.set(Phase.ABORTED, 1.0, str(exc))
             self._anchor()
             return Outcome(self.task_id, "skipped", str(exc))
         except TRANSIENT_ERRORS:
@@ -271,7 +271,7 @@ class TaskRunner:
 
     def _refuse(self, refused: Refused, task: Task, verdict: Verdict | None = None) -> Outcome:
         detail_hash = hashlib.sha256(f"{refused.reason.name}:{refused.detail}".encode()).digest()
-        self.progress.set("refused", 1.0, f"{refused.reason.name}: {refused.detail}")
+        self.progress.set(Phase.REFUSED, 1.0, f"{refused.reason.name}: {refused.detail}")
         self._delete_intermediates()
         # What the log entry will say, kept until it is written: a worker that dies between the
         # mined refusal and its log entry logs it when the task is redelivered.
@@ -302,7 +302,7 @@ class TaskRunner:
         )
         self.ctx.redis.delete(refusing)
         self._anchor()
-        self.progress.set("refused", 1.0, f"{reason}: {record.get('detail', '')}")
+        self.progress.set(Phase.REFUSED, 1.0, f"{reason}: {record.get('detail', '')}")
         return Outcome(self.task_id, "refused", reason)
 
     def _execute(
@@ -320,7 +320,7 @@ class TaskRunner:
         def progress(fraction: float, what: str) -> None:
             nonlocal last_fraction
             last_fraction = fraction
-            self.progress.set("running", fraction, what, waiting_since="")
+            self.progress.set(Phase.RUNNING, fraction, what, waiting_since="")
 
         binding = self.ledger.task_binding(self.task_id)
         pctx = PartyContext(
@@ -351,7 +351,7 @@ class TaskRunner:
         sent_key = self.ctx.key("sent", self.task_id)
         sent = received = 0
         task_left = max(1.0, task.deadline - time.time())
-        self.progress.set("running", 0.0, "protocol started")
+        self.progress.set(Phase.RUNNING, 0.0, "protocol started")
         # Dropout-tolerant protocols (fedavg) at the aggregator: a party silent or unreachable
         # for `dropout_after` seconds is reported dropped on chain and the others go on. Each
         # declaration is recorded with the inbox index where it happened, so that a resumed
@@ -431,7 +431,7 @@ class TaskRunner:
                     # operators which party the others are waiting for.
                     waiting = True
                     since = f"{time.time() - waited:.3f}"
-                    self.progress.set("waiting", last_fraction, "waiting for peers' messages", waiting_since=since)
+                    self.progress.set(Phase.WAITING, last_fraction, "waiting for peers' messages", waiting_since=since)
                 if waited > self.ctx.config.message_timeout or time.time() > task.deadline:
                     raise PeerUnreachable("peers", f"no message for {waited:.0f} s")
                 if time.monotonic() - last_status_check > 2.0:
@@ -446,7 +446,7 @@ class TaskRunner:
             idle_since = time.monotonic()
             if waiting:
                 waiting = False
-                self.progress.set("running", last_fraction, "protocol running", waiting_since="")
+                self.progress.set(Phase.RUNNING, last_fraction, "protocol running", waiting_since="")
             for m in msgs:
                 index += 1
                 received += 1
@@ -512,7 +512,7 @@ class TaskRunner:
             self._delete_intermediates()
             self.ctx.redis.delete(self.ctx.key("finishing", self.task_id))
             self.log.append("dropped", self.task_id)
-            self.progress.set("dropped", 1.0, "reported dropped by the result recipient; the others went on")
+            self.progress.set(Phase.DROPPED, 1.0, "reported dropped by the result recipient; the others went on")
             self._anchor()
         return Outcome(self.task_id, "skipped", "reported dropped")
 
@@ -537,7 +537,7 @@ class TaskRunner:
                 if exc.name != "CannotDrop":  # CannotDrop: reported already, before a restart
                     raise
         self.ctx.redis.rpush(drops_key, json.dumps({"at": index, "parties": pending}))
-        self.progress.set("running", 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
+        self.progress.set(Phase.RUNNING, 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
         return out
 
     def _heartbeat_interval(self, task: Task) -> float | None:
@@ -586,7 +586,7 @@ class TaskRunner:
         self.ctx.redis.delete(self.ctx.key("finishing", self.task_id))
         self._anchor()
         sent, received = record.get("sent", 0), record.get("received", 0)
-        self.progress.set("done", 1.0, "receipt submitted", sent=sent, received=received)
+        self.progress.set(Phase.DONE, 1.0, "receipt submitted", sent=sent, received=received)
         return Outcome(self.task_id, "receipted", result_hash="0x" + on_chain.result_hash.hex())
 
     def _finish(self, record: dict[str, Any]) -> Outcome:
@@ -606,7 +606,7 @@ class TaskRunner:
         self._delete_intermediates()
         self.log.append("delete", self.task_id, items=record["items"], hash=receipt.deletion_hash.hex())
         failpoint("after-delete")
-        self.progress.set("receipt", 0.99, "submitting receipt")
+        self.progress.set(Phase.RECEIPT, 0.99, "submitting receipt")
         try:
             t0 = time.perf_counter()
             res = self.ledger.submit_receipt(self.task_id, receipt)
@@ -626,7 +626,7 @@ class TaskRunner:
         with self._timed("chain_anchor"):
             self._anchor()
         self.progress.set(
-            "done",
+            Phase.DONE,
             1.0,
             "receipt submitted",
             sent=record["sent"],

@@ -37,6 +37,7 @@ from pcn.runtime.context import NodeContext
 from pcn.runtime.reqauth import sign_request
 from pcn.runtime.results import result_context
 from pcn.runtime.store import LocalDataset
+from pcn.runtime.taskstate import NOT_BLOCKING, Phase
 from pcn.runtime.transport import EndpointRefused, PeerClient, get_checked
 
 
@@ -261,22 +262,18 @@ def _eta(live: dict[str, Any]) -> float | None:
         fraction, since, updated = float(live["fraction"]), float(live["running_since"]), float(live["updated"])
     except (KeyError, ValueError):
         return None
-    if live.get("phase") != "running" or not 0.01 <= fraction < 1.0:
+    if live.get("phase") != Phase.RUNNING or not 0.01 <= fraction < 1.0:
         return None
     return round((updated - since) / fraction * (1.0 - fraction), 1)
-
-
-# Phases in which a participant holds nobody up: it is itself waiting, or it has finished.
-_NOT_BLOCKING = {"waiting", "done", "refused", "aborted", "dropped"}
 
 
 def _who_waits_for_whom(rows: list[dict[str, Any]]) -> None:
     """A participant idle in the protocol waits for those still busy (computing, verifying,
     not started, unreachable): the slow party is the one every other row names. When all
     are waiting, a message is in flight (or being retried to a peer that is down)."""
-    busy = [r["name"] for r in rows if r.get("phase") not in _NOT_BLOCKING]
+    busy = [r["name"] for r in rows if r.get("phase") not in NOT_BLOCKING]
     for r in rows:
-        if r.get("phase") != "waiting":
+        if r.get("phase") != Phase.WAITING:
             continue
         r["waiting_for"] = [n for n in busy if n != r["name"]]
         with contextlib.suppress(KeyError, ValueError):

@@ -20,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def reply_bytes(reply: bytes | str) -> bytes:
     return reply
 
 
+class Phase(StrEnum):
+    """Where a task's run is at one node, as its progress record says (the strings are what the
+    mailbox's progress route serves and `pcn task status` shows)."""
+
+    WAITING_PARAMS = "waiting-params"
+    VERIFYING = "verifying"
+    RUNNING = "running"
+    WAITING = "waiting"  # for peers' messages
+    RECEIPT = "receipt"  # submitting the receipt
+    DONE = "done"
+    REFUSED = "refused"
+    ABORTED = "aborted"  # another party ended the task
+    DROPPED = "dropped"  # reported dropped; the others went on
+
+
+# Phases in which a participant holds nobody up: it is itself waiting, or it has finished.
+NOT_BLOCKING = frozenset({Phase.WAITING, Phase.DONE, Phase.REFUSED, Phase.ABORTED, Phase.DROPPED})
+
+
 class Progress:
     """Per-task progress in the organisation's Redis, read by the mailbox's status route."""
 
@@ -51,7 +71,7 @@ class Progress:
     def read(self) -> dict[str, str]:
         return {reply_bytes(k).decode(): reply_bytes(v).decode() for k, v in self.r.hgetall(self.key).items()}
 
-    def set(self, phase: str, fraction: float, detail: str = "", **extra: Any) -> None:
+    def set(self, phase: Phase, fraction: float, detail: str = "", **extra: Any) -> None:
         now = time.time()
         fields: dict[FieldT, EncodableT] = {
             "phase": phase,
@@ -60,7 +80,7 @@ class Progress:
             "updated": f"{now:.3f}",
         }
         fields.update({k: str(v) for k, v in extra.items()})
-        if phase == "running":
+        if phase is Phase.RUNNING:
             self.r.hsetnx(self.key, "running_since", f"{now:.3f}")
         self.r.hset(self.key, mapping=fields)
         self.r.expire(self.key, 7 * 24 * 3600)
