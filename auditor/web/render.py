@@ -16,8 +16,7 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from pcn.auditor import reports
-from pcn.auditor.web import labels
+from pcn.auditor import labels, reports
 
 FORMATS = ("json", "csv", "html")
 

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from pcn.auditor import labels
 from pcn.auditor.chainview import chain_time, pos
 from pcn.auditor.store import (
     Algorithm,
@@ -40,7 +41,6 @@ from pcn.auditor.store import (
     TaskRow,
 )
 from pcn.auditor.verify import TaskNotIndexed, verify_task
-from pcn.auditor.web import labels
 from pcn.chain.types import EPSILON_SCALE, OrgStatus, ParticipantState, TaskStatus
 
 OPEN_STATUSES = (int(TaskStatus.PENDING), int(TaskStatus.AUTHORISED), int(TaskStatus.RUNNING))

@@ -370,7 +370,7 @@ def audit_verify(
             out["result_file"] = result_verdict.to_dict()
         emit_json(out)
     else:
-        from pcn.auditor.web import labels
+        from pcn.auditor import labels
 
         label, _, help_text = labels.VERDICT[str(verdict.verdict)]
         style = {"pass": "bold green", "fail": "bold red", "incomplete": "bold blue"}[str(verdict.verdict)]
@@ -419,7 +419,7 @@ def audit_verify_log(
     if as_json:
         emit_json(verdict.to_dict())
     else:
-        from pcn.auditor.web import labels
+        from pcn.auditor import labels
 
         if verdict.ok:
             console.print(
@@ -476,7 +476,7 @@ def audit_anomalies(
     if not found:
         console.print("no anomaly", highlight=False)
         return
-    from pcn.auditor.web import labels
+    from pcn.auditor import labels
 
     table = Table("severity", "kind", "when", "task", "dataset", "what")
     for a in found:
