@@ -69,7 +69,7 @@ def rpc_answering() -> Iterator[Callable[[int, bytes], str]]:
                 self.wfile.write(body)
 
             def log_message(self, *_args: object) -> None:
-                pass
+                """Quiet: the tests read the client's errors, not the server's access log."""
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()

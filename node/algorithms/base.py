@@ -186,7 +186,7 @@ class NoCache:
         return None
 
     def put(self, key: str, value: bytes) -> None:
-        pass
+        """Keeps nothing: the next `get` of `key` is a miss again."""
 
 
 def _no_epoch_key(label: str) -> bytes:
