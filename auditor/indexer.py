@@ -54,6 +54,10 @@ class ConcurrentIndexer(IndexerError):
     """Another indexer moved this store's cursor: two indexers must not write one store."""
 
 
+# What a retry can fix: the chain or the database briefly away, another indexer holding the lock.
+TRANSIENT_INDEX_ERRORS = (ChainError, OperationalError, ConcurrentIndexer)
+
+
 @dataclass(frozen=True)
 class BlockInfo:
     number: int
@@ -158,7 +162,7 @@ class Indexer:
                 if n:
                     log.info("indexed %d events up to block %d", n, self.reader.cursor.next_block - 1)
                 wait = interval
-            except (ChainError, OperationalError, ConcurrentIndexer) as exc:
+            except TRANSIENT_INDEX_ERRORS as exc:
                 log.warning("indexing failed, retrying in %.0f s: %s", wait, exc)
                 wait = min(max_backoff, max(interval, wait * 2))
             stop_event.wait(wait)

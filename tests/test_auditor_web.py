@@ -26,10 +26,12 @@ from pcn.auditor.anomalies import detect_and_record
 from pcn.auditor.reports import build_report, parse_when, read_csv_sections, report_csv
 from pcn.auditor.store import EventRow, Store, TaskRow
 from pcn.auditor.web import create_dashboard_app, siwe_message
+from pcn.auditor.web.auth import Authenticator, AuthError
 from pcn.auditor.web.dashboard import COOKIE
 from pcn.auditor.web.render import report_html
 from pcn.auditor.web.siwe import SiweError, iso, parse_siwe, recover_signer, sign_message
 from pcn.chain.deployment import Deployment
+from pcn.chain.errors import ChainUnavailable
 from pcn.chain.ledger import Ledger
 from pcn.chain.types import Fingerprint, PolicyGrants, PolicyLimits, epsilon_to_fixed
 from pcn.devnet.anvil import rpc_call
@@ -437,6 +439,18 @@ def test_every_page_and_api_route_needs_a_session_and_the_dashboard_is_read_only
         assert getattr(c, method)("/tasks").status_code == 405
         assert getattr(c, method)("/api/tasks").status_code == 405
     assert c.get("/api/openapi.json").status_code == 200
+
+
+def test_the_openapi_schema_documents_the_status_a_bad_parameter_gets(world: World):
+    c = logged_in(world)
+    schema = c.get("/api/openapi.json").json()
+    tasks = schema["paths"]["/api/tasks"]["get"]["responses"]
+    assert "422" not in tasks and tasks["400"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorResponse"
+    )
+    assert all("422" not in op["responses"] for item in schema["paths"].values() for op in item.values())
+    served = c.get("/api/tasks", params={"per_page": "many"})
+    assert served.status_code == 400 and "per_page" in served.json()["error"]["message"]
 
 
 # ---------------------------------------------------------------------------- pages
@@ -944,3 +958,30 @@ def test_cli_serve_runs_the_dashboard_and_follows_the_chain(world: World, tmp_pa
         other.dispose()
     out = _clean_failure(pcn("serve", "--port", str(free_port()), env=env))
     assert "indexes chain 1" in out
+
+
+def _signed_in_message(auth: Authenticator, key: str) -> tuple[str, str]:
+    nonce, _ = auth.nonces.issue()
+    now = time.time()
+    address = Account.from_key(key).address
+    text = siwe_message(DOMAIN, address, f"http://{DOMAIN}/login", auth.chain_id, nonce, now - 1, now + 300)
+    return text, sign_message(text, key)
+
+
+def test_a_chain_outage_during_sign_in_is_a_503_and_a_bug_is_not_hidden_as_one():
+    key = devnet_key(5)
+
+    def chain_down(address: str) -> bool:
+        raise ChainUnavailable("cannot reach the chain")
+
+    auth = Authenticator(31337, chain_down, DOMAIN, session_ttl=60)
+    with pytest.raises(AuthError) as err:
+        auth.verify(*_signed_in_message(auth, key))
+    assert (err.value.status, err.value.code) == (503, "chain-unavailable")
+
+    def broken(address: str) -> bool:
+        raise KeyError("a bug in the role check")
+
+    auth = Authenticator(31337, broken, DOMAIN, session_ttl=60)
+    with pytest.raises(KeyError):  # surfaces as a 500 with its traceback, not as "chain down"
+        auth.verify(*_signed_in_message(auth, key))

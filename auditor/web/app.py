@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
@@ -131,7 +132,37 @@ def create_dashboard_app(
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     _add_security(app)
     _add_error_handlers(app, dashboard)
+    _describe_validation_errors_as_served(app)
     return app
+
+
+def _describe_validation_errors_as_served(app: FastAPI) -> None:
+    """FastAPI documents a 422 for every route with parameters; this app answers a request
+    that fails validation with a 400 (a 404 for a page's malformed id, never under /api), in
+    its own error shape. The published schema says what clients actually get."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                responses = operation.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault(
+                        "400",
+                        {
+                            "description": "Invalid request parameters",
+                            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}},
+                        },
+                    )
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _security_headers(response: Response, static: bool = False) -> None:

@@ -33,6 +33,7 @@ from pcn.auditor.web.siwe import (
     parse_siwe,
     recover_signer,
 )
+from pcn.chain.errors import ChainError
 
 log = logging.getLogger("pcn.auditor.web.auth")
 
@@ -106,7 +107,7 @@ class Authenticator:
             raise AuthError(401, "bad-signature", f"the signature is by {signer}, not by {msg.address}")
         try:
             auditor = self.is_auditor(msg.address)
-        except Exception as exc:
+        except ChainError as exc:
             log.warning("cannot check the auditor role of %s: %s", msg.address, exc)
             raise AuthError(503, "chain-unavailable", "the chain cannot be reached to check the auditor role") from None
         if not auditor:

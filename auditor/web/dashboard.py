@@ -28,6 +28,7 @@ from pcn.auditor.web.auth import Authenticator
 from pcn.auditor.web.live import LiveAuditor
 from pcn.auditor.web.siwe import RateLimiter, Session
 from pcn.auditor.web.views import Views
+from pcn.chain.errors import ChainError
 from pcn.chain.ledger import Ledger
 
 log = logging.getLogger("pcn.auditor.web")
@@ -136,8 +137,8 @@ class Dashboard:
         with self._head_lock:
             if now - self._head_read_at > 1.5:
                 try:
-                    self._head_block = int(self.ledger.w3.eth.block_number)
-                except Exception:
+                    self._head_block = self.ledger.head_block()
+                except ChainError:
                     self._head_block = None
                 self._head_read_at = now
             info["head_block"] = self._head_block
@@ -156,7 +157,7 @@ class Dashboard:
             return session
         try:
             still = await run_in_threadpool(self.ledger.is_auditor, session.address)
-        except Exception as exc:  # the chain is down: keep the session it already proved
+        except ChainError as exc:  # the chain is down: keep the session it already proved
             log.warning("cannot re-check the auditor role of %s: %s", session.address, exc)
             still = True
         if not still:

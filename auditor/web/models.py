@@ -213,7 +213,9 @@ class Overview(Model):
 # ---------------------------------------------------------------------------- organisations
 
 
-class OrgSummary(Model):
+class OrgIdentity(Model):
+    """What the consortium registry says about an organisation: shared by the list and detail views."""
+
     account: str
     name: str
     status: str
@@ -223,6 +225,9 @@ class OrgSummary(Model):
     admitted_at: int
     admitted_block: int
     admitted_tx: str
+
+
+class OrgSummary(OrgIdentity):
     status_changed_at: int | None
     status_changes: int
     datasets: int
@@ -270,17 +275,8 @@ class LogAnchor(Model):
     tx: str
 
 
-class OrgDetail(Model):
-    account: str
-    name: str
-    status: str
-    status_label: str
-    status_tone: str
-    endpoint: str
+class OrgDetail(OrgIdentity):
     encryption_key: str
-    admitted_at: int
-    admitted_block: int
-    admitted_tx: str
     history: list[OrgStatusChange]
     profile_changes: list[Event]
     roles: list[RoleChange]

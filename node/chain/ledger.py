@@ -169,6 +169,10 @@ class Ledger:
                 "the chain was reset; run `pcn deploy` again"
             )
 
+    def head_block(self) -> int:
+        """The number of the latest block."""
+        return int(self.w3.eth.block_number)
+
     def block_timestamp(self, *, block: int | str = "latest") -> int:
         return int(self.w3.eth.get_block(cast(BlockIdentifier, block))["timestamp"])
 
@@ -408,28 +412,6 @@ class Ledger:
             version = self.dataset(dataset_id, block=block).version
         r = self.call("DatasetRegistry", "fingerprint", dataset_id, version, block=block)
         return Fingerprint(bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3], r[4])
-
-    def check_use(
-        self,
-        dataset_id: int,
-        algorithm_hash: bytes | str,
-        requester: str,
-        recipient: str,
-        epsilon: int = 0,
-        *,
-        block: int | str = "latest",
-    ) -> None:
-        """Raise the named policy error unless one use is allowed at `block`."""
-        self.call(
-            "DatasetRegistry",
-            "checkUse",
-            dataset_id,
-            _b32(algorithm_hash),
-            to_checksum_address(requester),
-            to_checksum_address(recipient),
-            epsilon,
-            block=block,
-        )
 
     def is_allowed(
         self,

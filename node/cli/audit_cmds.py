@@ -147,7 +147,7 @@ def audit_index(
     import threading
 
     from pcn.auditor.anomalies import detect_and_record
-    from pcn.auditor.indexer import Indexer, IndexerError
+    from pcn.auditor.indexer import TRANSIENT_INDEX_ERRORS, Indexer, IndexerError
 
     ledger = connect(deployment, rpc_url)
     with _store(store) as st:
@@ -188,7 +188,7 @@ def audit_index(
                 stop.wait(interval)
                 try:
                     n = indexer.run_once()
-                except Exception as exc:  # transient chain or database trouble: keep following
+                except TRANSIENT_INDEX_ERRORS as exc:  # the chain or database briefly away: keep following
                     err_console.print(f"[yellow]warning:[/] indexing failed, retrying: {exc}", highlight=False)
                     continue
                 if n:

@@ -22,6 +22,7 @@ from rich.console import Console
 from pcn.chain.deployment import load_deployment
 from pcn.chain.errors import ChainError, ContractRevert
 from pcn.chain.ledger import Ledger
+from pcn.runtime.config import DEVNET_CHAIN_IDS
 
 if TYPE_CHECKING:
     from pcn.runtime.config import OrgConfig
@@ -166,9 +167,6 @@ def _account(key: str, source: str) -> LocalAccount:
         return Account.from_key(key)
     except (ValueError, TypeError) as exc:
         raise UserError(f"{source} does not hold a valid private key") from exc
-
-
-DEVNET_CHAIN_IDS = {31337}
 
 
 def connect(

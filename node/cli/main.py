@@ -12,7 +12,6 @@ from rich.table import Table
 from pcn.chain.ledger import Ledger, TxResult
 from pcn.cli import audit_cmds, node_cmds
 from pcn.cli.common import (
-    DEVNET_CHAIN_IDS,
     DeploymentOpt,
     JsonOpt,
     RpcOpt,
@@ -23,6 +22,7 @@ from pcn.cli.common import (
     handle_errors,
     load_signer,
 )
+from pcn.runtime.config import DEVNET_CHAIN_IDS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="pcn: blockchain-audited privacy computation")
 devnet_app = typer.Typer(no_args_is_help=True, help="Run the local anvil devnet")

@@ -21,6 +21,9 @@ import time
 import uuid
 from types import FrameType
 
+import redis
+
+from pcn.chain.errors import ChainError
 from pcn.chain.events import ChainEvent
 from pcn.chain.types import ParticipantState
 from pcn.runtime.context import NodeContext
@@ -140,8 +143,11 @@ class Watcher:
                     self._last_sweep = time.monotonic()
                     self.sweep()
                 backoff = self.ctx.config.poll_interval
-            except Exception as exc:  # chain or Redis briefly away: keep the cursor, retry
+            except (ChainError, redis.RedisError) as exc:  # chain or Redis briefly away: keep the cursor, retry
                 log.warning("watcher poll failed: %s", exc)
+                backoff = min(5.0, backoff * 2)
+            except Exception:  # a bug: say so with its traceback, but keep watching for the other tasks
+                log.exception("watcher poll failed")
                 backoff = min(5.0, backoff * 2)
             time.sleep(backoff)
 
