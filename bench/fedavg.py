@@ -105,7 +105,7 @@ def make_params(model: str, features: list[str], rounds: int, tolerance: bool) -
 def run_secure(tables: list[Table], params: dict[str, Any]) -> dict[str, Any]:
     who = names(len(tables))
     parties = [
-        FedAvgProtocol(PartyContext(1, me, who, who[0], dict(params), seed_for(me)), t)
+        FedAvgProtocol.create(PartyContext(1, me, who, who[0], dict(params), seed_for(me)), t)
         for me, t in zip(who, tables, strict=True)
     ]
     aggregator = parties[0]

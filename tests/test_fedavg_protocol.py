@@ -66,7 +66,7 @@ def make_parties(
 ) -> list[FedAvgProtocol]:
     who = names(len(data))
     parties = [
-        FedAvgProtocol(
+        FedAvgProtocol.create(
             PartyContext(task_id, me, who, who[recipient], params, seed_for(me, seed_salt), progress),
             to_table(x, y),
         )
@@ -201,7 +201,7 @@ def test_breast_cancer_matches_centralised_training() -> None:
     }
     parts = [order[:150], order[150:330], order[330:]]
     parties = [
-        FedAvgProtocol(PartyContext(3, me, who, who[0], params, seed_for(me)), to_table(x[idx], y[idx], feats))
+        FedAvgProtocol.create(PartyContext(3, me, who, who[0], params, seed_for(me)), to_table(x[idx], y[idx], feats))
         for me, idx in zip(who, parts, strict=True)
     ]
     run_local(parties)

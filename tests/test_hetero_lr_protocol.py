@@ -108,7 +108,7 @@ def make_parties(
         return TaskServices(save_checkpoint=lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob))
 
     return [
-        HeteroLrProtocol(
+        HeteroLrProtocol.create(
             PartyContext(
                 task_id,
                 me,
@@ -484,7 +484,7 @@ def predict_parties(
     who = [p.ctx.me for p in train]
     tables = [make_table(cols, k == 0, 50 + k, rows) for k, cols in enumerate(split)]
     return [
-        HeteroLrPredictProtocol(
+        HeteroLrPredictProtocol.create(
             PartyContext(
                 task_id,
                 me,
@@ -535,7 +535,7 @@ def test_predict_new_rows_without_labels(models: Any, one_host: Any) -> None:
     predict = predict_parties(models, one_host[0], ONE_HOST, rows=rows)
     tables = [p.data for p in predict]
     guest_table = Table({c: tables[0].column(c) for c in tables[0].names if c != "y"})
-    predict[0] = HeteroLrPredictProtocol(predict[0].ctx, guest_table)
+    predict[0] = HeteroLrPredictProtocol.create(predict[0].ctx, guest_table)
     run_local(predict)
     out = result_of(predict)
     assert out["rows"] == len(rows) and out["metrics"] is None and len(out["scores"]) == len(rows)
@@ -558,16 +558,16 @@ def test_predict_refusals(models: Any, one_host: Any) -> None:
     predict = predict_parties(models, one_host[0], ONE_HOST)
     ctx = replace(predict[0].ctx, params={"model_task": 999})
     with pytest.raises(ProtocolError, match="no hetero-lr model of task 999"):
-        HeteroLrPredictProtocol(ctx, predict[0].data)
+        HeteroLrPredictProtocol.create(ctx, predict[0].data)
     # the hosts' rows must be the guest's
     predict = predict_parties(models, one_host[0], ONE_HOST)
-    predict[1] = HeteroLrPredictProtocol(predict[1].ctx, make_table(ONE_HOST[1], False, 9, rows=range(1, N)))
+    predict[1] = HeteroLrPredictProtocol.create(predict[1].ctx, make_table(ONE_HOST[1], False, 9, rows=range(1, N)))
     with pytest.raises(ProtocolError, match="not aligned, run PSI first"):
         run_local(predict)
     # a host's table lacking a model column
     bad = Table({"id": IDS, "f10": ["1"] * N})
     with pytest.raises(ProtocolError, match="not in the dataset"):
-        HeteroLrPredictProtocol(predict[1].ctx, bad)
+        HeteroLrPredictProtocol.create(predict[1].ctx, bad)
 
 
 # -- refusals --------------------------------------------------------------------------------------

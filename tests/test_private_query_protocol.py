@@ -90,10 +90,10 @@ def make_pair(
     p = PARAMS if params is None else params
     who = [Q, H]  # on-chain order; the querier is the recipient
     hsalt = seed_salt if holder_seed_salt is None else holder_seed_salt
-    q = PrivateQueryProtocol(
+    q = PrivateQueryProtocol.create(
         PartyContext(task_id, Q, who, Q, p, seed_for(Q, seed_salt), progress, id_column, parallel_map), query
     )
-    h = PrivateQueryProtocol(
+    h = PrivateQueryProtocol.create(
         PartyContext(
             task_id,
             H,
@@ -794,13 +794,13 @@ def test_rejects_message_before_start() -> None:
 def test_bad_context() -> None:
     table = Table({"id": ["a"]})
     with pytest.raises(ProtocolError, match="exactly 2"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b", "c"], "a", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b", "c"], "a", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="exactly 2"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a"], "a", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a"], "a", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="participants"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b"], "c", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b"], "c", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="seed"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b"], "a", PARAMS, b"x"), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b"], "a", PARAMS, b"x"), table)
 
 
 # -- params ------------------------------------------------------------------------------------

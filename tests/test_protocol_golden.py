@@ -76,7 +76,7 @@ def context(
 
 
 def build(kind: str, ctx: PartyContext, data: Any) -> Protocol:
-    return protocol_class(kind)(ctx, data)
+    return protocol_class(kind).create(ctx, data)
 
 
 def resume(kind: str, ctx: PartyContext, data: Any, checkpoint: bytes) -> Protocol:

@@ -1024,7 +1024,7 @@ class HeteroLrProtocol(Protocol):
     def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
         """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
         deliver the peers' messages from `resume_from[sender]` on."""
-        proto = cls(ctx, data)
+        proto = cls.create(ctx, data)
         proto._restore(checkpoint)
         return proto
 
