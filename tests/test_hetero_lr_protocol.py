@@ -38,6 +38,8 @@ from pcn.algorithms.hetero_lr.protocol import (
     P_X,
     ROUND_EPOCH,
     ROUND_STEP,
+    HeteroLrGuest,
+    HeteroLrHost,
     HeteroLrProtocol,
     model_commitment,
 )
@@ -571,6 +573,22 @@ def test_predict_refusals(models: Any, one_host: Any) -> None:
 
 
 # -- refusals --------------------------------------------------------------------------------------
+
+
+def test_each_role_has_its_class() -> None:
+    """The registered class builds the guest's class for the recipient and the hosts' for the
+    others; a role's class refuses a party of the other role, and the shared class alone is
+    not a party."""
+    guest, host, _ = make_parties(TWO_HOSTS, FAST)
+    assert [type(p) for p in make_parties(TWO_HOSTS, FAST)] == [HeteroLrGuest, HeteroLrHost, HeteroLrHost]
+    assert type(HeteroLrHost.create(host.ctx, host.data)) is HeteroLrHost
+    with pytest.raises(ProtocolError, match="plays the part of HeteroLrGuest"):
+        HeteroLrHost.create(guest.ctx, guest.data)
+    with pytest.raises(ProtocolError, match="HeteroLrGuest plays a guest, which '0xhost0' is not"):
+        HeteroLrGuest(host.ctx, host.data)
+    shared: type[HeteroLrProtocol] = HeteroLrProtocol
+    with pytest.raises(TypeError, match="abstract"):
+        shared(guest.ctx, guest.data)
 
 
 def test_misaligned_ids_are_refused() -> None:

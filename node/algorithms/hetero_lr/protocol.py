@@ -87,6 +87,11 @@ canonical JSON of the host's state, which holds a secret salt). Commitment: sha2
 "pcn/hetero-lr/commit/v1" | host commitments in order | h_r), h_r = sha256(
 "pcn/hetero-lr/result/v1" | salt | result).
 
+Classes. `HeteroLrProtocol`, the class registered for the kind, holds what both roles share
+(parameters, local data, keys, setup, message bookkeeping, rounds, checkpoints, commitment);
+`HeteroLrGuest` and `HeteroLrHost` hold each role's steps. `HeteroLrProtocol.create(ctx, data)`
+and `HeteroLrProtocol.resume(ctx, data, blob)` build the class of the party's role.
+
 Checkpoints. At every epoch boundary (guest: after sending "epoch-end"; host: after
 receiving it) the party snapshots its state (`checkpoint()`, also handed to the task's
 `ctx.services.save_checkpoint`). `HeteroLrProtocol.resume(ctx, data, blob)` rebuilds the
@@ -102,6 +107,7 @@ import hashlib
 import json
 import math
 import os
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -224,9 +230,9 @@ class HeteroLrProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
     resumable: ClassVar[bool] = True
+    role: ClassVar[str]  # "guest" or "host", what the setup message announces
 
     _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _role: str = field(default="", init=False, repr=False)
     _guest: str = field(default="", init=False, repr=False)
     _hosts: list[str] = field(default_factory=list, init=False, repr=False)
     _features: list[str] = field(default_factory=list, init=False, repr=False)
@@ -235,8 +241,6 @@ class HeteroLrProtocol(Protocol):
     _X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), init=False, repr=False)
     _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _y: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _sw: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _weighted: bool = field(default=False, init=False, repr=False)
     _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     # setup
@@ -244,12 +248,9 @@ class HeteroLrProtocol(Protocol):
     _host_features: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _guest_features: int = field(default=0, init=False, repr=False)
     _pk_g: PaillierPublicKey | None = field(default=None, init=False, repr=False)
-    _sk_g: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
     _pk_l: PaillierPublicKey | None = field(default=None, init=False, repr=False)
-    _sk_l: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
     _obf_g: SeededObfuscator | None = field(default=None, init=False, repr=False)
     _obf_l: SeededObfuscator | None = field(default=None, init=False, repr=False)
-    _pair_seeds: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _shuffle_key: bytes = field(default=b"", init=False, repr=False)
     # progress through the rounds
     _phase: int = field(default=SETUP, init=False, repr=False)
@@ -265,7 +266,6 @@ class HeteroLrProtocol(Protocol):
     _scratch: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     # outcome
     _metrics: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
-    _stopped: str = field(default="", init=False, repr=False)
     _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _resumed: bool = field(default=False, init=False, repr=False)
@@ -279,6 +279,8 @@ class HeteroLrProtocol(Protocol):
         if n < 2 or len(set(ctx.participants)) != n:
             raise ProtocolError("hetero-lr needs at least 2 distinct participants (a guest and a host)")
         self._check_context("the guest")
+        if not isinstance(self, self.role_class(ctx)):
+            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
         self._p = self.validate_params(ctx.params)
         lowered = {p.lower() for p in ctx.participants}
         strangers = sorted(set(self._p["features"]) - lowered)
@@ -286,8 +288,12 @@ class HeteroLrProtocol(Protocol):
             raise ProtocolError(f"invalid hetero-lr params: 'features' names non-participant(s) {strangers}")
         self._guest = ctx.recipient
         self._hosts = [p for p in ctx.participants if p != self._guest]
-        self._role = "guest" if ctx.is_recipient else "host"
         self._load()
+
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[HeteroLrProtocol]:
+        """The guest's class for the recipient, the hosts' for every other party."""
+        return HeteroLrGuest if ctx.is_recipient else HeteroLrHost
 
     # -- static parts of the interface ------------------------------------------------------
 
@@ -302,74 +308,51 @@ class HeteroLrProtocol(Protocol):
         label = p["label_column"]
         wanted = p["features"].get(ctx.me.lower())
         local = load_local(self.data, ctx.id_column, wanted, {label})
-        if self._role == "host" and not local.features:
-            raise ProtocolError("this host has no numeric feature column to contribute")
+        self._check_columns(local.features)
         self._features = local.features
         self._n = len(local.ids)
         if self._n < 2:
             raise ProtocolError(f"hetero-lr needs at least 2 rows, this party has {self._n}")
         self._ids_hash = ids_hash(DOMAIN, ctx.binding, local.ids)
         self._mean, self._std = standardisation(local.raw, p["standardize"])
-        X = (local.raw - self._mean) / self._std
-        if self._role == "guest":
-            if label not in self.data:
-                raise ProtocolError(f"the guest's dataset has no label column {label!r}")
-            y = numeric(self.data, label, local.order)
-            if not np.all((y == 0) | (y == 1)):
-                raise ProtocolError(f"label column {label!r} must hold only 0 and 1")
-            pos = int(y.sum())
-            if pos == 0 or pos == len(y):
-                raise ProtocolError(f"label column {label!r} has only one class")
-            self._y = y
-            cw = p["class_weight"]
-            if cw is None:
-                self._sw = np.ones(self._n)
-            elif cw == "balanced":
-                self._sw = np.where(y == 1, self._n / (2.0 * pos), self._n / (2.0 * (self._n - pos)))
-            else:
-                self._sw = np.where(y == 1, cw["1"], cw["0"])
-            X = np.hstack([X, np.ones((self._n, 1))])  # intercept column last
+        X = self._design_matrix((local.raw - self._mean) / self._std, local.order)
         self._weighted = p["class_weight"] is not None
         self._X = np.ascontiguousarray(X)
         self._w = np.zeros(self._X.shape[1])
+
+    def _check_columns(self, features: list[str]) -> None:
+        """Refuses local feature columns this role cannot train with (ProtocolError)."""
+
+    def _design_matrix(self, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """The matrix this party trains on, from its standardised columns (rows in ID order
+        `order`): the columns themselves, unless the role adds to them."""
+        return X
 
     # -- keys and randomness ------------------------------------------------------------------
 
     def _key(self, label: str) -> bytes:
         return self.secret_bytes(f"hetero-lr/{label}", 32)
 
-    @property
-    def _is_lead(self) -> bool:
-        return self.ctx.me == self._hosts[0]
-
     def _setup_payload(self) -> bytes:
         p = self._p
         body: dict[str, Any] = {
-            "role": self._role,
+            "role": self.role,
             "ids": self._ids_hash.hex(),
             "rows": self._n,
             "features": len(self._features),
             "key_bits": p["key_bits"],
         }
         self._own_keys()
-        if self._role == "guest":
-            assert self._pk_g is not None
-            body["paillier"] = format(int(self._pk_g.n), "x")
-            body["shuffle"] = self._shuffle_seed().hex()
-        else:
-            body["x25519"] = x25519_public(self._key("x25519")).hex()
-            if self._is_lead:
-                assert self._pk_l is not None
-                body["paillier"] = format(int(self._pk_l.n), "x")
+        body.update(self._setup_keys())
         return canonical_json(body)
 
+    @abstractmethod
     def _own_keys(self) -> None:
         """The Paillier key pair this party owns (guest and lead host), derived from its seed."""
-        bits = self._p["key_bits"]
-        if self._role == "guest" and self._sk_g is None:
-            self._pk_g, self._sk_g = derive_keypair(bits, self._key("paillier/guest"))
-        elif self._role == "host" and self._is_lead and self._sk_l is None:
-            self._pk_l, self._sk_l = derive_keypair(bits, self._key("paillier/lead"))
+
+    @abstractmethod
+    def _setup_keys(self) -> dict[str, str]:
+        """The public keys (and the guest's shuffle key) this party's setup message carries."""
 
     def _shuffle_seed(self) -> bytes:
         split = self._p["seed_split"]
@@ -404,35 +387,7 @@ class HeteroLrProtocol(Protocol):
             if isinstance(d, bool) or not isinstance(d, int) or not (0 if role == "guest" else 1) <= d <= 10_000:
                 raise ProtocolError(f"{what}: bad feature count {d!r}")
             infos[peer] = info
-        if self._role == "guest":
-            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts}
-            self._pk_l = public_key_from_hex(infos[self._hosts[0]].get("paillier"), p["key_bits"], "lead host setup")
-            self._shuffle_key = self._shuffle_seed()
-            d_guest = self._guest_features = len(self._features)
-        else:
-            g = infos[self._guest]
-            self._pk_g = public_key_from_hex(g.get("paillier"), p["key_bits"], "guest setup")
-            shuffle = g.get("shuffle")
-            if not isinstance(shuffle, str) or len(shuffle) != 64:
-                raise ProtocolError("guest setup: bad shuffle key")
-            self._shuffle_key = bytes.fromhex(shuffle)
-            if p["seed_split"] is not None and self._shuffle_key != self._shuffle_seed():
-                raise ProtocolError("guest setup: shuffle key does not follow params seed_split")
-            if not self._is_lead:
-                lead = infos[self._hosts[0]]
-                self._pk_l = public_key_from_hex(lead.get("paillier"), p["key_bits"], "lead host setup")
-            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts if h != self.ctx.me}
-            self._host_features[self.ctx.me] = len(self._features)
-            d_guest = int(g["features"])
-            self._guest_features = d_guest
-            secret = self._key("x25519")
-            for h in self._hosts:
-                if h == ctx.me:
-                    continue
-                pub = infos[h].get("x25519")
-                if not isinstance(pub, str) or len(pub) != 64:
-                    raise ProtocolError(f"setup from {h!r}: bad X25519 key")
-                self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.binding, ctx.me, h)
+        d_guest = self._adopt_setups(infos)
         widest = max([d_guest + 1, *self._host_features.values()])
         smallest = min_batch(self._n, p["batch_size"])
         if smallest <= widest:
@@ -442,18 +397,24 @@ class HeteroLrProtocol(Protocol):
             )
         self._make_obfuscators()
 
+    @abstractmethod
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        """Takes the peers' checked setup messages (keys, feature counts, pair seeds) in; the
+        number of the guest's features."""
+
     def _make_obfuscators(self) -> None:
         p, n = self._p, self._n
         epochs = p["epochs"]
-        many = len(self._hosts) > 1
         assert self._pk_g is not None and self._pk_l is not None
         # The masks sent to a key holder use full r^n (`_mask_for_key_holder`), not these.
-        if self._role == "guest":
-            uses_g, uses_l = epochs * n * (2 if self._weighted else 1), 0
-        else:
-            uses_g, uses_l = epochs * n * (1 if many else 0), epochs * n
+        uses_g, uses_l = self._obfuscator_uses(epochs * n)
         self._obf_g = SeededObfuscator.derive(self._pk_g, self._key("obfuscator/guest-key"), uses_g)
         self._obf_l = SeededObfuscator.derive(self._pk_l, self._key("obfuscator/lead-key"), uses_l)
+
+    @abstractmethod
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        """How many encryptions under the guest's and the lead's key this party obfuscates
+        with fixed bases, given the rows of all epochs together."""
 
     def _obf(self, which: str, label: str) -> SeededObfuscator:
         obf = self._obf_g if which == "g" else self._obf_l
@@ -512,25 +473,16 @@ class HeteroLrProtocol(Protocol):
         if rnd < self._floor:
             raise ProtocolError(f"stale {kind!r} message from {msg.sender!r} (round {rnd}, this party is past it)")
 
+    @abstractmethod
     def _allowed(self, sender: str) -> set[str]:
-        if sender == self._guest:
-            kinds = set(FROM_GUEST)
-            if not self._is_lead:
-                kinds.discard(KIND_GUEST_GRAD)
-            return kinds
-        if self._role == "guest":
-            kinds = set(FROM_HOST_TO_GUEST)
-            if sender != self._hosts[0]:
-                kinds.discard(KIND_GUEST_GRAD_PLAIN)
-            return kinds
-        return set(FROM_HOST_TO_HOST)
+        """The message kinds this party accepts from `sender`."""
 
     def start(self) -> list[Message]:
         self._mark_started()
         if self._resumed:
             self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
             return list(self._resend) + self._advance()
-        self.report(0.0, f"{self._role}: setting up keys")  # row counts of aligned data are PSI results
+        self.report(0.0, f"{self.role}: setting up keys")  # row counts of aligned data are PSI results
         payload = self._setup_payload()
         out: list[Message] = []
         for peer in self.ctx.peers:
@@ -570,13 +522,18 @@ class HeteroLrProtocol(Protocol):
 
     def _advance(self) -> list[Message]:
         out: list[Message] = []
+        handlers = self._handlers()
         while self._phase != DONE:
-            handler = self._HANDLERS[self._phase]
-            msgs = handler(self)
+            msgs = handlers[self._phase]()
             if msgs is None:
                 break
             out += msgs
         return out
+
+    @abstractmethod
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        """Phase -> this party's handler: the messages it sends on, or None while it still
+        waits for some."""
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -623,82 +580,7 @@ class HeteroLrProtocol(Protocol):
             total = total + part
         return total
 
-    # -- guest --------------------------------------------------------------------------------
-
-    def _g_step(self) -> list[Message]:
-        E, S = self._epoch, self._step
-        assert self._pk_g is not None
-        B = self._batches[S]
-        u = self._X[B] @ self._w
-        s = self._sw[B]
-        d_g = s * (0.25 * u + 0.5 - self._y[B])
-        obf = self._obf("g", "residual")
-        payload = self._pk_g.encrypt_vector(d_g, P_D, obf).to_bytes()
-        if self._weighted:
-            payload += self._pk_g.encrypt_vector(0.25 * s, P_U, obf).to_bytes()
-        self._scratch = {"d_g": d_g}
-        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
-        out: list[Message] = []
-        for h in self._hosts:
-            out += self._send(h, step_round(E, S, 1), KIND_RESIDUAL, payload)
-        self._phase = WAIT_SHARES
-        return out
-
-    def _g_shares(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 1)
-        if not self._has(KIND_SHARE, rnd, self._hosts):
-            return None
-        pk = self._pk_l
-        assert pk is not None
-        B = self._batches[S]
-        total: EncryptedVector | None = None
-        for h in self._hosts:
-            ev = ciphertexts(pk, self._take(KIND_SHARE, rnd, h), len(B), P_U, f"score share from {h!r}")
-            total = ev if total is None else total + ev
-        assert total is not None
-        scaled = self._X[B] * (0.25 * self._sw[B])[:, None]
-        enc = self._dot(total, scaled)
-        masks = self._masks("guest-grad", pk.n, len(enc))
-        masked = self._mask_for_key_holder(enc, masks, "guest-grad")
-        self._scratch["masks"] = masks
-        self._phase = WAIT_GRADS
-        return self._send(self._hosts[0], step_round(E, S, 2), KIND_GUEST_GRAD, masked.to_bytes())
-
-    def _g_grads(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 2)
-        if not self._has(KIND_GRAD, rnd, self._hosts):
-            return None
-        sk, pk = self._sk_g, self._pk_g
-        assert sk is not None and pk is not None
-        out: list[Message] = []
-        width = residue_width(pk)
-        for h in self._hosts:
-            ev = ciphertexts(pk, self._take(KIND_GRAD, rnd, h), self._host_features[h], 0, f"gradient from {h!r}")
-            out += self._send(
-                h, step_round(E, S, 3), KIND_GRAD_PLAIN, pack_residues(sk.raw_decrypt_many(ev.ciphertexts), width)
-            )
-        self._phase = WAIT_OWN
-        return out
-
-    def _g_own(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 3)
-        lead = self._hosts[0]
-        if not self._has(KIND_GUEST_GRAD_PLAIN, rnd, [lead]):
-            return None
-        pk = self._pk_l
-        assert pk is not None
-        d = self._X.shape[1]
-        residues = unpack_residues(self._take(KIND_GUEST_GRAD_PLAIN, rnd, lead), d, pk, "guest gradient from the lead")
-        host_part = self._unmask(residues, self._scratch["masks"], pk.n, P_U + P_X, "guest gradient")
-        B = self._batches[S]
-        grad = (self._X[B].T @ self._scratch["d_g"] + host_part) / len(B)
-        grad[:-1] += self._p["l2"] * self._w[:-1]
-        self._w = self._w - self._p["learning_rate"] * grad
-        self._scratch = {}
-        return self._next_step()
+    # -- steps ----------------------------------------------------------------------------------
 
     @staticmethod
     def _unmask(residues: list[int], masks: list[int], n: mpz, precision: int, what: str) -> np.ndarray:
@@ -716,269 +598,11 @@ class HeteroLrProtocol(Protocol):
             self._set_floor(step_round(self._epoch, self._step, 0))
             return []
         self._set_floor(epoch_round(self._epoch, 0))
-        if self._role == "guest":
-            self._phase = WAIT_EVAL
-            return []
-        # host: the epoch's evaluation vector for the guest
-        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
-        values = np.append(self._X @ self._w, penalty)
-        vec = masked_vector(
-            values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
-        )
-        self._phase = WAIT_EPOCH_END
-        return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
+        return self._end_of_epoch()
 
-    def _g_eval(self) -> list[Message] | None:
-        E = self._epoch
-        rnd = epoch_round(E, 1)
-        if not self._has(KIND_EVAL, rnd, self._hosts):
-            return None
-        total = np.zeros(self._n + 1, dtype=np.uint64)
-        for h in self._hosts:
-            data = self._take(KIND_EVAL, rnd, h)
-            if len(data) != 8 * (self._n + 1):
-                raise ProtocolError(f"evaluation vector from {h!r} has {len(data)} bytes, expected {8 * (self._n + 1)}")
-            total = total + np.frombuffer(data, dtype="<u8").astype(np.uint64)
-        joint = from_fixed(total)
-        hosts_u, hosts_penalty = joint[:-1], float(joint[-1])
-        z = self._X @ self._w + hosts_u
-        y, s, l2 = self._y, self._sw, self._p["l2"]
-        yhat = 2.0 * y - 1.0
-        loss = float(np.mean(s * (LOG2 - 0.5 * yhat * z + 0.125 * z * z)))
-        loss += 0.5 * l2 * float(self._w[:-1] @ self._w[:-1]) + hosts_penalty
-        if not math.isfinite(loss):
-            raise ProtocolError(f"training diverged at epoch {E + 1} (loss {loss}); lower the learning rate")
-        metrics: dict[str, float] = {"epoch": E + 1, "loss": loss, **classification_metrics(y, z)}
-        self._metrics.append(metrics)
-        converged = E >= 1 and abs(self._metrics[-2]["loss"] - loss) < self._p["tol"]
-        last = self._p["epochs"] == E + 1
-        self.report(
-            0.02 + 0.96 * (E + 1) / self._p["epochs"],
-            f"epoch {E + 1}/{self._p['epochs']} evaluated",  # metrics are result-derived: never in progress
-        )
-        stop = converged or last
-        out: list[Message] = []
-        for h in self._hosts:
-            out += self._send(h, epoch_round(E, 2), KIND_EPOCH_END, b"\x01" if stop else b"\x00")
-        if stop:
-            self._stopped = "converged" if converged else "max_epochs"
-            self._phase = WAIT_COMMITS
-            self._set_floor(ROUND_FINAL)
-            return out
-        self._begin_epoch(E + 1)
-        self._snapshot(resend=out)
-        return out
-
-    def _g_commits(self) -> list[Message] | None:
-        if not self._has(KIND_MODEL, ROUND_FINAL, self._hosts):
-            return None
-        for h in self._hosts:
-            c = self._take(KIND_MODEL, ROUND_FINAL, h)
-            if len(c) != 32:
-                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
-            self._model_commits[h] = c
-        self._model = self._guest_state()
-        result = {
-            "algorithm": self.name,
-            "params": self._p,
-            "guest": self._guest,
-            "hosts": self._hosts,
-            "rows": self._n,
-            "features": {"guest": self._features, "hosts": {h: self._host_features[h] for h in self._hosts}},
-            "epochs_run": len(self._metrics),
-            "stopped": self._stopped,
-            "metrics": self._metrics,
-            "model": {
-                "guest": {k: self._model[k] for k in ("features", "weights", "intercept", "mean", "std")},
-                "host_commitments": self._model["host_commitments"],
-            },
-        }
-        self._result = canonical_json(result)
-        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
-        self._phase = DONE
-        self.report(1.0, f"done after {len(self._metrics)} epochs ({self._stopped})")
-        out: list[Message] = []
-        for h in self._hosts:
-            out += self._send(h, ROUND_FINAL + 1, KIND_RESULT, self._result_hash)
-        return out
-
-    def _guest_state(self) -> dict[str, Any]:
-        return {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "guest",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
-            "label_column": self._p["label_column"],
-            "standardize": self._p["standardize"],
-            "features": self._features,
-            "weights": _floats(self._w[:-1]),
-            "intercept": float(self._w[-1]),
-            "mean": _floats(self._mean),
-            "std": _floats(self._std),
-            "host_commitments": {h: self._model_commits[h].hex() for h in self._hosts},
-        }
-
-    # -- host ---------------------------------------------------------------------------------
-
-    def _h_step(self) -> list[Message]:
-        E, S = self._epoch, self._step
-        assert self._pk_l is not None and self._pk_g is not None
-        B = self._batches[S]
-        u = self._X[B] @ self._w
-        self._scratch = {"u": u}
-        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
-        share = self._pk_l.encrypt_vector(u, P_U, self._obf("l", "share"))
-        out = self._send(self._guest, step_round(E, S, 1), KIND_SHARE, share.to_bytes())
-        if not self._weighted and len(self._hosts) > 1:
-            contrib = self._pk_g.encrypt_vector(0.25 * u, P_D, self._obf("g", "contrib")).to_bytes()
-            for h in self._hosts:
-                if h != self.ctx.me:
-                    out += self._send(h, step_round(E, S, 1), KIND_CONTRIB, contrib)
-        self._phase = WAIT_RESIDUAL
-        return out
-
-    def _h_residual(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 1)
-        if not self._has(KIND_RESIDUAL, rnd, [self._guest]):
-            return None
-        pk = self._pk_g
-        assert pk is not None
-        m = len(self._batches[S])
-        data = self._take(KIND_RESIDUAL, rnd, self._guest)
-        u = self._scratch["u"]
-        out: list[Message] = []
-        if self._weighted:
-            half = len(data) // 2
-            residual = ciphertexts(pk, data[:half], m, P_D, "residual from the guest")
-            quarter_s = ciphertexts(pk, data[half:], m, P_U, "class weights from the guest")
-            own = quarter_s.mul(u, P_U)
-            if len(self._hosts) > 1:
-                contrib = own.obfuscate(self._obf("g", "contrib")).to_bytes()
-                for h in self._hosts:
-                    if h != self.ctx.me:
-                        out += self._send(h, rnd, KIND_CONTRIB, contrib)
-            self._scratch["d"] = residual + own
-        else:
-            residual = ciphertexts(pk, data, m, P_D, "residual from the guest")
-            self._scratch["d"] = residual + 0.25 * u
-        self._phase = WAIT_CONTRIBS
-        return out
-
-    def _h_contribs(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 1)
-        others = [h for h in self._hosts if h != self.ctx.me]
-        if not self._has(KIND_CONTRIB, rnd, others):
-            return None
-        pk = self._pk_g
-        assert pk is not None
-        B = self._batches[S]
-        d: EncryptedVector = self._scratch.pop("d")
-        for h in others:
-            d = d + ciphertexts(pk, self._take(KIND_CONTRIB, rnd, h), len(B), P_D, f"contribution from {h!r}")
-        grad = self._dot(d, self._X[B])
-        masks = self._masks("grad", pk.n, len(grad))
-        masked = self._mask_for_key_holder(grad, masks, "grad")
-        self._scratch["masks"] = masks
-        self._phase = WAIT_GUEST_GRAD if self._is_lead else WAIT_GRAD
-        return self._send(self._guest, step_round(E, S, 2), KIND_GRAD, masked.to_bytes())
-
-    def _h_guest_grad(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 2)
-        if not self._has(KIND_GUEST_GRAD, rnd, [self._guest]):
-            return None
-        sk, pk = self._sk_l, self._pk_l
-        assert sk is not None and pk is not None
-        count = self._guest_features + 1  # its features and the intercept
-        ev = ciphertexts(pk, self._take(KIND_GUEST_GRAD, rnd, self._guest), count, 0, "guest's masked gradient")
-        self._phase = WAIT_GRAD
-        residues = pack_residues(sk.raw_decrypt_many(ev.ciphertexts), residue_width(pk))
-        return self._send(self._guest, step_round(E, S, 3), KIND_GUEST_GRAD_PLAIN, residues)
-
-    def _h_grad(self) -> list[Message] | None:
-        E, S = self._epoch, self._step
-        rnd = step_round(E, S, 3)
-        if not self._has(KIND_GRAD_PLAIN, rnd, [self._guest]):
-            return None
-        pk = self._pk_g
-        assert pk is not None
-        data = self._take(KIND_GRAD_PLAIN, rnd, self._guest)
-        residues = unpack_residues(data, len(self._features), pk, "gradient from the guest")
-        B = self._batches[S]
-        grad = self._unmask(residues, self._scratch["masks"], pk.n, P_D + P_X, "gradient") / len(B)
-        grad += self._p["l2"] * self._w
-        self._w = self._w - self._p["learning_rate"] * grad
-        self._scratch = {}
-        return self._next_step()
-
-    def _h_epoch_end(self) -> list[Message] | None:
-        E = self._epoch
-        rnd = epoch_round(E, 2)
-        if not self._has(KIND_EPOCH_END, rnd, [self._guest]):
-            return None
-        flag = self._take(KIND_EPOCH_END, rnd, self._guest)
-        if flag not in (b"\x00", b"\x01"):
-            raise ProtocolError(f"epoch-end message from the guest is {flag!r}, expected one byte 0 or 1")
-        if flag == b"\x00":
-            if self._p["epochs"] <= E + 1:
-                raise ProtocolError("the guest asked for another epoch beyond params epochs")
-            self._begin_epoch(E + 1)
-            self._snapshot(resend=[])
-            return []
-        self._model = self._host_state()
-        commit = model_commitment(self._model)
-        self._model_commits[self.ctx.me] = commit
-        self._phase = WAIT_FINAL
-        self._set_floor(ROUND_FINAL)
-        self.report(0.99, f"training stopped after {E + 1} epochs; committing to the model")
-        out: list[Message] = []
-        for peer in self.ctx.peers:
-            out += self._send(peer, ROUND_FINAL, KIND_MODEL, commit)
-        return out
-
-    def _host_state(self) -> dict[str, Any]:
-        return {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "host",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
-            "standardize": self._p["standardize"],
-            "features": self._features,
-            "weights": _floats(self._w),
-            "mean": _floats(self._mean),
-            "std": _floats(self._std),
-            "salt": self._key("model-salt").hex(),
-        }
-
-    def _h_final(self) -> list[Message] | None:
-        others = [h for h in self._hosts if h != self.ctx.me]
-        if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
-            return None
-        for h in others:
-            c = self._take(KIND_MODEL, ROUND_FINAL, h)
-            if len(c) != 32:
-                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
-            self._model_commits[h] = c
-        h_r = self._take(KIND_RESULT, ROUND_FINAL + 1, self._guest)
-        if len(h_r) != 32:
-            raise ProtocolError(f"result hash from the guest has {len(h_r)} bytes, expected 32")
-        self._result_hash = h_r
-        self._phase = DONE
-        self.report(1.0, "done; the guest holds the result, this party its part of the model")
-        return []
-
-    _HANDLERS: ClassVar[dict[int, Callable[[HeteroLrProtocol], list[Message] | None]]] = {}
-
-    def _dispatch_step(self) -> list[Message] | None:
-        return self._g_step() if self._role == "guest" else self._h_step()
+    @abstractmethod
+    def _end_of_epoch(self) -> list[Message]:
+        """After the epoch's last step: what this party sends and waits for next."""
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -1095,21 +719,498 @@ class HeteroLrProtocol(Protocol):
         result salt; with the result bytes, `commitment_for` recomputes the commitment."""
         if self._phase != DONE:
             raise ProtocolError("the hetero-lr protocol has not finished")
-        return self._commits() + self._salt() if self.ctx.is_recipient else self._commits()
+        return self._commits()
 
 
-HeteroLrProtocol._HANDLERS = {
-    SETUP: HeteroLrProtocol._on_setup,
-    STEP: HeteroLrProtocol._dispatch_step,
-    WAIT_SHARES: HeteroLrProtocol._g_shares,
-    WAIT_GRADS: HeteroLrProtocol._g_grads,
-    WAIT_OWN: HeteroLrProtocol._g_own,
-    WAIT_EVAL: HeteroLrProtocol._g_eval,
-    WAIT_COMMITS: HeteroLrProtocol._g_commits,
-    WAIT_RESIDUAL: HeteroLrProtocol._h_residual,
-    WAIT_CONTRIBS: HeteroLrProtocol._h_contribs,
-    WAIT_GUEST_GRAD: HeteroLrProtocol._h_guest_grad,
-    WAIT_GRAD: HeteroLrProtocol._h_grad,
-    WAIT_EPOCH_END: HeteroLrProtocol._h_epoch_end,
-    WAIT_FINAL: HeteroLrProtocol._h_final,
-}
+@dataclass(eq=False)
+class HeteroLrGuest(HeteroLrProtocol):
+    """The guest: the recipient, which holds the labels, its own features and the intercept."""
+
+    role: ClassVar[str] = "guest"
+
+    _y: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _sw: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _sk_g: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _stopped: str = field(default="", init=False, repr=False)
+
+    def _design_matrix(self, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        p, label = self._p, self._p["label_column"]
+        if label not in self.data:
+            raise ProtocolError(f"the guest's dataset has no label column {label!r}")
+        y = numeric(self.data, label, order)
+        if not np.all((y == 0) | (y == 1)):
+            raise ProtocolError(f"label column {label!r} must hold only 0 and 1")
+        pos = int(y.sum())
+        if pos == 0 or pos == len(y):
+            raise ProtocolError(f"label column {label!r} has only one class")
+        self._y = y
+        cw = p["class_weight"]
+        if cw is None:
+            self._sw = np.ones(self._n)
+        elif cw == "balanced":
+            self._sw = np.where(y == 1, self._n / (2.0 * pos), self._n / (2.0 * (self._n - pos)))
+        else:
+            self._sw = np.where(y == 1, cw["1"], cw["0"])
+        return np.hstack([X, np.ones((self._n, 1))])  # intercept column last
+
+    # -- keys and setup -------------------------------------------------------------------------
+
+    def _own_keys(self) -> None:
+        if self._sk_g is None:
+            self._pk_g, self._sk_g = derive_keypair(self._p["key_bits"], self._key("paillier/guest"))
+
+    def _setup_keys(self) -> dict[str, str]:
+        assert self._pk_g is not None
+        return {"paillier": format(int(self._pk_g.n), "x"), "shuffle": self._shuffle_seed().hex()}
+
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        p = self._p
+        self._host_features = {h: int(infos[h]["features"]) for h in self._hosts}
+        self._pk_l = public_key_from_hex(infos[self._hosts[0]].get("paillier"), p["key_bits"], "lead host setup")
+        self._shuffle_key = self._shuffle_seed()
+        self._guest_features = len(self._features)
+        return self._guest_features
+
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        return rows_trained * (2 if self._weighted else 1), 0
+
+    def _allowed(self, sender: str) -> set[str]:
+        kinds = set(FROM_HOST_TO_GUEST)
+        if sender != self._hosts[0]:
+            kinds.discard(KIND_GUEST_GRAD_PLAIN)
+        return kinds
+
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        return {
+            SETUP: self._on_setup,
+            STEP: self._g_step,
+            WAIT_SHARES: self._g_shares,
+            WAIT_GRADS: self._g_grads,
+            WAIT_OWN: self._g_own,
+            WAIT_EVAL: self._g_eval,
+            WAIT_COMMITS: self._g_commits,
+        }
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _g_step(self) -> list[Message]:
+        E, S = self._epoch, self._step
+        assert self._pk_g is not None
+        B = self._batches[S]
+        u = self._X[B] @ self._w
+        s = self._sw[B]
+        d_g = s * (0.25 * u + 0.5 - self._y[B])
+        obf = self._obf("g", "residual")
+        payload = self._pk_g.encrypt_vector(d_g, P_D, obf).to_bytes()
+        if self._weighted:
+            payload += self._pk_g.encrypt_vector(0.25 * s, P_U, obf).to_bytes()
+        self._scratch = {"d_g": d_g}
+        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, step_round(E, S, 1), KIND_RESIDUAL, payload)
+        self._phase = WAIT_SHARES
+        return out
+
+    def _g_shares(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        if not self._has(KIND_SHARE, rnd, self._hosts):
+            return None
+        pk = self._pk_l
+        assert pk is not None
+        B = self._batches[S]
+        total: EncryptedVector | None = None
+        for h in self._hosts:
+            ev = ciphertexts(pk, self._take(KIND_SHARE, rnd, h), len(B), P_U, f"score share from {h!r}")
+            total = ev if total is None else total + ev
+        assert total is not None
+        scaled = self._X[B] * (0.25 * self._sw[B])[:, None]
+        enc = self._dot(total, scaled)
+        masks = self._masks("guest-grad", pk.n, len(enc))
+        masked = self._mask_for_key_holder(enc, masks, "guest-grad")
+        self._scratch["masks"] = masks
+        self._phase = WAIT_GRADS
+        return self._send(self._hosts[0], step_round(E, S, 2), KIND_GUEST_GRAD, masked.to_bytes())
+
+    def _g_grads(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 2)
+        if not self._has(KIND_GRAD, rnd, self._hosts):
+            return None
+        sk, pk = self._sk_g, self._pk_g
+        assert sk is not None and pk is not None
+        out: list[Message] = []
+        width = residue_width(pk)
+        for h in self._hosts:
+            ev = ciphertexts(pk, self._take(KIND_GRAD, rnd, h), self._host_features[h], 0, f"gradient from {h!r}")
+            out += self._send(
+                h, step_round(E, S, 3), KIND_GRAD_PLAIN, pack_residues(sk.raw_decrypt_many(ev.ciphertexts), width)
+            )
+        self._phase = WAIT_OWN
+        return out
+
+    def _g_own(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 3)
+        lead = self._hosts[0]
+        if not self._has(KIND_GUEST_GRAD_PLAIN, rnd, [lead]):
+            return None
+        pk = self._pk_l
+        assert pk is not None
+        d = self._X.shape[1]
+        residues = unpack_residues(self._take(KIND_GUEST_GRAD_PLAIN, rnd, lead), d, pk, "guest gradient from the lead")
+        host_part = self._unmask(residues, self._scratch["masks"], pk.n, P_U + P_X, "guest gradient")
+        B = self._batches[S]
+        grad = (self._X[B].T @ self._scratch["d_g"] + host_part) / len(B)
+        grad[:-1] += self._p["l2"] * self._w[:-1]
+        self._w = self._w - self._p["learning_rate"] * grad
+        self._scratch = {}
+        return self._next_step()
+
+    def _end_of_epoch(self) -> list[Message]:
+        self._phase = WAIT_EVAL
+        return []
+
+    def _g_eval(self) -> list[Message] | None:
+        E = self._epoch
+        rnd = epoch_round(E, 1)
+        if not self._has(KIND_EVAL, rnd, self._hosts):
+            return None
+        total = np.zeros(self._n + 1, dtype=np.uint64)
+        for h in self._hosts:
+            data = self._take(KIND_EVAL, rnd, h)
+            if len(data) != 8 * (self._n + 1):
+                raise ProtocolError(f"evaluation vector from {h!r} has {len(data)} bytes, expected {8 * (self._n + 1)}")
+            total = total + np.frombuffer(data, dtype="<u8").astype(np.uint64)
+        joint = from_fixed(total)
+        hosts_u, hosts_penalty = joint[:-1], float(joint[-1])
+        z = self._X @ self._w + hosts_u
+        y, s, l2 = self._y, self._sw, self._p["l2"]
+        yhat = 2.0 * y - 1.0
+        loss = float(np.mean(s * (LOG2 - 0.5 * yhat * z + 0.125 * z * z)))
+        loss += 0.5 * l2 * float(self._w[:-1] @ self._w[:-1]) + hosts_penalty
+        if not math.isfinite(loss):
+            raise ProtocolError(f"training diverged at epoch {E + 1} (loss {loss}); lower the learning rate")
+        metrics: dict[str, float] = {"epoch": E + 1, "loss": loss, **classification_metrics(y, z)}
+        self._metrics.append(metrics)
+        converged = E >= 1 and abs(self._metrics[-2]["loss"] - loss) < self._p["tol"]
+        last = self._p["epochs"] == E + 1
+        self.report(
+            0.02 + 0.96 * (E + 1) / self._p["epochs"],
+            f"epoch {E + 1}/{self._p['epochs']} evaluated",  # metrics are result-derived: never in progress
+        )
+        stop = converged or last
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, epoch_round(E, 2), KIND_EPOCH_END, b"\x01" if stop else b"\x00")
+        if stop:
+            self._stopped = "converged" if converged else "max_epochs"
+            self._phase = WAIT_COMMITS
+            self._set_floor(ROUND_FINAL)
+            return out
+        self._begin_epoch(E + 1)
+        self._snapshot(resend=out)
+        return out
+
+    def _g_commits(self) -> list[Message] | None:
+        if not self._has(KIND_MODEL, ROUND_FINAL, self._hosts):
+            return None
+        for h in self._hosts:
+            c = self._take(KIND_MODEL, ROUND_FINAL, h)
+            if len(c) != 32:
+                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
+            self._model_commits[h] = c
+        self._model = self._guest_state()
+        result = {
+            "algorithm": self.name,
+            "params": self._p,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "rows": self._n,
+            "features": {"guest": self._features, "hosts": {h: self._host_features[h] for h in self._hosts}},
+            "epochs_run": len(self._metrics),
+            "stopped": self._stopped,
+            "metrics": self._metrics,
+            "model": {
+                "guest": {k: self._model[k] for k in ("features", "weights", "intercept", "mean", "std")},
+                "host_commitments": self._model["host_commitments"],
+            },
+        }
+        self._result = canonical_json(result)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
+        self._phase = DONE
+        self.report(1.0, f"done after {len(self._metrics)} epochs ({self._stopped})")
+        out: list[Message] = []
+        for h in self._hosts:
+            out += self._send(h, ROUND_FINAL + 1, KIND_RESULT, self._result_hash)
+        return out
+
+    def _guest_state(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "version": 1,
+            "task_id": self.ctx.task_id,
+            "role": "guest",
+            "party": self.ctx.me,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "label_column": self._p["label_column"],
+            "standardize": self._p["standardize"],
+            "features": self._features,
+            "weights": _floats(self._w[:-1]),
+            "intercept": float(self._w[-1]),
+            "mean": _floats(self._mean),
+            "std": _floats(self._std),
+            "host_commitments": {h: self._model_commits[h].hex() for h in self._hosts},
+        }
+
+    # -- outcome --------------------------------------------------------------------------------
+
+    def commitment_opening(self) -> bytes:
+        return super().commitment_opening() + self._salt()
+
+
+@dataclass(eq=False)
+class HeteroLrHost(HeteroLrProtocol):
+    """A host: a party with features only; the first host (the lead) owns the second key pair."""
+
+    role: ClassVar[str] = "host"
+
+    _sk_l: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _pair_seeds: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+
+    def _check_columns(self, features: list[str]) -> None:
+        if not features:
+            raise ProtocolError("this host has no numeric feature column to contribute")
+
+    # -- keys and setup -------------------------------------------------------------------------
+
+    @property
+    def _is_lead(self) -> bool:
+        return self.ctx.me == self._hosts[0]
+
+    def _own_keys(self) -> None:
+        if self._is_lead and self._sk_l is None:
+            self._pk_l, self._sk_l = derive_keypair(self._p["key_bits"], self._key("paillier/lead"))
+
+    def _setup_keys(self) -> dict[str, str]:
+        keys = {"x25519": x25519_public(self._key("x25519")).hex()}
+        if self._is_lead:
+            assert self._pk_l is not None
+            keys["paillier"] = format(int(self._pk_l.n), "x")
+        return keys
+
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        p, ctx = self._p, self.ctx
+        g = infos[self._guest]
+        self._pk_g = public_key_from_hex(g.get("paillier"), p["key_bits"], "guest setup")
+        shuffle = g.get("shuffle")
+        if not isinstance(shuffle, str) or len(shuffle) != 64:
+            raise ProtocolError("guest setup: bad shuffle key")
+        self._shuffle_key = bytes.fromhex(shuffle)
+        if p["seed_split"] is not None and self._shuffle_key != self._shuffle_seed():
+            raise ProtocolError("guest setup: shuffle key does not follow params seed_split")
+        if not self._is_lead:
+            lead = infos[self._hosts[0]]
+            self._pk_l = public_key_from_hex(lead.get("paillier"), p["key_bits"], "lead host setup")
+        self._host_features = {h: int(infos[h]["features"]) for h in self._hosts if h != self.ctx.me}
+        self._host_features[self.ctx.me] = len(self._features)
+        d_guest = int(g["features"])
+        self._guest_features = d_guest
+        secret = self._key("x25519")
+        for h in self._hosts:
+            if h == ctx.me:
+                continue
+            pub = infos[h].get("x25519")
+            if not isinstance(pub, str) or len(pub) != 64:
+                raise ProtocolError(f"setup from {h!r}: bad X25519 key")
+            self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.binding, ctx.me, h)
+        return d_guest
+
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        return rows_trained * (1 if len(self._hosts) > 1 else 0), rows_trained
+
+    def _allowed(self, sender: str) -> set[str]:
+        if sender == self._guest:
+            kinds = set(FROM_GUEST)
+            if not self._is_lead:
+                kinds.discard(KIND_GUEST_GRAD)
+            return kinds
+        return set(FROM_HOST_TO_HOST)
+
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        return {
+            SETUP: self._on_setup,
+            STEP: self._h_step,
+            WAIT_RESIDUAL: self._h_residual,
+            WAIT_CONTRIBS: self._h_contribs,
+            WAIT_GUEST_GRAD: self._h_guest_grad,
+            WAIT_GRAD: self._h_grad,
+            WAIT_EPOCH_END: self._h_epoch_end,
+            WAIT_FINAL: self._h_final,
+        }
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _h_step(self) -> list[Message]:
+        E, S = self._epoch, self._step
+        assert self._pk_l is not None and self._pk_g is not None
+        B = self._batches[S]
+        u = self._X[B] @ self._w
+        self._scratch = {"u": u}
+        self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
+        share = self._pk_l.encrypt_vector(u, P_U, self._obf("l", "share"))
+        out = self._send(self._guest, step_round(E, S, 1), KIND_SHARE, share.to_bytes())
+        if not self._weighted and len(self._hosts) > 1:
+            contrib = self._pk_g.encrypt_vector(0.25 * u, P_D, self._obf("g", "contrib")).to_bytes()
+            for h in self._hosts:
+                if h != self.ctx.me:
+                    out += self._send(h, step_round(E, S, 1), KIND_CONTRIB, contrib)
+        self._phase = WAIT_RESIDUAL
+        return out
+
+    def _h_residual(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        if not self._has(KIND_RESIDUAL, rnd, [self._guest]):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        m = len(self._batches[S])
+        data = self._take(KIND_RESIDUAL, rnd, self._guest)
+        u = self._scratch["u"]
+        out: list[Message] = []
+        if self._weighted:
+            half = len(data) // 2
+            residual = ciphertexts(pk, data[:half], m, P_D, "residual from the guest")
+            quarter_s = ciphertexts(pk, data[half:], m, P_U, "class weights from the guest")
+            own = quarter_s.mul(u, P_U)
+            if len(self._hosts) > 1:
+                contrib = own.obfuscate(self._obf("g", "contrib")).to_bytes()
+                for h in self._hosts:
+                    if h != self.ctx.me:
+                        out += self._send(h, rnd, KIND_CONTRIB, contrib)
+            self._scratch["d"] = residual + own
+        else:
+            residual = ciphertexts(pk, data, m, P_D, "residual from the guest")
+            self._scratch["d"] = residual + 0.25 * u
+        self._phase = WAIT_CONTRIBS
+        return out
+
+    def _h_contribs(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 1)
+        others = [h for h in self._hosts if h != self.ctx.me]
+        if not self._has(KIND_CONTRIB, rnd, others):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        B = self._batches[S]
+        d: EncryptedVector = self._scratch.pop("d")
+        for h in others:
+            d = d + ciphertexts(pk, self._take(KIND_CONTRIB, rnd, h), len(B), P_D, f"contribution from {h!r}")
+        grad = self._dot(d, self._X[B])
+        masks = self._masks("grad", pk.n, len(grad))
+        masked = self._mask_for_key_holder(grad, masks, "grad")
+        self._scratch["masks"] = masks
+        self._phase = WAIT_GUEST_GRAD if self._is_lead else WAIT_GRAD
+        return self._send(self._guest, step_round(E, S, 2), KIND_GRAD, masked.to_bytes())
+
+    def _h_guest_grad(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 2)
+        if not self._has(KIND_GUEST_GRAD, rnd, [self._guest]):
+            return None
+        sk, pk = self._sk_l, self._pk_l
+        assert sk is not None and pk is not None
+        count = self._guest_features + 1  # its features and the intercept
+        ev = ciphertexts(pk, self._take(KIND_GUEST_GRAD, rnd, self._guest), count, 0, "guest's masked gradient")
+        self._phase = WAIT_GRAD
+        residues = pack_residues(sk.raw_decrypt_many(ev.ciphertexts), residue_width(pk))
+        return self._send(self._guest, step_round(E, S, 3), KIND_GUEST_GRAD_PLAIN, residues)
+
+    def _h_grad(self) -> list[Message] | None:
+        E, S = self._epoch, self._step
+        rnd = step_round(E, S, 3)
+        if not self._has(KIND_GRAD_PLAIN, rnd, [self._guest]):
+            return None
+        pk = self._pk_g
+        assert pk is not None
+        data = self._take(KIND_GRAD_PLAIN, rnd, self._guest)
+        residues = unpack_residues(data, len(self._features), pk, "gradient from the guest")
+        B = self._batches[S]
+        grad = self._unmask(residues, self._scratch["masks"], pk.n, P_D + P_X, "gradient") / len(B)
+        grad += self._p["l2"] * self._w
+        self._w = self._w - self._p["learning_rate"] * grad
+        self._scratch = {}
+        return self._next_step()
+
+    def _end_of_epoch(self) -> list[Message]:
+        """The epoch's evaluation vector for the guest: scores and penalty, pair-masked."""
+        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
+        values = np.append(self._X @ self._w, penalty)
+        vec = masked_vector(
+            values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
+        )
+        self._phase = WAIT_EPOCH_END
+        return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
+
+    def _h_epoch_end(self) -> list[Message] | None:
+        E = self._epoch
+        rnd = epoch_round(E, 2)
+        if not self._has(KIND_EPOCH_END, rnd, [self._guest]):
+            return None
+        flag = self._take(KIND_EPOCH_END, rnd, self._guest)
+        if flag not in (b"\x00", b"\x01"):
+            raise ProtocolError(f"epoch-end message from the guest is {flag!r}, expected one byte 0 or 1")
+        if flag == b"\x00":
+            if self._p["epochs"] <= E + 1:
+                raise ProtocolError("the guest asked for another epoch beyond params epochs")
+            self._begin_epoch(E + 1)
+            self._snapshot(resend=[])
+            return []
+        self._model = self._host_state()
+        commit = model_commitment(self._model)
+        self._model_commits[self.ctx.me] = commit
+        self._phase = WAIT_FINAL
+        self._set_floor(ROUND_FINAL)
+        self.report(0.99, f"training stopped after {E + 1} epochs; committing to the model")
+        out: list[Message] = []
+        for peer in self.ctx.peers:
+            out += self._send(peer, ROUND_FINAL, KIND_MODEL, commit)
+        return out
+
+    def _host_state(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "version": 1,
+            "task_id": self.ctx.task_id,
+            "role": "host",
+            "party": self.ctx.me,
+            "guest": self._guest,
+            "hosts": self._hosts,
+            "standardize": self._p["standardize"],
+            "features": self._features,
+            "weights": _floats(self._w),
+            "mean": _floats(self._mean),
+            "std": _floats(self._std),
+            "salt": self._key("model-salt").hex(),
+        }
+
+    def _h_final(self) -> list[Message] | None:
+        others = [h for h in self._hosts if h != self.ctx.me]
+        if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
+            return None
+        for h in others:
+            c = self._take(KIND_MODEL, ROUND_FINAL, h)
+            if len(c) != 32:
+                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
+            self._model_commits[h] = c
+        h_r = self._take(KIND_RESULT, ROUND_FINAL + 1, self._guest)
+        if len(h_r) != 32:
+            raise ProtocolError(f"result hash from the guest has {len(h_r)} bytes, expected 32")
+        self._result_hash = h_r
+        self._phase = DONE
+        self.report(1.0, "done; the guest holds the result, this party its part of the model")
+        return []
