@@ -43,7 +43,11 @@ from pcn.algorithms.hetero_lr.protocol import (
     HeteroLrProtocol,
     model_commitment,
 )
-from pcn.algorithms.hetero_lr_predict.protocol import HeteroLrPredictProtocol
+from pcn.algorithms.hetero_lr_predict.protocol import (
+    HeteroLrPredictGuest,
+    HeteroLrPredictHost,
+    HeteroLrPredictProtocol,
+)
 from pcn.algorithms.vertical import Drbg
 from pcn.crypto.paillier import PaillierPrivateKey, encode_array
 from pcn.data.table import Table
@@ -530,6 +534,19 @@ def test_predict_reproduces_training_scores(models: Any, which: str, request: py
         z += (X_RAW[:, cols] - s["mean"]) / s["std"] @ np.array(s["weights"]) + s.get("intercept", 0.0)
     np.testing.assert_allclose(out["scores"], 1 / (1 + np.exp(-z)), atol=1e-9)
     check_commitments(predict)
+
+
+def test_predict_each_role_has_its_class(models: Any, two_hosts: Any) -> None:
+    guest, host, _ = predict_parties(models, two_hosts[0], TWO_HOSTS)
+    assert [type(p) for p in predict_parties(models, two_hosts[0], TWO_HOSTS)] == [
+        HeteroLrPredictGuest,
+        HeteroLrPredictHost,
+        HeteroLrPredictHost,
+    ]
+    with pytest.raises(ProtocolError, match="plays the part of HeteroLrPredictHost"):
+        HeteroLrPredictGuest.create(host.ctx, host.data)
+    with pytest.raises(ProtocolError, match="HeteroLrPredictHost plays a host, which '0xguest' is not"):
+        HeteroLrPredictHost(guest.ctx, guest.data)
 
 
 def test_predict_new_rows_without_labels(models: Any, one_host: Any) -> None:
