@@ -734,6 +734,8 @@ class HeteroLrGuest(HeteroLrProtocol):
     _stopped: str = field(default="", init=False, repr=False)
 
     def _design_matrix(self, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """The columns and the intercept's column of ones; reads the labels and the rows'
+        class weights on the way."""
         p, label = self._p, self._p["label_column"]
         if label not in self.data:
             raise ProtocolError(f"the guest's dataset has no label column {label!r}")
