@@ -48,7 +48,7 @@ from pcn.algorithms.base import PartyContext, local_binding, run_local, secret_p
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import reference, secagg
 from pcn.algorithms.fedavg.params import default_threshold
-from pcn.algorithms.fedavg.protocol import FedAvgProtocol
+from pcn.algorithms.fedavg.protocol import FedAvgAggregator, FedAvgProtocol
 from pcn.data.table import Table
 
 BINDING = local_binding(1)  # the task binding of the secure-aggregation micro-benchmark
@@ -105,15 +105,15 @@ def make_params(model: str, features: list[str], rounds: int, tolerance: bool) -
 def run_secure(tables: list[Table], params: dict[str, Any]) -> dict[str, Any]:
     who = names(len(tables))
     parties = [
-        FedAvgProtocol(PartyContext(1, me, who, who[0], dict(params), seed_for(me)), t)
+        FedAvgProtocol.create(PartyContext(1, me, who, who[0], dict(params), seed_for(me)), t)
         for me, t in zip(who, tables, strict=True)
     ]
     aggregator = parties[0]
     starts: dict[int, float] = {}
     cpu: dict[int, float] = {}
-    original = FedAvgProtocol._start_round
+    original = FedAvgAggregator._start_round
 
-    def timed_start(self: FedAvgProtocol, r: int) -> Any:
+    def timed_start(self: FedAvgAggregator, r: int) -> Any:
         starts[r], cpu[r] = time.perf_counter(), time.process_time()
         return original(self, r)
 

@@ -146,7 +146,7 @@ def run_pcn(
             id_column="id",
             parallel_map=pmap,
         )
-        parties.append(HeteroLrProtocol(ctx, tbl))
+        parties.append(HeteroLrProtocol.create(ctx, tbl))
     load_s = time.perf_counter() - t0
     guest, host = parties
     step_re = re.compile(r"step (\d+)/(\d+)")

@@ -153,7 +153,7 @@ def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, pee
                 break
             task_id, keys = cmd
             data = table if role == HOLDER else Table({KEY: keys})
-            party = PrivateQueryProtocol(context(role, task_id, pmap, services), data)
+            party = PrivateQueryProtocol.create(context(role, task_id, pmap, services), data)
             sent: dict[str, int] = {}
             busy = 0.0
 

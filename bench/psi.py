@@ -148,7 +148,7 @@ class CountingPsi(PsiProtocol):
 
 
 def make_party(me: str, ids: list[str], pmap: Any) -> CountingPsi:
-    return CountingPsi(
+    return CountingPsi.create(
         PartyContext(
             1,
             me,

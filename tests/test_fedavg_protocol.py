@@ -15,7 +15,7 @@ import pytest
 from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local, secret_permutation
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import secagg
-from pcn.algorithms.fedavg.protocol import COMMIT_DOMAIN, RESULT_DOMAIN, FedAvgProtocol
+from pcn.algorithms.fedavg.protocol import COMMIT_DOMAIN, RESULT_DOMAIN, FedAvgAggregator, FedAvgParty, FedAvgProtocol
 from pcn.algorithms.fedavg.reference import plain_fedavg
 from pcn.data.errors import DataError
 from pcn.data.table import Table
@@ -66,7 +66,7 @@ def make_parties(
 ) -> list[FedAvgProtocol]:
     who = names(len(data))
     parties = [
-        FedAvgProtocol(
+        FedAvgProtocol.create(
             PartyContext(task_id, me, who, who[recipient], params, seed_for(me, seed_salt), progress),
             to_table(x, y),
         )
@@ -201,7 +201,7 @@ def test_breast_cancer_matches_centralised_training() -> None:
     }
     parts = [order[:150], order[150:330], order[330:]]
     parties = [
-        FedAvgProtocol(PartyContext(3, me, who, who[0], params, seed_for(me)), to_table(x[idx], y[idx], feats))
+        FedAvgProtocol.create(PartyContext(3, me, who, who[0], params, seed_for(me)), to_table(x[idx], y[idx], feats))
         for me, idx in zip(who, parts, strict=True)
     ]
     run_local(parties)
@@ -379,6 +379,20 @@ def test_runtime_declared_dropout_matches_the_simulated_one(phase: str) -> None:
     assert declared[1].awaiting() == [] and declared[2].awaiting() == [who[0]]  # done / crashed, still waiting
     with pytest.raises(ProtocolError, match="outside the training rounds"):
         declared[0].declare_dropped([who[2]])
+
+
+def test_each_role_has_its_class() -> None:
+    parties = make_parties(synthetic(SIZES_3), base_params(rounds=1), recipient=1)
+    assert [type(p) for p in parties] == [FedAvgParty, FedAvgAggregator, FedAvgParty]
+    aggregator, party = parties[1], parties[0]
+    assert type(FedAvgAggregator.create(aggregator.ctx, aggregator.data)) is FedAvgAggregator
+    with pytest.raises(ProtocolError, match="plays the part of FedAvgParty"):
+        FedAvgAggregator.create(party.ctx, party.data)
+    with pytest.raises(ProtocolError, match="FedAvgParty plays the party, which '0xparty1' is not"):
+        FedAvgParty(aggregator.ctx, aggregator.data)
+    shared: type[FedAvgProtocol] = FedAvgProtocol
+    with pytest.raises(TypeError, match="abstract"):
+        shared(party.ctx, party.data)
 
 
 def test_declared_dropout_during_setup_is_refused() -> None:

@@ -38,10 +38,16 @@ from pcn.algorithms.hetero_lr.protocol import (
     P_X,
     ROUND_EPOCH,
     ROUND_STEP,
+    HeteroLrGuest,
+    HeteroLrHost,
     HeteroLrProtocol,
     model_commitment,
 )
-from pcn.algorithms.hetero_lr_predict.protocol import HeteroLrPredictProtocol
+from pcn.algorithms.hetero_lr_predict.protocol import (
+    HeteroLrPredictGuest,
+    HeteroLrPredictHost,
+    HeteroLrPredictProtocol,
+)
 from pcn.algorithms.vertical import Drbg
 from pcn.crypto.paillier import PaillierPrivateKey, encode_array
 from pcn.data.table import Table
@@ -108,7 +114,7 @@ def make_parties(
         return TaskServices(save_checkpoint=lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob))
 
     return [
-        HeteroLrProtocol(
+        HeteroLrProtocol.create(
             PartyContext(
                 task_id,
                 me,
@@ -484,7 +490,7 @@ def predict_parties(
     who = [p.ctx.me for p in train]
     tables = [make_table(cols, k == 0, 50 + k, rows) for k, cols in enumerate(split)]
     return [
-        HeteroLrPredictProtocol(
+        HeteroLrPredictProtocol.create(
             PartyContext(
                 task_id,
                 me,
@@ -530,12 +536,25 @@ def test_predict_reproduces_training_scores(models: Any, which: str, request: py
     check_commitments(predict)
 
 
+def test_predict_each_role_has_its_class(models: Any, two_hosts: Any) -> None:
+    guest, host, _ = predict_parties(models, two_hosts[0], TWO_HOSTS)
+    assert [type(p) for p in predict_parties(models, two_hosts[0], TWO_HOSTS)] == [
+        HeteroLrPredictGuest,
+        HeteroLrPredictHost,
+        HeteroLrPredictHost,
+    ]
+    with pytest.raises(ProtocolError, match="plays the part of HeteroLrPredictHost"):
+        HeteroLrPredictGuest.create(host.ctx, host.data)
+    with pytest.raises(ProtocolError, match="HeteroLrPredictHost plays a host, which '0xguest' is not"):
+        HeteroLrPredictHost(guest.ctx, guest.data)
+
+
 def test_predict_new_rows_without_labels(models: Any, one_host: Any) -> None:
     rows = list(range(0, N, 3))
     predict = predict_parties(models, one_host[0], ONE_HOST, rows=rows)
     tables = [p.data for p in predict]
     guest_table = Table({c: tables[0].column(c) for c in tables[0].names if c != "y"})
-    predict[0] = HeteroLrPredictProtocol(predict[0].ctx, guest_table)
+    predict[0] = HeteroLrPredictProtocol.create(predict[0].ctx, guest_table)
     run_local(predict)
     out = result_of(predict)
     assert out["rows"] == len(rows) and out["metrics"] is None and len(out["scores"]) == len(rows)
@@ -558,19 +577,35 @@ def test_predict_refusals(models: Any, one_host: Any) -> None:
     predict = predict_parties(models, one_host[0], ONE_HOST)
     ctx = replace(predict[0].ctx, params={"model_task": 999})
     with pytest.raises(ProtocolError, match="no hetero-lr model of task 999"):
-        HeteroLrPredictProtocol(ctx, predict[0].data)
+        HeteroLrPredictProtocol.create(ctx, predict[0].data)
     # the hosts' rows must be the guest's
     predict = predict_parties(models, one_host[0], ONE_HOST)
-    predict[1] = HeteroLrPredictProtocol(predict[1].ctx, make_table(ONE_HOST[1], False, 9, rows=range(1, N)))
+    predict[1] = HeteroLrPredictProtocol.create(predict[1].ctx, make_table(ONE_HOST[1], False, 9, rows=range(1, N)))
     with pytest.raises(ProtocolError, match="not aligned, run PSI first"):
         run_local(predict)
     # a host's table lacking a model column
     bad = Table({"id": IDS, "f10": ["1"] * N})
     with pytest.raises(ProtocolError, match="not in the dataset"):
-        HeteroLrPredictProtocol(predict[1].ctx, bad)
+        HeteroLrPredictProtocol.create(predict[1].ctx, bad)
 
 
 # -- refusals --------------------------------------------------------------------------------------
+
+
+def test_each_role_has_its_class() -> None:
+    """The registered class builds the guest's class for the recipient and the hosts' for the
+    others; a role's class refuses a party of the other role, and the shared class alone is
+    not a party."""
+    guest, host, _ = make_parties(TWO_HOSTS, FAST)
+    assert [type(p) for p in make_parties(TWO_HOSTS, FAST)] == [HeteroLrGuest, HeteroLrHost, HeteroLrHost]
+    assert type(HeteroLrHost.create(host.ctx, host.data)) is HeteroLrHost
+    with pytest.raises(ProtocolError, match="plays the part of HeteroLrGuest"):
+        HeteroLrHost.create(guest.ctx, guest.data)
+    with pytest.raises(ProtocolError, match="HeteroLrGuest plays a guest, which '0xhost0' is not"):
+        HeteroLrGuest(host.ctx, host.data)
+    shared: type[HeteroLrProtocol] = HeteroLrProtocol
+    with pytest.raises(TypeError, match="abstract"):
+        shared(guest.ctx, guest.data)
 
 
 def test_misaligned_ids_are_refused() -> None:

@@ -44,7 +44,13 @@ from pcn.algorithms.private_query.group import (
     scalar_bytes,
     unblinding_scalars,
 )
-from pcn.algorithms.private_query.protocol import COMMIT_DOMAIN, RESULT_DOMAIN, PrivateQueryProtocol
+from pcn.algorithms.private_query.protocol import (
+    COMMIT_DOMAIN,
+    RESULT_DOMAIN,
+    PrivateQueryHolder,
+    PrivateQueryProtocol,
+    PrivateQueryQuerier,
+)
 from pcn.data.errors import DataError
 from pcn.data.table import Table
 
@@ -90,10 +96,10 @@ def make_pair(
     p = PARAMS if params is None else params
     who = [Q, H]  # on-chain order; the querier is the recipient
     hsalt = seed_salt if holder_seed_salt is None else holder_seed_salt
-    q = PrivateQueryProtocol(
+    q = PrivateQueryProtocol.create(
         PartyContext(task_id, Q, who, Q, p, seed_for(Q, seed_salt), progress, id_column, parallel_map), query
     )
-    h = PrivateQueryProtocol(
+    h = PrivateQueryProtocol.create(
         PartyContext(
             task_id,
             H,
@@ -731,9 +737,9 @@ def test_a_tampered_entry_for_a_queried_key_fails_authentication() -> None:
 def test_a_corrupt_entry_for_a_queried_key_does_not_abort(monkeypatch: pytest.MonkeyPatch) -> None:
     """A dishonest holder plants an undecryptable entry for a key it suspects; the querier
     must finish normally (an abort would tell the holder the key was asked) and report it."""
-    original = PrivateQueryProtocol._encrypted_table
+    original = PrivateQueryHolder._encrypted_table
 
-    def malicious(self: PrivateQueryProtocol) -> EncryptedTable:
+    def malicious(self: PrivateQueryHolder) -> EncryptedTable:
         table = original(self)
         assert self._scalar is not None
         t = hash_and_multiply((self._scalar, h2c_prefix("default"), ["suspect"]))
@@ -742,7 +748,7 @@ def test_a_corrupt_entry_for_a_queried_key_does_not_abort(monkeypatch: pytest.Mo
         body[i + TAG_BYTES] ^= 1
         return EncryptedTable(table.table_rows, table.slot_size, bytes(body))
 
-    monkeypatch.setattr(PrivateQueryProtocol, "_encrypted_table", malicious)
+    monkeypatch.setattr(PrivateQueryHolder, "_encrypted_table", malicious)
     holder = Table({"id": ["suspect", "other"], "score": ["1", "2"], "name": ["x", "y"]})
     for asked in (["suspect", "other", "nobody"], ["other", "nobody"]):
         got, transcript, _, _ = run(Table({"id": asked}), holder)
@@ -794,13 +800,26 @@ def test_rejects_message_before_start() -> None:
 def test_bad_context() -> None:
     table = Table({"id": ["a"]})
     with pytest.raises(ProtocolError, match="exactly 2"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b", "c"], "a", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b", "c"], "a", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="exactly 2"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a"], "a", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a"], "a", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="participants"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b"], "c", PARAMS, bytes(32)), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b"], "c", PARAMS, bytes(32)), table)
     with pytest.raises(ProtocolError, match="seed"):
-        PrivateQueryProtocol(PartyContext(1, "a", ["a", "b"], "a", PARAMS, b"x"), table)
+        PrivateQueryProtocol.create(PartyContext(1, "a", ["a", "b"], "a", PARAMS, b"x"), table)
+
+
+def test_each_role_has_its_class() -> None:
+    q, h = make_pair(Table({"id": ["a"]}), Table({"id": ["a"], "score": ["1"], "name": ["x"]}))
+    assert (type(q), type(h)) == (PrivateQueryQuerier, PrivateQueryHolder)
+    assert type(PrivateQueryHolder.create(h.ctx, h.data)) is PrivateQueryHolder
+    with pytest.raises(ProtocolError, match="plays the part of PrivateQueryQuerier"):
+        PrivateQueryHolder.create(q.ctx, q.data)
+    with pytest.raises(ProtocolError, match="PrivateQueryQuerier plays the querier, which '0xholder' is not"):
+        PrivateQueryQuerier(h.ctx, h.data)
+    shared: type[PrivateQueryProtocol] = PrivateQueryProtocol
+    with pytest.raises(TypeError, match="abstract"):
+        shared(q.ctx, q.data)
 
 
 # -- params ------------------------------------------------------------------------------------

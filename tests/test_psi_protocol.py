@@ -56,7 +56,7 @@ def make_parties(
 ) -> list[PsiProtocol]:
     who = names(len(sets))
     return [
-        PsiProtocol(
+        PsiProtocol.create(
             PartyContext(
                 task_id,
                 me,
@@ -615,21 +615,21 @@ def test_id_column_param_and_context_checks() -> None:
     who = names(2)
     tables = [Table({"cust": ["a", "b"], "id": ["x", "y"]}), Table({"cust": ["b"], "id": ["x"]})]
     parties = [
-        PsiProtocol(PartyContext(1, me, who, who[0], {"id_column": "cust"}, seed_for(me), id_column="id"), t)
+        PsiProtocol.create(PartyContext(1, me, who, who[0], {"id_column": "cust"}, seed_for(me), id_column="id"), t)
         for me, t in zip(who, tables, strict=True)
     ]
     run_local(parties)
     assert result_of(parties)["ids"] == ["b"]
     with pytest.raises(ProtocolError):  # no column anywhere
-        PsiProtocol(PartyContext(1, who[0], who, who[0], {}, seed_for(who[0])), tables[0])
+        PsiProtocol.create(PartyContext(1, who[0], who, who[0], {}, seed_for(who[0])), tables[0])
     with pytest.raises(ProtocolError):  # one participant
-        PsiProtocol(PartyContext(1, who[0], who[:1], who[0], {}, seed_for(who[0]), id_column="id"), tables[0])
+        PsiProtocol.create(PartyContext(1, who[0], who[:1], who[0], {}, seed_for(who[0]), id_column="id"), tables[0])
     with pytest.raises(ProtocolError):  # recipient not a participant
-        PsiProtocol(PartyContext(1, who[0], who, "0xother", {}, seed_for(who[0]), id_column="id"), tables[0])
+        PsiProtocol.create(PartyContext(1, who[0], who, "0xother", {}, seed_for(who[0]), id_column="id"), tables[0])
     with pytest.raises(ProtocolError):  # short seed
-        PsiProtocol(PartyContext(1, who[0], who, who[0], {}, b"short", id_column="id"), tables[0])
+        PsiProtocol.create(PartyContext(1, who[0], who, who[0], {}, b"short", id_column="id"), tables[0])
     with pytest.raises(ProtocolError):  # task id out of range
-        PsiProtocol(PartyContext(-1, who[0], who, who[0], {}, seed_for(who[0]), id_column="id"), tables[0])
+        PsiProtocol.create(PartyContext(-1, who[0], who, who[0], {}, seed_for(who[0]), id_column="id"), tables[0])
 
 
 def test_hash_is_domain_separated_by_task() -> None:

@@ -135,7 +135,7 @@ def run_grouped(dp: dict[str, Any], statistics: list[str], recipient: int = 0) -
     params = {"column": "x", "group_by": "region", "groups": labels, "statistics": statistics}
     params |= {"decimals": 0, "dp": dp}
     parties = [
-        StatsProtocol(PartyContext(7, me, who, who[recipient], params, hashlib.sha256(me.encode()).digest()), t)
+        StatsProtocol.create(PartyContext(7, me, who, who[recipient], params, hashlib.sha256(me.encode()).digest()), t)
         for me, t in zip(who, tables, strict=True)
     ]
     run_local(parties)

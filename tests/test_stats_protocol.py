@@ -42,7 +42,7 @@ def make_parties(
 ) -> list[StatsProtocol]:
     who = names(len(tables))
     return [
-        StatsProtocol(
+        StatsProtocol.create(
             PartyContext(task_id, me, who, who[recipient], params, seed_for(me, seed_salt), progress),
             table,
         )
@@ -502,9 +502,9 @@ def test_rejects_message_before_start() -> None:
 def test_bad_context() -> None:
     table = Table({"income": ["1"]})
     with pytest.raises(ProtocolError, match="at least 2"):
-        StatsProtocol(PartyContext(1, "a", ["a"], "a", {"column": "income"}, bytes(32)), table)
+        StatsProtocol.create(PartyContext(1, "a", ["a"], "a", {"column": "income"}, bytes(32)), table)
     with pytest.raises(ProtocolError, match="participants"):
-        StatsProtocol(PartyContext(1, "a", ["a", "b"], "c", {"column": "income"}, bytes(32)), table)
+        StatsProtocol.create(PartyContext(1, "a", ["a", "b"], "c", {"column": "income"}, bytes(32)), table)
 
 
 def test_data_errors() -> None:

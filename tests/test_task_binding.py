@@ -43,7 +43,7 @@ def stats_shares(seed: bytes, binding: bytes, values: list[str]) -> list[bytes]:
     """What party 0 of a two-party stats task sends its peer first (its additive shares)."""
     who = ["0xaa", "0xbb"]
     ctx = PartyContext(1, who[0], who, who[0], {"column": "income"}, seed, binding=binding)
-    return [m.payload for m in StatsProtocol(ctx, Table({"income": values})).start()]
+    return [m.payload for m in StatsProtocol.create(ctx, Table({"income": values})).start()]
 
 
 def test_a_redeployment_with_the_same_chain_id_does_not_repeat_any_task_secret(
@@ -138,7 +138,7 @@ def test_protocols_refuse_a_context_without_a_32_byte_binding() -> None:
     who = ["0xaa", "0xbb"]
     ctx = PartyContext(1, who[0], who, who[0], {"column": "income"}, bytes(32), binding=b"short")
     with pytest.raises(ProtocolError, match="binding"):
-        StatsProtocol(ctx, Table({"income": ["1"]}))
+        StatsProtocol.create(ctx, Table({"income": ["1"]}))
 
 
 # -- #13.4: shuffles come from a CSPRNG ---------------------------------------------------------
@@ -172,7 +172,7 @@ def test_the_psi_shuffle_is_the_aes_ctr_permutation_of_the_party_seed() -> None:
     seed = hashlib.sha256(b"party seed").digest()
     ids = [f"id-{i}" for i in range(50)]
     ctx = PartyContext(1, who[1], who, who[0], {"id_column": "id"}, seed)
-    proto = PsiProtocol(ctx, Table({"id": ids}))
+    proto = PsiProtocol.create(ctx, Table({"id": ids}))
     proto.start()
     key = hashlib.shake_256(b"pcn/secret/" + seed + b"/permutation/psi/shuffle/own").digest(32)
     stream = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(8 * len(ids)))

@@ -57,8 +57,10 @@ def query_task(task_id: int, holder_services: TaskServices) -> list[Protocol]:
         return PartyContext(task_id, me, who, QUERIER, params, seed(task_id, me), id_column="id", services=services)
 
     return [
-        PrivateQueryProtocol(context(QUERIER, TaskServices()), Table({"id": ["a", "z"]})),
-        PrivateQueryProtocol(context(HOLDER, holder_services), Table({"id": ["a", "b", "c"], "v": ["1", "2", "3"]})),
+        PrivateQueryProtocol.create(context(QUERIER, TaskServices()), Table({"id": ["a", "z"]})),
+        PrivateQueryProtocol.create(
+            context(HOLDER, holder_services), Table({"id": ["a", "b", "c"], "v": ["1", "2", "3"]})
+        ),
     ]
 
 
@@ -107,7 +109,7 @@ def training_task(task_id: int, saved: dict[tuple[str, int], bytes]) -> list[Pro
 
     who = [GUEST, HOST]
     return [
-        HeteroLrProtocol(
+        HeteroLrProtocol.create(
             PartyContext(task_id, me, who, GUEST, params, seed(task_id, me), id_column="id", services=sink(me)),
             tables[me],
         )
@@ -165,11 +167,11 @@ def test_a_missing_model_is_a_clear_refusal(node: NodeContext) -> None:
     # ModelUnavailable is a ProtocolError: the runtime refuses PROTOCOL_FAILURE with this detail.
     missing = "holds no hetero-lr model of task 9: this node stores no model of task 9"
     with pytest.raises(ModelUnavailable, match=missing):
-        HeteroLrPredictProtocol(predict_context(me, me, services), data)
+        HeteroLrPredictProtocol.create(predict_context(me, me, services), data)
     with pytest.raises(ModelUnavailable, match="only its own part of a model"):
         services.load_model(9, HOST)
     with pytest.raises(ModelUnavailable, match="no model store in this context"):
-        HeteroLrPredictProtocol(predict_context(me, me, TaskServices()), data)
+        HeteroLrPredictProtocol.create(predict_context(me, me, TaskServices()), data)
 
 
 # -- optional features ---------------------------------------------------------------------------
@@ -190,7 +192,7 @@ def test_features_are_off_by_default() -> None:
     from pcn.algorithms.stats.protocol import StatsProtocol
 
     who = ["0xa", "0xb"]
-    party = StatsProtocol(PartyContext(1, who[0], who, who[0], {"column": "x"}, seed(1)), Table({"x": ["1"]}))
+    party = StatsProtocol.create(PartyContext(1, who[0], who, who[0], {"column": "x"}, seed(1)), Table({"x": ["1"]}))
     assert party.model_state() is None and party.checkpoint_epoch == 0 and party.resume_from == {}
     assert party.awaiting() == []
     with pytest.raises(NotImplementedError, match="not dropout-tolerant"):

@@ -7,7 +7,7 @@ import importlib
 
 from pcn.algorithms.base import Protocol
 
-# on-chain kind -> (package, protocol class name)
+# on-chain kind -> (module, registered protocol class; its `create` builds the class of a party's role)
 BUILTIN: dict[str, tuple[str, str]] = {
     "stats": ("pcn.algorithms.stats.protocol", "StatsProtocol"),
     "psi": ("pcn.algorithms.psi.protocol", "PsiProtocol"),

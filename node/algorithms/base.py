@@ -280,6 +280,26 @@ class Protocol(ABC):
     _result: bytes | None = field(default=None, init=False, repr=False)
     _result_hash: bytes | None = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[Protocol]:
+        """The class that plays `ctx.me`'s part in the task: `cls` itself, unless the algorithm
+        keeps each role in a class of its own (hetero-lr's guest and hosts, FATE-style); then its
+        registered class overrides this to pick the subclass for the party's role."""
+        return cls
+
+    @classmethod
+    def create(cls, ctx: PartyContext, data: Any) -> Self:
+        """This party's side of the algorithm: the one way to build a protocol (the runtime,
+        tests, benchmarks), so that a role-split algorithm gets the class of the party's role
+        (`role_class`). Called on a role's class (or a subclass of it) for a party of that role,
+        it builds that class; for a party of another role, ProtocolError."""
+        role = cls.role_class(ctx)
+        if issubclass(cls, role):
+            return cls(ctx, data)
+        if issubclass(role, cls):
+            return role(ctx, data)
+        raise ProtocolError(f"{ctx.me!r} plays the part of {role.__name__} in this task, not of {cls.__name__}")
+
     def send(self, receiver: str, round_: int, kind: str, payload: bytes) -> Message:
         """Build an outgoing message with the next sequence number for that receiver."""
         seq = self._seq.get(receiver, 0)
@@ -383,7 +403,8 @@ class Protocol(ABC):
     @classmethod
     def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
         """This party rebuilt from a checkpoint it saved; call `start()` next, then deliver the
-        peers' messages from `resume_from[sender]` on. Only `resumable` algorithms have it."""
+        peers' messages from `resume_from[sender]` on. Only `resumable` algorithms have it; it
+        builds the party with `create`, so a role-split algorithm resumes the party's role."""
         raise NotImplementedError(f"{cls.__name__} does not resume from checkpoints")
 
     @property

@@ -346,7 +346,7 @@ class TaskRunner:
             proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())
             self.log.append("resume", self.task_id, epochs_done=proto.checkpoint_epoch)
         else:
-            proto = proto_cls(pctx, table)
+            proto = proto_cls.create(pctx, table)
         resume_from = {k.lower(): v for k, v in proto.resume_from.items()}
         sent_key = self.ctx.key("sent", self.task_id)
         sent = received = 0

@@ -70,6 +70,11 @@ stop sending before its update ("update") or before its unmask shares ("unmask")
 round; S, reading the same params, does not wait for it. In the real runtime a party that
 misses a deadline is reported with `declare_dropped` at S (see there).
 
+Classes: `FedAvgProtocol`, the class registered for the kind, holds what every party does
+(setup keys and shares, masked updates, unmask shares, the commitment); `FedAvgAggregator` is S,
+which also runs the rounds and aggregates, `FedAvgParty` every other party.
+`FedAvgProtocol.create(ctx, data)` builds the class of the party's role.
+
 Result (canonical JSON, at S only): {"algorithm": "fedavg", "params", "participants",
 "aggregator", "threshold", "rounds": [{"round", "kind": "train" | "evaluate",
 "contributors", "dropped", "weight_total"}], "metrics": [{"model_after_round", "loss",
@@ -81,13 +86,14 @@ Result (canonical JSON, at S only): {"algorithm": "fedavg", "params", "participa
 from __future__ import annotations
 
 import hashlib
+from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.fedavg import model as mdl
 from pcn.algorithms.fedavg import secagg
 from pcn.algorithms.fedavg.params import resolve_threshold
@@ -124,6 +130,7 @@ class FedAvgProtocol(Protocol):
     name: ClassVar[str] = "fedavg"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
     dropout_tolerant: ClassVar[bool] = True
+    role: ClassVar[str]  # "aggregator" or "party"
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _threshold: int | None = field(default=None, init=False, repr=False)
@@ -135,27 +142,15 @@ class FedAvgProtocol(Protocol):
     # setup
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)  # party -> "keys" payload
     _held: dict[str, list[tuple[int, int]]] = field(default_factory=dict, init=False, repr=False)
-    _pending: list[Message] = field(default_factory=list, init=False, repr=False)
     # rounds
     _round: int = field(default=0, init=False, repr=False)
     _active: list[str] = field(default_factory=list, init=False, repr=False)
     _survivors: list[str] = field(default_factory=list, init=False, repr=False)
-    _answered: bool = field(default=False, init=False, repr=False)
     _models_digest: bytes = field(default=b"", init=False, repr=False)
     _dropped_at: dict[str, Any] | None = field(default=None, init=False, repr=False)
     # own x_i (and, at S, the unmasked sums) of the last round, or of every round with _trace
     _trace: bool = field(default=False, init=False, repr=False)
     _plain: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
-    # aggregator
-    _phase: str = field(default="setup", init=False, repr=False)
-    _theta: np.ndarray | None = field(default=None, init=False, repr=False)
-    _updates: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
-    _unmask: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
-    _gone: set[str] = field(default_factory=set, init=False, repr=False)
-    _dropped: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
-    _rounds_log: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
-    _metrics: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
-    _aggregates: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)  # unmasked sums
     # outcome
     _done: bool = field(default=False, init=False, repr=False)
 
@@ -165,6 +160,8 @@ class FedAvgProtocol(Protocol):
         if n < 3 or len(set(ctx.participants)) != n:
             raise ProtocolError("fedavg needs at least 3 distinct participants")
         self._check_context("the aggregator")
+        if not isinstance(self, self.role_class(ctx)):
+            raise ProtocolError(f"{type(self).__name__} plays the {self.role}, which {ctx.me!r} is not in this task")
         self._params = self.validate_params(ctx.params)
         p = self._params
         self._threshold = resolve_threshold(p, n)
@@ -184,6 +181,11 @@ class FedAvgProtocol(Protocol):
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
         return _validate_params(params)
+
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[FedAvgProtocol]:
+        """The aggregator's class for the recipient, the parties' for every other participant."""
+        return FedAvgAggregator if ctx.is_recipient else FedAvgParty
 
     # -- small helpers ------------------------------------------------------------------
 
@@ -206,9 +208,6 @@ class FedAvgProtocol(Protocol):
 
     def _index(self, party: str) -> int:
         return self.ctx.participants.index(party)
-
-    def _salt(self) -> bytes:
-        return self.secret_bytes("result-salt", 32)
 
     def _mask_private(self, round_: int) -> bytes:
         return self.secret_bytes(f"mask-key/{round_}", secagg.KEY_BYTES)
@@ -284,22 +283,15 @@ class FedAvgProtocol(Protocol):
     def _maybe_ready(self) -> list[Message]:
         if not self._ready():
             return []
-        if self.ctx.is_recipient:
-            if self._phase != "setup":
-                return []
-            self._theta = mdl.initial_model(self._params)
-            return self._start_round(1)
-        out: list[Message] = []
-        pending, self._pending = self._pending, []
-        for msg in pending:
-            if self._dropped_at is None:
-                out += self._from_server(msg)
-        return out
+        return self._on_ready()
+
+    @abstractmethod
+    def _on_ready(self) -> list[Message]:
+        """What this party does once it holds every party's setup keys (and shares)."""
 
     # -- dispatch -----------------------------------------------------------------------
 
     def receive(self, msg: Message) -> list[Message]:
-        ctx = self.ctx
         self._check_delivery(msg)
         if self._dropped_at is not None:
             return []  # a party that dropped out hears nothing any more
@@ -314,21 +306,11 @@ class FedAvgProtocol(Protocol):
             values = secagg.decode_elements(msg.payload, f"setup shares from {msg.sender!r}")
             self._held[msg.sender] = list(zip(values[0::2], values[1::2], strict=True))
             return self._maybe_ready()
-        if ctx.is_recipient:
-            if msg.sender in self._gone:
-                return []  # declared dropped: whatever it still sends is too late and discarded
-            if msg.kind == KIND_UPDATE:
-                return self._on_update(msg)
-            if msg.kind == KIND_UNMASK_SHARES:
-                return self._on_unmask_shares(msg)
-        elif msg.kind in (KIND_MODEL, KIND_UNMASK, KIND_RESULT):
-            if msg.sender != ctx.recipient:
-                raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r}, who is not the aggregator")
-            if not self._ready():
-                self._pending.append(msg)
-                return []
-            return self._from_server(msg)
-        raise ProtocolError(f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r}")
+        return self._on_round_message(msg)
+
+    @abstractmethod
+    def _on_round_message(self, msg: Message) -> list[Message]:
+        """A message of an aggregation round or of the end (setup messages are handled above)."""
 
     @staticmethod
     def _expect(msg: Message, first: bool, length: int) -> None:
@@ -339,53 +321,7 @@ class FedAvgProtocol(Protocol):
                 f"{msg.kind!r} message from {msg.sender!r} has {len(msg.payload)} bytes, expected {length}"
             )
 
-    # -- a party's side ---------------------------------------------------------------
-
-    def _from_server(self, msg: Message) -> list[Message]:
-        if msg.kind == KIND_MODEL:
-            return self._on_model(msg)
-        if msg.kind == KIND_UNMASK:
-            return self._on_unmask(msg)
-        return self._on_result(msg)
-
-    def _drop(self, round_: int, phase: str) -> list[Message]:
-        self._dropped_at = {"round": round_, "phase": phase}
-        self._done = True
-        self.report(1.0, f"simulated dropout in round {round_} before sending its {phase}")
-        return []
-
-    def _on_model(self, msg: Message) -> list[Message]:
-        n = len(self.ctx.participants)
-        r = msg.round
-        if r != self._round + 1 or r > self.num_aggregations or (self._round and not self._answered):
-            raise ProtocolError(f"global model for round {r} arrived while in round {self._round}")
-        set_bytes = (n + 7) // 8
-        self._expect(msg, True, set_bytes + 8 * self._num_params)
-        active = [self.ctx.participants[i] for i in secagg.decode_set(msg.payload[:set_bytes], n)]
-        self._check_active(active, r)
-        theta = np.frombuffer(msg.payload[set_bytes:], dtype="<f8").astype(np.float64)
-        if not np.all(np.isfinite(theta)):
-            raise ProtocolError(f"the global model of round {r} holds a non-finite weight")
-        self._note_model(r, msg.payload)
-        self._round, self._active, self._answered, self._survivors = r, active, False, []
-        if self._simulated(self.ctx.me, r, "update"):
-            return self._drop(r, "update")
-        update = self._masked_update(r, theta)
-        self._answered = self._threshold is None  # without dropout tolerance there is no unmask step
-        self.report(r / (self.num_aggregations + 1), f"round {r}: masked update sent to the aggregator")
-        return [self.send(self.ctx.recipient, r, KIND_UPDATE, update.astype("<u8").tobytes())]
-
-    def _check_active(self, active: list[str], r: int) -> None:
-        ctx = self.ctx
-        if ctx.me not in active or ctx.recipient not in active:
-            raise ProtocolError(f"round {r}: the active set must include this party and the aggregator")
-        allowed = self._survivors or self._active  # the previous round's survivors, once known
-        if not set(active) <= set(allowed):
-            raise ProtocolError(f"round {r}: the active set re-admits a party that had dropped out")
-        if self._threshold is None and len(active) != len(ctx.participants):
-            raise ProtocolError(f"round {r}: parties dropped out but dropout_tolerance is off")
-        if len(active) < self._min_survivors():
-            raise ProtocolError(f"round {r}: {len(active)} active parties, fewer than {self._min_survivors()}")
+    # -- what every party does in a round ---------------------------------------------
 
     def _note_model(self, r: int, payload: bytes) -> None:
         self._models_digest = hashlib.sha256(self._models_digest + r.to_bytes(4, "big") + payload).digest()
@@ -420,50 +356,89 @@ class FedAvgProtocol(Protocol):
             masked += secagg.expand(secagg.self_key(self._self_seed(r), ctx.binding, r, me), size)
         return masked
 
-    def _on_unmask(self, msg: Message) -> list[Message]:
-        r = msg.round
-        if self._threshold is None:
-            raise ProtocolError("unmask request, but dropout_tolerance is off")
-        if r != self._round or self._answered or self._survivors:
-            raise ProtocolError(f"unmask request for round {r} while in round {self._round}")
-        n = len(self.ctx.participants)
-        survivors = [self.ctx.participants[i] for i in secagg.decode_set(msg.payload, n)]
-        if not set(survivors) <= set(self._active) or self.ctx.me not in survivors:
-            raise ProtocolError(f"round {r}: the survivor set must lie inside the active set and include this party")
-        if self.ctx.recipient not in survivors:
-            raise ProtocolError(f"round {r}: the survivor set must include the aggregator")
-        if len(survivors) < self._min_survivors():
-            raise ProtocolError(
-                f"round {r}: the aggregator asks to unmask a sum of {len(survivors)} parties, "
-                f"fewer than {self._min_survivors()}; refusing to reveal shares"
-            )
-        self._survivors = survivors
-        if self._simulated(self.ctx.me, r, "unmask"):
-            return self._drop(r, "unmask")
-        self._answered = True
-        payload = secagg.encode_elements(self._shares_for(r, survivors))
-        return [self.send(self.ctx.recipient, r, KIND_UNMASK_SHARES, payload)]
-
     def _shares_for(self, r: int, survivors: list[str]) -> list[int]:
         """This party's shares of sk_{u,r} for dropped u, then of b_{v,r} for surviving v."""
         dropped = [q for q in self._active if q not in survivors]
         return [self._held[u][r - 1][0] for u in dropped] + [self._held[v][r - 1][1] for v in survivors]
 
-    def _on_result(self, msg: Message) -> list[Message]:
-        if (
-            msg.round != self.num_aggregations + 1
-            or self._round != self.num_aggregations
-            or not self._answered
-            or self._result_hash is not None
-        ):
-            raise ProtocolError(f"result hash arrived in round {self._round}, before the last aggregation")
-        self._expect(msg, True, DIGEST_BYTES)
-        self._result_hash = msg.payload
-        self._done = True
-        self.report(1.0, "done; the aggregator holds the model")
-        return []
+    def awaiting(self) -> list[str]:
+        """The parties this party is waiting for right now (for the runtime's deadline: at the
+        aggregator, whom `declare_dropped` would name)."""
+        ctx = self.ctx
+        if self._done or not self._started:
+            return []
+        if not self._ready():
+            missing = [q for q in ctx.peers if q not in self._keys]
+            if self._threshold is not None:
+                missing += [q for q in ctx.peers if q not in self._held and q not in missing]
+            return [q for q in ctx.participants if q in missing]
+        return self._awaiting_in_round()
 
-    # -- the aggregator's side -----------------------------------------------------
+    @abstractmethod
+    def _awaiting_in_round(self) -> list[str]:
+        """`awaiting` once the setup round is over."""
+
+    def declare_dropped(self, parties: Iterable[str]) -> list[Message]:
+        """The runtime's hook for real dropouts, at the aggregator only (see there); at any
+        other party, ProtocolError."""
+        raise ProtocolError("only the aggregator (the recipient) can declare parties dropped")
+
+    # -- outcome ------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def result_commitment(self) -> bytes:
+        if self._dropped_at is not None:
+            raise ProtocolError(
+                f"this party dropped out in round {self._dropped_at['round']} and has no result commitment"
+            )
+        if not self._done or self._result_hash is None:
+            raise ProtocolError("the fedavg protocol has not finished")
+        return COMMITMENT.commit(self._keys_digest() + self._models_digest, self._result_hash)
+
+    def commitment_opening(self) -> bytes:
+        """K | M (keys and models digests), followed at the recipient by its 32-byte result
+        salt; with the result bytes, `commitment_for` recomputes `result_commitment()`."""
+        if not self._done or self._result_hash is None:
+            raise ProtocolError("the fedavg protocol has not finished")
+        return self._keys_digest() + self._models_digest
+
+
+@dataclass(eq=False)
+class FedAvgAggregator(FedAvgProtocol):
+    """S, the recipient: a party that also runs the rounds, unmasks the sums and builds the result."""
+
+    role: ClassVar[str] = "aggregator"
+
+    _phase: str = field(default="setup", init=False, repr=False)
+    _theta: np.ndarray | None = field(default=None, init=False, repr=False)
+    _updates: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _unmask: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _gone: set[str] = field(default_factory=set, init=False, repr=False)
+    _dropped: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _rounds_log: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _metrics: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _aggregates: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)  # unmasked sums
+
+    def _salt(self) -> bytes:
+        return self.secret_bytes("result-salt", 32)
+
+    def _on_ready(self) -> list[Message]:
+        if self._phase != "setup":
+            return []
+        self._theta = mdl.initial_model(self._params)
+        return self._start_round(1)
+
+    def _on_round_message(self, msg: Message) -> list[Message]:
+        if msg.sender in self._gone:
+            return []  # declared dropped: whatever it still sends is too late and discarded
+        if msg.kind == KIND_UPDATE:
+            return self._on_update(msg)
+        if msg.kind == KIND_UNMASK_SHARES:
+            return self._on_unmask_shares(msg)
+        raise ProtocolError(f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r}")
 
     def _start_round(self, r: int) -> list[Message]:
         ctx = self.ctx
@@ -669,19 +644,7 @@ class FedAvgProtocol(Protocol):
         self.report(1.0, "done; the aggregator holds the model")
         return out
 
-    def awaiting(self) -> list[str]:
-        """The parties this party is waiting for right now (for the runtime's deadline: at the
-        aggregator, whom `declare_dropped` would name)."""
-        ctx = self.ctx
-        if self._done or not self._started:
-            return []
-        if not self._ready():
-            missing = [q for q in ctx.peers if q not in self._keys]
-            if self._threshold is not None:
-                missing += [q for q in ctx.peers if q not in self._held and q not in missing]
-            return [q for q in ctx.participants if q in missing]
-        if not ctx.is_recipient:
-            return [ctx.recipient]
+    def _awaiting_in_round(self) -> list[str]:
         if self._phase == "update":
             got: dict[str, Any] = self._updates
             parties, phase = self._active, "update"
@@ -696,8 +659,6 @@ class FedAvgProtocol(Protocol):
         are discarded. For resumption the runtime must log the call and replay it at the
         same point among the incoming messages, like a message."""
         ctx = self.ctx
-        if not ctx.is_recipient:
-            raise ProtocolError("only the aggregator (the recipient) can declare parties dropped")
         if not self._started or self._done:
             raise ProtocolError("declare_dropped outside the training rounds")
         names = list(parties)
@@ -713,23 +674,120 @@ class FedAvgProtocol(Protocol):
 
     # -- outcome ------------------------------------------------------------------------
 
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def result_commitment(self) -> bytes:
-        if self._dropped_at is not None:
-            raise ProtocolError(
-                f"this party dropped out in round {self._dropped_at['round']} and has no result commitment"
-            )
-        if not self._done or self._result_hash is None:
-            raise ProtocolError("the fedavg protocol has not finished")
-        return COMMITMENT.commit(self._keys_digest() + self._models_digest, self._result_hash)
-
     def commitment_opening(self) -> bytes:
-        """K | M (keys and models digests), followed at the recipient by its 32-byte result
-        salt; with the result bytes, `commitment_for` recomputes `result_commitment()`."""
-        if not self._done or self._result_hash is None:
-            raise ProtocolError("the fedavg protocol has not finished")
-        head = self._keys_digest() + self._models_digest
-        return head + self._salt() if self.ctx.is_recipient else head
+        return super().commitment_opening() + self._salt()
+
+
+@dataclass(eq=False)
+class FedAvgParty(FedAvgProtocol):
+    """Every participant but the recipient: it trains on its rows and answers the aggregator."""
+
+    role: ClassVar[str] = "party"
+
+    _pending: list[Message] = field(default_factory=list, init=False, repr=False)
+    _answered: bool = field(default=False, init=False, repr=False)
+
+    def _on_ready(self) -> list[Message]:
+        out: list[Message] = []
+        pending, self._pending = self._pending, []
+        for msg in pending:
+            if self._dropped_at is None:
+                out += self._from_server(msg)
+        return out
+
+    def _on_round_message(self, msg: Message) -> list[Message]:
+        if msg.kind in (KIND_MODEL, KIND_UNMASK, KIND_RESULT):
+            if msg.sender != self.ctx.recipient:
+                raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r}, who is not the aggregator")
+            if not self._ready():
+                self._pending.append(msg)
+                return []
+            return self._from_server(msg)
+        raise ProtocolError(f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r}")
+
+    def _from_server(self, msg: Message) -> list[Message]:
+        if msg.kind == KIND_MODEL:
+            return self._on_model(msg)
+        if msg.kind == KIND_UNMASK:
+            return self._on_unmask(msg)
+        return self._on_result(msg)
+
+    def _drop(self, round_: int, phase: str) -> list[Message]:
+        self._dropped_at = {"round": round_, "phase": phase}
+        self._done = True
+        self.report(1.0, f"simulated dropout in round {round_} before sending its {phase}")
+        return []
+
+    def _on_model(self, msg: Message) -> list[Message]:
+        n = len(self.ctx.participants)
+        r = msg.round
+        if r != self._round + 1 or r > self.num_aggregations or (self._round and not self._answered):
+            raise ProtocolError(f"global model for round {r} arrived while in round {self._round}")
+        set_bytes = (n + 7) // 8
+        self._expect(msg, True, set_bytes + 8 * self._num_params)
+        active = [self.ctx.participants[i] for i in secagg.decode_set(msg.payload[:set_bytes], n)]
+        self._check_active(active, r)
+        theta = np.frombuffer(msg.payload[set_bytes:], dtype="<f8").astype(np.float64)
+        if not np.all(np.isfinite(theta)):
+            raise ProtocolError(f"the global model of round {r} holds a non-finite weight")
+        self._note_model(r, msg.payload)
+        self._round, self._active, self._answered, self._survivors = r, active, False, []
+        if self._simulated(self.ctx.me, r, "update"):
+            return self._drop(r, "update")
+        update = self._masked_update(r, theta)
+        self._answered = self._threshold is None  # without dropout tolerance there is no unmask step
+        self.report(r / (self.num_aggregations + 1), f"round {r}: masked update sent to the aggregator")
+        return [self.send(self.ctx.recipient, r, KIND_UPDATE, update.astype("<u8").tobytes())]
+
+    def _check_active(self, active: list[str], r: int) -> None:
+        ctx = self.ctx
+        if ctx.me not in active or ctx.recipient not in active:
+            raise ProtocolError(f"round {r}: the active set must include this party and the aggregator")
+        allowed = self._survivors or self._active  # the previous round's survivors, once known
+        if not set(active) <= set(allowed):
+            raise ProtocolError(f"round {r}: the active set re-admits a party that had dropped out")
+        if self._threshold is None and len(active) != len(ctx.participants):
+            raise ProtocolError(f"round {r}: parties dropped out but dropout_tolerance is off")
+        if len(active) < self._min_survivors():
+            raise ProtocolError(f"round {r}: {len(active)} active parties, fewer than {self._min_survivors()}")
+
+    def _on_unmask(self, msg: Message) -> list[Message]:
+        r = msg.round
+        if self._threshold is None:
+            raise ProtocolError("unmask request, but dropout_tolerance is off")
+        if r != self._round or self._answered or self._survivors:
+            raise ProtocolError(f"unmask request for round {r} while in round {self._round}")
+        n = len(self.ctx.participants)
+        survivors = [self.ctx.participants[i] for i in secagg.decode_set(msg.payload, n)]
+        if not set(survivors) <= set(self._active) or self.ctx.me not in survivors:
+            raise ProtocolError(f"round {r}: the survivor set must lie inside the active set and include this party")
+        if self.ctx.recipient not in survivors:
+            raise ProtocolError(f"round {r}: the survivor set must include the aggregator")
+        if len(survivors) < self._min_survivors():
+            raise ProtocolError(
+                f"round {r}: the aggregator asks to unmask a sum of {len(survivors)} parties, "
+                f"fewer than {self._min_survivors()}; refusing to reveal shares"
+            )
+        self._survivors = survivors
+        if self._simulated(self.ctx.me, r, "unmask"):
+            return self._drop(r, "unmask")
+        self._answered = True
+        payload = secagg.encode_elements(self._shares_for(r, survivors))
+        return [self.send(self.ctx.recipient, r, KIND_UNMASK_SHARES, payload)]
+
+    def _on_result(self, msg: Message) -> list[Message]:
+        if (
+            msg.round != self.num_aggregations + 1
+            or self._round != self.num_aggregations
+            or not self._answered
+            or self._result_hash is not None
+        ):
+            raise ProtocolError(f"result hash arrived in round {self._round}, before the last aggregation")
+        self._expect(msg, True, DIGEST_BYTES)
+        self._result_hash = msg.payload
+        self._done = True
+        self.report(1.0, "done; the aggregator holds the model")
+        return []
+
+    def _awaiting_in_round(self) -> list[str]:
+        return [self.ctx.recipient]

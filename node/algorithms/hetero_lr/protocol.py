@@ -87,6 +87,11 @@ canonical JSON of the host's state, which holds a secret salt). Commitment: sha2
 "pcn/hetero-lr/commit/v1" | host commitments in order | h_r), h_r = sha256(
 "pcn/hetero-lr/result/v1" | salt | result).
 
+Classes. `HeteroLrProtocol`, the class registered for the kind, holds what both roles share
+(parameters, local data, keys, setup, message bookkeeping, rounds, checkpoints, commitment);
+`HeteroLrGuest` and `HeteroLrHost` hold each role's steps. `HeteroLrProtocol.create(ctx, data)`
+and `HeteroLrProtocol.resume(ctx, data, blob)` build the class of the party's role.
+
 Checkpoints. At every epoch boundary (guest: after sending "epoch-end"; host: after
 receiving it) the party snapshots its state (`checkpoint()`, also handed to the task's
 `ctx.services.save_checkpoint`). `HeteroLrProtocol.resume(ctx, data, blob)` rebuilds the
@@ -102,6 +107,7 @@ import hashlib
 import json
 import math
 import os
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -224,9 +230,9 @@ class HeteroLrProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
     resumable: ClassVar[bool] = True
+    role: ClassVar[str]  # "guest" or "host", what the setup message announces
 
     _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _role: str = field(default="", init=False, repr=False)
     _guest: str = field(default="", init=False, repr=False)
     _hosts: list[str] = field(default_factory=list, init=False, repr=False)
     _features: list[str] = field(default_factory=list, init=False, repr=False)
@@ -235,8 +241,6 @@ class HeteroLrProtocol(Protocol):
     _X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), init=False, repr=False)
     _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _y: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _sw: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _weighted: bool = field(default=False, init=False, repr=False)
     _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     # setup
@@ -244,12 +248,9 @@ class HeteroLrProtocol(Protocol):
     _host_features: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _guest_features: int = field(default=0, init=False, repr=False)
     _pk_g: PaillierPublicKey | None = field(default=None, init=False, repr=False)
-    _sk_g: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
     _pk_l: PaillierPublicKey | None = field(default=None, init=False, repr=False)
-    _sk_l: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
     _obf_g: SeededObfuscator | None = field(default=None, init=False, repr=False)
     _obf_l: SeededObfuscator | None = field(default=None, init=False, repr=False)
-    _pair_seeds: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _shuffle_key: bytes = field(default=b"", init=False, repr=False)
     # progress through the rounds
     _phase: int = field(default=SETUP, init=False, repr=False)
@@ -265,7 +266,6 @@ class HeteroLrProtocol(Protocol):
     _scratch: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     # outcome
     _metrics: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
-    _stopped: str = field(default="", init=False, repr=False)
     _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
     _resumed: bool = field(default=False, init=False, repr=False)
@@ -279,6 +279,8 @@ class HeteroLrProtocol(Protocol):
         if n < 2 or len(set(ctx.participants)) != n:
             raise ProtocolError("hetero-lr needs at least 2 distinct participants (a guest and a host)")
         self._check_context("the guest")
+        if not isinstance(self, self.role_class(ctx)):
+            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
         self._p = self.validate_params(ctx.params)
         lowered = {p.lower() for p in ctx.participants}
         strangers = sorted(set(self._p["features"]) - lowered)
@@ -286,8 +288,12 @@ class HeteroLrProtocol(Protocol):
             raise ProtocolError(f"invalid hetero-lr params: 'features' names non-participant(s) {strangers}")
         self._guest = ctx.recipient
         self._hosts = [p for p in ctx.participants if p != self._guest]
-        self._role = "guest" if ctx.is_recipient else "host"
         self._load()
+
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[HeteroLrProtocol]:
+        """The guest's class for the recipient, the hosts' for every other party."""
+        return HeteroLrGuest if ctx.is_recipient else HeteroLrHost
 
     # -- static parts of the interface ------------------------------------------------------
 
@@ -302,74 +308,51 @@ class HeteroLrProtocol(Protocol):
         label = p["label_column"]
         wanted = p["features"].get(ctx.me.lower())
         local = load_local(self.data, ctx.id_column, wanted, {label})
-        if self._role == "host" and not local.features:
-            raise ProtocolError("this host has no numeric feature column to contribute")
+        self._check_columns(local.features)
         self._features = local.features
         self._n = len(local.ids)
         if self._n < 2:
             raise ProtocolError(f"hetero-lr needs at least 2 rows, this party has {self._n}")
         self._ids_hash = ids_hash(DOMAIN, ctx.binding, local.ids)
         self._mean, self._std = standardisation(local.raw, p["standardize"])
-        X = (local.raw - self._mean) / self._std
-        if self._role == "guest":
-            if label not in self.data:
-                raise ProtocolError(f"the guest's dataset has no label column {label!r}")
-            y = numeric(self.data, label, local.order)
-            if not np.all((y == 0) | (y == 1)):
-                raise ProtocolError(f"label column {label!r} must hold only 0 and 1")
-            pos = int(y.sum())
-            if pos == 0 or pos == len(y):
-                raise ProtocolError(f"label column {label!r} has only one class")
-            self._y = y
-            cw = p["class_weight"]
-            if cw is None:
-                self._sw = np.ones(self._n)
-            elif cw == "balanced":
-                self._sw = np.where(y == 1, self._n / (2.0 * pos), self._n / (2.0 * (self._n - pos)))
-            else:
-                self._sw = np.where(y == 1, cw["1"], cw["0"])
-            X = np.hstack([X, np.ones((self._n, 1))])  # intercept column last
+        X = self._design_matrix((local.raw - self._mean) / self._std, local.order)
         self._weighted = p["class_weight"] is not None
         self._X = np.ascontiguousarray(X)
         self._w = np.zeros(self._X.shape[1])
+
+    def _check_columns(self, features: list[str]) -> None:
+        """Refuses local feature columns this role cannot train with (ProtocolError)."""
+
+    def _design_matrix(self, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """The matrix this party trains on, from its standardised columns (rows in ID order
+        `order`): the columns themselves, unless the role adds to them."""
+        return X
 
     # -- keys and randomness ------------------------------------------------------------------
 
     def _key(self, label: str) -> bytes:
         return self.secret_bytes(f"hetero-lr/{label}", 32)
 
-    @property
-    def _is_lead(self) -> bool:
-        return self.ctx.me == self._hosts[0]
-
     def _setup_payload(self) -> bytes:
         p = self._p
         body: dict[str, Any] = {
-            "role": self._role,
+            "role": self.role,
             "ids": self._ids_hash.hex(),
             "rows": self._n,
             "features": len(self._features),
             "key_bits": p["key_bits"],
         }
         self._own_keys()
-        if self._role == "guest":
-            assert self._pk_g is not None
-            body["paillier"] = format(int(self._pk_g.n), "x")
-            body["shuffle"] = self._shuffle_seed().hex()
-        else:
-            body["x25519"] = x25519_public(self._key("x25519")).hex()
-            if self._is_lead:
-                assert self._pk_l is not None
-                body["paillier"] = format(int(self._pk_l.n), "x")
+        body.update(self._setup_keys())
         return canonical_json(body)
 
+    @abstractmethod
     def _own_keys(self) -> None:
         """The Paillier key pair this party owns (guest and lead host), derived from its seed."""
-        bits = self._p["key_bits"]
-        if self._role == "guest" and self._sk_g is None:
-            self._pk_g, self._sk_g = derive_keypair(bits, self._key("paillier/guest"))
-        elif self._role == "host" and self._is_lead and self._sk_l is None:
-            self._pk_l, self._sk_l = derive_keypair(bits, self._key("paillier/lead"))
+
+    @abstractmethod
+    def _setup_keys(self) -> dict[str, str]:
+        """The public keys (and the guest's shuffle key) this party's setup message carries."""
 
     def _shuffle_seed(self) -> bytes:
         split = self._p["seed_split"]
@@ -404,35 +387,7 @@ class HeteroLrProtocol(Protocol):
             if isinstance(d, bool) or not isinstance(d, int) or not (0 if role == "guest" else 1) <= d <= 10_000:
                 raise ProtocolError(f"{what}: bad feature count {d!r}")
             infos[peer] = info
-        if self._role == "guest":
-            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts}
-            self._pk_l = public_key_from_hex(infos[self._hosts[0]].get("paillier"), p["key_bits"], "lead host setup")
-            self._shuffle_key = self._shuffle_seed()
-            d_guest = self._guest_features = len(self._features)
-        else:
-            g = infos[self._guest]
-            self._pk_g = public_key_from_hex(g.get("paillier"), p["key_bits"], "guest setup")
-            shuffle = g.get("shuffle")
-            if not isinstance(shuffle, str) or len(shuffle) != 64:
-                raise ProtocolError("guest setup: bad shuffle key")
-            self._shuffle_key = bytes.fromhex(shuffle)
-            if p["seed_split"] is not None and self._shuffle_key != self._shuffle_seed():
-                raise ProtocolError("guest setup: shuffle key does not follow params seed_split")
-            if not self._is_lead:
-                lead = infos[self._hosts[0]]
-                self._pk_l = public_key_from_hex(lead.get("paillier"), p["key_bits"], "lead host setup")
-            self._host_features = {h: int(infos[h]["features"]) for h in self._hosts if h != self.ctx.me}
-            self._host_features[self.ctx.me] = len(self._features)
-            d_guest = int(g["features"])
-            self._guest_features = d_guest
-            secret = self._key("x25519")
-            for h in self._hosts:
-                if h == ctx.me:
-                    continue
-                pub = infos[h].get("x25519")
-                if not isinstance(pub, str) or len(pub) != 64:
-                    raise ProtocolError(f"setup from {h!r}: bad X25519 key")
-                self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.binding, ctx.me, h)
+        d_guest = self._adopt_setups(infos)
         widest = max([d_guest + 1, *self._host_features.values()])
         smallest = min_batch(self._n, p["batch_size"])
         if smallest <= widest:
@@ -442,18 +397,24 @@ class HeteroLrProtocol(Protocol):
             )
         self._make_obfuscators()
 
+    @abstractmethod
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        """Takes the peers' checked setup messages (keys, feature counts, pair seeds) in; the
+        number of the guest's features."""
+
     def _make_obfuscators(self) -> None:
         p, n = self._p, self._n
         epochs = p["epochs"]
-        many = len(self._hosts) > 1
         assert self._pk_g is not None and self._pk_l is not None
         # The masks sent to a key holder use full r^n (`_mask_for_key_holder`), not these.
-        if self._role == "guest":
-            uses_g, uses_l = epochs * n * (2 if self._weighted else 1), 0
-        else:
-            uses_g, uses_l = epochs * n * (1 if many else 0), epochs * n
+        uses_g, uses_l = self._obfuscator_uses(epochs * n)
         self._obf_g = SeededObfuscator.derive(self._pk_g, self._key("obfuscator/guest-key"), uses_g)
         self._obf_l = SeededObfuscator.derive(self._pk_l, self._key("obfuscator/lead-key"), uses_l)
+
+    @abstractmethod
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        """How many encryptions under the guest's and the lead's key this party obfuscates
+        with fixed bases, given the rows of all epochs together."""
 
     def _obf(self, which: str, label: str) -> SeededObfuscator:
         obf = self._obf_g if which == "g" else self._obf_l
@@ -512,25 +473,16 @@ class HeteroLrProtocol(Protocol):
         if rnd < self._floor:
             raise ProtocolError(f"stale {kind!r} message from {msg.sender!r} (round {rnd}, this party is past it)")
 
+    @abstractmethod
     def _allowed(self, sender: str) -> set[str]:
-        if sender == self._guest:
-            kinds = set(FROM_GUEST)
-            if not self._is_lead:
-                kinds.discard(KIND_GUEST_GRAD)
-            return kinds
-        if self._role == "guest":
-            kinds = set(FROM_HOST_TO_GUEST)
-            if sender != self._hosts[0]:
-                kinds.discard(KIND_GUEST_GRAD_PLAIN)
-            return kinds
-        return set(FROM_HOST_TO_HOST)
+        """The message kinds this party accepts from `sender`."""
 
     def start(self) -> list[Message]:
         self._mark_started()
         if self._resumed:
             self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
             return list(self._resend) + self._advance()
-        self.report(0.0, f"{self._role}: setting up keys")  # row counts of aligned data are PSI results
+        self.report(0.0, f"{self.role}: setting up keys")  # row counts of aligned data are PSI results
         payload = self._setup_payload()
         out: list[Message] = []
         for peer in self.ctx.peers:
@@ -570,13 +522,18 @@ class HeteroLrProtocol(Protocol):
 
     def _advance(self) -> list[Message]:
         out: list[Message] = []
+        handlers = self._handlers()
         while self._phase != DONE:
-            handler = self._HANDLERS[self._phase]
-            msgs = handler(self)
+            msgs = handlers[self._phase]()
             if msgs is None:
                 break
             out += msgs
         return out
+
+    @abstractmethod
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        """Phase -> this party's handler: the messages it sends on, or None while it still
+        waits for some."""
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -623,7 +580,220 @@ class HeteroLrProtocol(Protocol):
             total = total + part
         return total
 
-    # -- guest --------------------------------------------------------------------------------
+    # -- steps ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unmask(residues: list[int], masks: list[int], n: mpz, precision: int, what: str) -> np.ndarray:
+        scale = 1 << precision
+        try:
+            vals = [decode_int((r - m) % int(n), n) / scale for r, m in zip(residues, masks, strict=True)]
+        except (PaillierError, OverflowError):
+            raise ProtocolError(f"{what} overflowed the plaintext space (diverged or tampered)") from None
+        return np.array(vals, dtype=np.float64)
+
+    def _next_step(self) -> list[Message]:
+        self._step += 1
+        if self._step < len(self._batches):
+            self._phase = STEP
+            self._set_floor(step_round(self._epoch, self._step, 0))
+            return []
+        self._set_floor(epoch_round(self._epoch, 0))
+        return self._end_of_epoch()
+
+    @abstractmethod
+    def _end_of_epoch(self) -> list[Message]:
+        """After the epoch's last step: what this party sends and waits for next."""
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def _params_digest(self) -> str:
+        return hashlib.sha256(canonical_json(self._p)).hexdigest()
+
+    def _snapshot(self, resend: list[Message]) -> None:
+        """The state at an epoch boundary, before the next epoch's first message. `resend`
+        are the messages sent in the same call (the guest's "epoch-end"): a worker killed
+        before delivering them re-emits them on resume (peers drop what they already have)."""
+        state = {
+            "v": CHECKPOINT_VERSION,
+            "algorithm": self.name,
+            "task_id": self.ctx.task_id,
+            "party": self.ctx.me,
+            "params": self._params_digest(),
+            "ids": self._ids_hash.hex(),
+            "features": self._features,
+            "epoch": self._epoch,
+            "weights": _floats(self._w),
+            "metrics": self._metrics,
+            "setups": {k: v.hex() for k, v in sorted(self._setups.items())},
+            "sent": dict(sorted(self._seq.items())),
+            "received": dict(sorted(self._recv_next.items())),
+            "inbox": [[k, r, s, v.hex()] for (k, r, s), v in sorted(self._inbox.items())],
+            "parts": [[k, r, s, a.count, [p.hex() for p in a.parts]] for (k, r, s), a in sorted(self._parts.items())],
+            "resend": [[m.receiver, m.round, m.kind, m.seq, m.payload.hex()] for m in resend],
+        }
+        self._checkpoint = canonical_json(state)
+        self._checkpoint_epoch = self._epoch
+        self.ctx.services.save_checkpoint(self._epoch, self._checkpoint)
+
+    def checkpoint(self) -> bytes | None:
+        """The latest epoch-boundary snapshot (None before the first epoch ended)."""
+        return self._checkpoint
+
+    @property
+    def checkpoint_epoch(self) -> int:
+        """Epochs completed in the latest snapshot (0: none)."""
+        return self._checkpoint_epoch
+
+    @classmethod
+    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
+        """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
+        deliver the peers' messages from `resume_from[sender]` on."""
+        proto = cls.create(ctx, data)
+        proto._restore(checkpoint)
+        return proto
+
+    def _restore(self, blob: bytes) -> None:
+        try:
+            state = json.loads(blob)
+        except (ValueError, UnicodeDecodeError):
+            raise ProtocolError("checkpoint is not JSON") from None
+        if not isinstance(state, dict) or state.get("v") != CHECKPOINT_VERSION or state.get("algorithm") != self.name:
+            raise ProtocolError("not a hetero-lr checkpoint of this version")
+        if state.get("task_id") != self.ctx.task_id or state.get("party") != self.ctx.me:
+            raise ProtocolError("checkpoint of another task or party")
+        if state.get("params") != self._params_digest():
+            raise ProtocolError("checkpoint was taken with different params")
+        if state.get("ids") != self._ids_hash.hex() or state.get("features") != self._features:
+            raise ProtocolError("checkpoint does not match this party's dataset")
+        try:
+            self._setups = {k: bytes.fromhex(v) for k, v in state["setups"].items()}
+            self._process_setups()
+            epoch = int(state["epoch"])
+            if not 1 <= epoch < self._p["epochs"]:
+                raise ProtocolError(f"checkpoint epoch {epoch} out of range")
+            w = np.array(state["weights"], dtype=np.float64)
+            if w.shape != self._w.shape:
+                raise ProtocolError("checkpoint weights have the wrong shape")
+            self._w = w
+            self._metrics = list(state["metrics"])
+            self._seq = {str(k): int(v) for k, v in state["sent"].items()}
+            self._recv_next = {str(k): int(v) for k, v in state["received"].items()}
+            self._inbox = {(k, int(r), s): bytes.fromhex(v) for k, r, s, v in state["inbox"]}
+            self._parts = {
+                (k, int(r), s): Assembly(int(c), [bytes.fromhex(p) for p in ps]) for k, r, s, c, ps in state["parts"]
+            }
+            me = self.ctx.me
+            self._resend = [Message(me, to, int(r), k, bytes.fromhex(v), int(q)) for to, r, k, q, v in state["resend"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed checkpoint: {exc}") from None
+        self._begin_epoch(epoch)
+        self._checkpoint, self._checkpoint_epoch = blob, epoch
+        self._resumed = True
+        self.resume_from = dict(self._recv_next)
+
+    # -- outcome --------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._phase == DONE
+
+    def model_state(self) -> dict[str, Any]:
+        """This party's part of the trained model (JSON-serialisable), for local storage."""
+        if self._phase != DONE or self._model is None:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return dict(self._model)
+
+    def _salt(self) -> bytes:
+        return self._key("result-salt")
+
+    def _commits(self) -> bytes:
+        return b"".join(self._model_commits[h] for h in self._hosts)
+
+    def result_commitment(self) -> bytes:
+        if self._phase != DONE or self._result_hash is None:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return COMMITMENT.commit(self._commits(), self._result_hash)
+
+    def commitment_opening(self) -> bytes:
+        """The hosts' model commitments (host order), followed at the guest by its 32-byte
+        result salt; with the result bytes, `commitment_for` recomputes the commitment."""
+        if self._phase != DONE:
+            raise ProtocolError("the hetero-lr protocol has not finished")
+        return self._commits()
+
+
+@dataclass(eq=False)
+class HeteroLrGuest(HeteroLrProtocol):
+    """The guest: the recipient, which holds the labels, its own features and the intercept."""
+
+    role: ClassVar[str] = "guest"
+
+    _y: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _sw: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
+    _sk_g: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _stopped: str = field(default="", init=False, repr=False)
+
+    def _design_matrix(self, X: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """The columns and the intercept's column of ones; reads the labels and the rows'
+        class weights on the way."""
+        p, label = self._p, self._p["label_column"]
+        if label not in self.data:
+            raise ProtocolError(f"the guest's dataset has no label column {label!r}")
+        y = numeric(self.data, label, order)
+        if not np.all((y == 0) | (y == 1)):
+            raise ProtocolError(f"label column {label!r} must hold only 0 and 1")
+        pos = int(y.sum())
+        if pos == 0 or pos == len(y):
+            raise ProtocolError(f"label column {label!r} has only one class")
+        self._y = y
+        cw = p["class_weight"]
+        if cw is None:
+            self._sw = np.ones(self._n)
+        elif cw == "balanced":
+            self._sw = np.where(y == 1, self._n / (2.0 * pos), self._n / (2.0 * (self._n - pos)))
+        else:
+            self._sw = np.where(y == 1, cw["1"], cw["0"])
+        return np.hstack([X, np.ones((self._n, 1))])  # intercept column last
+
+    # -- keys and setup -------------------------------------------------------------------------
+
+    def _own_keys(self) -> None:
+        if self._sk_g is None:
+            self._pk_g, self._sk_g = derive_keypair(self._p["key_bits"], self._key("paillier/guest"))
+
+    def _setup_keys(self) -> dict[str, str]:
+        assert self._pk_g is not None
+        return {"paillier": format(int(self._pk_g.n), "x"), "shuffle": self._shuffle_seed().hex()}
+
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        p = self._p
+        self._host_features = {h: int(infos[h]["features"]) for h in self._hosts}
+        self._pk_l = public_key_from_hex(infos[self._hosts[0]].get("paillier"), p["key_bits"], "lead host setup")
+        self._shuffle_key = self._shuffle_seed()
+        self._guest_features = len(self._features)
+        return self._guest_features
+
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        return rows_trained * (2 if self._weighted else 1), 0
+
+    def _allowed(self, sender: str) -> set[str]:
+        kinds = set(FROM_HOST_TO_GUEST)
+        if sender != self._hosts[0]:
+            kinds.discard(KIND_GUEST_GRAD_PLAIN)
+        return kinds
+
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        return {
+            SETUP: self._on_setup,
+            STEP: self._g_step,
+            WAIT_SHARES: self._g_shares,
+            WAIT_GRADS: self._g_grads,
+            WAIT_OWN: self._g_own,
+            WAIT_EVAL: self._g_eval,
+            WAIT_COMMITS: self._g_commits,
+        }
+
+    # -- steps ----------------------------------------------------------------------------------
 
     def _g_step(self) -> list[Message]:
         E, S = self._epoch, self._step
@@ -700,33 +870,9 @@ class HeteroLrProtocol(Protocol):
         self._scratch = {}
         return self._next_step()
 
-    @staticmethod
-    def _unmask(residues: list[int], masks: list[int], n: mpz, precision: int, what: str) -> np.ndarray:
-        scale = 1 << precision
-        try:
-            vals = [decode_int((r - m) % int(n), n) / scale for r, m in zip(residues, masks, strict=True)]
-        except (PaillierError, OverflowError):
-            raise ProtocolError(f"{what} overflowed the plaintext space (diverged or tampered)") from None
-        return np.array(vals, dtype=np.float64)
-
-    def _next_step(self) -> list[Message]:
-        self._step += 1
-        if self._step < len(self._batches):
-            self._phase = STEP
-            self._set_floor(step_round(self._epoch, self._step, 0))
-            return []
-        self._set_floor(epoch_round(self._epoch, 0))
-        if self._role == "guest":
-            self._phase = WAIT_EVAL
-            return []
-        # host: the epoch's evaluation vector for the guest
-        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
-        values = np.append(self._X @ self._w, penalty)
-        vec = masked_vector(
-            values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
-        )
-        self._phase = WAIT_EPOCH_END
-        return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
+    def _end_of_epoch(self) -> list[Message]:
+        self._phase = WAIT_EVAL
+        return []
 
     def _g_eval(self) -> list[Message] | None:
         E = self._epoch
@@ -821,7 +967,93 @@ class HeteroLrProtocol(Protocol):
             "host_commitments": {h: self._model_commits[h].hex() for h in self._hosts},
         }
 
-    # -- host ---------------------------------------------------------------------------------
+    # -- outcome --------------------------------------------------------------------------------
+
+    def commitment_opening(self) -> bytes:
+        return super().commitment_opening() + self._salt()
+
+
+@dataclass(eq=False)
+class HeteroLrHost(HeteroLrProtocol):
+    """A host: a party with features only; the first host (the lead) owns the second key pair."""
+
+    role: ClassVar[str] = "host"
+
+    _sk_l: PaillierPrivateKey | None = field(default=None, init=False, repr=False)
+    _pair_seeds: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+
+    def _check_columns(self, features: list[str]) -> None:
+        if not features:
+            raise ProtocolError("this host has no numeric feature column to contribute")
+
+    # -- keys and setup -------------------------------------------------------------------------
+
+    @property
+    def _is_lead(self) -> bool:
+        return self.ctx.me == self._hosts[0]
+
+    def _own_keys(self) -> None:
+        if self._is_lead and self._sk_l is None:
+            self._pk_l, self._sk_l = derive_keypair(self._p["key_bits"], self._key("paillier/lead"))
+
+    def _setup_keys(self) -> dict[str, str]:
+        keys = {"x25519": x25519_public(self._key("x25519")).hex()}
+        if self._is_lead:
+            assert self._pk_l is not None
+            keys["paillier"] = format(int(self._pk_l.n), "x")
+        return keys
+
+    def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> int:
+        p, ctx = self._p, self.ctx
+        g = infos[self._guest]
+        self._pk_g = public_key_from_hex(g.get("paillier"), p["key_bits"], "guest setup")
+        shuffle = g.get("shuffle")
+        if not isinstance(shuffle, str) or len(shuffle) != 64:
+            raise ProtocolError("guest setup: bad shuffle key")
+        self._shuffle_key = bytes.fromhex(shuffle)
+        if p["seed_split"] is not None and self._shuffle_key != self._shuffle_seed():
+            raise ProtocolError("guest setup: shuffle key does not follow params seed_split")
+        if not self._is_lead:
+            lead = infos[self._hosts[0]]
+            self._pk_l = public_key_from_hex(lead.get("paillier"), p["key_bits"], "lead host setup")
+        self._host_features = {h: int(infos[h]["features"]) for h in self._hosts if h != self.ctx.me}
+        self._host_features[self.ctx.me] = len(self._features)
+        d_guest = int(g["features"])
+        self._guest_features = d_guest
+        secret = self._key("x25519")
+        for h in self._hosts:
+            if h == ctx.me:
+                continue
+            pub = infos[h].get("x25519")
+            if not isinstance(pub, str) or len(pub) != 64:
+                raise ProtocolError(f"setup from {h!r}: bad X25519 key")
+            self._pair_seeds[h] = pair_seed(DOMAIN, secret, bytes.fromhex(pub), ctx.binding, ctx.me, h)
+        return d_guest
+
+    def _obfuscator_uses(self, rows_trained: int) -> tuple[int, int]:
+        return rows_trained * (1 if len(self._hosts) > 1 else 0), rows_trained
+
+    def _allowed(self, sender: str) -> set[str]:
+        if sender == self._guest:
+            kinds = set(FROM_GUEST)
+            if not self._is_lead:
+                kinds.discard(KIND_GUEST_GRAD)
+            return kinds
+        return set(FROM_HOST_TO_HOST)
+
+    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
+        return {
+            SETUP: self._on_setup,
+            STEP: self._h_step,
+            WAIT_RESIDUAL: self._h_residual,
+            WAIT_CONTRIBS: self._h_contribs,
+            WAIT_GUEST_GRAD: self._h_guest_grad,
+            WAIT_GRAD: self._h_grad,
+            WAIT_EPOCH_END: self._h_epoch_end,
+            WAIT_FINAL: self._h_final,
+        }
+
+    # -- steps ----------------------------------------------------------------------------------
 
     def _h_step(self) -> list[Message]:
         E, S = self._epoch, self._step
@@ -916,6 +1148,16 @@ class HeteroLrProtocol(Protocol):
         self._scratch = {}
         return self._next_step()
 
+    def _end_of_epoch(self) -> list[Message]:
+        """The epoch's evaluation vector for the guest: scores and penalty, pair-masked."""
+        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
+        values = np.append(self._X @ self._w, penalty)
+        vec = masked_vector(
+            values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
+        )
+        self._phase = WAIT_EPOCH_END
+        return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
+
     def _h_epoch_end(self) -> list[Message] | None:
         E = self._epoch
         rnd = epoch_round(E, 2)
@@ -974,142 +1216,3 @@ class HeteroLrProtocol(Protocol):
         self._phase = DONE
         self.report(1.0, "done; the guest holds the result, this party its part of the model")
         return []
-
-    _HANDLERS: ClassVar[dict[int, Callable[[HeteroLrProtocol], list[Message] | None]]] = {}
-
-    def _dispatch_step(self) -> list[Message] | None:
-        return self._g_step() if self._role == "guest" else self._h_step()
-
-    # -- checkpoints ----------------------------------------------------------------------------
-
-    def _params_digest(self) -> str:
-        return hashlib.sha256(canonical_json(self._p)).hexdigest()
-
-    def _snapshot(self, resend: list[Message]) -> None:
-        """The state at an epoch boundary, before the next epoch's first message. `resend`
-        are the messages sent in the same call (the guest's "epoch-end"): a worker killed
-        before delivering them re-emits them on resume (peers drop what they already have)."""
-        state = {
-            "v": CHECKPOINT_VERSION,
-            "algorithm": self.name,
-            "task_id": self.ctx.task_id,
-            "party": self.ctx.me,
-            "params": self._params_digest(),
-            "ids": self._ids_hash.hex(),
-            "features": self._features,
-            "epoch": self._epoch,
-            "weights": _floats(self._w),
-            "metrics": self._metrics,
-            "setups": {k: v.hex() for k, v in sorted(self._setups.items())},
-            "sent": dict(sorted(self._seq.items())),
-            "received": dict(sorted(self._recv_next.items())),
-            "inbox": [[k, r, s, v.hex()] for (k, r, s), v in sorted(self._inbox.items())],
-            "parts": [[k, r, s, a.count, [p.hex() for p in a.parts]] for (k, r, s), a in sorted(self._parts.items())],
-            "resend": [[m.receiver, m.round, m.kind, m.seq, m.payload.hex()] for m in resend],
-        }
-        self._checkpoint = canonical_json(state)
-        self._checkpoint_epoch = self._epoch
-        self.ctx.services.save_checkpoint(self._epoch, self._checkpoint)
-
-    def checkpoint(self) -> bytes | None:
-        """The latest epoch-boundary snapshot (None before the first epoch ended)."""
-        return self._checkpoint
-
-    @property
-    def checkpoint_epoch(self) -> int:
-        """Epochs completed in the latest snapshot (0: none)."""
-        return self._checkpoint_epoch
-
-    @classmethod
-    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
-        """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
-        deliver the peers' messages from `resume_from[sender]` on."""
-        proto = cls(ctx, data)
-        proto._restore(checkpoint)
-        return proto
-
-    def _restore(self, blob: bytes) -> None:
-        try:
-            state = json.loads(blob)
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError("checkpoint is not JSON") from None
-        if not isinstance(state, dict) or state.get("v") != CHECKPOINT_VERSION or state.get("algorithm") != self.name:
-            raise ProtocolError("not a hetero-lr checkpoint of this version")
-        if state.get("task_id") != self.ctx.task_id or state.get("party") != self.ctx.me:
-            raise ProtocolError("checkpoint of another task or party")
-        if state.get("params") != self._params_digest():
-            raise ProtocolError("checkpoint was taken with different params")
-        if state.get("ids") != self._ids_hash.hex() or state.get("features") != self._features:
-            raise ProtocolError("checkpoint does not match this party's dataset")
-        try:
-            self._setups = {k: bytes.fromhex(v) for k, v in state["setups"].items()}
-            self._process_setups()
-            epoch = int(state["epoch"])
-            if not 1 <= epoch < self._p["epochs"]:
-                raise ProtocolError(f"checkpoint epoch {epoch} out of range")
-            w = np.array(state["weights"], dtype=np.float64)
-            if w.shape != self._w.shape:
-                raise ProtocolError("checkpoint weights have the wrong shape")
-            self._w = w
-            self._metrics = list(state["metrics"])
-            self._seq = {str(k): int(v) for k, v in state["sent"].items()}
-            self._recv_next = {str(k): int(v) for k, v in state["received"].items()}
-            self._inbox = {(k, int(r), s): bytes.fromhex(v) for k, r, s, v in state["inbox"]}
-            self._parts = {
-                (k, int(r), s): Assembly(int(c), [bytes.fromhex(p) for p in ps]) for k, r, s, c, ps in state["parts"]
-            }
-            me = self.ctx.me
-            self._resend = [Message(me, to, int(r), k, bytes.fromhex(v), int(q)) for to, r, k, q, v in state["resend"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed checkpoint: {exc}") from None
-        self._begin_epoch(epoch)
-        self._checkpoint, self._checkpoint_epoch = blob, epoch
-        self._resumed = True
-        self.resume_from = dict(self._recv_next)
-
-    # -- outcome --------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._phase == DONE
-
-    def model_state(self) -> dict[str, Any]:
-        """This party's part of the trained model (JSON-serialisable), for local storage."""
-        if self._phase != DONE or self._model is None:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return dict(self._model)
-
-    def _salt(self) -> bytes:
-        return self._key("result-salt")
-
-    def _commits(self) -> bytes:
-        return b"".join(self._model_commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if self._phase != DONE or self._result_hash is None:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return COMMITMENT.commit(self._commits(), self._result_hash)
-
-    def commitment_opening(self) -> bytes:
-        """The hosts' model commitments (host order), followed at the guest by its 32-byte
-        result salt; with the result bytes, `commitment_for` recomputes the commitment."""
-        if self._phase != DONE:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return self._commits() + self._salt() if self.ctx.is_recipient else self._commits()
-
-
-HeteroLrProtocol._HANDLERS = {
-    SETUP: HeteroLrProtocol._on_setup,
-    STEP: HeteroLrProtocol._dispatch_step,
-    WAIT_SHARES: HeteroLrProtocol._g_shares,
-    WAIT_GRADS: HeteroLrProtocol._g_grads,
-    WAIT_OWN: HeteroLrProtocol._g_own,
-    WAIT_EVAL: HeteroLrProtocol._g_eval,
-    WAIT_COMMITS: HeteroLrProtocol._g_commits,
-    WAIT_RESIDUAL: HeteroLrProtocol._h_residual,
-    WAIT_CONTRIBS: HeteroLrProtocol._h_contribs,
-    WAIT_GUEST_GRAD: HeteroLrProtocol._h_guest_grad,
-    WAIT_GRAD: HeteroLrProtocol._h_grad,
-    WAIT_EPOCH_END: HeteroLrProtocol._h_epoch_end,
-    WAIT_FINAL: HeteroLrProtocol._h_final,
-}

@@ -33,18 +33,23 @@ carry the training label column, else null}.
 The helpers shared with hetero-lr (ID hashing, model commitments, pairwise masks, framing,
 metrics) are in `pcn.algorithms.vertical`, a top-level module of the algorithms folder and so
 covered by both algorithms' registered code hashes; the domains stay this algorithm's own.
+
+Classes, as in hetero-lr: `HeteroLrPredictProtocol` (registered; setup, model loading, commitment)
+over `HeteroLrPredictGuest` and `HeteroLrPredictHost`; `HeteroLrPredictProtocol.create(ctx, data)`
+builds the class of the party's role.
 """
 
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, ModelUnavailable, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, ModelUnavailable, PartyContext, Protocol, ProtocolError
 from pcn.algorithms.vertical import (
     FRAME,
     add_pair_masks,
@@ -102,6 +107,7 @@ def _floats(values: object, count: int, what: str) -> np.ndarray:
 class HeteroLrPredictProtocol(Protocol):
     name: ClassVar[str] = "hetero-lr-predict"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
+    role: ClassVar[str]  # "guest" or "host", as in training
 
     _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _guest: str = field(default="", init=False, repr=False)
@@ -115,13 +121,9 @@ class HeteroLrPredictProtocol(Protocol):
     _ids: list[str] = field(default_factory=list, init=False, repr=False)
     _ids_hash: bytes = field(default=b"", init=False, repr=False)
     _u: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _y: np.ndarray | None = field(default=None, init=False, repr=False)
     _setups: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
-    _scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
-    _parts: dict[str, list[bytes]] = field(default_factory=dict, init=False, repr=False)
     _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _sent_scores: bool = field(default=False, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -130,11 +132,18 @@ class HeteroLrPredictProtocol(Protocol):
         if n < 2 or len(set(ctx.participants)) != n:
             raise ProtocolError("hetero-lr-predict needs at least 2 distinct participants (a guest and a host)")
         self._check_context("the guest")
+        if not isinstance(self, self.role_class(ctx)):
+            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
         self._p = self.validate_params(ctx.params)
         self._guest = ctx.recipient
         self._hosts = [p for p in ctx.participants if p != self._guest]
         self._load_model()
         self._load_data()
+
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[HeteroLrPredictProtocol]:
+        """The guest's class for the recipient, the hosts' for every other party."""
+        return HeteroLrPredictGuest if ctx.is_recipient else HeteroLrPredictHost
 
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +172,7 @@ class HeteroLrPredictProtocol(Protocol):
             raise ModelUnavailable(f"this party holds no hetero-lr model of task {task}: {exc}") from None
         if not isinstance(state, dict) or state.get("algorithm") != "hetero-lr" or state.get("task_id") != task:
             raise ProtocolError(f"the stored model of task {task} is not a hetero-lr model of that task")
-        role = "guest" if ctx.is_recipient else "host"
+        role = self.role
         if state.get("role") != role or state.get("party") != ctx.me:
             raise ProtocolError(f"the stored model of task {task} is not this party's {role} part")
         if state.get("guest") != self._guest:
@@ -180,17 +189,12 @@ class HeteroLrPredictProtocol(Protocol):
         self._std = _floats(state.get("std"), d, "std")
         if np.any(self._std <= 0):
             raise ProtocolError("stored model: std must be > 0")
-        self._b = 0.0
-        if role == "guest":
-            b = state.get("intercept")
-            if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b):
-                raise ProtocolError("stored model: bad intercept")
-            self._b = float(b)
-            commits = state.get("host_commitments")
-            if not isinstance(commits, dict) or sorted(commits) != sorted(self._hosts):
-                raise ProtocolError("stored model: host commitments missing")
+        self._load_role_model(state)
         self._model = state
         self._commitment = model_commitment(state)
+
+    def _load_role_model(self, state: dict[str, Any]) -> None:
+        """Checks and takes what only this role's part of the stored model holds."""
 
     def _load_data(self) -> None:
         ctx, table = self.ctx, self.data
@@ -206,35 +210,31 @@ class HeteroLrPredictProtocol(Protocol):
         for j, c in enumerate(self._model["features"]):
             X[:, j] = _numeric(table, c, order)
         self._u = (X - self._mean) / self._std @ self._w + self._b
-        label = self._model.get("label_column") if ctx.is_recipient else None
-        if isinstance(label, str) and label in table:
-            y = _numeric(table, label, order)
-            if np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
-                self._y = y
+        self._load_labels(table, order)
+
+    def _load_labels(self, table: Table, order: np.ndarray) -> None:
+        """Reads the rows' labels where this role can score against them."""
 
     # -- protocol -------------------------------------------------------------------------------
 
-    def _x25519(self) -> bytes:
-        return self.secret_bytes("hetero-lr-predict/x25519", 32)
-
     def start(self) -> list[Message]:
         self._mark_started()
-        ctx = self.ctx
         body: dict[str, Any] = {
-            "role": "guest" if ctx.is_recipient else "host",
+            "role": self.role,
             "ids": self._ids_hash.hex(),
             "rows": len(self._ids),
             "model_task": self._p["model_task"],
         }
-        if not ctx.is_recipient:
-            body["model"] = self._commitment.hex()
-            body["x25519"] = x25519_public(self._x25519()).hex()
+        body.update(self._setup_keys())
         payload = canonical_json(body)
         self.report(0.1, f"scoring with the model of task {self._p['model_task']}")
-        return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in ctx.peers]
+        return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in self.ctx.peers]
+
+    def _setup_keys(self) -> dict[str, str]:
+        """What this role's setup message carries besides IDs, rows and the model task."""
+        return {}
 
     def receive(self, msg: Message) -> list[Message]:
-        ctx = self.ctx
         self._check_delivery(msg)
         expected = self._recv_next.get(msg.sender, 0)
         if msg.seq != expected:
@@ -244,17 +244,17 @@ class HeteroLrPredictProtocol(Protocol):
             if msg.sender in self._setups:
                 raise ProtocolError(f"duplicate setup from {msg.sender!r}")
             self._setups[msg.sender] = self._check_setup(msg)
+            if len(self._setups) < len(self.ctx.peers):
+                return []
             return self._after_setup()
-        if (msg.kind, msg.round) == (KIND_SCORES, ROUND_SCORES) and ctx.is_recipient and msg.sender in self._hosts:
-            return self._on_scores(msg)
-        if (msg.kind, msg.round) == (KIND_RESULT, ROUND_RESULT) and msg.sender == self._guest:
-            if self._result_hash is not None or len(msg.payload) != 32 or len(self._setups) < len(ctx.peers):
-                raise ProtocolError(f"unexpected result hash from {msg.sender!r}")
-            self._result_hash = msg.payload
-            self._done = True
-            self.report(1.0, "done; the guest holds the scores")
-            return []
-        raise ProtocolError(f"unexpected {msg.kind!r} message round {msg.round} from {msg.sender!r}")
+        out = self._on_message(msg)
+        if out is None:
+            raise ProtocolError(f"unexpected {msg.kind!r} message round {msg.round} from {msg.sender!r}")
+        return out
+
+    @abstractmethod
+    def _on_message(self, msg: Message) -> list[Message] | None:
+        """A message after the setup round; None when this role takes no such message."""
 
     def _check_setup(self, msg: Message) -> dict[str, Any]:
         who = msg.sender
@@ -275,40 +275,79 @@ class HeteroLrPredictProtocol(Protocol):
                 if not isinstance(v, str) or len(v) != 64:
                     raise ProtocolError(f"setup from {who!r}: bad {key!r}")
             commit = bytes.fromhex(info["model"])
-            if self.ctx.is_recipient and self._model["host_commitments"].get(who) != commit.hex():
-                raise ProtocolError(
-                    f"host {who!r} scores with a model other than the one it committed to in training task "
-                    f"{self._p['model_task']}"
-                )
+            self._check_host_model(who, commit)
             self._commits[who] = commit
         return info
 
+    def _check_host_model(self, host: str, commit: bytes) -> None:
+        """Refuses a host that scores with a model other than the one it committed to, where
+        this role knows that commitment."""
+
+    @abstractmethod
     def _after_setup(self) -> list[Message]:
-        ctx = self.ctx
-        if len(self._setups) < len(ctx.peers):
-            return []
-        if ctx.is_recipient:
-            return self._maybe_finish()
-        if self._sent_scores:
-            raise ProtocolError("scores were already sent")
-        self._commits[ctx.me] = self._commitment
-        fixed = to_fixed(self._u, "scores are not finite or too large for the fixed-point encoding")
-        # The pair seed itself keys the mask stream (hetero-lr hashes a label in per use):
-        # there is one masked vector per task.
-        secret = self._x25519()
-        seeds: dict[str, bytes] = {}
-        for other in self._hosts:
-            if other == ctx.me:
-                continue
-            try:
-                public = bytes.fromhex(self._setups[other]["x25519"])
-            except ValueError as exc:
-                raise ProtocolError(f"bad X25519 key from {other!r}: {exc}") from None
-            seeds[other] = pair_seed(DOMAIN, secret, public, ctx.binding, ctx.me, other, who=repr(other))
-        out = add_pair_masks(fixed, ctx.me, self._hosts, seeds)
-        self._sent_scores = True
-        self.report(0.5, "sent masked scores to the guest")
-        return [self.send(self._guest, ROUND_SCORES, KIND_SCORES, part) for part in frames(out.astype("<u8").tobytes())]
+        """What this party sends once it has every peer's setup."""
+
+    # -- outcome --------------------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _commit_bytes(self) -> bytes:
+        return b"".join(self._commits[h] for h in self._hosts)
+
+    def result_commitment(self) -> bytes:
+        if not self._done or self._result_hash is None:
+            raise ProtocolError("the hetero-lr-predict protocol has not finished")
+        return COMMITMENT.commit(self._commit_bytes(), self._result_hash)
+
+    def commitment_opening(self) -> bytes:
+        if not self._done:
+            raise ProtocolError("the hetero-lr-predict protocol has not finished")
+        return self._commit_bytes()
+
+
+@dataclass(eq=False)
+class HeteroLrPredictGuest(HeteroLrPredictProtocol):
+    """The guest: the recipient, which adds its score and intercept to the hosts' masked
+    scores and holds the result."""
+
+    role: ClassVar[str] = "guest"
+
+    _y: np.ndarray | None = field(default=None, init=False, repr=False)
+    _scores: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    _parts: dict[str, list[bytes]] = field(default_factory=dict, init=False, repr=False)
+
+    def _load_role_model(self, state: dict[str, Any]) -> None:
+        b = state.get("intercept")
+        if isinstance(b, bool) or not isinstance(b, int | float) or not math.isfinite(b):
+            raise ProtocolError("stored model: bad intercept")
+        self._b = float(b)
+        commits = state.get("host_commitments")
+        if not isinstance(commits, dict) or sorted(commits) != sorted(self._hosts):
+            raise ProtocolError("stored model: host commitments missing")
+
+    def _load_labels(self, table: Table, order: np.ndarray) -> None:
+        label = self._model.get("label_column")
+        if isinstance(label, str) and label in table:
+            y = _numeric(table, label, order)
+            if np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
+                self._y = y
+
+    def _check_host_model(self, host: str, commit: bytes) -> None:
+        if self._model["host_commitments"].get(host) != commit.hex():
+            raise ProtocolError(
+                f"host {host!r} scores with a model other than the one it committed to in training task "
+                f"{self._p['model_task']}"
+            )
+
+    def _on_message(self, msg: Message) -> list[Message] | None:
+        if (msg.kind, msg.round) == (KIND_SCORES, ROUND_SCORES) and msg.sender in self._hosts:
+            return self._on_scores(msg)
+        return None
+
+    def _after_setup(self) -> list[Message]:
+        return self._maybe_finish()
 
     def _on_scores(self, msg: Message) -> list[Message]:
         who = msg.sender
@@ -363,24 +402,56 @@ class HeteroLrPredictProtocol(Protocol):
         self.report(1.0, "scored; the guest holds the scores")
         return [self.send(h, ROUND_RESULT, KIND_RESULT, self._result_hash) for h in self._hosts]
 
-    # -- outcome --------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
     def _salt(self) -> bytes:
         return self.secret_bytes("hetero-lr-predict/result-salt", 32)
 
-    def _commit_bytes(self) -> bytes:
-        return b"".join(self._commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if not self._done or self._result_hash is None:
-            raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        return COMMITMENT.commit(self._commit_bytes(), self._result_hash)
-
     def commitment_opening(self) -> bytes:
-        if not self._done:
-            raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        return self._commit_bytes() + self._salt() if self.ctx.is_recipient else self._commit_bytes()
+        return super().commitment_opening() + self._salt()
+
+
+@dataclass(eq=False)
+class HeteroLrPredictHost(HeteroLrPredictProtocol):
+    """A host: scores its rows with its part of the model and sends them, pair-masked, to the guest."""
+
+    role: ClassVar[str] = "host"
+
+    _sent_scores: bool = field(default=False, init=False, repr=False)
+
+    def _x25519(self) -> bytes:
+        return self.secret_bytes("hetero-lr-predict/x25519", 32)
+
+    def _setup_keys(self) -> dict[str, str]:
+        return {"model": self._commitment.hex(), "x25519": x25519_public(self._x25519()).hex()}
+
+    def _on_message(self, msg: Message) -> list[Message] | None:
+        if (msg.kind, msg.round) == (KIND_RESULT, ROUND_RESULT) and msg.sender == self._guest:
+            if self._result_hash is not None or len(msg.payload) != 32 or len(self._setups) < len(self.ctx.peers):
+                raise ProtocolError(f"unexpected result hash from {msg.sender!r}")
+            self._result_hash = msg.payload
+            self._done = True
+            self.report(1.0, "done; the guest holds the scores")
+            return []
+        return None
+
+    def _after_setup(self) -> list[Message]:
+        ctx = self.ctx
+        if self._sent_scores:
+            raise ProtocolError("scores were already sent")
+        self._commits[ctx.me] = self._commitment
+        fixed = to_fixed(self._u, "scores are not finite or too large for the fixed-point encoding")
+        # The pair seed itself keys the mask stream (hetero-lr hashes a label in per use):
+        # there is one masked vector per task.
+        secret = self._x25519()
+        seeds: dict[str, bytes] = {}
+        for other in self._hosts:
+            if other == ctx.me:
+                continue
+            try:
+                public = bytes.fromhex(self._setups[other]["x25519"])
+            except ValueError as exc:
+                raise ProtocolError(f"bad X25519 key from {other!r}: {exc}") from None
+            seeds[other] = pair_seed(DOMAIN, secret, public, ctx.binding, ctx.me, other, who=repr(other))
+        out = add_pair_masks(fixed, ctx.me, self._hosts, seeds)
+        self._sent_scores = True
+        self.report(0.5, "sent masked scores to the guest")
+        return [self.send(self._guest, ROUND_SCORES, KIND_SCORES, part) for part in frames(out.astype("<u8").tobytes())]

@@ -65,6 +65,11 @@ subgroup, SHA-512 as random oracle for the RFC 9380 hash):
     as the table (no DLEQ proof): a dishonest H can make keys miss, but not learn them. The
     chain binds what was exchanged through the commitment.
 
+Classes: `PrivateQueryProtocol`, the class registered for the kind, holds what both parties
+share (parameters, batches, the transcript digests, the commitment); `PrivateQueryQuerier` and
+`PrivateQueryHolder` each role's messages. `PrivateQueryProtocol.create(ctx, data)` builds the
+class of the party's role.
+
 The holder's task services (`ctx.services`, given per task by the runtime):
   - `epoch_key`: label -> 32 secret bytes, an organisation-level KDF (e.g. HMAC of a node
     master key) that is stable across tasks. H calls it with "pq-epoch/<epoch>/<table id hex>";
@@ -86,11 +91,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError, canonical_json
 from pcn.algorithms.private_query.encrypted import (
     AEAD_OVERHEAD,
     HEADER_BYTES,
@@ -153,32 +159,22 @@ def _index(payload: bytes) -> int:
 class PrivateQueryProtocol(Protocol):
     name: ClassVar[str] = "private-query"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
+    role: ClassVar[str]  # "querier" or "holder"
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
     _n: int | None = field(default=None, init=False, repr=False)  # number of distinct query keys
-    _next_batch: int = field(default=0, init=False, repr=False)
     _q_digest: Any = field(default=None, init=False, repr=False)
     _e_digest: Any = field(default=None, init=False, repr=False)
     _table_digest: bytes | None = field(default=None, init=False, repr=False)
-    # querier
-    _queries: list[str] = field(default_factory=list, init=False, repr=False)
-    _unblind: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
-    _head: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False)  # rows, entries, slot, chunks
-    _body: bytearray = field(default_factory=bytearray, init=False, repr=False)
-    _next_chunk: int = field(default=0, init=False, repr=False)
-    _evaluated: list[bytes] = field(default_factory=list, init=False, repr=False)
-    # holder
-    _scalar: bytes | None = field(default=None, init=False, repr=False)
-    _table_rows: int = field(default=0, init=False, repr=False)
-    preprocess_seconds: float = field(default=0.0, init=False, repr=False)
-    cache_hit: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         ctx = self.ctx
         if len(ctx.participants) != 2 or len(set(ctx.participants)) != 2:
             raise ProtocolError("private-query needs exactly 2 distinct participants: the querier and the holder")
         self._check_context("the querier")
+        if not isinstance(self, self.role_class(ctx)):
+            raise ProtocolError(f"{type(self).__name__} plays the {self.role}, which {ctx.me!r} is not in this task")
         self._params = self.validate_params(ctx.params)
         self._q_digest = hashlib.sha256(QUERY_DOMAIN)
         self._e_digest = hashlib.sha256(EVAL_DOMAIN)
@@ -187,6 +183,11 @@ class PrivateQueryProtocol(Protocol):
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
         return _validate_params(params)
+
+    @classmethod
+    def role_class(cls, ctx: PartyContext) -> type[PrivateQueryProtocol]:
+        """The querier's class for the recipient, the holder's for the other party."""
+        return PrivateQueryQuerier if ctx.is_recipient else PrivateQueryHolder
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -209,6 +210,86 @@ class PrivateQueryProtocol(Protocol):
         size = self._params["batch_size"]
         return min(size, self._n - index * size)
 
+    def _point_jobs(self, scalars: tuple[bytes, ...], points: bytes) -> list[tuple[tuple[bytes, ...], bytes, int]]:
+        step = JOB_POINTS * POINT_BYTES
+        return [(scalars, points[i : i + step], i // POINT_BYTES) for i in range(0, len(points), step)]
+
+    # -- protocol ----------------------------------------------------------------------
+
+    def start(self) -> list[Message]:
+        self._mark_started()
+        return self._first_messages()
+
+    @abstractmethod
+    def _first_messages(self) -> list[Message]:
+        """What this party sends first."""
+
+    def receive(self, msg: Message) -> list[Message]:
+        self._check_delivery(msg)
+        handler = self._handlers().get((msg.round, msg.kind))
+        if handler is None:
+            raise ProtocolError(
+                f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r} at the {self.role}"
+            )
+        return handler(msg)
+
+    @abstractmethod
+    def _handlers(self) -> dict[tuple[int, str], Callable[[Message], list[Message]]]:
+        """(round, kind) -> what this party does with such a message from its peer."""
+
+    @staticmethod
+    def _length(msg: Message, expected: int) -> None:
+        if len(msg.payload) != expected:
+            raise ProtocolError(
+                f"{msg.kind!r} message from {msg.sender!r} has {len(msg.payload)} bytes, expected {expected}"
+            )
+
+    @staticmethod
+    def _in_order(msg: Message, expected: int, total: int) -> None:
+        if len(msg.payload) < INDEX_BYTES:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} is too short")
+        got = _index(msg.payload)
+        if got != expected or expected >= total:
+            what = "duplicate or out-of-order" if got < expected else "unexpected"
+            raise ProtocolError(
+                f"{what} {msg.kind!r} message {got} from {msg.sender!r} (expected {expected} of {total})"
+            )
+
+    # -- outcome -----------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _digests(self) -> bytes:
+        if not self._done or self._result_hash is None or self._table_digest is None:
+            raise ProtocolError("the private-query protocol has not finished")
+        return self._q_digest.digest() + self._e_digest.digest() + self._table_digest
+
+    def result_commitment(self) -> bytes:
+        digests = self._digests()
+        assert self._result_hash is not None
+        return COMMITMENT.commit(digests, self._result_hash)
+
+    def commitment_opening(self) -> bytes:
+        """d_query | d_eval | d_table, followed at the querier by its 32-byte result salt; with
+        the result bytes, `commitment_for` recomputes `result_commitment()`."""
+        return self._digests()
+
+
+@dataclass(eq=False)
+class PrivateQueryQuerier(PrivateQueryProtocol):
+    """The querier: the recipient, which looks its keys up in the holder's table."""
+
+    role: ClassVar[str] = "querier"
+
+    _queries: list[str] = field(default_factory=list, init=False, repr=False)
+    _unblind: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False)
+    _head: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False)  # rows, entries, slot, chunks
+    _body: bytearray = field(default_factory=bytearray, init=False, repr=False)
+    _next_chunk: int = field(default=0, init=False, repr=False)
+    _evaluated: list[bytes] = field(default_factory=list, init=False, repr=False)
+
     def _salt(self) -> bytes:
         return self.secret_bytes("pq/result-salt", 32)
 
@@ -222,17 +303,14 @@ class PrivateQueryProtocol(Protocol):
             self.report(lo + (hi - lo) * done / max(1, len(jobs)), what)
         return bytes(out)
 
-    def _point_jobs(self, scalars: tuple[bytes, ...], points: bytes) -> list[tuple[tuple[bytes, ...], bytes, int]]:
-        step = JOB_POINTS * POINT_BYTES
-        return [(scalars, points[i : i + step], i // POINT_BYTES) for i in range(0, len(points), step)]
+    def _handlers(self) -> dict[tuple[int, str], Callable[[Message], list[Message]]]:
+        return {
+            (ROUND_QUERY, KIND_TABLE_HEAD): self._on_table_head,
+            (ROUND_QUERY, KIND_TABLE): self._on_table_chunk,
+            (ROUND_EVAL, KIND_EVALUATED): self._on_evaluated,
+        }
 
-    # -- protocol ----------------------------------------------------------------------
-
-    def start(self) -> list[Message]:
-        self._mark_started()
-        return self._start_querier() if self.ctx.is_recipient else self._start_holder()
-
-    def _start_querier(self) -> list[Message]:
+    def _first_messages(self) -> list[Message]:
         p = self._params
         column = self._key_column("query_column")
         self.report(0.0, "normalising query keys")
@@ -258,149 +336,6 @@ class PrivateQueryProtocol(Protocol):
             out.append(self.send(holder, ROUND_QUERY, KIND_BLINDED, payload))
         self.report(0.3, f"sent {n:,} blinded keys in {self._batches()} batches")
         return out
-
-    def _epoch_secret(self, label: str) -> bytes:
-        secret = self.ctx.services.epoch_key(label)
-        if not isinstance(secret, bytes) or len(secret) != 32:
-            raise ProtocolError("the epoch key service must return 32 bytes")
-        return secret
-
-    def _encrypted_table(self) -> EncryptedTable:
-        p = self._params
-        column = self._key_column("key_column")
-        table = self.data
-        self.report(0.0, "fingerprinting the table")
-        tid = table_id(table, column, p["value_columns"])
-        secret = self._epoch_secret(f"pq-epoch/{p['epoch']}/{tid.hex()}")
-        self._scalar = scalar_bytes(clamp(secret))
-        cache = self.ctx.services.cache
-        key = cache_key(tid, p["epoch"], secret)
-        blob = cache.get(key)
-        if blob is not None:
-            try:
-                enc = EncryptedTable.from_bytes(blob)
-                if enc.table_rows == table.num_rows:
-                    self.cache_hit = True
-                    self.report(0.5, f"reusing the encrypted table of epoch {p['epoch']!r} from the cache")
-                    return enc
-            except ProtocolError:
-                pass  # a damaged cache entry: rebuild it
-        t0 = time.perf_counter()
-        enc = preprocess_table(
-            table,
-            column,
-            p["value_columns"],
-            secret,
-            p["epoch"],
-            pmap=self.pmap,
-            progress=lambda f, what: self.report(0.5 * f, what),
-        )
-        self.preprocess_seconds = time.perf_counter() - t0
-        cache.put(key, enc.to_bytes())
-        return enc
-
-    def _start_holder(self) -> list[Message]:
-        enc = self._encrypted_table()
-        self._table_rows = enc.table_rows
-        self._table_digest = enc.digest()
-        chunks = enc.chunks()
-        head = enc.header() + len(chunks).to_bytes(INDEX_BYTES, "big") + self._table_digest
-        querier = self.ctx.recipient
-        out = [self.send(querier, ROUND_QUERY, KIND_TABLE_HEAD, head)]
-        for i, chunk in enumerate(chunks):
-            out.append(self.send(querier, ROUND_QUERY, KIND_TABLE, i.to_bytes(INDEX_BYTES, "big") + chunk))
-        self.report(0.5, f"sent the encrypted table ({enc.num_entries:,} entries in {len(chunks)} messages)")
-        return out
-
-    def receive(self, msg: Message) -> list[Message]:
-        ctx = self.ctx
-        self._check_delivery(msg)
-        key = (msg.round, msg.kind)
-        if ctx.is_recipient:
-            if key == (ROUND_QUERY, KIND_TABLE_HEAD):
-                return self._on_table_head(msg)
-            if key == (ROUND_QUERY, KIND_TABLE):
-                return self._on_table_chunk(msg)
-            if key == (ROUND_EVAL, KIND_EVALUATED):
-                return self._on_evaluated(msg)
-        else:
-            if key == (ROUND_QUERY, KIND_QUERY_HEAD):
-                return self._on_query_head(msg)
-            if key == (ROUND_QUERY, KIND_BLINDED):
-                return self._on_blinded(msg)
-            if key == (ROUND_RESULT, KIND_RESULT):
-                return self._on_result_hash(msg)
-        role = "querier" if ctx.is_recipient else "holder"
-        raise ProtocolError(f"unexpected message round {msg.round} kind {msg.kind!r} from {msg.sender!r} at the {role}")
-
-    @staticmethod
-    def _length(msg: Message, expected: int) -> None:
-        if len(msg.payload) != expected:
-            raise ProtocolError(
-                f"{msg.kind!r} message from {msg.sender!r} has {len(msg.payload)} bytes, expected {expected}"
-            )
-
-    @staticmethod
-    def _in_order(msg: Message, expected: int, total: int) -> None:
-        if len(msg.payload) < INDEX_BYTES:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} is too short")
-        got = _index(msg.payload)
-        if got != expected or expected >= total:
-            what = "duplicate or out-of-order" if got < expected else "unexpected"
-            raise ProtocolError(
-                f"{what} {msg.kind!r} message {got} from {msg.sender!r} (expected {expected} of {total})"
-            )
-
-    # holder side
-
-    def _on_query_head(self, msg: Message) -> list[Message]:
-        if self._n is not None:
-            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
-        self._length(msg, 8)
-        n = int.from_bytes(msg.payload, "big")
-        if n > MAX_QUERIES:
-            raise ProtocolError(f"the querier announces {n:,} keys; at most {MAX_QUERIES:,} per task")
-        cap = self._params.get("max_keys")
-        if cap is not None and n > cap:  # the declared cap the owners' rules were checked against
-            raise ProtocolError(f"the querier announces {n:,} keys; the task declares at most {cap:,}")
-        self._n = n
-        self._q_digest.update(msg.payload)
-        self.report(0.5, f"the querier asks {n:,} keys")
-        return self._maybe_finish_holder()
-
-    def _on_blinded(self, msg: Message) -> list[Message]:
-        if self._n is None:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} before the query head")
-        total = self._batches()
-        self._in_order(msg, self._next_batch, total)
-        index = self._next_batch
-        self._length(msg, INDEX_BYTES + self._batch_len(index) * POINT_BYTES)
-        assert self._scalar is not None
-        jobs = self._point_jobs((self._scalar,), msg.payload[INDEX_BYTES:])
-        evaluated = b"".join(self.pmap(multiply, jobs))
-        self._q_digest.update(msg.payload)
-        self._next_batch += 1
-        payload = index.to_bytes(INDEX_BYTES, "big") + evaluated
-        self._e_digest.update(payload)
-        self.report(0.5 + 0.45 * self._next_batch / total, f"evaluated batch {self._next_batch} of {total}")
-        return [self.send(msg.sender, ROUND_EVAL, KIND_EVALUATED, payload)]
-
-    def _on_result_hash(self, msg: Message) -> list[Message]:
-        if self._result_hash is not None:
-            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
-        if self._n is None or self._next_batch < self._batches():
-            raise ProtocolError(f"{msg.kind!r} from {msg.sender!r} before every batch was evaluated")
-        self._length(msg, DIGEST_BYTES)
-        self._result_hash = msg.payload
-        return self._maybe_finish_holder()
-
-    def _maybe_finish_holder(self) -> list[Message]:
-        if self._result_hash is not None and not self._done:
-            self._done = True
-            self.report(1.0, "done; the querier holds the result")
-        return []
-
-    # querier side
 
     def _on_table_head(self, msg: Message) -> list[Message]:
         if self._head is not None:
@@ -484,24 +419,125 @@ class PrivateQueryProtocol(Protocol):
         self.report(1.0, "done; the querier holds the result")
         return [self.send(self.holder, ROUND_RESULT, KIND_RESULT, self._result_hash)]
 
-    # -- outcome -----------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def _digests(self) -> bytes:
-        if not self._done or self._result_hash is None or self._table_digest is None:
-            raise ProtocolError("the private-query protocol has not finished")
-        return self._q_digest.digest() + self._e_digest.digest() + self._table_digest
-
-    def result_commitment(self) -> bytes:
-        digests = self._digests()
-        assert self._result_hash is not None
-        return COMMITMENT.commit(digests, self._result_hash)
-
     def commitment_opening(self) -> bytes:
-        """d_query | d_eval | d_table, followed at the querier by its 32-byte result salt; with
-        the result bytes, `commitment_for` recomputes `result_commitment()`."""
-        digests = self._digests()
-        return digests + self._salt() if self.ctx.is_recipient else digests
+        return super().commitment_opening() + self._salt()
+
+
+@dataclass(eq=False)
+class PrivateQueryHolder(PrivateQueryProtocol):
+    """The holder: the other party, whose table the querier looks its keys up in."""
+
+    role: ClassVar[str] = "holder"
+
+    _next_batch: int = field(default=0, init=False, repr=False)
+    _scalar: bytes | None = field(default=None, init=False, repr=False)
+    _table_rows: int = field(default=0, init=False, repr=False)
+    preprocess_seconds: float = field(default=0.0, init=False, repr=False)
+    cache_hit: bool = field(default=False, init=False, repr=False)
+
+    def _handlers(self) -> dict[tuple[int, str], Callable[[Message], list[Message]]]:
+        return {
+            (ROUND_QUERY, KIND_QUERY_HEAD): self._on_query_head,
+            (ROUND_QUERY, KIND_BLINDED): self._on_blinded,
+            (ROUND_RESULT, KIND_RESULT): self._on_result_hash,
+        }
+
+    def _epoch_secret(self, label: str) -> bytes:
+        secret = self.ctx.services.epoch_key(label)
+        if not isinstance(secret, bytes) or len(secret) != 32:
+            raise ProtocolError("the epoch key service must return 32 bytes")
+        return secret
+
+    def _encrypted_table(self) -> EncryptedTable:
+        p = self._params
+        column = self._key_column("key_column")
+        table = self.data
+        self.report(0.0, "fingerprinting the table")
+        tid = table_id(table, column, p["value_columns"])
+        secret = self._epoch_secret(f"pq-epoch/{p['epoch']}/{tid.hex()}")
+        self._scalar = scalar_bytes(clamp(secret))
+        cache = self.ctx.services.cache
+        key = cache_key(tid, p["epoch"], secret)
+        blob = cache.get(key)
+        if blob is not None:
+            try:
+                enc = EncryptedTable.from_bytes(blob)
+                if enc.table_rows == table.num_rows:
+                    self.cache_hit = True
+                    self.report(0.5, f"reusing the encrypted table of epoch {p['epoch']!r} from the cache")
+                    return enc
+            except ProtocolError:
+                pass  # a damaged cache entry: rebuild it
+        t0 = time.perf_counter()
+        enc = preprocess_table(
+            table,
+            column,
+            p["value_columns"],
+            secret,
+            p["epoch"],
+            pmap=self.pmap,
+            progress=lambda f, what: self.report(0.5 * f, what),
+        )
+        self.preprocess_seconds = time.perf_counter() - t0
+        cache.put(key, enc.to_bytes())
+        return enc
+
+    def _first_messages(self) -> list[Message]:
+        enc = self._encrypted_table()
+        self._table_rows = enc.table_rows
+        self._table_digest = enc.digest()
+        chunks = enc.chunks()
+        head = enc.header() + len(chunks).to_bytes(INDEX_BYTES, "big") + self._table_digest
+        querier = self.ctx.recipient
+        out = [self.send(querier, ROUND_QUERY, KIND_TABLE_HEAD, head)]
+        for i, chunk in enumerate(chunks):
+            out.append(self.send(querier, ROUND_QUERY, KIND_TABLE, i.to_bytes(INDEX_BYTES, "big") + chunk))
+        self.report(0.5, f"sent the encrypted table ({enc.num_entries:,} entries in {len(chunks)} messages)")
+        return out
+
+    def _on_query_head(self, msg: Message) -> list[Message]:
+        if self._n is not None:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
+        self._length(msg, 8)
+        n = int.from_bytes(msg.payload, "big")
+        if n > MAX_QUERIES:
+            raise ProtocolError(f"the querier announces {n:,} keys; at most {MAX_QUERIES:,} per task")
+        cap = self._params.get("max_keys")
+        if cap is not None and n > cap:  # the declared cap the owners' rules were checked against
+            raise ProtocolError(f"the querier announces {n:,} keys; the task declares at most {cap:,}")
+        self._n = n
+        self._q_digest.update(msg.payload)
+        self.report(0.5, f"the querier asks {n:,} keys")
+        return self._maybe_finish_holder()
+
+    def _on_blinded(self, msg: Message) -> list[Message]:
+        if self._n is None:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} before the query head")
+        total = self._batches()
+        self._in_order(msg, self._next_batch, total)
+        index = self._next_batch
+        self._length(msg, INDEX_BYTES + self._batch_len(index) * POINT_BYTES)
+        assert self._scalar is not None
+        jobs = self._point_jobs((self._scalar,), msg.payload[INDEX_BYTES:])
+        evaluated = b"".join(self.pmap(multiply, jobs))
+        self._q_digest.update(msg.payload)
+        self._next_batch += 1
+        payload = index.to_bytes(INDEX_BYTES, "big") + evaluated
+        self._e_digest.update(payload)
+        self.report(0.5 + 0.45 * self._next_batch / total, f"evaluated batch {self._next_batch} of {total}")
+        return [self.send(msg.sender, ROUND_EVAL, KIND_EVALUATED, payload)]
+
+    def _on_result_hash(self, msg: Message) -> list[Message]:
+        if self._result_hash is not None:
+            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r}")
+        if self._n is None or self._next_batch < self._batches():
+            raise ProtocolError(f"{msg.kind!r} from {msg.sender!r} before every batch was evaluated")
+        self._length(msg, DIGEST_BYTES)
+        self._result_hash = msg.payload
+        return self._maybe_finish_holder()
+
+    def _maybe_finish_holder(self) -> list[Message]:
+        if self._result_hash is not None and not self._done:
+            self._done = True
+            self.report(1.0, "done; the querier holds the result")
+        return []
