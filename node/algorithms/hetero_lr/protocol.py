@@ -785,17 +785,17 @@ class HeteroLrGuest(HeteroLrProtocol):
     def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
         return {
             SETUP: self._on_setup,
-            STEP: self._g_step,
-            WAIT_SHARES: self._g_shares,
-            WAIT_GRADS: self._g_grads,
-            WAIT_OWN: self._g_own,
-            WAIT_EVAL: self._g_eval,
-            WAIT_COMMITS: self._g_commits,
+            STEP: self._on_step,
+            WAIT_SHARES: self._on_shares,
+            WAIT_GRADS: self._on_grads,
+            WAIT_OWN: self._on_own,
+            WAIT_EVAL: self._on_eval,
+            WAIT_COMMITS: self._on_commits,
         }
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _g_step(self) -> list[Message]:
+    def _on_step(self) -> list[Message]:
         E, S = self._epoch, self._step
         assert self._pk_g is not None
         B = self._batches[S]
@@ -814,7 +814,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         self._phase = WAIT_SHARES
         return out
 
-    def _g_shares(self) -> list[Message] | None:
+    def _on_shares(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 1)
         if not self._has(KIND_SHARE, rnd, self._hosts):
@@ -835,7 +835,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         self._phase = WAIT_GRADS
         return self._send(self._hosts[0], step_round(E, S, 2), KIND_GUEST_GRAD, masked.to_bytes())
 
-    def _g_grads(self) -> list[Message] | None:
+    def _on_grads(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 2)
         if not self._has(KIND_GRAD, rnd, self._hosts):
@@ -852,7 +852,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         self._phase = WAIT_OWN
         return out
 
-    def _g_own(self) -> list[Message] | None:
+    def _on_own(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 3)
         lead = self._hosts[0]
@@ -874,7 +874,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         self._phase = WAIT_EVAL
         return []
 
-    def _g_eval(self) -> list[Message] | None:
+    def _on_eval(self) -> list[Message] | None:
         E = self._epoch
         rnd = epoch_round(E, 1)
         if not self._has(KIND_EVAL, rnd, self._hosts):
@@ -915,7 +915,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         self._snapshot(resend=out)
         return out
 
-    def _g_commits(self) -> list[Message] | None:
+    def _on_commits(self) -> list[Message] | None:
         if not self._has(KIND_MODEL, ROUND_FINAL, self._hosts):
             return None
         for h in self._hosts:
@@ -1044,18 +1044,18 @@ class HeteroLrHost(HeteroLrProtocol):
     def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
         return {
             SETUP: self._on_setup,
-            STEP: self._h_step,
-            WAIT_RESIDUAL: self._h_residual,
-            WAIT_CONTRIBS: self._h_contribs,
-            WAIT_GUEST_GRAD: self._h_guest_grad,
-            WAIT_GRAD: self._h_grad,
-            WAIT_EPOCH_END: self._h_epoch_end,
-            WAIT_FINAL: self._h_final,
+            STEP: self._on_step,
+            WAIT_RESIDUAL: self._on_residual,
+            WAIT_CONTRIBS: self._on_contribs,
+            WAIT_GUEST_GRAD: self._on_guest_grad,
+            WAIT_GRAD: self._on_grad,
+            WAIT_EPOCH_END: self._on_epoch_end,
+            WAIT_FINAL: self._on_final,
         }
 
     # -- steps ----------------------------------------------------------------------------------
 
-    def _h_step(self) -> list[Message]:
+    def _on_step(self) -> list[Message]:
         E, S = self._epoch, self._step
         assert self._pk_l is not None and self._pk_g is not None
         B = self._batches[S]
@@ -1072,7 +1072,7 @@ class HeteroLrHost(HeteroLrProtocol):
         self._phase = WAIT_RESIDUAL
         return out
 
-    def _h_residual(self) -> list[Message] | None:
+    def _on_residual(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 1)
         if not self._has(KIND_RESIDUAL, rnd, [self._guest]):
@@ -1100,7 +1100,7 @@ class HeteroLrHost(HeteroLrProtocol):
         self._phase = WAIT_CONTRIBS
         return out
 
-    def _h_contribs(self) -> list[Message] | None:
+    def _on_contribs(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 1)
         others = [h for h in self._hosts if h != self.ctx.me]
@@ -1119,7 +1119,7 @@ class HeteroLrHost(HeteroLrProtocol):
         self._phase = WAIT_GUEST_GRAD if self._is_lead else WAIT_GRAD
         return self._send(self._guest, step_round(E, S, 2), KIND_GRAD, masked.to_bytes())
 
-    def _h_guest_grad(self) -> list[Message] | None:
+    def _on_guest_grad(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 2)
         if not self._has(KIND_GUEST_GRAD, rnd, [self._guest]):
@@ -1132,7 +1132,7 @@ class HeteroLrHost(HeteroLrProtocol):
         residues = pack_residues(sk.raw_decrypt_many(ev.ciphertexts), residue_width(pk))
         return self._send(self._guest, step_round(E, S, 3), KIND_GUEST_GRAD_PLAIN, residues)
 
-    def _h_grad(self) -> list[Message] | None:
+    def _on_grad(self) -> list[Message] | None:
         E, S = self._epoch, self._step
         rnd = step_round(E, S, 3)
         if not self._has(KIND_GRAD_PLAIN, rnd, [self._guest]):
@@ -1158,7 +1158,7 @@ class HeteroLrHost(HeteroLrProtocol):
         self._phase = WAIT_EPOCH_END
         return self._send(self._guest, epoch_round(self._epoch, 1), KIND_EVAL, vec.astype("<u8").tobytes())
 
-    def _h_epoch_end(self) -> list[Message] | None:
+    def _on_epoch_end(self) -> list[Message] | None:
         E = self._epoch
         rnd = epoch_round(E, 2)
         if not self._has(KIND_EPOCH_END, rnd, [self._guest]):
@@ -1200,7 +1200,7 @@ class HeteroLrHost(HeteroLrProtocol):
             "salt": self._key("model-salt").hex(),
         }
 
-    def _h_final(self) -> list[Message] | None:
+    def _on_final(self) -> list[Message] | None:
         others = [h for h in self._hosts if h != self.ctx.me]
         if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
             return None
