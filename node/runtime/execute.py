@@ -10,9 +10,10 @@ killed mid-task, `acks_late` redelivery — resumes instead of repeating:
 3. verify every check of DESIGN §5 (`verify.py`) — the data file is read only by the
    last check; a failure calls `refuse(reason)` on chain and stops;
 4. `start` on chain (skipped when already started);
-5. run the algorithm's pure protocol, carrying its messages as signed, encrypted
-   envelopes over HTTP; a resumed worker replays the inbox, re-sends the same
-   deterministic messages (peers drop them as duplicates) and arrives where it was;
+5. run the algorithm's pure protocol (`pcn.runtime.driver.ProtocolDriver`), carrying its
+   messages as signed, encrypted envelopes over HTTP; a resumed worker replays the inbox,
+   re-sends the same deterministic messages (peers drop them as duplicates) and arrives
+   where it was;
 6. store the result (recipient only), delete intermediates, submit the receipt;
 7. anchor the local action log's head on chain.
 """
