@@ -10,9 +10,10 @@ killed mid-task, `acks_late` redelivery — resumes instead of repeating:
 3. verify every check of DESIGN §5 (`verify.py`) — the data file is read only by the
    last check; a failure calls `refuse(reason)` on chain and stops;
 4. `start` on chain (skipped when already started);
-5. run the algorithm's pure protocol, carrying its messages as signed, encrypted
-   envelopes over HTTP; a resumed worker replays the inbox, re-sends the same
-   deterministic messages (peers drop them as duplicates) and arrives where it was;
+5. run the algorithm's pure protocol (`pcn.runtime.driver.ProtocolDriver`), carrying its
+   messages as signed, encrypted envelopes over HTTP; a resumed worker replays the inbox,
+   re-sends the same deterministic messages (peers drop them as duplicates) and arrives
+   where it was;
 6. store the result (recipient only), delete intermediates, submit the receipt;
 7. anchor the local action log's head on chain.
 """
@@ -40,7 +41,6 @@ from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.errors import ChainUnavailable, ContractRevert
 from pcn.chain.types import (
     Fingerprint,
-    OrgStatus,
     ParticipantState,
     Receipt,
     RefusalReason,
@@ -52,6 +52,7 @@ from pcn.data.readers import read_table
 from pcn.data.table import Table
 from pcn.runtime.cache import FileCache
 from pcn.runtime.context import NodeContext
+from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts, message_digest
 from pcn.runtime.envelope import seal
 from pcn.runtime.failpoints import failpoint
 from pcn.runtime.inbox import Inbox
@@ -59,7 +60,15 @@ from pcn.runtime.peers import PeerDirectory
 from pcn.runtime.pool import compute_pool_map
 from pcn.runtime.results import load_sealed_model, model_context, result_context
 from pcn.runtime.store import LocalDataset
-from pcn.runtime.taskstate import Phase, Progress, TaskLock, holds_intermediates, intermediate_keys, reply_bytes
+from pcn.runtime.taskstate import (
+    Phase,
+    Progress,
+    RunRecord,
+    TaskLock,
+    holds_intermediates,
+    intermediate_keys,
+    reply_bytes,
+)
 from pcn.runtime.transport import DeliveryRejected, EndpointRefused, PeerClient, PeerUnreachable
 from pcn.runtime.verify import Refused, Verdict, recheck_running_task, verify_task
 
@@ -73,10 +82,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 # A resumable protocol's latest checkpoint, in the task's scratch folder.
 CHECKPOINT_FILE = "checkpoint.bin"
-
-
-class TaskAborted(Exception):
-    """The task cannot go on here; the reason was recorded on chain."""
 
 
 @dataclass
@@ -129,11 +134,6 @@ def task_services(ctx: NodeContext, task_id: int, algorithm: str, *, chain_id: i
         save_checkpoint=save_checkpoint,
         cache=FileCache(ctx.config.data_path / "cache" / algorithm),
     )
-
-
-def message_digest(msg: Message) -> bytes:
-    head = f"{msg.sender.lower()}|{msg.receiver.lower()}|{msg.round}|{msg.kind}|{msg.seq}|".encode()
-    return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
 
 
 class TaskRunner:
@@ -315,13 +315,22 @@ class TaskRunner:
         scratch = self.ctx.task_dir(self.task_id)
         scratch.mkdir(parents=True, exist_ok=True)
 
-        last_fraction = 0.0
-
-        def progress(fraction: float, what: str) -> None:
-            nonlocal last_fraction
-            last_fraction = fraction
-            self.progress.set(Phase.RUNNING, fraction, what, waiting_since="")
-
+        run_record = RunRecord(self.ctx, self.task_id)
+        config = self.ctx.config
+        driver = ProtocolDriver(
+            task,
+            self.me,
+            ledger=self.ledger,
+            inbox=self.inbox,
+            client=self.client,
+            peers=self.peers,
+            progress=self.progress,
+            log=self.log,
+            record=run_record,
+            seal=self._seal,
+            recheck=lambda: recheck_running_task(self.ledger, self.task_id),
+            timeouts=Timeouts.of(config.message_timeout, config.dropout_after, config.recheck_every),
+        )
         binding = self.ledger.task_binding(self.task_id)
         pctx = PartyContext(
             self.task_id,
@@ -330,132 +339,21 @@ class TaskRunner:
             task.result_recipient,
             params,
             task_seed(bytes(self.ctx.keys.account.key), binding),
-            progress,
+            driver.report,
             id_column=self.ctx.store.get(verdict.my_datasets[0]).id_column,
             parallel_map=compute_pool_map(
-                self.ctx.config.compute_processes or os.cpu_count() or 1, on_rebuild=self._pool_rebuilt
+                config.compute_processes or os.cpu_count() or 1, on_rebuild=self._pool_rebuilt
             ),
             binding=binding,
             services=task_services(
                 self.ctx, self.task_id, proto_cls.name, chain_id=self.ledger.chain_id, task_manager=self._tm_address
             ),
         )
-        checkpoint = scratch / CHECKPOINT_FILE
-        if checkpoint.is_file() and proto_cls.resumable:
-            # A worker died mid-training: continue from the last epoch boundary, not from zero.
-            proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())
-            self.log.append("resume", self.task_id, epochs_done=proto.checkpoint_epoch)
-        else:
-            proto = proto_cls.create(pctx, table)
-        resume_from = {k.lower(): v for k, v in proto.resume_from.items()}
-        sent_key = self.ctx.key("sent", self.task_id)
-        sent = received = 0
-        task_left = max(1.0, task.deadline - time.time())
-        self.progress.set(Phase.RUNNING, 0.0, "protocol started")
-        # Dropout-tolerant protocols (fedavg) at the aggregator: a party silent or unreachable
-        # for `dropout_after` seconds is reported dropped on chain and the others go on. Each
-        # declaration is recorded with the inbox index where it happened, so that a resumed
-        # run replays it at the same point, like a message.
-        drops_key = self.ctx.key("dropped", self.task_id)
-        replay = [json.loads(x) for x in self.ctx.redis.lrange(drops_key, 0, -1)]
-        gone = {q.lower() for d in replay for q in d["parties"]}
-        can_drop = proto_cls.dropout_tolerant and pctx.is_recipient
-        dropout_after = self.ctx.config.dropout_after or self.ctx.config.message_timeout / 2
-        heartbeat_every = None if pctx.is_recipient else self._heartbeat_interval(task)
-        index = 0
-
-        def drop(parties: list[str]) -> bool:
-            out = self._declare_dropped(proto, parties, index, drops_key)
-            if out is None:
-                return False
-            gone.update(q.lower() for q in parties)
-            deliver(out)
-            return True
-
-        def deliver(msgs: list[Message]) -> None:
-            nonlocal sent
-            for m in msgs:
-                # Recorded by (receiver, seq): a resumed worker re-sending a message records it once.
-                self.ctx.redis.hset(sent_key, f"{m.receiver.lower()}:{m.seq:012d}", message_digest(m).hex())
-                if m.receiver.lower() in gone:
-                    continue  # reported dropped: nobody there is listening any more
-                org = self.peers.organisation(m.receiver)  # cached for a few seconds
-                if org.status != OrgStatus.ACTIVE:
-                    # Suspended since the task started: it gets nothing more from this node.
-                    raise Refused(RefusalReason.PEER_NOT_ACTIVE, f"{m.receiver} is no longer an active organisation")
-                env = seal(
-                    m, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, org.encryption_key
-                )
-                # A peer may be down for a while (retries with backoff), but not for longer than
-                # the message timeout: then this node refuses PEER_UNREACHABLE, well before the deadline.
-                wait = min(task_left, dropout_after if can_drop else self.ctx.config.message_timeout)
-                try:
-                    self.client.deliver(org.endpoint, self.task_id, env, deadline=time.monotonic() + wait)
-                except PeerUnreachable:
-                    if not (can_drop and drop([m.receiver])):
-                        raise
-                    continue
-                sent += 1
-
-        def replay_drops(at: int) -> None:
-            while replay and replay[0]["at"] == at:
-                deliver(proto.declare_dropped(replay.pop(0)["parties"]))
-
-        protocol_t0 = time.perf_counter()
-        deliver(proto.start())
-        replay_drops(index)
-        idle_since = last_status_check = last_recheck = last_heartbeat = time.monotonic()
-        waiting = False
-        while not proto.done:
-            if heartbeat_every is not None and time.monotonic() - last_heartbeat > heartbeat_every:
-                last_heartbeat = time.monotonic()
-                if not self._heartbeat():
-                    heartbeat_every = None
-            if time.monotonic() - last_recheck > self.ctx.config.recheck_every:
-                # Verification held at the start; a suspension, a withdrawn policy grant or a
-                # deprecation since then stops this node before it sends any more of its data.
-                last_recheck = time.monotonic()
-                refused = recheck_running_task(self.ledger, self.task_id)
-                if refused is not None:
-                    raise refused
-            msgs = self.inbox.read(self.task_id, index, wait=0.5)
-            if not msgs:
-                waited = time.monotonic() - idle_since
-                if can_drop and waited > dropout_after and not replay:
-                    silent = proto.awaiting()
-                    if silent and drop(silent):
-                        idle_since = time.monotonic()
-                        continue
-                if not waiting and waited > 1.0:
-                    # Idle with nothing to compute: say so, so `pcn task status` can tell the
-                    # operators which party the others are waiting for.
-                    waiting = True
-                    since = f"{time.time() - waited:.3f}"
-                    self.progress.set(Phase.WAITING, last_fraction, "waiting for peers' messages", waiting_since=since)
-                if waited > self.ctx.config.message_timeout or time.time() > task.deadline:
-                    raise PeerUnreachable("peers", f"no message for {waited:.0f} s")
-                if time.monotonic() - last_status_check > 2.0:
-                    # Another participant refused, or the task expired: stop waiting at once.
-                    last_status_check = time.monotonic()
-                    status = self.ledger.task(self.task_id).status
-                    if status.is_final:
-                        raise TaskAborted(f"task became {status.name.lower()} on chain")
-                    if self.ledger.participant_state(self.task_id, self.me) is ParticipantState.DROPPED:
-                        raise TaskAborted("the result recipient reported this party dropped out")
-                continue
-            idle_since = time.monotonic()
-            if waiting:
-                waiting = False
-                self.progress.set(Phase.RUNNING, last_fraction, "protocol running", waiting_since="")
-            for m in msgs:
-                index += 1
-                received += 1
-                if m.seq < resume_from.get(m.sender.lower(), 0):
-                    continue  # already inside the checkpoint the party resumed from
-                deliver(proto.receive(m))
-                replay_drops(index)
-        self.timings["protocol"] = time.perf_counter() - protocol_t0
-        transcript = self._transcript(sent_key)
+        proto = self._protocol(proto_cls, pctx, table, scratch / CHECKPOINT_FILE)
+        driver.run(proto)
+        sent, received = driver.sent, driver.received
+        self.timings["protocol"] = driver.seconds
+        transcript = self._transcript(run_record)
         result = proto.result()
         commitment = proto.result_commitment()
         if result is not None:
@@ -498,6 +396,19 @@ class TaskRunner:
         failpoint("after-finishing-record")
         return self._finish(record)
 
+    def _protocol(self, proto_cls: type[Protocol], pctx: PartyContext, table: Table, checkpoint: Path) -> Protocol:
+        """This party's protocol instance: fresh, or resumed from the last checkpoint a killed
+        worker saved (a resumable protocol continues from an epoch boundary, not from zero)."""
+        if checkpoint.is_file() and proto_cls.resumable:
+            proto = proto_cls.resume(pctx, table, checkpoint.read_bytes())
+            self.log.append("resume", self.task_id, epochs_done=proto.checkpoint_epoch)
+            return proto
+        return proto_cls.create(pctx, table)
+
+    def _seal(self, msg: Message, encryption_key: bytes) -> bytes:
+        """`msg` as a signed envelope for this task, encrypted to the receiver's key."""
+        return seal(msg, self.task_id, self.ledger.chain_id, self._tm_address, self.ctx.keys.account, encryption_key)
+
     def _pool_rebuilt(self, rebuilds: int, why: str) -> None:
         """A compute pool process died mid-task: recorded, so operators see it happen."""
         self.log.append("compute-pool-rebuilt", self.task_id, rebuilds=rebuilds, why=why)
@@ -515,66 +426,6 @@ class TaskRunner:
             self.progress.set(Phase.DROPPED, 1.0, "reported dropped by the result recipient; the others went on")
             self._anchor()
         return Outcome(self.task_id, "skipped", "reported dropped")
-
-    def _declare_dropped(self, proto: Protocol, pending: list[str], index: int, drops_key: str) -> list[Message] | None:
-        """At the aggregator of a dropout-tolerant protocol: parties it waited for too long are
-        reported dropped on chain, and the protocol goes on without them. None when the
-        protocol cannot go on without them (the task then ends PEER_UNREACHABLE as before)."""
-        try:
-            out = proto.declare_dropped(pending)
-        except ProtocolError as exc:
-            self.log.append("dropout-not-possible", self.task_id, parties=pending, why=str(exc))
-            return None
-        for party in pending:
-            try:
-                res = self._report_when_silent(party)
-                self.log.append("report-dropout", self.task_id, party=party, tx=res.tx_hash)
-            except ContractRevert as exc:
-                if exc.name == "TooFewRemaining":
-                    raise PeerUnreachable(party, "too few participants would remain to go on without it") from None
-                if exc.name in ("AlgorithmNotDropoutTolerant", "PartyNotSilent"):
-                    raise PeerUnreachable(party, f"the chain refuses to drop it: {exc}") from None
-                if exc.name != "CannotDrop":  # CannotDrop: reported already, before a restart
-                    raise
-        self.ctx.redis.rpush(drops_key, json.dumps({"at": index, "parties": pending}))
-        self.progress.set(Phase.RUNNING, 0.0, f"went on without {', '.join(pending)} (reported dropped on chain)")
-        return out
-
-    def _heartbeat_interval(self, task: Task) -> float | None:
-        """How often this party posts its on-chain sign of life, so the recipient can report it
-        dropped only when its node is really gone (silent for the consortium's `dropoutSilence`),
-        never while it works: a third of the silence. None when the algorithm is not
-        dropout-tolerant (nobody can be dropped from it)."""
-        algorithm = self.ledger.algorithm(task.algorithm_hash)
-        if algorithm is None or not algorithm.dropout_tolerant:
-            return None
-        return max(1.0, self.ledger.dropout_silence() / 3)
-
-    def _heartbeat(self) -> bool:
-        """False once the chain takes no more (the task ended, or this party was dropped: its
-        operator may `pcn task contest-dropout` while the task runs)."""
-        try:
-            self.ledger.heartbeat(self.task_id)
-        except ContractRevert as exc:
-            self.log.append("heartbeat-refused", self.task_id, error=exc.name)
-            return False
-        return True
-
-    def _report_when_silent(self, party: str) -> Any:
-        """Report `party` dropped once the chain allows it: after the consortium's dropout
-        silence since its last sign of life on chain (PartyNotSilent until then)."""
-        give_up = time.monotonic() + self.ledger.dropout_silence() + 60
-        while True:
-            try:
-                return self.ledger.report_dropout(self.task_id, party)
-            except ContractRevert as exc:
-                if exc.name != "PartyNotSilent" or time.monotonic() > give_up:
-                    raise
-                time.sleep(1.0)
-                # Our own sign of life; it also moves block time on a chain that mines only
-                # on transactions (a devnet), where the silence could otherwise never pass.
-                with contextlib.suppress(ContractRevert):
-                    self.ledger.heartbeat(self.task_id)
 
     def _close_after_receipt(self) -> Outcome:
         """The worker died between its receipt being mined and its logging it: log the receipt
@@ -639,13 +490,13 @@ class TaskRunner:
     def _tm_address(self) -> str:
         return str(self.ledger.deployment.contracts["TaskManager"].address)
 
-    def _transcript(self, sent_key: str) -> bytes:
+    def _transcript(self, record: RunRecord) -> bytes:
         """Hash of every message this party sent and received, each once, in a canonical order
         (sent by receiver and sequence, received in inbox order), so a resumed worker reports
         the same transcript as one that never stopped."""
         h = hashlib.sha256(b"pcn/transcript/v2")
-        for field, digest in sorted(self.ctx.redis.hgetall(sent_key).items()):
-            h.update(b"S" + reply_bytes(field) + b"=" + reply_bytes(digest))
+        for field, digest in record.sent():
+            h.update(b"S" + field + b"=" + digest)
         for m in self.inbox.read(self.task_id, 0):
             h.update(b"R" + message_digest(m))
         return h.digest()

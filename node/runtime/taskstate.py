@@ -6,8 +6,9 @@ writers of each:
 - `lock:<task>`: `TaskLock`, one worker per task at a time;
 - `progress:<task>`: `Progress`, read by the mailbox's progress route;
 - `params:<task>`: `handle_params`, the parameters the requester pushed, once they hash right;
-- `sent:<task>`, `dropped:<task>` and the inbox's keys (`pcn.runtime.inbox`): the run's
-  intermediates (`intermediate_keys`), deleted before the receipt;
+- `sent:<task>` and `dropped:<task>`: `RunRecord`, what the protocol driver
+  (`pcn.runtime.driver`) sent and which parties it declared dropped; with the inbox's keys
+  (`pcn.runtime.inbox`) the run's intermediates (`intermediate_keys`), deleted before the receipt;
 - `finishing:<task>` and `refusing:<task>`: the task runner's durable records of a receipt or
   a refusal it has started to submit (`pcn.runtime.execute`);
 - `open-tasks`: the watcher's tasks queued and not yet finished here (`pcn.runtime.watcher`).
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -86,10 +89,52 @@ class Progress:
         self.r.expire(self.key, 7 * 24 * 3600)
 
 
+# Names of the run's own keys (`RunRecord`) and of the pushed parameters (`handle_params`).
+_SENT = "sent"
+_DROPPED = "dropped"
+_PARAMS = "params"
+
+
+@dataclass(frozen=True)
+class DropDeclaration:
+    """Parties the result recipient declared dropped, at the inbox index where it did, so a
+    resumed run replays the declaration at the same point, like a message."""
+
+    at: int
+    parties: list[str]
+
+
+class RunRecord:
+    """What one run of a task's protocol leaves at this node besides its inbox: the digest of
+    every message it sent, by receiver and sequence (`sent:<task>`, hashed into the receipt's
+    transcript), and its dropout declarations in order (`dropped:<task>`)."""
+
+    def __init__(self, ctx: NodeContext, task_id: int) -> None:
+        self.r = ctx.redis
+        self.sent_key = ctx.key(_SENT, task_id)
+        self.drops_key = ctx.key(_DROPPED, task_id)
+
+    def record_sent(self, receiver: str, seq: int, digest: bytes) -> None:
+        # Keyed by (receiver, seq): a resumed worker re-sending a message records it once.
+        self.r.hset(self.sent_key, f"{receiver.lower()}:{seq:012d}", digest.hex())
+
+    def sent(self) -> list[tuple[bytes, bytes]]:
+        """(receiver:seq, digest in hex) of every message sent, sorted."""
+        return sorted((reply_bytes(k), reply_bytes(v)) for k, v in self.r.hgetall(self.sent_key).items())
+
+    def drops(self) -> list[DropDeclaration]:
+        """Every dropout declaration, in the order it was made."""
+        records = [json.loads(x) for x in self.r.lrange(self.drops_key, 0, -1)]
+        return [DropDeclaration(int(d["at"]), list(d["parties"])) for d in records]
+
+    def add_drop(self, drop: DropDeclaration) -> None:
+        self.r.rpush(self.drops_key, json.dumps({"at": drop.at, "parties": drop.parties}))
+
+
 def intermediate_keys(ctx: NodeContext, task_id: int) -> list[str]:
     """The Redis keys a task's run creates and deletes before its receipt."""
     inbox = Inbox(ctx.redis, ctx.key()).keys(task_id)
-    return [*inbox, *(ctx.key(k, task_id) for k in ("sent", "params", "dropped"))]
+    return [*inbox, *(ctx.key(k, task_id) for k in (_SENT, _PARAMS, _DROPPED))]
 
 
 def holds_intermediates(ctx: NodeContext, task_id: int) -> bool:
@@ -175,4 +220,4 @@ def handle_params(ctx: NodeContext, task_id: int, body: bytes) -> None:
         raise ValueError(f"task {task_id} does not exist")
     if hashlib.sha256(body).digest() != task.params_hash:
         raise ValueError("parameters do not hash to the task's on-chain params hash")
-    ctx.redis.set(ctx.key("params", task_id), body, ex=max(60, int(task.deadline - time.time()) + 3600))
+    ctx.redis.set(ctx.key(_PARAMS, task_id), body, ex=max(60, int(task.deadline - time.time()) + 3600))
