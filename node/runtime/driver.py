@@ -210,6 +210,9 @@ class ProtocolDriver:
         self.index = 0  # inbox messages read so far
         self.gone: set[str] = set()  # declared dropped (lower case): sent nothing more
         self.replay: list[DropDeclaration] = []  # recorded declarations not yet replayed
+        # The silent parties the protocol last said it cannot go on without: not offered again
+        # (nor logged again) until the set of silent parties changes.
+        self.undroppable: frozenset[str] = frozenset()
         self.last_fraction = 0.0
         self.waiting = False  # the progress says "waiting for peers' messages"
         self.can_drop = False
@@ -287,7 +290,7 @@ class ProtocolDriver:
         waited = self.clock.monotonic() - self.idle_since
         if self.can_drop and waited > self.timeouts.dropout_after and not self.replay:
             silent = self.proto.awaiting()
-            if silent and self.declare_dropped(silent):
+            if silent and frozenset(q.lower() for q in silent) != self.undroppable and self.declare_dropped(silent):
                 self.idle_since = self.clock.monotonic()
                 return
         if not self.waiting and waited > self.WAITING_AFTER:
@@ -347,6 +350,7 @@ class ProtocolDriver:
             out = self.proto.declare_dropped(parties)
         except ProtocolError as exc:
             self.log.append("dropout-not-possible", self.task_id, parties=parties, why=str(exc))
+            self.undroppable = frozenset(q.lower() for q in parties)
             return False
         for party in parties:
             try:
