@@ -328,8 +328,8 @@ def build_network(
         say(f"{org.name} registered dataset {local.dataset_id}: {rows} rows, root {local.merkle_root[:18]}…")
     net = Network(admin, orgs, redis_server, algorithm, algorithms)
     try:
+        services.start_all([org.config for org in orgs], timeout=90)
         for org in orgs:
-            services.start(org.config, timeout=90)
             say(f"{org.name}'s node is up: mailbox, watcher, {org.config.workers} Celery worker(s)")
     except Exception:
         net.stop()
