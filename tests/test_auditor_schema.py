@@ -36,12 +36,12 @@ def _serve(world: World) -> Iterator[tuple[str, requests.Session, dict]]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     base = f"http://{domain}"
-    for _ in range(100):
-        try:
-            requests.get(base + "/login", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
+    # uvicorn says when its lifespan has run and its socket listens; polling /login instead
+    # raced a busy machine (a 1 s read timeout escaped the loop that only caught refusals)
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the dashboard did not start"
+        time.sleep(0.05)
     session = requests.Session()
     address = Account.from_key(AUDITOR_KEY).address
     message = session.get(base + "/auth/nonce", params={"address": address}, timeout=5).json()["message"]
