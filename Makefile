@@ -61,7 +61,7 @@ test-contracts: deps
 
 # One pytest-xdist worker per core (at most 4; serial on 1 core): each worker takes whole test
 # files (a file's fixtures start its network once), end-to-end modules first
-# (tests/conftest.py). On 2 cores, 2 workers take about 22 minutes of pytest where a serial
+# (tests/conftest.py). On 2 cores, 2 workers take about 23 minutes of pytest where a serial
 # run takes about 27. TEST_WORKERS=0 runs serially. The slowest tests are listed at the end.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -le 1 ]; then echo 0; elif [ $$n -ge 4 ]; then echo 4; else echo $$n; fi)
 test-python: deps
