@@ -60,6 +60,13 @@ def ledger_for(deployment: Deployment, index: int) -> Ledger:
     return Ledger(deployment, account=Account.from_key(devnet_key(index)))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PCN_TEST_CPU_REPORT"):  # where the suite's time goes (tests/cpu_report.py)
+        from tests.cpu_report import CpuReport
+
+        config.pluginmanager.register(CpuReport(), "pcn-cpu-report")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """End-to-end modules first (a stable sort keeps each module's tests together): `make test`
     hands whole files to parallel workers in this order, and starting the long ones early keeps
