@@ -54,18 +54,32 @@ SYSTEM_PACKAGES := redis-server:redis-server tcpdump:tcpdump chromium:chromium
 
 deps: $(VENV)/.stamp $(CHAIN)/node_modules/.stamp .system-check
 
-test: deps test-contracts test-python
-
-test-contracts: deps
-	cd contracts && ../$(FORGE) test $(FORGE_FLAGS) -q
-
 # One pytest-xdist worker per core (at most 4; serial on 1 core): each worker takes whole test
 # files (a file's fixtures start its network once), end-to-end modules first
-# (tests/conftest.py). On 2 cores, 2 workers take about 23 minutes of pytest where a serial
-# run takes about 27. TEST_WORKERS=0 runs serially. The slowest tests are listed at the end.
+# (tests/conftest.py). TEST_WORKERS=0 runs serially. The slowest tests are listed at the end.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -le 1 ]; then echo 0; elif [ $$n -ge 4 ]; then echo 4; else echo $$n; fi)
+CONTRACT_TESTS := cd contracts && ../$(FORGE) test $(FORGE_FLAGS) -q
+PYTHON_TESTS := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+
+# The contract tests (forge: about 75 s of fuzzing and invariants on both cores) run beside
+# pytest, whose end-to-end tests leave part of a core idle; their output follows pytest's, and
+# either failing fails `make test`. `make test-contracts` / `make test-python` run one side.
+test: deps
+	@log=$$(mktemp); echo "contract tests (forge) run beside pytest; their output follows pytest's"; \
+	( $(CONTRACT_TESTS) ) > $$log 2>&1 & contracts=$$!; \
+	$(PYTHON_TESTS); python=$$?; \
+	wait $$contracts; forge=$$?; \
+	echo "---------------------------- contract tests (forge) ----------------------------"; \
+	cat $$log; rm -f $$log; \
+	[ $$forge -eq 0 ] || echo "make test: the contract tests FAILED (exit $$forge)"; \
+	[ $$python -eq 0 ] || echo "make test: the Python tests FAILED (exit $$python)"; \
+	[ $$python -eq 0 ] && [ $$forge -eq 0 ]
+
+test-contracts: deps
+	$(CONTRACT_TESTS)
+
 test-python: deps
-	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
+	$(PYTHON_TESTS)
 
 # solhint uses contracts/.solhint.json. Slither runs from its own venv, .venv/slither, built
 # from pyproject's `slither` dependency group (slither-analyzer pins web3 < 8, pcn needs 8).

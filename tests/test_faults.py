@@ -74,7 +74,7 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
 
     org = net.by_name(victim)
     g, h, *_ = breast_cancer_split(net, "bank", "telecom")
-    params = {"label_column": "label", "epochs": 8, "key_bits": 2048, "batch_size": 128, "tol": 0}
+    params = {"label_column": "label", "epochs": 4, "key_bits": 2048, "batch_size": 128, "tol": 0}
     sub = submit_task(
         net.by_name("bank").ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="bank"
     )
@@ -97,7 +97,7 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
         assert len(receipts) == 1
         assert not o.ctx.task_dir(sub.task_id).exists()
     metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
-    assert [m["epoch"] for m in metrics] == list(range(1, 9))
+    assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
 
 
 def _assert_clean_completion(net: Network, task_id: int) -> None:
