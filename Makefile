@@ -62,11 +62,12 @@ CONTRACT_TESTS := cd contracts && ../$(FORGE) test $(FORGE_FLAGS) -q
 PYTHON_TESTS := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=25
 
 # The contract tests (forge: about 75 s of fuzzing and invariants on both cores) run beside
-# pytest, whose end-to-end tests leave part of a core idle; their output follows pytest's, and
-# either failing fails `make test`. `make test-contracts` / `make test-python` run one side.
+# pytest at the lowest CPU priority (nice 19), so they fill what pytest's end-to-end tests
+# leave idle instead of slowing them; their output follows pytest's, and either failing fails
+# `make test`. `make test-contracts` / `make test-python` run one side.
 test: deps
 	@log=$$(mktemp); echo "contract tests (forge) run beside pytest; their output follows pytest's"; \
-	( $(CONTRACT_TESTS) ) > $$log 2>&1 & contracts=$$!; \
+	nice -n 19 sh -c '$(CONTRACT_TESTS)' > $$log 2>&1 & contracts=$$!; \
 	$(PYTHON_TESTS); python=$$?; \
 	wait $$contracts; forge=$$?; \
 	echo "---------------------------- contract tests (forge) ----------------------------"; \
