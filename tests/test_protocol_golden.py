@@ -2,18 +2,24 @@
 commitment, commitment opening, stored model, checkpoints and progress lines, hashed.
 
 The digests below were recorded from the code as it was before the protocols were split into
-role classes; any change to what a party emits (a message's bytes, its sequence number, round
-or kind, a result byte, a progress line) changes them. Small data, so this runs in seconds:
-the algorithms' own test modules check that the outputs are right, this one that they stay
-the same.
+role classes; the hetero-lr ones again when its products stopped going through BLAS (OpenBLAS
+picks its kernel, and so the order of a sum's last bits, per CPU: they are now the same on
+every x86-64 machine, see `test_hetero_lr_bytes_do_not_depend_on_the_cpu`). Any change to what
+a party emits (a message's bytes, its sequence number, round or kind, a result byte, a
+progress line) changes them. Small data, so this runs in seconds: the algorithms' own test
+modules check that the outputs are right, this one that they stay the same.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,23 +184,23 @@ def hlr_parties(
 HLR_PARAMS = {"label_column": "y", "key_bits": 1024, "batch_size": 16, "epochs": 3, "tol": 0.0, "l2": 0.01}
 
 GOLDEN_HLR_TWO_HOSTS = {
-    "0xguest": "1a475bb7d3c6d00b729209934a1ac606494f645cc94740e06c20cea635ef9aeb",
-    "0xhost0": "d8fdcc02b544721819dce39780e24ec8a6db1200abd78c69c898045a859535a9",
-    "0xhost1": "13d1da4a29ffa878857ea45826340ced0bec4b19286dacc9ac78e14c56fda3c0",
+    "0xguest": "169e3577b03575d8b3944b5e9bfb564b3dea4bfce9d6828cc38da98763c94cbb",
+    "0xhost0": "929e3260dad7e353f02505f2df70e263e45fe3303f0255e87daff83cf9ecce01",
+    "0xhost1": "a89accdcd923f14dc09708d8865a2f788f8f9987d9a6e5c8e01956c60a671059",
 }
 GOLDEN_HLR_RESUMED = {
-    "0xguest": "5deaff2263c5ff50f7795b9b48f908879747707b60701fdb0cd828089b366be2",
-    "0xhost0": "9db4a86c901bc8d047d7c6854c6684839e40c82329b0c23dec37fca2ee8fb83d",
-    "0xhost1": "efed2db0c82486cd8c79366baa2db43153b82dd6a4ad77088ec3d2e976dda0f6",
+    "0xguest": "4f1bb288375af46b924aca6f569fd615a6c9eb0b11dee74c899730d87e6d65c5",
+    "0xhost0": "9e9ad61fcc38fdb3aafbe3b3ddf66628ee3435dd9ccb373323129676dd963f29",
+    "0xhost1": "a734e4c4df13023fb925540e8f7f8c05343f0b9d86327b61fbdc1149d9401658",
 }
 GOLDEN_HLR_WEIGHTED = {
-    "0xguest": "a323ae5eece290a4e83e47ff9394c4ac7187dc4b1279a49962a36bb6a78c861e",
-    "0xhost0": "75ab36a160f4cb987fd05fad0fb0d58b8aebf9e8d7bebc4e8b8eaffc23c7e7db",
-    "0xhost1": "8e05b5a7dca8cbd71d56421578c925093152ee70cbc38ff93e62ea6b991da0b1",
+    "0xguest": "53a304fef0ff126d1d0995e9ab4720a9e927058f2c2c0a3482ebdc8b27db3e89",
+    "0xhost0": "f9b337b4dbe7ba9f2a5dbe02310ca7aee78c4cb03d8f61a04769a7b9be7255d4",
+    "0xhost1": "88a09bbaad87f4c90febea23dc044c3a4bf45fcd589ca26ca428e45789af2dec",
 }
 GOLDEN_HLR_ONE_HOST = {
-    "0xguest": "718b0dd1a35e81c0e8653b4668bfbba2462a36abbf48397e39553944f53bd237",
-    "0xhost0": "e35875946e8672ac74a6714b52d22911a64fa25e6345f5ca5e4f04acf6aa649f",
+    "0xguest": "1fd532e21441b7e25a0f902023ad6aa62c4ab714f3726b1236f2a17fef3e6a13",
+    "0xhost0": "87499fef00c65c17cf3b78e91ad95c2229d4f9ae3f9178c20e6c66e1e979e99d",
 }
 GOLDEN_HLR_PREDICT = {
     "0xguest": "e44a86427002fbda88622f14eb3fc1fa4b74a4b6563b3cc7fc6aa1804714c23e",
@@ -244,13 +250,35 @@ def test_hetero_lr_class_weights_two_hosts() -> None:
     assert digests(parties, sent, seen) == GOLDEN_HLR_WEIGHTED
 
 
-def test_hetero_lr_one_host_converging() -> None:
+def one_host_digests() -> dict[str, str]:
     who = [GUEST, HOSTS[0]]
     seen: dict[str, Party] = {}
     params = {**HLR_PARAMS, "class_weight": {"0": 1.0, "1": 2.0}, "epochs": 5, "tol": 0.05, "batch_size": -1}
     parties = hlr_parties(who, params, "one", seen)
     sent = run_local(parties)
-    assert digests(parties, sent, seen) == GOLDEN_HLR_ONE_HOST
+    return digests(parties, sent, seen)
+
+
+def test_hetero_lr_one_host_converging() -> None:
+    assert one_host_digests() == GOLDEN_HLR_ONE_HOST
+
+
+@pytest.mark.parametrize("kernel", ["Prescott", "Haswell", "SkylakeX"])
+def test_hetero_lr_bytes_do_not_depend_on_the_cpu(kernel: str) -> None:
+    """What a party sends is the same on every machine (an organisation's workers may run on
+    several hosts; a resumed worker must replay the bytes it sent): here under three OpenBLAS
+    kernels, as on three CPU generations. Through BLAS, the Haswell and SkylakeX kernels gave
+    different messages."""
+    script = (
+        "import json; from pcn.algorithms.hetero_lr import params; params.TEST_ONLY_KEY_BITS = (1024,); "
+        "import tests.test_protocol_golden as g; print(json.dumps(g.one_host_digests()))"
+    )
+    env = {**os.environ, "OPENBLAS_CORETYPE": kernel}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=Path(__file__).parent.parent, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == GOLDEN_HLR_ONE_HOST
 
 
 # -- private query -----------------------------------------------------------------------------

@@ -97,6 +97,31 @@ def pair_seed(
     return hashlib.sha256(domain + b"pair/v2" + binding + lo.encode() + b"|" + hi.encode() + shared).digest()
 
 
+# -- products summed in numpy's own order, never by BLAS --------------------------------------
+#
+# A BLAS matrix-vector product sums in an order its kernel picks per CPU (OpenBLAS chooses a
+# kernel per microarchitecture: the same product differs in the last bits on an AMD and an
+# Intel machine). What a party sends must not depend on the machine: an organisation's workers
+# can run on several hosts, and a worker resumed on another host replays the task from its inbox
+# and must emit the bytes it already sent. numpy's own reductions sum in a fixed order
+# (pairwise along a row, in row order down a column) on every CPU.
+
+
+def matvec(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """a @ v for a 2-D `a` and a 1-D `v`, summed in a fixed order."""
+    return np.multiply(a, v).sum(axis=1)
+
+
+def rmatvec(a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """a.T @ d for a 2-D `a` and a 1-D `d` (one entry per row of `a`), summed in a fixed order."""
+    return np.multiply(a, d[:, None]).sum(axis=0)
+
+
+def sq_norm(v: np.ndarray) -> float:
+    """v @ v for a 1-D `v`, summed in a fixed order."""
+    return float(np.multiply(v, v).sum())
+
+
 def to_fixed(values: np.ndarray, error: str) -> np.ndarray:
     """float64 -> int64 fixed point (FIXED_BITS fractional bits), viewed as uint64 for ring
     arithmetic; ProtocolError(error) for a value that is not finite or not below FIXED_LIMIT."""

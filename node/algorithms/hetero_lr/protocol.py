@@ -148,9 +148,12 @@ from pcn.algorithms.vertical import (
     frames,
     from_fixed,
     ids_hash,
+    matvec,
     model_commitment,
     numeric,
     pair_seed,
+    rmatvec,
+    sq_norm,
     x25519_public,
 )
 from pcn.crypto.paillier import EncryptedVector, PaillierError, PaillierPrivateKey, PaillierPublicKey, decode_int
@@ -799,7 +802,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         E, S = self._epoch, self._step
         assert self._pk_g is not None
         B = self._batches[S]
-        u = self._X[B] @ self._w
+        u = matvec(self._X[B], self._w)
         s = self._sw[B]
         d_g = s * (0.25 * u + 0.5 - self._y[B])
         obf = self._obf("g", "residual")
@@ -864,7 +867,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         residues = unpack_residues(self._take(KIND_GUEST_GRAD_PLAIN, rnd, lead), d, pk, "guest gradient from the lead")
         host_part = self._unmask(residues, self._scratch["masks"], pk.n, P_U + P_X, "guest gradient")
         B = self._batches[S]
-        grad = (self._X[B].T @ self._scratch["d_g"] + host_part) / len(B)
+        grad = (rmatvec(self._X[B], self._scratch["d_g"]) + host_part) / len(B)
         grad[:-1] += self._p["l2"] * self._w[:-1]
         self._w = self._w - self._p["learning_rate"] * grad
         self._scratch = {}
@@ -887,11 +890,11 @@ class HeteroLrGuest(HeteroLrProtocol):
             total = total + np.frombuffer(data, dtype="<u8").astype(np.uint64)
         joint = from_fixed(total)
         hosts_u, hosts_penalty = joint[:-1], float(joint[-1])
-        z = self._X @ self._w + hosts_u
+        z = matvec(self._X, self._w) + hosts_u
         y, s, l2 = self._y, self._sw, self._p["l2"]
         yhat = 2.0 * y - 1.0
         loss = float(np.mean(s * (LOG2 - 0.5 * yhat * z + 0.125 * z * z)))
-        loss += 0.5 * l2 * float(self._w[:-1] @ self._w[:-1]) + hosts_penalty
+        loss += 0.5 * l2 * sq_norm(self._w[:-1]) + hosts_penalty
         if not math.isfinite(loss):
             raise ProtocolError(f"training diverged at epoch {E + 1} (loss {loss}); lower the learning rate")
         metrics: dict[str, float] = {"epoch": E + 1, "loss": loss, **classification_metrics(y, z)}
@@ -1059,7 +1062,7 @@ class HeteroLrHost(HeteroLrProtocol):
         E, S = self._epoch, self._step
         assert self._pk_l is not None and self._pk_g is not None
         B = self._batches[S]
-        u = self._X[B] @ self._w
+        u = matvec(self._X[B], self._w)
         self._scratch = {"u": u}
         self._progress(f"epoch {E + 1}/{self._p['epochs']}, step {S + 1}/{len(self._batches)}")
         share = self._pk_l.encrypt_vector(u, P_U, self._obf("l", "share"))
@@ -1150,8 +1153,8 @@ class HeteroLrHost(HeteroLrProtocol):
 
     def _end_of_epoch(self) -> list[Message]:
         """The epoch's evaluation vector for the guest: scores and penalty, pair-masked."""
-        penalty = 0.5 * self._p["l2"] * float(self._w @ self._w)
-        values = np.append(self._X @ self._w, penalty)
+        penalty = 0.5 * self._p["l2"] * sq_norm(self._w)
+        values = np.append(matvec(self._X, self._w), penalty)
         vec = masked_vector(
             values, self.ctx.me, self._hosts, self._pair_seeds, f"eval/{self._epoch}", "evaluation scores"
         )

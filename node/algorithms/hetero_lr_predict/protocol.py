@@ -60,6 +60,7 @@ from pcn.algorithms.vertical import (
     ids_hash,
     ks,
     log_loss,
+    matvec,
     model_commitment,
     numeric,
     pair_seed,
@@ -209,7 +210,7 @@ class HeteroLrPredictProtocol(Protocol):
         X = np.empty((len(self._ids), len(self._w)))
         for j, c in enumerate(self._model["features"]):
             X[:, j] = _numeric(table, c, order)
-        self._u = (X - self._mean) / self._std @ self._w + self._b
+        self._u = matvec((X - self._mean) / self._std, self._w) + self._b
         self._load_labels(table, order)
 
     def _load_labels(self, table: Table, order: np.ndarray) -> None:
