@@ -1,5 +1,6 @@
 """Private query (匿踪查询) over real nodes: the querier learns the values of its keys that
-the holder has and nothing else; the holder's preprocessed table is cached across queries."""
+the holder has and nothing else; the holder's preprocessed table is cached across queries,
+and the querier's copy of it makes a repeat query in the epoch cost no table on the wire."""
 
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterato
 
 
 def _query(net: Network, epoch: str = "2026-11") -> dict:
+    return _query_task(net, epoch)[1]
+
+
+def _query_task(net: Network, epoch: str) -> tuple[int, dict]:
     bank, telecom = net.by_name("bank"), net.by_name("telecom")
     sub = submit_task(
         bank.ledger,
@@ -36,7 +41,7 @@ def _query(net: Network, epoch: str = "2026-11") -> dict:
     assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
     got = read_result(bank.ctx, sub.task_id)
     assert got["matches_chain"] is True
-    return got["result"]
+    return sub.task_id, got["result"]
 
 
 def test_querier_gets_exactly_the_matching_rows(net: Network) -> None:
@@ -70,3 +75,19 @@ def test_second_query_in_the_same_epoch_reuses_the_holders_preprocessing(net: Ne
     assert first["hits"]
     _query(net, epoch="2026-12")  # a new key epoch preprocesses anew
     assert len(list(cache.glob("*.bin"))) == len(before) + 1
+
+
+def test_a_repeat_query_in_the_epoch_does_not_ship_the_table(net: Network) -> None:
+    bank, telecom = net.by_name("bank"), net.by_name("telecom")
+
+    def holder_sent(task_id: int) -> int:
+        (done,) = [e for e in telecom.ctx.log.entries() if e.task_id == task_id and e.action == "protocol-done"]
+        return int(done.data["sent"])
+
+    cold_id, cold = _query_task(net, "2027-03")
+    warm_id, warm = _query_task(net, "2027-03")
+    assert warm == cold and cold["hits"]
+    # cold: the table head, its chunks, the evaluated batches; warm: the same without the chunks
+    assert holder_sent(warm_id) < holder_sent(cold_id)
+    kept = list((bank.config.data_path / "cache" / "private-query").glob("*.bin"))
+    assert kept, "the querier kept no copy of the table"

@@ -22,6 +22,7 @@ from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.algorithms.private_query import encrypted as enc_mod
 from pcn.algorithms.private_query.encrypted import (
     AEAD_OVERHEAD,
+    HEADER_BYTES,
     TAG_BYTES,
     EncryptedTable,
     MemoryTableCache,
@@ -90,14 +91,27 @@ def make_pair(
     progress: Callable[[float, str], None] | None = None,
     parallel_map: Callable[[Callable[[Any], Any], Any], list[Any]] | None = None,
     services: TaskServices | None = None,
+    querier_services: TaskServices | None = None,
 ) -> tuple[PrivateQueryProtocol, PrivateQueryProtocol]:
-    """A querier (who needs no task services) and a holder with `services` (default: an
-    organisation epoch key and no cache)."""
+    """A querier (default: no task services, so no cache) and a holder with `services`
+    (default: an organisation epoch key and no cache)."""
     p = PARAMS if params is None else params
     who = [Q, H]  # on-chain order; the querier is the recipient
     hsalt = seed_salt if holder_seed_salt is None else holder_seed_salt
     q = PrivateQueryProtocol.create(
-        PartyContext(task_id, Q, who, Q, p, seed_for(Q, seed_salt), progress, id_column, parallel_map), query
+        PartyContext(
+            task_id,
+            Q,
+            who,
+            Q,
+            p,
+            seed_for(Q, seed_salt),
+            progress,
+            id_column,
+            parallel_map,
+            services=querier_services or TaskServices(),
+        ),
+        query,
     )
     h = PrivateQueryProtocol.create(
         PartyContext(
@@ -760,7 +774,7 @@ def test_a_corrupt_entry_for_a_queried_key_does_not_abort(monkeypatch: pytest.Mo
 
 def test_rejects_malformed_messages() -> None:
     q, h = small_case()
-    h_msgs = h.start()
+    assert h.start() == []  # the table goes out with the answer to the query head
     q_msgs = q.start()
     head = next(m for m in q_msgs if m.kind == "query-head")
     blinded = next(m for m in q_msgs if m.kind == "blinded")
@@ -776,7 +790,7 @@ def test_rejects_malformed_messages() -> None:
         q.receive(Message(H, Q, 1, "blinded", blinded.payload))
     with pytest.raises(ProtocolError, match="before every batch"):
         h.receive(Message(Q, H, 3, "result-hash", bytes(32)))
-    h.receive(head)
+    h_msgs = h.receive(head)
     with pytest.raises(ProtocolError, match="duplicate"):
         h.receive(head)
     h.receive(blinded)
@@ -928,3 +942,106 @@ def test_the_declared_key_cap_binds_both_sides() -> None:
     assert got["queried"] == 2 and set(got["hits"]) == {"a", "b"}
     with pytest.raises(ProtocolError, match="max_keys"):
         make_pair(Table({"id": ["a"]}), holder, {**PARAMS, "max_keys": 0})
+
+
+# -- warm queries: the querier keeps the encrypted table -------------------------------------
+
+
+def querier_cache_services() -> tuple[MemoryTableCache, TaskServices]:
+    cache = MemoryTableCache(max_entries=64)
+    return cache, TaskServices(cache=cache)
+
+
+def wire(transcript: list[Message], receiver: str) -> int:
+    return sum(len(m.payload) for m in transcript if m.receiver == receiver)
+
+
+def test_a_warm_query_does_not_ship_the_table() -> None:
+    holder_cache, (_, q_services) = MemoryTableCache(), querier_cache_services()
+    services = holder_services(holder_cache)
+    query, holder = random_case(random.Random(21), rows=3000, queries=40)
+    cold, t1, q1, _ = run(query, holder, services=services, querier_services=q_services)
+    assert not q1.warm and any(m.kind == "table" for m in t1)
+    assert cold == reference(query, holder, "id", "id", ["score", "name"])
+    one_key = Table({"id": [next(iter(cold["hits"]))]})
+    warm, t2, q2, _ = run(one_key, holder, task_id=8, services=services, querier_services=q_services)
+    assert q2.warm and not any(m.kind == "table" for m in t2)
+    assert warm == reference(one_key, holder, "id", "id", ["score", "name"]) and warm["hits"]
+    # 1 key warm: the heads, one blinded and one evaluated point, the result hash
+    assert wire(t2, Q) + wire(t2, H) < 300 < wire(t1, Q) // 100
+    # The querier's head announced its copy, and both parties' commitments bind it.
+    assert len(next(m for m in t2 if m.kind == "query-head").payload) == 8 + 32
+
+
+def test_a_changed_table_or_epoch_travels_again() -> None:
+    holder_cache, (_, q_services) = MemoryTableCache(), querier_cache_services()
+    services = holder_services(holder_cache)
+    query, holder = random_case(random.Random(22), rows=400, queries=20)
+    run(query, holder, services=services, querier_services=q_services)
+    columns = {c: list(holder.column(c)) for c in holder.names}
+    columns["score"] = ["777"] * len(columns["score"])
+    changed = Table(columns)
+    got, t, q, _ = run(query, changed, task_id=9, services=services, querier_services=q_services)
+    assert not q.warm and any(m.kind == "table" for m in t)  # another digest: the new table is sent
+    assert got == reference(query, changed, "id", "id", ["score", "name"])
+    got, t, q, _ = run(query, changed, task_id=10, services=services, querier_services=q_services)
+    assert q.warm and got == reference(query, changed, "id", "id", ["score", "name"])
+    params = {**PARAMS, "epoch": "2027-01"}
+    _, t, q, _ = run(query, changed, params, task_id=11, services=services, querier_services=q_services)
+    assert not q.warm and any(m.kind == "table" for m in t)
+
+
+def test_a_damaged_copy_is_not_used() -> None:
+    holder_cache, (q_cache, q_services) = MemoryTableCache(), querier_cache_services()
+    services = holder_services(holder_cache)
+    query, holder = random_case(random.Random(23), rows=300, queries=20)
+    run(query, holder, services=services, querier_services=q_services)
+    for key, value in list(q_cache._items.items()):
+        if key.startswith("pq-querier/table/"):
+            q_cache._items[key] = value[:-1] + bytes([value[-1] ^ 1])
+    got, t, q, _ = run(query, holder, task_id=12, services=services, querier_services=q_services)
+    assert not q.warm and len(next(m for m in t if m.kind == "query-head").payload) == 8
+    assert got == reference(query, holder, "id", "id", ["score", "name"])
+
+
+def test_a_resumed_querier_announces_what_it_announced_first() -> None:
+    """The decision is taken once per task: after the cold run stored the table, the same task
+    started again (a resumed worker replaying its inbox) still sends the cold query head, which
+    its peer already has; a warm task whose copy was evicted since fails clearly."""
+    holder_cache, (q_cache, q_services) = MemoryTableCache(), querier_cache_services()
+    services = holder_services(holder_cache)
+    query, holder = random_case(random.Random(24), rows=300, queries=20)
+    _, t1, _, _ = run(query, holder, task_id=13, services=services, querier_services=q_services)
+    again, _ = make_pair(query, holder, task_id=13, services=services, querier_services=q_services)
+    assert again.start()[0] == next(m for m in t1 if m.kind == "query-head")
+    _, t2, q2, _ = run(query, holder, task_id=14, services=services, querier_services=q_services)
+    assert q2.warm
+    resumed, _ = make_pair(query, holder, task_id=14, services=services, querier_services=q_services)
+    assert resumed.start()[0] == next(m for m in t2 if m.kind == "query-head")
+    for key in [k for k in q_cache._items if k.startswith("pq-querier/table/")]:
+        del q_cache._items[key]
+    evicted, _ = make_pair(query, holder, task_id=14, services=services, querier_services=q_services)
+    with pytest.raises(ProtocolError, match="no longer in the node's cache"):
+        evicted.start()
+
+
+def test_a_holder_cannot_skip_the_table_the_querier_does_not_have() -> None:
+    """A dishonest holder answers "you have it" (0 chunks): refused, whether the querier has
+    no copy or a copy of another table; and a querier's claim it cannot back costs only itself."""
+
+    def skip() -> Callable[[Message], Message]:
+        return rewrite("table-head", lambda p: p[:HEADER_BYTES] + bytes(4) + p[HEADER_BYTES + 4 :])
+
+    with pytest.raises(ProtocolError, match="announced no copy of that table"):
+        drive(small_case(), skip())
+    holder_cache, (_, q_services) = MemoryTableCache(), querier_cache_services()
+    services = holder_services(holder_cache)
+    query, holder = random_case(random.Random(25), rows=300, queries=20)
+    run(query, holder, services=services, querier_services=q_services)  # the querier keeps this table
+    other = Table({"id": ["a", "b", "c"], "score": ["1", "2", "3"], "name": ["x", "y", "z"]})
+    pair = make_pair(query, other, task_id=15, services=services, querier_services=q_services)
+    with pytest.raises(ProtocolError, match="announced no copy of that table"):
+        drive(pair, skip())
+    # A querier announcing a digest the holder does not have simply gets the table.
+    got, _t, q, _ = run(query, other, task_id=16, services=services, querier_services=q_services)
+    assert not q.warm and got == reference(query, other, "id", "id", ["score", "name"])
