@@ -18,7 +18,11 @@ Measured:
   - cold: the first task, cache empty: the holder's preprocessing (group rows, hash to curve,
     one X25519 per key, seal every entry, sort; `preprocess_seconds`) and the whole task;
   - warm: per-batch latency (dispatch of the task to both parties -> both done), REPEAT
-    times per batch size, median and all runs, with each party's compute split;
+    times per batch size, median and all runs, with each party's compute split, in two
+    modes side by side: "kept", the querier's node keeps the encrypted table it received
+    (its task cache, as a node's on-disk cache) so the holder sends only the table head, and
+    "shipped", a querier without a cache, which gets the whole table with every query (pcn's
+    private query before the querier kept its copy); ratios kept / shipped;
   - bytes on the wire per batch: sum of the message payloads, by direction and kind;
   - peak memory per party: VmHWM of the party's process + of each of its pool workers;
   - CPU seconds per party and batch.
@@ -45,6 +49,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import statistics
 import sys
 import time
@@ -56,7 +61,7 @@ import numpy as np
 
 from pcn.algorithms.base import Message, PartyContext, TaskServices
 from pcn.algorithms.private_query.encrypted import MemoryTableCache, table_id
-from pcn.algorithms.private_query.protocol import PrivateQueryProtocol
+from pcn.algorithms.private_query.protocol import PrivateQueryHolder, PrivateQueryProtocol, PrivateQueryQuerier
 from pcn.data.table import Table
 
 BENCH = Path(__file__).resolve().parent
@@ -127,12 +132,13 @@ def context(me: str, task_id: int, pmap: Any, services: TaskServices) -> PartyCo
 def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, peer: Any, out: Any) -> None:
     """One party's process: serves one task per command until it gets None."""
     table = None
-    services = TaskServices()  # the querier needs none
+    # the querier: with a cache ("kept") or without ("shipped"), chosen per task
+    by_mode = {"kept": TaskServices(cache=MemoryTableCache(max_entries=1024)), "shipped": TaskServices()}
     if role == HOLDER:
         t0 = time.perf_counter()
         table = Table(holder_columns(rows))
         build = time.perf_counter() - t0
-        services = TaskServices(epoch_key=epoch_key, cache=MemoryTableCache())
+        holder_services = TaskServices(epoch_key=epoch_key, cache=MemoryTableCache())
         t0 = time.perf_counter()
         table_id(table, KEY, VALUES)
         tid = time.perf_counter() - t0
@@ -151,7 +157,8 @@ def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, pee
             cmd = ctrl.get()
             if cmd is None:
                 break
-            task_id, keys = cmd
+            task_id, keys, mode = cmd
+            services = holder_services if role == HOLDER else by_mode[mode]
             data = table if role == HOLDER else Table({KEY: keys})
             party = PrivateQueryProtocol.create(context(role, task_id, pmap, services), data)
             sent: dict[str, int] = {}
@@ -184,8 +191,9 @@ def _party_main(role: str, rows: int, processes: int, ctrl: Any, inbox: Any, pee
                     "busy_seconds": busy,
                     "cpu_seconds": cpu,
                     "bytes_sent_by_kind": sent,
-                    "preprocess_seconds": party.preprocess_seconds,
-                    "cache_hit": party.cache_hit,
+                    "preprocess_seconds": party.preprocess_seconds if isinstance(party, PrivateQueryHolder) else 0.0,
+                    "cache_hit": party.cache_hit if isinstance(party, PrivateQueryHolder) else None,
+                    "warm": party.warm if isinstance(party, PrivateQueryQuerier) else None,
                     "result": None if res is None else json.loads(res),
                     "peak_mib": {"party_process": peak_mib(), "pool_workers": [peak_mib(p) for p in workers]},
                 }
@@ -207,15 +215,25 @@ class Parties:
         ]
         for p in self.procs:
             p.start()
-        self.ready = {r["role"]: r for r in (self.out.get(), self.out.get())}
+        self.ready = {r["role"]: r for r in (self._next(), self._next())}
 
-    def task(self, task_id: int, keys: list[str]) -> dict[str, Any]:
+    def _next(self) -> dict[str, Any]:
+        """The next report of a party; a party that died fails the run instead of hanging it."""
+        while True:
+            try:
+                return self.out.get(timeout=5)  # type: ignore[no-any-return]
+            except queue.Empty:
+                dead = [p.exitcode for p in self.procs if not p.is_alive()]
+                if dead:
+                    raise RuntimeError(f"a party process exited ({dead}); see its traceback above") from None
+
+    def task(self, task_id: int, keys: list[str], mode: str) -> dict[str, Any]:
         t0 = time.perf_counter()
-        self.ctrl[HOLDER].put((task_id, None))
-        self.ctrl[QUERIER].put((task_id, keys))
+        self.ctrl[HOLDER].put((task_id, None, mode))
+        self.ctrl[QUERIER].put((task_id, keys, mode))
         got = {}
         for _ in range(2):
-            r = self.out.get()
+            r = self._next()
             r["seconds_since_dispatch"] = time.perf_counter() - t0
             got[r["role"]] = r
         got["wall"] = max(r["seconds_since_dispatch"] for r in got.values())
@@ -259,6 +277,7 @@ def summary(run: dict[str, Any], keys: list[str], truth: dict[str, dict[str, str
             "preprocess_seconds": round(h["preprocess_seconds"], 3),
         },
         "querier": {
+            "kept_copy_used": q["warm"],
             "seconds": round(q["seconds"], 3),
             "start_seconds_hash_and_blind": round(q["start_seconds"], 3),
             "busy_seconds": round(q["busy_seconds"], 3),
@@ -324,32 +343,35 @@ def main() -> None:
     say(f"parties up: {parties.ready}")
     try:
         loads["before_cold"] = load()
-        cold = summary(parties.task(1, cold_keys), cold_keys, truth)
+        cold = summary(parties.task(1, cold_keys, "kept"), cold_keys, truth)
         assert not cold["holder"]["cache_hit"]
         say(
             f"cold (cache empty), 1,000 keys: {cold['latency_seconds']} s, "
             f"preprocessing {cold['holder']['preprocess_seconds']} s"
         )
         warm: dict[str, list[dict[str, Any]]] = {"1": [], "1000": []}
+        shipped: dict[str, list[dict[str, Any]]] = {"1": [], "1000": []}
         task_id = 2
         loads["before_warm"] = load()
         for _ in range(args.repeat):
             for name, keys in (("1", batch_1), ("1000", batch_1000)):
-                s = summary(parties.task(task_id, keys), keys, truth)
-                assert s["holder"]["cache_hit"], "the warm run rebuilt the encrypted table"
-                warm[name].append(s)
-                task_id += 1
-                say(
-                    f"warm, {len(keys):,} key(s): {s['latency_seconds']} s, "
-                    f"wire {s['bytes_on_the_wire']['holder_to_querier']:,} B to the querier"
-                )
+                for mode, runs in (("shipped", shipped), ("kept", warm)):
+                    s = summary(parties.task(task_id, keys, mode), keys, truth)
+                    assert s["holder"]["cache_hit"], "the warm run rebuilt the encrypted table"
+                    assert s["querier"]["kept_copy_used"] is (mode == "kept")
+                    runs[name].append(s)
+                    task_id += 1
+                    say(
+                        f"warm, {mode}, {len(keys):,} key(s): {s['latency_seconds']} s, "
+                        f"wire {s['bytes_on_the_wire']['holder_to_querier']:,} B to the querier"
+                    )
         loads["end"] = load()
     finally:
         parties.close()
 
-    def med(name: str, path: list[str]) -> float:
+    def med(name: str, path: list[str], runs: dict[str, list[dict[str, Any]]] = warm) -> float:
         vals = []
-        for s in warm[name]:
+        for s in runs[name]:
             v: Any = s
             for p in path:
                 v = v[p]
@@ -382,7 +404,22 @@ def main() -> None:
         "warm_latency_seconds_all": {n: [s["latency_seconds"] for s in w] for n, w in warm.items()},
         "warm_runs": warm,
         "bytes_on_the_wire_per_batch": {n: last[n]["bytes_on_the_wire"] for n in warm},
-        "encrypted_table_bytes": last["1"]["bytes_on_the_wire"]["holder_to_querier_by_kind"].get("table", 0),
+        "shipped_latency_seconds_median": {n: med(n, ["latency_seconds"], shipped) for n in shipped},
+        "shipped_runs": shipped,
+        "shipped_bytes_on_the_wire_per_batch": {n: shipped[n][-1]["bytes_on_the_wire"] for n in shipped},
+        "ratio_vs_table_per_query": {
+            n: {
+                "latency": round(med(n, ["latency_seconds"]) / med(n, ["latency_seconds"], shipped), 4),
+                "bytes": round(
+                    sum(last[n]["bytes_on_the_wire"][d] for d in ("holder_to_querier", "querier_to_holder"))
+                    / sum(shipped[n][-1]["bytes_on_the_wire"][d] for d in ("holder_to_querier", "querier_to_holder")),
+                    6,
+                ),
+            }
+            for n in warm
+        },
+        "ratio_definition": "kept / shipped, warm medians and bytes of one batch both ways, same run, same tasks",
+        "encrypted_table_bytes": shipped["1"][-1]["bytes_on_the_wire"]["holder_to_querier_by_kind"].get("table", 0),
         "peak_memory_mib": {
             "holder": {**peak_holder, "sum": round(peak_holder["party_process"] + sum(peak_holder["pool_workers"]), 1)},
             "querier": {
@@ -414,6 +451,8 @@ def main() -> None:
                 for k in (
                     "preprocessing_cold_seconds",
                     "warm_latency_seconds_median",
+                    "shipped_latency_seconds_median",
+                    "ratio_vs_table_per_query",
                     "bytes_on_the_wire_per_batch",
                     "peak_memory_mib",
                 )
@@ -427,6 +466,7 @@ def main() -> None:
 
 def _readme_row(out: dict[str, Any]) -> None:
     lat, wire, mem = out["warm_latency_seconds_median"], out["bytes_on_the_wire_per_batch"], out["peak_memory_mib"]
+    ship, ratio = out["shipped_latency_seconds_median"], out["ratio_vs_table_per_query"]
     w1, w1k = out["warm_runs"]["1"][-1], out["warm_runs"]["1000"][-1]
     mb = 1e6
     row = (
@@ -434,14 +474,18 @@ def _readme_row(out: dict[str, Any]) -> None:
         f"(key + 2 value columns), batches of 1 key and 1,000 keys (half hits), each party in its own process with a "
         f"pool of {out['compute_processes_per_party']} | "
         f"holder preprocessing (cold, once per table and epoch) {out['preprocessing_cold_seconds']} s "
-        f"({out['preprocessing_rows_per_second']:,} rows/s); warm latency per batch (median of "
-        f"{len(out['warm_latency_seconds_all']['1'])}): 1 key {lat['1']} s, 1,000 keys {lat['1000']} s; "
-        f"wire per batch: holder to querier {wire['1']['holder_to_querier'] / mb:.1f} MB (1 key) / "
-        f"{wire['1000']['holder_to_querier'] / mb:.1f} MB (1,000 keys), querier to holder "
+        f"({out['preprocessing_rows_per_second']:,} rows/s); warm latency per batch, the querier keeping the "
+        f"table (median of {len(out['warm_latency_seconds_all']['1'])}): 1 key {lat['1']} s, 1,000 keys "
+        f"{lat['1000']} s; wire per batch: holder to querier {wire['1']['holder_to_querier']:,} B (1 key) / "
+        f"{wire['1000']['holder_to_querier']:,} B (1,000 keys), querier to holder "
         f"{wire['1']['querier_to_holder']:,} B / {wire['1000']['querier_to_holder']:,} B; "
         f"peak MiB per party (process + pool): holder {mem['holder']['sum']:,.0f}, querier "
-        f"{mem['querier']['sum']:,.0f} | none installable (see notes) | - | "
-        f"the encrypted table ({out['encrypted_table_bytes'] / mb:.1f} MB) travels with every batch; warm, the "
+        f"{mem['querier']['sum']:,.0f} | the same protocol with the table shipped per query (pcn before the "
+        f"querier kept it): 1 key {ship['1']} s, 1,000 keys {ship['1000']} s | latency x{ratio['1']['latency']} "
+        f"(1 key) / x{ratio['1000']['latency']} (1,000 keys), bytes x{ratio['1']['bytes']} / "
+        f"x{ratio['1000']['bytes']} | "
+        f"the encrypted table ({out['encrypted_table_bytes'] / mb:.1f} MB) travels once per table version and "
+        f"epoch (the cold run); warm, the "
         f"holder's start (table fingerprint {out['holder_table_fingerprint_seconds']} s, cache lookup, table "
         f"check, chunking) takes {w1['holder']['start_seconds_incl_table_fingerprint_and_cache_lookup']} s and "
         f"the querier is busy {w1['querier']['busy_seconds']} s (1 key) / {w1k['querier']['busy_seconds']} s "
