@@ -375,6 +375,9 @@ def read_result(ctx: NodeContext, task_id: int) -> dict[str, Any]:
     }
 
 
+PSI_KINDS = ("psi", "psi-ot")  # the algorithms whose result lists the intersection IDs (same shape)
+
+
 def derive_aligned_dataset(
     ctx: NodeContext,
     task_id: int,
@@ -383,14 +386,14 @@ def derive_aligned_dataset(
     limits: PolicyLimits,
     grants: PolicyGrants,
 ) -> LocalDataset:
-    """The aligned sample of a PSI task, as a new registered dataset: the recipient's own rows
+    """The aligned sample of a PSI task (psi or psi-ot), as a new registered dataset: the recipient's own rows
     of the task's input whose IDs are in the (chain-checked) intersection. Its metadata names
     the source task and dataset, so an auditor can follow the lineage."""
     from pcn.algorithms.psi.protocol import normalise_id
 
     got = read_result(ctx, task_id)
     result = got["result"]
-    if result.get("algorithm") != "psi" or result.get("output") != "ids":
+    if result.get("algorithm") not in PSI_KINDS or result.get("output") != "ids":
         raise OperationError(f"task {task_id} is not a PSI task whose result lists the intersection IDs")
     if not got["matches_chain"]:
         raise OperationError(f"task {task_id}'s stored result does not match its on-chain commitment")

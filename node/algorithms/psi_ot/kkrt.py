@@ -23,10 +23,11 @@ default order): a matrix of r rows and c columns is an (r, c / 8) array.
 - Code: C(x, i) = AES-128-ECB under a public key derived from the task binding of the four
   blocks digest(x) xor (i, block index), digest(x) the 128-bit keyed BLAKE2b of the ID and i the
   cuckoo hash function that placed it: a 512-bit pseudo-random code. KKRT's analysis needs the
-  codewords of the items in play to be pairwise at Hamming distance at least kappa = 128; two
-  random 512-bit words are closer than that with probability below 2^-120 (binomial tail), so
-  with fewer than 2^40 pairs per task the code fails with probability below 2^-80 (statistical
-  security 2^-40 is met with room to spare). The code is public and needs no secrecy.
+  codewords of the items compared to be pairwise at Hamming distance at least kappa = 128 (the
+  computational security parameter); two random 512-bit words are closer than that with
+  probability 2^-102.3 (binomial tail), and n_R * 3 n_S pairs are compared, so the code fails
+  with probability below 2^-40 whenever n_R * n_S <= 2^60 (a billion IDs a side). The code is
+  public and needs no secrecy; AES under a public key is modelled as a random permutation.
 - OPRF: F(b, x) = H(b | t_{0,b}) at R for the item in bin b; S evaluates
   F(b, y) = H(b | q_b xor (C(y, i) and s)) for each of its items y and each of the 3 bins
   b = h_i(y). Equal iff C(y, i) = d_b, i.e. y = x placed by the same hash function. H is BLAKE2b
@@ -188,11 +189,11 @@ def prf(prf_key: bytes, bins: np.ndarray, rows: np.ndarray, size: int) -> bytes:
 
 
 def receiver_piece(job: tuple[Any, ...]) -> tuple[bytes, bytes]:
-    """R's work on bins [first, first + count): (u columns of those bins, packed (count, ?) ->
-    the OPRF values of the occupied bins given, in the order given).
+    """R's work on bins [first, first + count): (the u columns of those bins, packed as
+    WIDTH x count/8 bytes; the OPRF values of the occupied bins given, in the order given).
 
-    job = (seeds0, seeds1, first, count, code key, prf key, value size, occupied bins (local
-    offsets), their digests (k, 16), their hash indices (k,))."""
+    job = (seeds k_{j,0}, seeds k_{j,1}, first, count, code key, prf key, value size, the
+    occupied bins as offsets from `first`, their items' digests (k, 16), hash indices (k,))."""
     seeds0, seeds1, first, count, code_key, prf_key, size, local, digests, hidx = job
     t0 = prg_columns(seeds0, first, count)
     t1 = prg_columns(seeds1, first, count)
