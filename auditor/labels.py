@@ -190,6 +190,7 @@ CHECK_NAME: dict[str, str] = {
 
 ALGORITHM_KIND: dict[str, str] = {
     "psi": "Private set intersection",
+    "psi-ot": "Private set intersection (OT extension)",
     "stats": "Joint statistics",
     "private-query": "Private query",
     "fedavg": "Horizontal federated learning (FedAvg)",

@@ -458,7 +458,9 @@ def node_memory(org: Any) -> dict[str, Any]:
     }
 
 
-def pcn_end_to_end(net: Any, t_start: float) -> dict[str, Any]:
+def pcn_end_to_end(net: Any, t_start: float, algorithm: str = "psi") -> dict[str, Any]:
+    """Submit a two-party PSI of bank's and telecom's datasets (`algorithm`: "psi" or
+    "psi-ot") on a running network and time it to the last receipt."""
     from pcn.chain.types import TaskStatus
     from pcn.devnet.localnet import approve_all
     from pcn.runtime.operations import read_result, submit_task
@@ -469,7 +471,7 @@ def pcn_end_to_end(net: Any, t_start: float) -> dict[str, Any]:
     t0, t0_wall = time.perf_counter(), time.time()
     sub = submit_task(
         bank.ledger,
-        algorithm="psi",
+        algorithm=algorithm,
         dataset_ids=[bank.dataset_id, telecom.dataset_id],
         params={},
         recipient="bank",

@@ -60,6 +60,8 @@ def test_a_copy_of_the_package_hashes_like_the_installed_one(pkg: Path) -> None:
         ("jsonsafe.py", {"private-query", "hetero-lr", "hetero-lr-predict"}),
         ("data/errors.py", {"stats", "private-query", "fedavg", "hetero-lr", "hetero-lr-predict"}),
         ("algorithms/vertical.py", {"hetero-lr", "hetero-lr-predict"}),
+        ("algorithms/psi/protocol.py", {"psi", "psi-ot"}),
+        ("algorithms/psi_ot/kkrt.py", {"psi-ot"}),
         ("algorithms/base.py", set(BUILTIN)),
         ("__init__.py", set(BUILTIN)),
     ],

@@ -316,3 +316,44 @@ def test_a_worker_dying_while_it_finishes_a_task_finishes_it_once(
     finally:
         services.stop(org.config)
         services.start(org.config, timeout=90)
+
+
+@pytest.mark.parametrize("victim", ["bank", "telecom"])
+def test_a_worker_dying_mid_psi_ot_resumes_from_its_inbox(net: Network, tmp_path: Path, victim: str) -> None:
+    """psi-ot runs a 40 k x 40 k PSI in about a second: too fast to SIGKILL from outside at a
+    known step, so the worker exits at the `after-protocol-message` failpoint, right after its
+    first protocol message was delivered (the receiver bank: its "ot-reply", the "rows" still
+    to come; telecom: its base-OT points, everything else to come). The redelivered run
+    replays the inbox, re-sends byte-identical messages that the peer drops as duplicates,
+    and the task completes with one receipt per party and the Python set intersection."""
+    org = net.by_name(victim)
+    marker = tmp_path / f"psi-ot-{victim}.fired"
+    services.stop(org.config)
+    services.start(org.config, env={"PCN_FAILPOINTS": f"after-protocol-message={marker}"}, timeout=90)
+    try:
+        bank, telecom = net.by_name("bank"), net.by_name("telecom")
+        sub = submit_task(
+            bank.ledger,
+            algorithm="psi-ot",
+            dataset_ids=[bank.dataset_id, telecom.dataset_id],
+            params={},
+            recipient="bank",
+        )
+        approve_all(net, sub.task_id)
+        assert net.wait_final(sub.task_id, timeout=300) is TaskStatus.COMPLETED
+        assert marker.is_file(), "the after-protocol-message failpoint never fired"
+        for o in net.orgs:
+            assert net.admin.participant_state(sub.task_id, o.address) is ParticipantState.RECEIPTED
+            receipts = [e for e in o.ctx.log.entries() if e.task_id == sub.task_id and e.action == "receipt"]
+            assert len(receipts) == 1, f"{o.name} logged {len(receipts)} receipts"
+            assert o.leftovers_after(sub.task_id) == []
+        # the killed party verified twice: once before the kill, once on the resumed run
+        verifies = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id and e.action == "verify"]
+        assert len(verifies) >= 2
+        got = read_result(bank.ctx, sub.task_id)
+        assert got["matches_chain"] is True and got["result"]["algorithm"] == "psi-ot"
+        expected = set(bank.values["customer_id"].tolist()) & set(telecom.values["customer_id"].tolist())
+        assert expected and set(got["result"]["ids"]) == expected
+    finally:
+        services.stop(org.config)
+        services.start(org.config, timeout=90)

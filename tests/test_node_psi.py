@@ -1,6 +1,8 @@
 """PSI over real nodes (Celery workers, signed HTTP, chain receipts) against plain Python sets,
 two and three parties, IDs or only the size; the intersection feeds a later task as a
-derived, fingerprinted dataset."""
+derived, fingerprinted dataset. Every two-party case runs with both engines, ECDH-PSI ("psi")
+and OT-extension PSI ("psi-ot", two parties only: a third party is refused at submit, and by
+the nodes when a raw contract call submits it anyway)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from pcn.chain.types import PolicyGrants, PolicyLimits, TaskStatus
+from pcn.chain.types import PolicyGrants, PolicyLimits, RefusalReason, TaskStatus
 from pcn.devnet.anvil import rpc_call
-from pcn.runtime.operations import derive_aligned_dataset, read_result, submit_task
+from pcn.runtime.operations import InvalidParameters, derive_aligned_dataset, read_result, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+ENGINES = ["psi", "psi-ot"]
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +28,13 @@ def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterato
     rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
 
-def _psi(net: Network, names: list[str], params: dict | None = None, recipient: str = "bank") -> tuple[int, dict]:
+def _psi(
+    net: Network, names: list[str], params: dict | None = None, recipient: str = "bank", algorithm: str = "psi"
+) -> tuple[int, dict]:
     orgs = [net.by_name(n) for n in names]
     sub = submit_task(
         net.by_name(recipient).ledger,
-        algorithm="psi",
+        algorithm=algorithm,
         dataset_ids=[o.dataset_id for o in orgs],
         params=params or {},
         recipient=recipient,
@@ -37,6 +43,7 @@ def _psi(net: Network, names: list[str], params: dict | None = None, recipient: 
     assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
     got = read_result(net.by_name(recipient).ctx, sub.task_id)
     assert got["matches_chain"] is True
+    assert got["result"]["algorithm"] == algorithm
     return sub.task_id, got["result"]
 
 
@@ -44,8 +51,9 @@ def _ids(net: Network, name: str) -> set[str]:
     return set(net.by_name(name).values["customer_id"].tolist())
 
 
-def test_two_party_intersection_equals_python_sets(net: Network) -> None:
-    task_id, result = _psi(net, ["bank", "telecom"])
+@pytest.mark.parametrize("algorithm", ENGINES)
+def test_two_party_intersection_equals_python_sets(net: Network, algorithm: str) -> None:
+    task_id, result = _psi(net, ["bank", "telecom"], algorithm=algorithm)
     expected = _ids(net, "bank") & _ids(net, "telecom")
     assert expected and set(result["ids"]) == expected
     assert result["size"] == len(expected)
@@ -59,15 +67,17 @@ def test_three_party_intersection_with_the_recipient_in_the_middle(net: Network)
     assert expected and set(result["ids"]) == expected
 
 
-def test_cardinality_only(net: Network) -> None:
-    _, result = _psi(net, ["bank", "insurer"], {"output": "cardinality"})
+@pytest.mark.parametrize("algorithm", ENGINES)
+def test_cardinality_only(net: Network, algorithm: str) -> None:
+    _, result = _psi(net, ["bank", "insurer"], {"output": "cardinality"}, algorithm=algorithm)
     assert result["size"] == len(_ids(net, "bank") & _ids(net, "insurer"))
     assert "ids" not in result
 
 
-def test_intersection_becomes_a_derived_dataset_that_a_later_task_uses(net: Network) -> None:
+@pytest.mark.parametrize("algorithm", ENGINES)
+def test_intersection_becomes_a_derived_dataset_that_a_later_task_uses(net: Network, algorithm: str) -> None:
     bank, telecom = net.by_name("bank"), net.by_name("telecom")
-    task_id, result = _psi(net, ["bank", "telecom"])
+    task_id, result = _psi(net, ["bank", "telecom"], algorithm=algorithm)
     everyone = [o.address for o in net.orgs]
     ds = net.admin.dataset(bank.dataset_id)
     derived = derive_aligned_dataset(
@@ -129,12 +139,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("parties", [2, 3])
-def test_adversarial_sets_equal_python_set_intersection(net: Network, case: str, parties: int) -> None:
+@pytest.mark.parametrize(("algorithm", "parties"), [("psi", 2), ("psi", 3), ("psi-ot", 2)])
+def test_adversarial_sets_equal_python_set_intersection(net: Network, case: str, algorithm: str, parties: int) -> None:
     names = ["bank", "telecom", "insurer"][:parties]
     sets = CASES[case][:parties]
-    ids = [_register_ids(net, n, list(s), f"{case}-{parties}") for n, s in zip(names, sets, strict=True)]
-    sub = submit_task(net.by_name("bank").ledger, algorithm="psi", dataset_ids=ids, params={}, recipient="bank")
+    ids = [_register_ids(net, n, list(s), f"{case}-{algorithm}-{parties}") for n, s in zip(names, sets, strict=True)]
+    sub = submit_task(net.by_name("bank").ledger, algorithm=algorithm, dataset_ids=ids, params={}, recipient="bank")
     approve_all(net, sub.task_id)
     assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
     result = read_result(net.by_name("bank").ctx, sub.task_id)["result"]
@@ -146,4 +156,31 @@ def test_adversarial_sets_equal_python_set_intersection(net: Network, case: str,
 
     expected = set.intersection(*({norm(x) for x in s if norm(x)} for s in sets))
     assert set(result["ids"]) == expected
-    assert result["size"] == len(expected)
+    assert result["size"] == len(expected) and result["algorithm"] == algorithm
+    assert result["party_sizes"][net.by_name("bank").address] == len({norm(x) for x in sets[0] if norm(x)})
+
+
+def test_a_three_party_psi_ot_is_refused_at_submit_and_by_the_nodes(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psi-ot is a two-party protocol: `submit_task` (the CLI's path) refuses a third party
+    before anything reaches the chain; a requester whose client skips that check (a raw
+    contract call) gets the task refused INVALID_PARAMETERS by every node before any data is read."""
+    ledger = net.by_name("bank").ledger
+    datasets = [o.dataset_id for o in net.orgs]
+    tasks_before = ledger.task_count()
+    with pytest.raises(InvalidParameters, match="psi-ot takes exactly 2 participants, not 3"):
+        submit_task(ledger, algorithm="psi-ot", dataset_ids=datasets, params={}, recipient="bank")
+    assert ledger.task_count() == tasks_before  # nothing reached the chain
+    monkeypatch.setattr("pcn.runtime.operations.check_participants", lambda *_args: None)
+    sub = submit_task(ledger, algorithm="psi-ot", dataset_ids=datasets, params={}, recipient="bank")
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
+    task = net.admin.task(sub.task_id)
+    assert task.refusal_reason is RefusalReason.INVALID_PARAMETERS
+    details = []
+    for org in net.orgs:
+        entries = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id]
+        assert not any(e.action in ("verify", "protocol-done") for e in entries), org.name
+        details += [e.data["detail"] for e in entries if e.action == "refuse"]
+    assert details and all("psi-ot takes exactly 2 participants, not 3" in d for d in details)

@@ -15,7 +15,7 @@ algorithm is registered by the hash of its code. Then:
 4. a private query: the bank looks its customers up in telecom's table; telecom learns
    only how many keys were asked;
 5. a vertical credit-risk model: bank labels and repayment data, telecom arrears and spend,
-   aligned by PSI (each side learns the alignment), trained with hetero-lr; the model stays
+   aligned by two-party psi-ot PSIs (each side learns the alignment), trained with hetero-lr; the model stays
    split between them;
 6. one byte of telecom's file changes after registration: every node refuses, with the
    reason code on chain, and nobody runs the protocol.
@@ -416,9 +416,11 @@ def run(port: int, rows: int, as_json: bool, dashboard_port: int = 8700) -> dict
     )
     credit_t = register_rows(net, "telecom", ["customer_id", "arrears_days", "monthly_spend"], telecom_rows, "usage")
     aligned: dict[str, int] = {}
-    for side in (bank, telecom):  # both sides learn the alignment: one PSI with each as recipient
+    # Both sides learn the alignment: one two-party PSI with each as recipient, by psi-ot (OT
+    # extension, the faster engine for two parties; the three-party PSI above needs ECDH-PSI).
+    for side in (bank, telecom):
         sub = submit_task(
-            side.ledger, algorithm="psi", dataset_ids=[credit_b, credit_t], params={}, recipient=side.name
+            side.ledger, algorithm="psi-ot", dataset_ids=[credit_b, credit_t], params={}, recipient=side.name
         )
         approve_all(net, sub.task_id)
         _watch(net, sub.task_id, console, as_json)

@@ -11,6 +11,7 @@ from pcn.algorithms.base import Protocol
 BUILTIN: dict[str, tuple[str, str]] = {
     "stats": ("pcn.algorithms.stats.protocol", "StatsProtocol"),
     "psi": ("pcn.algorithms.psi.protocol", "PsiProtocol"),
+    "psi-ot": ("pcn.algorithms.psi_ot.protocol", "PsiOtProtocol"),
     "private-query": ("pcn.algorithms.private_query.protocol", "PrivateQueryProtocol"),
     "fedavg": ("pcn.algorithms.fedavg.protocol", "FedAvgProtocol"),
     "hetero-lr": ("pcn.algorithms.hetero_lr.protocol", "HeteroLrProtocol"),

@@ -269,6 +269,9 @@ class Protocol(ABC):
     # `resume`, `checkpoint_epoch` and `resume_from`: a restarted worker goes on from the last
     # checkpoint the party saved through `ctx.services.save_checkpoint`.
     resumable: ClassVar[bool] = False
+    # How many participants the algorithm takes, inclusive (the task's participant list);
+    # `check_participant_count` refuses any other number.
+    participant_range: ClassVar[tuple[int, int]] = (2, 0xFFFF)
     ctx: PartyContext
     data: Any
     # After `resume`: per sender, the first incoming sequence number to deliver again.
@@ -286,6 +289,16 @@ class Protocol(ABC):
         keeps each role in a class of its own (hetero-lr's guest and hosts, FATE-style); then its
         registered class overrides this to pick the subclass for the party's role."""
         return cls
+
+    @classmethod
+    def check_participant_count(cls, n: int) -> None:
+        """ProtocolError unless a task of `n` participants is one this algorithm runs. Nodes call
+        it in their parameter step (refusing INVALID_PARAMETERS) and `operations.submit_task`
+        before anything reaches the chain."""
+        lo, hi = cls.participant_range
+        if not lo <= n <= hi:
+            want = f"exactly {lo}" if lo == hi else f"between {lo} and {hi}"
+            raise ProtocolError(f"{cls.name} takes {want} participants, not {n}")
 
     @classmethod
     def create(cls, ctx: PartyContext, data: Any) -> Self:

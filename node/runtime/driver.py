@@ -38,6 +38,7 @@ from pcn.algorithms.base import Message, ProtocolError
 from pcn.algorithms.base import Protocol as PartyProtocol
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import Algorithm, Organisation, OrgStatus, ParticipantState, RefusalReason, Task
+from pcn.runtime.failpoints import failpoint
 from pcn.runtime.taskstate import DropDeclaration, Phase
 from pcn.runtime.transport import PeerUnreachable
 from pcn.runtime.verify import Refused
@@ -339,6 +340,9 @@ class ProtocolDriver:
                     raise
                 continue
             self.sent += 1
+            # Fault tests: the worker dies with this message delivered and the rest of the run
+            # ahead; the redelivered run replays its inbox and re-sends (peers drop duplicates).
+            failpoint("after-protocol-message")
 
     # ------------------------------------------------------------------ dropouts
 

@@ -203,6 +203,7 @@ class TaskRunner:
             proto_cls = protocol_class(kind.kind if kind else "")
             params = proto_cls.validate_params(params)
             participants = [p.lower() for p in self.ledger.task_participants(self.task_id)]
+            proto_cls.check_participant_count(len(participants))
             if task.result_recipient.lower() not in participants:
                 raise ValueError(f"the result recipient {task.result_recipient} must be one of the participants")
         except (ValueError, ProtocolError, LookupError) as exc:

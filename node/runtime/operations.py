@@ -55,10 +55,9 @@ class InvalidParameters(OperationError):
         self.problem = problem
 
 
-def check_params(ledger: Ledger | None, algorithm: str, params: dict[str, Any]) -> None:
-    """Raise InvalidParameters for parameters the algorithm's nodes would refuse. `algorithm`
-    is a built-in name, or a code hash whose kind is looked up on `ledger` (not checked
-    without one, nor for an algorithm that is not built in: its nodes judge)."""
+def _builtin_kind(ledger: Ledger | None, algorithm: str) -> str | None:
+    """The built-in kind `algorithm` names: a built-in name, or a code hash whose kind is
+    looked up on `ledger`; None without a ledger or for an algorithm that is not built in."""
     kind = algorithm if algorithm in BUILTIN else None
     if kind is None and ledger is not None and algorithm.startswith("0x") and len(algorithm) == 66:
         try:
@@ -66,11 +65,32 @@ def check_params(ledger: Ledger | None, algorithm: str, params: dict[str, Any]) 
         except ValueError:
             found = None  # not hex: algorithm_hash names the problem
         kind = found.kind if found is not None and found.kind in BUILTIN else None
+    return kind
+
+
+def check_params(ledger: Ledger | None, algorithm: str, params: dict[str, Any]) -> None:
+    """Raise InvalidParameters for parameters the algorithm's nodes would refuse. `algorithm`
+    is a built-in name, or a code hash whose kind is looked up on `ledger` (not checked
+    without one, nor for an algorithm that is not built in: its nodes judge)."""
+    kind = _builtin_kind(ledger, algorithm)
     if kind is None:
         return
     try:
         protocol_class(kind).validate_params(params)
     except (ProtocolError, ValueError, TypeError, LookupError) as exc:
+        raise InvalidParameters(kind, str(exc)) from None
+
+
+def check_participants(ledger: Ledger | None, algorithm: str, participants: int) -> None:
+    """Raise InvalidParameters when the algorithm does not take that many participants (its
+    `participant_range`; psi-ot and private-query take exactly 2): the nodes would refuse the
+    task INVALID_PARAMETERS. Same lookup of `algorithm` as `check_params`."""
+    kind = _builtin_kind(ledger, algorithm)
+    if kind is None:
+        return
+    try:
+        protocol_class(kind).check_participant_count(participants)
+    except ProtocolError as exc:
         raise InvalidParameters(kind, str(exc)) from None
 
 
@@ -220,6 +240,7 @@ def submit_task(
     check_params(ledger, algorithm, params)
     owners = [ledger.owner_of(d) for d in dataset_ids]
     parts = participants or list(dict.fromkeys(owners))
+    check_participants(ledger, algorithm, len(parts))
     params_bytes = params_bytes_of(params)
     params_hash = hashlib.sha256(params_bytes).digest()
     request = TaskRequest(
@@ -354,6 +375,9 @@ def read_result(ctx: NodeContext, task_id: int) -> dict[str, Any]:
     }
 
 
+PSI_KINDS = ("psi", "psi-ot")  # the algorithms whose result lists the intersection IDs (same shape)
+
+
 def derive_aligned_dataset(
     ctx: NodeContext,
     task_id: int,
@@ -362,14 +386,14 @@ def derive_aligned_dataset(
     limits: PolicyLimits,
     grants: PolicyGrants,
 ) -> LocalDataset:
-    """The aligned sample of a PSI task, as a new registered dataset: the recipient's own rows
+    """The aligned sample of a PSI task (psi or psi-ot), as a new registered dataset: the recipient's own rows
     of the task's input whose IDs are in the (chain-checked) intersection. Its metadata names
     the source task and dataset, so an auditor can follow the lineage."""
     from pcn.algorithms.psi.protocol import normalise_id
 
     got = read_result(ctx, task_id)
     result = got["result"]
-    if result.get("algorithm") != "psi" or result.get("output") != "ids":
+    if result.get("algorithm") not in PSI_KINDS or result.get("output") != "ids":
         raise OperationError(f"task {task_id} is not a PSI task whose result lists the intersection IDs")
     if not got["matches_chain"]:
         raise OperationError(f"task {task_id}'s stored result does not match its on-chain commitment")

@@ -128,6 +128,7 @@ COMMITMENT = CommitmentScheme(
 @dataclass(eq=False)
 class FedAvgProtocol(Protocol):
     name: ClassVar[str] = "fedavg"
+    participant_range: ClassVar[tuple[int, int]] = (3, 0xFFFF)
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
     dropout_tolerant: ClassVar[bool] = True
     role: ClassVar[str]  # "aggregator" or "party"

@@ -181,6 +181,7 @@ def _index(payload: bytes) -> int:
 @dataclass(eq=False)
 class PrivateQueryProtocol(Protocol):
     name: ClassVar[str] = "private-query"
+    participant_range: ClassVar[tuple[int, int]] = (2, 2)
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
     role: ClassVar[str]  # "querier" or "holder"
 

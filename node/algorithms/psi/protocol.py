@@ -266,6 +266,7 @@ class _Stream:
 @dataclass(eq=False)
 class PsiProtocol(Protocol):
     name: ClassVar[str] = "psi"
+    participant_range: ClassVar[tuple[int, int]] = (2, 0xFFFF)
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)

@@ -1,0 +1,488 @@
+"""Private set intersection by OT extension (KKRT16 batched OPRF), two parties, semi-honest.
+
+Roles: the recipient R (the task's result recipient) cuckoo-hashes its set into m bins and is
+the OPRF receiver; the other participant S is the OPRF sender. The primitives, their
+construction and security argument are in `kkrt.py`: 512 Bellare-Micali base OTs on
+edwards25519 (libsodium through PyNaCl) with S as the base-OT receiver holding the secret
+choice string s, AES-128-CTR as the PRG, a 512-bit AES-based pseudo-random code, BLAKE2b as the
+OPRF's final hash H.
+
+ID normalisation, duplicates and empty cells follow psi exactly (`normalise_id`, the
+`casefold` param): null or empty cells are skipped and counted, duplicates after normalisation
+are removed (set semantics).
+
+Messages (payload bytes; every size checked, anything else a ProtocolError):
+  round 1 "ot-points"   S -> R  u64 n_S | 512 base-OT points P_j (32 bytes each)
+  round 2 "ot-reply"    R -> S  u32 m | u8 cuckoo attempt | u32 row messages | the point R
+  round 2 "rows"        R -> S  u32 index | u32 count | u^j for the bins of this message:
+                                512 columns of ROW_BINS bits (fewer in the last message)
+  round 3 "values"      S -> R  u32 index | u32 count | OPRF values, `prf_bytes(m, n_S)` each;
+                                3 n_S values in all, the n_S values of hash function 0 (in a
+                                secret random order), then those of 1, then of 2
+  round 4 "result-hash" R -> S  h_r (32 bytes)
+Each message stays below 4 MB (the mailbox takes 8 MiB bodies). R's bin count m = 1.27 n_R + 32
+rounded up to a multiple of 128; the cuckoo hash keys are public (task binding and an attempt
+counter, the first attempt that places every item; its number travels in "ot-reply"). R
+compares its own value of each item with the values of the hash function that placed it.
+
+What each party learns (semi-honest): R learns the intersection (its own IDs in it) and n_S;
+S learns m, i.e. n_R up to the rounding of the bin count (and the cuckoo attempt number, almost
+always 0). In "cardinality" mode the result holds only the size, but R's node still computes
+which of its own values matched (KKRT gives R the OPRF outputs themselves); unlike psi's
+cardinality mode it is a result format, not a stronger privacy guarantee against R.
+
+Commitment: h_r = sha256("pcn/psi-ot/result/v1" | salt | result) broadcast by R; every
+party's result_commitment() = sha256("pcn/psi-ot/commit/v1" | u64 n_S | u64 m | h_r), the two
+numbers both parties know. R's commitment_opening() is u64 n_S | u64 m | salt.
+
+Result (canonical JSON, at R only), psi's shape: {"algorithm": "psi-ot", "output",
+"ids" (ids mode), "size", "party_sizes", "casefold", "parties": 2, "skipped_empty",
+"duplicates_removed"}.
+
+Determinism: every secret (choice string, base-OT scalars, cuckoo eviction walk, shuffles, salt)
+comes from the party's seed; the heavy work runs through `self.pmap` in pieces of ROW_BINS bins
+(PRG expansion, code, transposes, OPRF hashing) or PIECE IDs (digests) and comes back in
+order, so a resumed party re-emits byte-identical messages.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
+from pcn.algorithms.psi.protocol import normalise_id
+from pcn.algorithms.psi_ot import kkrt
+
+RESULT_DOMAIN = b"pcn/psi-ot/result/v1"
+COMMIT_DOMAIN = b"pcn/psi-ot/commit/v1"
+
+KIND_POINTS, KIND_REPLY, KIND_ROWS, KIND_VALUES, KIND_RESULT = "ot-points", "ot-reply", "rows", "values", "result-hash"
+ROUNDS = {KIND_POINTS: 1, KIND_REPLY: 2, KIND_ROWS: 2, KIND_VALUES: 3, KIND_RESULT: 4}
+
+SIZE = struct.Struct(">Q")
+REPLY = struct.Struct(">IBI")  # bins, cuckoo attempt, row messages
+PART = struct.Struct(">II")  # message index, message count
+HASH = 32
+MAX_SET = 1 << 31
+MAX_BINS = kkrt.bin_count(MAX_SET)
+ROW_BINS = 32_768  # bins per "rows" message and per piece of work: 2 MiB of u
+VALUES_PER_MESSAGE = 1 << 18  # at most 14 bytes each: < 4 MB
+PIECE = 16_384  # IDs per digest job
+ATTEMPTS = 4
+
+OUTPUTS = ("ids", "cardinality")
+PARAM_KEYS = frozenset({"id_column", "output", "casefold"})
+
+# The opening is u64 n_S | u64 m | salt.
+COMMITMENT = CommitmentScheme(
+    RESULT_DOMAIN,
+    COMMIT_DOMAIN,
+    head_unit=2 * SIZE.size,
+    min_head=2 * SIZE.size,
+    max_head=2 * SIZE.size,
+    error="a psi-ot opening is u64 sender set size | u64 bin count | 32-byte salt",
+)
+
+
+def parts(total: int, per: int) -> int:
+    """Messages for `total` items, `per` a message; an empty stream is one empty message."""
+    return max(1, -(-total // per))
+
+
+@dataclass
+class _Stream:
+    """Numbered messages of one kind from the peer."""
+
+    count: int
+    received: int = 0
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.count
+
+
+@dataclass(eq=False)
+class PsiOtProtocol(Protocol):
+    name: ClassVar[str] = "psi-ot"
+    commitment: ClassVar[CommitmentScheme] = COMMITMENT
+    participant_range: ClassVar[tuple[int, int]] = (2, 2)
+
+    _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _peer: str = field(default="", init=False, repr=False)
+    _ids: list[str] = field(default_factory=list, init=False, repr=False)
+    _skipped: int = field(default=0, init=False, repr=False)
+    _duplicates: int = field(default=0, init=False, repr=False)
+    _digests: np.ndarray = field(default_factory=lambda: np.zeros((0, kkrt.DIGEST), np.uint8), init=False, repr=False)
+    _n_sender: int | None = field(default=None, init=False, repr=False)
+    _bins: int = field(default=0, init=False, repr=False)
+    _attempt: int = field(default=0, init=False, repr=False)
+    # R: the cuckoo table, which hash placed each item, and each item's own OPRF value
+    _which: np.ndarray | None = field(default=None, init=False, repr=False)
+    _table: np.ndarray | None = field(default=None, init=False, repr=False)
+    _own_values: list[bytes] = field(default_factory=list, init=False, repr=False)
+    # S: choice string, base-OT scalars and points, then the seeds it received
+    _choices: bytes = field(default=b"", init=False, repr=False)
+    _scalars: list[bytes] = field(default_factory=list, init=False, repr=False)
+    _points: bytes = field(default=b"", init=False, repr=False)
+    _seeds: list[bytes] = field(default_factory=list, init=False, repr=False)
+    _rows: _Stream | None = field(default=None, init=False, repr=False)
+    _values: _Stream | None = field(default=None, init=False, repr=False)
+    _sent_values: bool = field(default=False, init=False, repr=False)
+    _done: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ctx = self.ctx
+        self.check_participant_count(len(ctx.participants))
+        if len(set(ctx.participants)) != len(ctx.participants):
+            raise ProtocolError("psi-ot needs 2 distinct participants")
+        self._check_context()
+        self._params = self.validate_params(ctx.params)
+        if not (self._params["id_column"] or ctx.id_column):
+            raise ProtocolError("no ID column: set params id_column or register the dataset with one")
+        self._peer = ctx.peers[0]
+
+    # -- parameters -------------------------------------------------------------------------
+
+    @staticmethod
+    def validate_params(params: dict[str, Any]) -> dict[str, Any]:
+        """The params normalised (defaults filled in); ProtocolError on anything wrong."""
+        if not isinstance(params, dict):
+            raise ProtocolError("psi-ot params must be an object")
+        unknown = set(params) - PARAM_KEYS
+        if unknown:
+            raise ProtocolError(f"unknown psi-ot params {sorted(unknown)}; allowed: {sorted(PARAM_KEYS)}")
+        id_column = params.get("id_column")
+        if id_column is not None and (not isinstance(id_column, str) or not id_column):
+            raise ProtocolError("id_column must be a non-empty string")
+        output = params.get("output", "ids")
+        if output not in OUTPUTS:
+            raise ProtocolError(f"output must be one of {list(OUTPUTS)}, not {output!r}")
+        casefold = params.get("casefold", False)
+        if not isinstance(casefold, bool):
+            raise ProtocolError("casefold must be true or false")
+        return {"id_column": id_column, "output": output, "casefold": casefold}
+
+    # -- keys and sizes -----------------------------------------------------------------------
+
+    def _key(self, label: str, size: int = 32) -> bytes:
+        return kkrt.derive(self.ctx.binding, label.encode(), size)
+
+    def _hash_key(self, attempt: int) -> bytes:
+        return self._key(f"cuckoo/{attempt}", 16)
+
+    @property
+    def _value_size(self) -> int:
+        return kkrt.prf_bytes(self._bins, self._n_sender or 0)
+
+    def _row_pieces(self) -> list[tuple[int, int]]:
+        return [(b, min(ROW_BINS, self._bins - b)) for b in range(0, self._bins, ROW_BINS)]
+
+    # -- protocol -----------------------------------------------------------------------------
+
+    def _load_set(self) -> None:
+        p = self._params
+        column = p["id_column"] or self.ctx.id_column
+        self.report(0.0, f"normalising IDs of column {column!r}")
+        seen: dict[str, None] = {}
+        cells = self.data.column(column)
+        for cell in cells:
+            ident = normalise_id(cell, p["casefold"])
+            if ident is None:
+                self._skipped += 1
+            else:
+                seen[ident] = None
+        self._duplicates = len(cells) - self._skipped - len(seen)
+        self._ids = list(seen)
+        self.report(0.02, "hashing the IDs")
+        key = self._key("digest")
+        jobs = [
+            (key, [x.encode("utf-8", "surrogatepass") for x in self._ids[i : i + PIECE]])
+            for i in range(0, len(self._ids), PIECE)
+        ]
+        packed = b"".join(self.pmap(kkrt.digest_piece, jobs))
+        self._digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, kkrt.DIGEST)
+
+    def start(self) -> list[Message]:
+        self._mark_started()
+        self._load_set()
+        if self.ctx.is_recipient:
+            self._place()
+            self.report(0.1, "waiting for the base OTs")
+            return []
+        self._choices = self.secret_bytes("psi-ot/choices", kkrt.WIDTH_BYTES)
+        material = self.secret_bytes("psi-ot/base-ot", 64 * kkrt.WIDTH)
+        self._scalars = [kkrt.scalar(material[64 * j : 64 * (j + 1)]) for j in range(kkrt.WIDTH)]
+        choice_bits = np.unpackbits(np.frombuffer(self._choices, dtype=np.uint8))
+        self._points = kkrt.ot_receiver_points(kkrt.ot_base(self.ctx.binding), choice_bits, self._scalars)
+        self.report(0.1, "base OTs sent")
+        return [self.send(self._peer, 1, KIND_POINTS, SIZE.pack(len(self._ids)) + self._points)]
+
+    def _place(self) -> None:
+        """Cuckoo-hash R's set: the first attempt (public hash keys) that places every item."""
+        n = len(self._ids)
+        self._bins = kkrt.bin_count(n)
+        self.report(0.05, f"cuckoo hashing {n} IDs into {self._bins} bins")
+        for attempt in range(ATTEMPTS):
+            cands = kkrt.candidate_bins(self._hash_key(attempt), self._digests, self._bins)
+            rng = np.random.Generator(np.random.PCG64(list(self.secret_bytes(f"psi-ot/cuckoo/{attempt}", 32))))
+            placed = kkrt.cuckoo(cands, self._bins, rng)
+            if placed is not None:
+                self._attempt = attempt
+                self._table, self._which = placed
+                return
+        raise ProtocolError(f"cuckoo hashing failed {ATTEMPTS} times for {n} IDs (probability negligible)")
+
+    def receive(self, msg: Message) -> list[Message]:
+        self._check_delivery(msg)
+        want = ROUNDS.get(msg.kind)
+        if want is None:
+            raise ProtocolError(f"unexpected message kind {msg.kind!r} from {msg.sender!r}")
+        if msg.round != want:
+            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} in round {msg.round}, expected {want}")
+        recipient = self.ctx.is_recipient
+        if msg.kind in (KIND_POINTS, KIND_VALUES) and not recipient:
+            raise ProtocolError(f"{msg.kind!r} message sent to the OPRF sender")
+        if msg.kind in (KIND_REPLY, KIND_ROWS, KIND_RESULT) and recipient:
+            raise ProtocolError(f"{msg.kind!r} message sent to the recipient")
+        if msg.kind == KIND_POINTS:
+            return self._on_points(msg.payload)
+        if msg.kind == KIND_REPLY:
+            return self._on_reply(msg.payload)
+        if msg.kind == KIND_ROWS:
+            return self._on_rows(msg.payload)
+        if msg.kind == KIND_VALUES:
+            return self._on_values(msg.payload)
+        return self._on_result_hash(msg.payload)
+
+    # -- R --------------------------------------------------------------------------------------
+
+    def _on_points(self, payload: bytes) -> list[Message]:
+        if self._n_sender is not None:
+            raise ProtocolError("duplicate 'ot-points' message")
+        if len(payload) != SIZE.size + kkrt.WIDTH * kkrt.POINT:
+            raise ProtocolError(f"'ot-points' message has {len(payload)} bytes, expected {SIZE.size + kkrt.WIDTH * 32}")
+        (n_s,) = SIZE.unpack_from(payload)
+        if n_s > MAX_SET:
+            raise ProtocolError(f"'ot-points' announces {n_s} IDs; at most {MAX_SET}")
+        points = payload[SIZE.size :]
+        r = kkrt.scalar(self.secret_bytes("psi-ot/base-ot", 64))
+        try:
+            reply, seeds0, seeds1 = kkrt.ot_sender(self.ctx.binding, kkrt.ot_base(self.ctx.binding), points, r)
+        except kkrt.OtError as exc:
+            raise ProtocolError(f"'ot-points': {exc}") from None
+        self._n_sender = n_s
+        self.report(0.2, "base OTs done; extending")
+        assert self._table is not None and self._which is not None
+        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
+        jobs = []
+        for first, count in self._row_pieces():
+            items = self._table[first : first + count]
+            local = np.flatnonzero(items >= 0)
+            xs = items[local]
+            jobs.append(
+                (seeds0, seeds1, first, count, code_key, prf_key, size, local, self._digests[xs], self._which[xs])
+            )
+        out = self.pmap(kkrt.receiver_piece, jobs)
+        # every item's own value, in item order
+        values = np.empty((len(self._ids), size), dtype=np.uint8)
+        for job, (_, vals) in zip(jobs, out, strict=True):
+            xs = self._table[job[2] + job[7]]
+            values[xs] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
+        self._own_values = [values[i].tobytes() for i in range(len(values))]
+        count = len(jobs)
+        header = REPLY.pack(self._bins, self._attempt, count)
+        msgs = [self.send(self._peer, 2, KIND_REPLY, header + reply)]
+        msgs += [self.send(self._peer, 2, KIND_ROWS, PART.pack(i, count) + u) for i, (u, _) in enumerate(out)]
+        self._values = _Stream(parts(kkrt.HASHES * n_s, VALUES_PER_MESSAGE))
+        self.report(0.6, "extension sent; waiting for the OPRF values")
+        return msgs
+
+    def _on_values(self, payload: bytes) -> list[Message]:
+        stream, n_s = self._values, self._n_sender
+        if stream is None or n_s is None:
+            raise ProtocolError("'values' message before the base OTs")
+        if stream.complete:
+            raise ProtocolError("'values' message after the last one")
+        if len(payload) < PART.size:
+            raise ProtocolError("'values' message shorter than its header")
+        index, count = PART.unpack_from(payload)
+        if count != stream.count or index != stream.received:
+            raise ProtocolError(f"'values' message {index} of {count}; expected {stream.received} of {stream.count}")
+        total = kkrt.HASHES * n_s
+        want = self._value_size * min(VALUES_PER_MESSAGE, total - index * VALUES_PER_MESSAGE)
+        if len(payload) - PART.size != want:
+            raise ProtocolError(f"'values' message {index} has {len(payload) - PART.size} bytes, expected {want}")
+        stream.chunks.append(payload[PART.size :])
+        stream.received += 1
+        if not stream.complete:
+            return []
+        return self._finish(b"".join(stream.chunks))
+
+    def _finish(self, theirs: bytes) -> list[Message]:
+        self.report(0.95, "intersecting")
+        assert self._which is not None and self._n_sender is not None
+        size, n_s = self._value_size, self._n_sender
+        hits = np.zeros(len(self._ids), dtype=bool)
+        which = self._which
+        for i in range(kkrt.HASHES):
+            group = theirs[i * n_s * size : (i + 1) * n_s * size]
+            present = {group[k : k + size] for k in range(0, len(group), size)}
+            for x in np.flatnonzero(which == i).tolist():
+                if self._own_values[x] in present:
+                    hits[x] = True
+        self._own_values = []
+        ctx, output = self.ctx, self._params["output"]
+        result: dict[str, Any] = {
+            "algorithm": self.name,
+            "output": output,
+            "size": int(hits.sum()),
+            "party_sizes": {ctx.me: len(self._ids), self._peer: n_s},
+            "casefold": self._params["casefold"],
+            "parties": 2,
+            "skipped_empty": self._skipped,
+            "duplicates_removed": self._duplicates,
+        }
+        if output == "ids":
+            result["ids"] = sorted(self._ids[x] for x in np.flatnonzero(hits).tolist())
+        self._ids = []
+        self._result = canonical_json(result, ensure_ascii=False)
+        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
+        self._done = True
+        self.report(1.0, "done; the recipient holds the result")
+        return [self.send(self._peer, 4, KIND_RESULT, self._result_hash)]
+
+    # -- S --------------------------------------------------------------------------------------
+
+    def _on_reply(self, payload: bytes) -> list[Message]:
+        if self._rows is not None:
+            raise ProtocolError("duplicate 'ot-reply' message")
+        if len(payload) != REPLY.size + kkrt.POINT:
+            raise ProtocolError(f"'ot-reply' message has {len(payload)} bytes")
+        bins, attempt, count = REPLY.unpack_from(payload)
+        if not 0 < bins <= MAX_BINS or bins % kkrt.BIN_ALIGN:
+            raise ProtocolError(f"'ot-reply' announces {bins} bins (a positive multiple of 128 is needed)")
+        if attempt >= ATTEMPTS:
+            raise ProtocolError(f"'ot-reply' names cuckoo attempt {attempt}; at most {ATTEMPTS - 1}")
+        if count != parts(bins, ROW_BINS):
+            raise ProtocolError(f"'ot-reply' announces {count} row messages for {bins} bins")
+        try:
+            seeds = kkrt.ot_receiver_seeds(self.ctx.binding, self._points, payload[REPLY.size :], self._scalars)
+        except kkrt.OtError as exc:
+            raise ProtocolError(f"'ot-reply': {exc}") from None
+        self._seeds, self._bins, self._attempt = seeds, bins, attempt
+        self._n_sender = len(self._ids)
+        self._rows = _Stream(count)
+        self.report(0.2, "base OTs done")
+        return []
+
+    def _on_rows(self, payload: bytes) -> list[Message]:
+        stream = self._rows
+        if stream is None:
+            raise ProtocolError("'rows' message before 'ot-reply'")
+        if stream.complete:
+            raise ProtocolError("'rows' message after the last one")
+        if len(payload) < PART.size:
+            raise ProtocolError("'rows' message shorter than its header")
+        index, count = PART.unpack_from(payload)
+        if count != stream.count or index != stream.received:
+            raise ProtocolError(f"'rows' message {index} of {count}; expected {stream.received} of {stream.count}")
+        want = kkrt.WIDTH * min(ROW_BINS, self._bins - index * ROW_BINS) // 8
+        if len(payload) - PART.size != want:
+            raise ProtocolError(f"'rows' message {index} has {len(payload) - PART.size} bytes, expected {want}")
+        stream.chunks.append(payload[PART.size :])
+        stream.received += 1
+        self.report(0.2 + 0.3 * stream.received / stream.count, f"received rows {stream.received}/{stream.count}")
+        if not stream.complete:
+            return []
+        return self._send_values(stream.chunks)
+
+    def _send_values(self, columns: list[bytes]) -> list[Message]:
+        n = len(self._ids)
+        cands = kkrt.candidate_bins(self._hash_key(self._attempt), self._digests, self._bins)
+        pair_bins = cands.reshape(-1)  # pair p = (item p // 3, hash p % 3)
+        pair_hash = np.tile(np.arange(kkrt.HASHES, dtype=np.int64), n)
+        pair_item = np.repeat(np.arange(n, dtype=np.int64), kkrt.HASHES)
+        order = np.argsort(pair_bins // ROW_BINS, kind="stable")
+        piece_of = pair_bins[order] // ROW_BINS
+        bounds = np.searchsorted(piece_of, np.arange(len(columns) + 1))
+        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
+        jobs = []
+        for i, (first, count) in enumerate(self._row_pieces()):
+            sel = order[bounds[i] : bounds[i + 1]]
+            local = pair_bins[sel] - first
+            digests = self._digests[pair_item[sel]]
+            jobs.append(
+                (
+                    self._seeds,
+                    self._choices,
+                    first,
+                    count,
+                    columns[i],
+                    code_key,
+                    prf_key,
+                    size,
+                    local,
+                    digests,
+                    pair_hash[sel],
+                )
+            )
+        columns.clear()
+        self.report(0.55, "evaluating the OPRF")
+        out = self.pmap(kkrt.sender_piece, jobs)
+        values = np.empty((n * kkrt.HASHES, size), dtype=np.uint8)
+        for i, vals in enumerate(out):
+            values[order[bounds[i] : bounds[i + 1]]] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
+        del out, jobs
+        groups = values.reshape(n, kkrt.HASHES, size)
+        shuffled = [groups[self.secret_permutation(f"psi-ot/values/{i}", n), i] for i in range(kkrt.HASHES)]
+        packed = np.concatenate(shuffled).tobytes() if n else b""
+        total = kkrt.HASHES * n
+        count = parts(total, VALUES_PER_MESSAGE)
+        step = VALUES_PER_MESSAGE * size
+        self._sent_values = True
+        self.report(0.9, "OPRF values sent")
+        return [
+            self.send(self._peer, 3, KIND_VALUES, PART.pack(i, count) + packed[i * step : (i + 1) * step])
+            for i in range(count)
+        ]
+
+    def _on_result_hash(self, payload: bytes) -> list[Message]:
+        if self._result_hash is not None:
+            raise ProtocolError("duplicate result hash")
+        if not self._sent_values:
+            raise ProtocolError("result hash arrived before this party's part was complete")
+        if len(payload) != HASH:
+            raise ProtocolError(f"result hash has {len(payload)} bytes, expected 32")
+        self._result_hash = payload
+        self._done = True
+        self.report(1.0, "done; the recipient holds the result")
+        return []
+
+    # -- outcome ------------------------------------------------------------------------------
+
+    def _salt(self) -> bytes:
+        return self.secret_bytes("psi-ot-result-salt", 32)
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _head(self) -> bytes:
+        return SIZE.pack(self._n_sender or 0) + SIZE.pack(self._bins)
+
+    def result_commitment(self) -> bytes:
+        if not self._done or self._result_hash is None:
+            raise ProtocolError("the psi-ot protocol has not finished")
+        return COMMITMENT.commit(self._head(), self._result_hash)
+
+    def commitment_opening(self) -> bytes:
+        """u64 n_S | u64 bin count, followed at the recipient by its 32-byte result salt; with
+        the result bytes, `commitment_for` recomputes `result_commitment()`."""
+        if not self._done:
+            raise ProtocolError("the psi-ot protocol has not finished")
+        return self._head() + self._salt() if self.ctx.is_recipient else self._head()
