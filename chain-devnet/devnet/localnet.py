@@ -189,14 +189,15 @@ class Network:
         logs = {o.name: _tail(o.config.data_path / "logs" / "worker.log") for o in self.orgs}
         raise AssertionError(f"task {task_id} not final after {timeout} s: {self.admin.task(task_id)}\n{logs}")
 
-    def submit_psi(self, requester: str = "bank", bucket_size: int = 1024) -> int:
-        """Submit and approve a PSI of every organisation's registered dataset, the requester
-        receiving the intersection; return the task id."""
+    def submit_psi(self, requester: str = "bank", bucket_size: int = 1024, algorithm: str = "psi") -> int:
+        """Submit and approve a PSI (`algorithm` "psi", in buckets of `bucket_size`, or the
+        two-party "psi-ot") of every organisation's registered dataset, the requester receiving
+        the intersection; return the task id."""
         sub = submit_task(
             self.by_name(requester).ledger,
-            algorithm="psi",
+            algorithm=algorithm,
             dataset_ids=[o.dataset_id for o in self.orgs],
-            params={"bucket_size": bucket_size},
+            params={"bucket_size": bucket_size} if algorithm == "psi" else {},
             recipient=requester,
         )
         approve_all(self, sub.task_id)
