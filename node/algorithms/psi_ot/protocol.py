@@ -124,7 +124,8 @@ class PsiOtProtocol(Protocol):
     # R: the cuckoo table, which hash placed each item, and each item's own OPRF value
     _which: np.ndarray | None = field(default=None, init=False, repr=False)
     _table: np.ndarray | None = field(default=None, init=False, repr=False)
-    _own_values: list[bytes] = field(default_factory=list, init=False, repr=False)
+    # R: each item's own OPRF value, one fixed-width bytes scalar per item (numpy "S" dtype)
+    _own_values: np.ndarray | None = field(default=None, init=False, repr=False)
     # S: choice string, base-OT scalars and points, then the seeds it received
     _choices: bytes = field(default=b"", init=False, repr=False)
     _scalars: list[bytes] = field(default_factory=list, init=False, repr=False)
@@ -293,7 +294,7 @@ class PsiOtProtocol(Protocol):
         for job, (_, vals) in zip(jobs, out, strict=True):
             xs = self._table[job[2] + job[7]]
             values[xs] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
-        self._own_values = [values[i].tobytes() for i in range(len(values))]
+        self._own_values = values.view(f"S{size}").reshape(-1)
         count = len(jobs)
         header = REPLY.pack(self._bins, self._attempt, count)
         msgs = [self.send(self._peer, 2, KIND_REPLY, header + reply)]
@@ -328,14 +329,14 @@ class PsiOtProtocol(Protocol):
         assert self._which is not None and self._n_sender is not None
         size, n_s = self._value_size, self._n_sender
         hits = np.zeros(len(self._ids), dtype=bool)
-        which = self._which
+        which, own = self._which, self._own_values
+        assert own is not None
         for i in range(kkrt.HASHES):
-            group = theirs[i * n_s * size : (i + 1) * n_s * size]
-            present = {group[k : k + size] for k in range(0, len(group), size)}
-            for x in np.flatnonzero(which == i).tolist():
-                if self._own_values[x] in present:
-                    hits[x] = True
-        self._own_values = []
+            # fixed-width bytes compare byte for byte (same width: no trailing-NUL ambiguity)
+            group = np.frombuffer(theirs, dtype=f"S{size}", count=n_s, offset=i * n_s * size)
+            mine = np.flatnonzero(which == i)
+            hits[mine[np.isin(own[mine], group)]] = True
+        self._own_values = None
         ctx, output = self.ctx, self._params["output"]
         result: dict[str, Any] = {
             "algorithm": self.name,
