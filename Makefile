@@ -16,13 +16,13 @@ FORGE_FLAGS := --use $(SOLC_ADAPTER)
 FOUNDRY_PROFILE ?= ci
 export FOUNDRY_PROFILE
 
-.PHONY: help deps test test-contracts test-python lint typecheck bench demo demo-down clean
+.PHONY: help deps test test-contracts test-python lint typecheck bench bench-peers demo demo-down clean
 
 help:
 	@echo "make demo   - devnet, contracts, organisations and a full task lifecycle"
 	@echo "make test   - contract tests (forge) and Python tests against a real anvil"
 	@echo "make lint   - ruff, mypy, forge fmt/lint, solhint, Slither (fails on any high/medium finding)"
-	@echo "make bench  - benchmarks in bench/"
+	@echo "make bench  - benchmarks in bench/ (installs their peers, e.g. SecretFlow SPU, in .venv/spu)"
 
 $(VENV)/.stamp: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "pcn needs Python >= 3.11"; exit 1; }
@@ -118,8 +118,19 @@ typecheck: deps
 	ln -s $(abspath auditor) $(TYPECHECK_DIR)/pcn/auditor
 	cd $(TYPECHECK_DIR) && $(abspath $(VENV))/bin/mypy --config-file $(abspath pyproject.toml) -p pcn
 
-bench: deps
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# SecretFlow SPU, the PSI peer of bench/psi_ot.py (RR22 and KKRT), lives in its own venv,
+# .venv/spu, from pyproject's `spu-peer` group: spu 0.9.5 pins numpy < 2 and jax, which pcn's
+# venv cannot hold. Only the benchmarks use it; bench/spu_party.py is one SPU party.
+SPU_VENV := $(VENV)/spu
+bench-peers: deps
+	@test $(SPU_VENV)/.stamp -nt pyproject.toml || { echo "installing SPU into $(SPU_VENV)" && \
+	  (test -x $(SPU_VENV)/bin/pip || $(PYTHON) -m venv $(SPU_VENV)) && \
+	  $(SPU_VENV)/bin/pip install -q --upgrade pip && \
+	  $(SPU_VENV)/bin/pip install -q --group spu-peer && touch $(SPU_VENV)/.stamp; }
+
+bench: deps bench-peers
+	@for b in bench/*.py; do case $$b in bench/spu_party.py|bench/common.py) continue;; esac; \
+	  echo "== $$b"; $(PY) $$b || exit 1; done
 
 demo: deps
 	$(VENV)/bin/pcn demo

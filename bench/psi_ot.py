@@ -1,5 +1,6 @@
 """Two-party PSI engines side by side in one run, same sets: pcn's psi-ot (KKRT16 OT
-extension), pcn's ECDH-PSI ("psi") and OpenMined's `openmined-psi` (when installed).
+extension), pcn's ECDH-PSI ("psi"), OpenMined's `openmined-psi` (when installed) and SecretFlow
+SPU's RR22 and KKRT PSI (when its bench venv is installed: `make bench-peers`).
 
 The sets are bench/psi.py's: two organisations ("bank", the recipient, and "telecom") each
 hold N customer IDs drawn from one pool of 2N (about half in common), written to each
@@ -7,6 +8,10 @@ organisation's CSV by `write_dataset` and read back. For each size N:
 
 1. openmined-psi (ECDH over P-256 in C++), in one process as its API works (bench/psi.py's
    `openmined`): wall and CPU time, bytes of its three messages.
+1b. SPU (`spu` 0.9.5, `psi_execute`, RR22 then KKRT), each party in its own process of the SPU
+   venv (bench/spu_party.py) over SPU's own brpc link on loopback, reading the same CSV files:
+   the seconds of `psi_execute` (the slower party; link set up before the clock) and each
+   party's peak RSS. SPU's bytes on the wire are not reported (its link keeps no count).
 2. Protocol only, one process per party (linked by multiprocessing queues, each with its own
    spawned pool of os.cpu_count() processes as each node has), for psi-ot and for psi: wall
    time from the start signal to both parties done, CPU of each party and its pool, bytes on
@@ -17,7 +22,9 @@ organisation's CSV by `write_dataset` and read back. For each size N:
    completed (bench/psi.py's `pcn_end_to_end`).
 
 Every intersection is checked against Python's. Ratios are psi-ot / peer (below 1: psi-ot is
-faster): ratio_vs_psi_*, ratio_vs_openmined_psi_*.
+faster): ratio_vs_psi_*, ratio_vs_openmined_psi_*, ratio_vs_spu_rr22_* and ratio_vs_spu_kkrt_*
+(the end-to-end ones: pcn over real nodes, submit to the last receipt, against the peer's
+protocol alone).
 
     .venv/bin/python bench/psi_ot.py [--sizes 100000] [--e2e-sizes all|none|N,...]
         [--no-readme] [--out bench/results/psi_ot.json]
@@ -28,10 +35,12 @@ Writes bench/results/psi_ot.json and the `| psi-ot |` rows of bench/README.md.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -184,6 +193,46 @@ def openmined_version() -> str | None:
 # -- one size ------------------------------------------------------------------------------------
 
 
+SPU_PROTOCOLS = ("RR22", "KKRT")
+
+
+def spu_python() -> Path | None:
+    """The SPU bench venv's interpreter ($PCN_SPU_PYTHON, else .venv/spu from `make bench-peers`)."""
+    path = Path(os.environ.get("PCN_SPU_PYTHON") or BENCH.parent / ".venv" / "spu" / "bin" / "python")
+    return path if path.is_file() else None
+
+
+def spu_psi(python: Path, protocol: str, files: list[Path], work: Path, unique: bool) -> dict[str, Any]:
+    """SPU's two-party PSI, each party in its own process; rank 0 (files[0]) receives."""
+    from pcn.devnet.localnet import free_port
+
+    ports = f"{free_port()},{free_port()}"
+    procs = []
+    for rank, path in enumerate(files):
+        cmd = [str(python), str(BENCH / "spu_party.py"), "--rank", str(rank), "--protocol", protocol]
+        cmd += ["--ports", ports, "--input", str(path), "--output", str(work / f"spu-{protocol}-{rank}.csv")]
+        cmd += ["--key", ID_COLUMN] + (["--keys-unique"] if unique else [])
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=work))
+    t0 = time.perf_counter()
+    reports = []
+    for proc in procs:
+        stdout, _ = proc.communicate(timeout=3600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"SPU {protocol} party exited {proc.returncode}")
+        reports.append(json.loads(next(ln for ln in stdout.splitlines() if ln.startswith('{"rank"'))))
+    wall = time.perf_counter() - t0
+    with (work / f"spu-{protocol}-0.csv").open(newline="") as f:
+        rows = csv.reader(f)
+        col = next(rows).index(ID_COLUMN)
+        ids = [row[col] for row in rows]
+    return {
+        "seconds": max(rep["seconds"] for rep in reports),
+        "processes_wall_seconds": wall,
+        "peak_mib_per_party": {WHO[i]: round(rep["peak_mib"], 1) for i, rep in enumerate(reports)},
+        "ids": ids,
+    }
+
+
 def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
     from pcn.devnet import anvil
     from pcn.devnet.deploy import deploy
@@ -211,6 +260,14 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
             loads["before_openmined"] = ecdh_bench.load()
             om = ecdh_bench.openmined(bank_ids, telecom_ids)
             say(f"N={n:,}: openmined-psi {om['seconds']:.2f} s, {om['phases']['bytes_on_the_wire']:,} B")
+        spu: dict[str, dict[str, Any]] = {}
+        python = spu_python()
+        unique = len(set(bank_ids)) == len(bank_ids) and len(set(telecom_ids)) == len(telecom_ids)
+        for protocol in SPU_PROTOCOLS if python is not None else ():
+            assert python is not None
+            loads[f"before_spu_{protocol.lower()}"] = ecdh_bench.load()
+            spu[protocol] = spu_psi(python, protocol, files, work, unique)
+            say(f"N={n:,}: SPU {protocol}, one process per party: {spu[protocol]['seconds']:.2f} s")
         runs: dict[str, dict[str, Any]] = {}
         for engine in ENGINES:
             loads[f"before_{engine}_protocol"] = ecdh_bench.load()
@@ -238,6 +295,7 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
         checks += [(f"{e} end to end", r["ids"]) for e, r in end.items()]
         if om is not None:
             checks.append(("openmined", om["ids"]))
+        checks += [(f"SPU {p}", r["ids"]) for p, r in spu.items()]
         for name, ids in checks:
             assert set(ids) == expected, f"{name}: the intersection differs"
     finally:
@@ -283,6 +341,13 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
         ),
         "load_average_1_5_15": loads,
     }
+    for protocol, res in spu.items():
+        key = f"spu_{protocol.lower()}"
+        out[f"{key}_seconds"] = r(res["seconds"])
+        out[f"{key}_processes_wall_seconds"] = r(res["processes_wall_seconds"])
+        out[f"{key}_peak_mib_per_party"] = res["peak_mib_per_party"]
+        out[f"ratio_vs_{key}_protocol"] = r(ot["seconds"] / res["seconds"])
+        out[f"ratio_vs_{key}_end_to_end"] = r(end["psi-ot"]["seconds"] / res["seconds"]) if end else None
     for engine, e in end.items():
         out[f"{engine}_end_to_end"] = {k: v for k, v in e.items() if k not in ("seconds", "ids")}
     return out
@@ -318,7 +383,9 @@ def main() -> None:
     out = {
         "benchmark": "psi-ot",
         "parties": 2,
-        "peers": ["psi (pcn ECDH-PSI)"] + (["openmined-psi"] if openmined_version() else []),
+        "peers": ["psi (pcn ECDH-PSI)"]
+        + (["openmined-psi"] if openmined_version() else [])
+        + ([f"spu {p} (SecretFlow spu 0.9.5)" for p in SPU_PROTOCOLS] if spu_python() else []),
         "sizes": results,
         "compute_processes_per_party": os.cpu_count(),
         "machine": machine,
@@ -352,11 +419,27 @@ def _row(n: str, res: dict[str, Any], out: dict[str, Any]) -> str:
             f"openmined-psi {out['machine'].get('openmined_psi', '')} {res['openmined_psi_seconds']} s "
             f"(one process), {wire['openmined_psi'] / mib:.1f} MiB"
         )
+    for protocol in SPU_PROTOCOLS:
+        key = f"spu_{protocol.lower()}"
+        if res.get(f"{key}_seconds") is not None:
+            peaks = res[f"{key}_peak_mib_per_party"]
+            peers.append(
+                f"SPU {protocol} {res[f'{key}_seconds']} s (one process per party, peak MiB "
+                + " / ".join(f"{p[2:]} {v:,.0f}" for p, v in peaks.items())
+                + ")"
+            )
     ratios = [f"vs psi: protocol {res['ratio_vs_psi_protocol']}x, bytes {res['ratio_vs_psi_bytes']}x"]
     if res["ratio_vs_psi_end_to_end"] is not None:
         ratios.append(f"end to end {res['ratio_vs_psi_end_to_end']}x")
     if res["ratio_vs_openmined_psi_protocol"] is not None:
         ratios.append(f"vs openmined-psi: protocol {res['ratio_vs_openmined_psi_protocol']}x")
+    for protocol in SPU_PROTOCOLS:
+        key = f"spu_{protocol.lower()}"
+        if res.get(f"ratio_vs_{key}_protocol") is not None:
+            text = f"vs SPU {protocol}: protocol {res[f'ratio_vs_{key}_protocol']}x"
+            if res.get(f"ratio_vs_{key}_end_to_end") is not None:
+                text += f", pcn end to end {res[f'ratio_vs_{key}_end_to_end']}x"
+            ratios.append(text)
     peaks = res["peak_mib_per_party_process_plus_pool"]["psi_ot"]
     loads = res["load_average_1_5_15"]
     notes = [
