@@ -384,7 +384,8 @@ def test_watch_stops_at_the_deadline_and_expire(
     root: Path, net: Network, env: dict[str, str], devnet: DevnetStatus
 ) -> None:
     bank, telecom = net.by_name("bank"), net.by_name("telecom")
-    submit = ["task", "submit", "--algo", "stats", "--datasets", str(bank.dataset_id), "--recipient", "bank"]
+    datasets = f"{bank.dataset_id},{telecom.dataset_id}"  # stats takes at least 2 participants
+    submit = ["task", "submit", "--algo", "stats", "--datasets", datasets, "--recipient", "bank"]
     sub = ok_json(
         pcn(*submit, "--params", str(root / "params.json"), "--deadline", "60", *as_org(bank), "--json", env=env)
     )
