@@ -222,6 +222,26 @@ def normalise_id(cell: Any, casefold: bool) -> str | None:
     return s or None
 
 
+def validate_id_params(algorithm: str, params: Any, allowed: frozenset[str]) -> dict[str, Any]:
+    """The parameters every PSI engine shares (id_column, output, casefold), normalised, after
+    refusing a non-object and any key outside `allowed`; ProtocolError on anything wrong."""
+    if not isinstance(params, dict):
+        raise ProtocolError(f"{algorithm} params must be an object")
+    unknown = set(params) - allowed
+    if unknown:
+        raise ProtocolError(f"unknown {algorithm} params {sorted(unknown)}; allowed: {sorted(allowed)}")
+    id_column = params.get("id_column")
+    if id_column is not None and (not isinstance(id_column, str) or not id_column):
+        raise ProtocolError("id_column must be a non-empty string")
+    output = params.get("output", "ids")
+    if output not in OUTPUTS:
+        raise ProtocolError(f"output must be one of {list(OUTPUTS)}, not {output!r}")
+    casefold = params.get("casefold", False)
+    if not isinstance(casefold, bool):
+        raise ProtocolError("casefold must be true or false")
+    return {"id_column": id_column, "output": output, "casefold": casefold}
+
+
 def bucket_count(size: int, bucket_size: int) -> int:
     return max(1, -(-size // bucket_size))
 
@@ -312,20 +332,8 @@ class PsiProtocol(Protocol):
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
-        if not isinstance(params, dict):
-            raise ProtocolError("psi params must be an object")
-        unknown = set(params) - PARAM_KEYS
-        if unknown:
-            raise ProtocolError(f"unknown psi params {sorted(unknown)}; allowed: {sorted(PARAM_KEYS)}")
-        id_column = params.get("id_column")
-        if id_column is not None and (not isinstance(id_column, str) or not id_column):
-            raise ProtocolError("id_column must be a non-empty string")
-        output = params.get("output", "ids")
-        if output not in OUTPUTS:
-            raise ProtocolError(f"output must be one of {list(OUTPUTS)}, not {output!r}")
-        casefold = params.get("casefold", False)
-        if not isinstance(casefold, bool):
-            raise ProtocolError("casefold must be true or false")
+        common = validate_id_params("psi", params, PARAM_KEYS)
+        id_column, output, casefold = common["id_column"], common["output"], common["casefold"]
         bucket = params.get("bucket_size", DEFAULT_BUCKET)
         if isinstance(bucket, bool) or not isinstance(bucket, int) or not MIN_BUCKET <= bucket <= MAX_BUCKET:
             raise ProtocolError(f"bucket_size must be an integer in [{MIN_BUCKET}, {MAX_BUCKET}]")

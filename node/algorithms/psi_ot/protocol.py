@@ -54,7 +54,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
-from pcn.algorithms.psi.protocol import normalise_id
+from pcn.algorithms.psi.protocol import normalise_id, validate_id_params
 from pcn.algorithms.psi_ot import kkrt
 
 RESULT_DOMAIN = b"pcn/psi-ot/result/v1"
@@ -74,7 +74,6 @@ VALUES_PER_MESSAGE = 1 << 18  # at most 14 bytes each: < 4 MB
 PIECE = 16_384  # IDs per digest job
 ATTEMPTS = 4
 
-OUTPUTS = ("ids", "cardinality")
 PARAM_KEYS = frozenset({"id_column", "output", "casefold"})
 
 # The opening is u64 n_S | u64 m | salt.
@@ -104,6 +103,18 @@ class _Stream:
     @property
     def complete(self) -> bool:
         return self.received == self.count
+
+    def next_index(self, kind: str, payload: bytes) -> int:
+        """The index of the next message of this stream, checked: a message after the last one,
+        one too short for its header, or one out of order is a ProtocolError."""
+        if self.complete:
+            raise ProtocolError(f"{kind!r} message after the last one")
+        if len(payload) < PART.size:
+            raise ProtocolError(f"{kind!r} message shorter than its header")
+        index, count = PART.unpack_from(payload)
+        if count != self.count or index != self.received:
+            raise ProtocolError(f"{kind!r} message {index} of {count}; expected {self.received} of {self.count}")
+        return int(index)
 
 
 @dataclass(eq=False)
@@ -152,21 +163,7 @@ class PsiOtProtocol(Protocol):
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         """The params normalised (defaults filled in); ProtocolError on anything wrong."""
-        if not isinstance(params, dict):
-            raise ProtocolError("psi-ot params must be an object")
-        unknown = set(params) - PARAM_KEYS
-        if unknown:
-            raise ProtocolError(f"unknown psi-ot params {sorted(unknown)}; allowed: {sorted(PARAM_KEYS)}")
-        id_column = params.get("id_column")
-        if id_column is not None and (not isinstance(id_column, str) or not id_column):
-            raise ProtocolError("id_column must be a non-empty string")
-        output = params.get("output", "ids")
-        if output not in OUTPUTS:
-            raise ProtocolError(f"output must be one of {list(OUTPUTS)}, not {output!r}")
-        casefold = params.get("casefold", False)
-        if not isinstance(casefold, bool):
-            raise ProtocolError("casefold must be true or false")
-        return {"id_column": id_column, "output": output, "casefold": casefold}
+        return validate_id_params("psi-ot", params, PARAM_KEYS)
 
     # -- keys and sizes -----------------------------------------------------------------------
 
@@ -307,13 +304,7 @@ class PsiOtProtocol(Protocol):
         stream, n_s = self._values, self._n_sender
         if stream is None or n_s is None:
             raise ProtocolError("'values' message before the base OTs")
-        if stream.complete:
-            raise ProtocolError("'values' message after the last one")
-        if len(payload) < PART.size:
-            raise ProtocolError("'values' message shorter than its header")
-        index, count = PART.unpack_from(payload)
-        if count != stream.count or index != stream.received:
-            raise ProtocolError(f"'values' message {index} of {count}; expected {stream.received} of {stream.count}")
+        index = stream.next_index(KIND_VALUES, payload)
         total = kkrt.HASHES * n_s
         want = self._value_size * min(VALUES_PER_MESSAGE, total - index * VALUES_PER_MESSAGE)
         if len(payload) - PART.size != want:
@@ -385,13 +376,7 @@ class PsiOtProtocol(Protocol):
         stream = self._rows
         if stream is None:
             raise ProtocolError("'rows' message before 'ot-reply'")
-        if stream.complete:
-            raise ProtocolError("'rows' message after the last one")
-        if len(payload) < PART.size:
-            raise ProtocolError("'rows' message shorter than its header")
-        index, count = PART.unpack_from(payload)
-        if count != stream.count or index != stream.received:
-            raise ProtocolError(f"'rows' message {index} of {count}; expected {stream.received} of {stream.count}")
+        index = stream.next_index(KIND_ROWS, payload)
         want = kkrt.WIDTH * min(ROW_BINS, self._bins - index * ROW_BINS) // 8
         if len(payload) - PART.size != want:
             raise ProtocolError(f"'rows' message {index} has {len(payload) - PART.size} bytes, expected {want}")
