@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 
 from pcn.algorithms.base import Message, PartyContext, ProtocolError, run_local
@@ -25,6 +27,7 @@ from pcn.algorithms.psi.protocol import (
     KIND_RETURN,
     KIND_SET,
     RESULT_DOMAIN,
+    IdSet,
     PsiProtocol,
     blind_piece,
     hash_to_element,
@@ -721,3 +724,29 @@ def test_own_id_hashing_to_a_small_order_point_is_dropped(monkeypatch: pytest.Mo
     res = run([["a", "b", "cursed", "c"], ["b", "c", "cursed"], ["c", "b"]])
     assert res["ids"] == ["b", "c"]
     assert res["party_sizes"] == {names(3)[0]: 3, names(3)[1]: 2, names(3)[2]: 2}
+
+
+@pytest.mark.parametrize("casefold", [False, True])
+def test_id_sets_from_arrow_and_from_lists_are_the_same(casefold: bool) -> None:
+    """IdSet normalises an all-ASCII Arrow column in Arrow's kernels and anything else cell by
+    cell with `normalise_id`: the same IDs, in the same order, with the same counts."""
+    spaces = [chr(c) for c in range(128) if chr(c).isspace()]
+    rng = random.Random(3)
+    cells: list[str | None] = []
+    for _ in range(3000):
+        core = rng.choice(["Ab", "ab", "AB", "x-1", "007", "7", "a b", ""]) + str(rng.randrange(40))
+        pad = "".join(rng.choice(spaces) for _ in range(rng.randrange(3)))
+        cells.append(rng.choice([core, pad + core, core + pad, pad, None]))
+    want = IdSet.of(Table({"id": cells}), "id", casefold)
+    assert isinstance(want.ids, list) and want.skipped > 0 and want.duplicates > 0
+    got = IdSet.of(Table({"id": pa.array(cells, type=pa.string())}), "id", casefold)
+    assert not isinstance(got.ids, list)  # the Arrow path
+    assert got.as_list() == want.ids and (got.skipped, got.duplicates) == (want.skipped, want.duplicates)
+    assert got.encoded(5, 9) == [x.encode() for x in want.ids[5:9]]
+    assert got.pick(np.array([3, 1])) == [want.ids[3], want.ids[1]]
+    # one non-ASCII cell: the column takes the cell-by-cell path, with Unicode rules
+    wide = [*cells, "\u00c9cole\u2003", "E\u0301cole"]
+    arrow_wide = IdSet.of(Table({"id": pa.array(wide)}), "id", casefold)
+    assert isinstance(arrow_wide.ids, list)
+    assert arrow_wide == IdSet.of(Table({"id": wide}), "id", casefold)
+    assert "\u00e9cole" in arrow_wide.ids if casefold else "\u00c9cole" in arrow_wide.ids

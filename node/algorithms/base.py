@@ -376,12 +376,18 @@ class Protocol(ABC):
         is wrong. A node refuses INVALID_PARAMETERS on it before reading data, and
         `operations.submit_task` calls it before a task is submitted at all."""
 
+    # `start` and `receive` may return any iterable of messages, a generator included: the
+    # runtime sends each message before it takes the next, so a protocol whose output is large
+    # (psi-ot's extension) computes and sends it piece by piece in bounded memory. A generator
+    # runs only as it is iterated: every check of the incoming message belongs before it, and
+    # the output must be consumed in full before the next `receive`.
+
     @abstractmethod
-    def start(self) -> list[Message]:
+    def start(self) -> Iterable[Message]:
         """First messages of this party."""
 
     @abstractmethod
-    def receive(self, msg: Message) -> list[Message]:
+    def receive(self, msg: Message) -> Iterable[Message]:
         """Handle one incoming message; return the messages it causes."""
 
     @property
@@ -456,7 +462,7 @@ def run_local(
     queues: dict[tuple[str, str], deque[Message]] = {}
     transcript: list[Message] = []
 
-    def post(msgs: list[Message]) -> None:
+    def post(msgs: Iterable[Message]) -> None:
         for m in msgs:
             if m.receiver not in parties:
                 raise ProtocolError(f"message to unknown party {m.receiver}")

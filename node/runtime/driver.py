@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -317,7 +317,7 @@ class ProtocolDriver:
 
     # ------------------------------------------------------------------ messages out
 
-    def deliver(self, msgs: list[Message]) -> None:
+    def deliver(self, msgs: Iterable[Message]) -> None:
         """Record and send what the protocol emitted. A receiver declared dropped gets nothing;
         a suspended one stops the run (Refused PEER_NOT_ACTIVE); an unreachable one is declared
         dropped when the protocol allows it, else PeerUnreachable."""

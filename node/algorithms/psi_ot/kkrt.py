@@ -35,8 +35,8 @@ default order): a matrix of r rows and c columns is an (r, c / 8) array.
   bits rounded up; R compares each of its <= m values with the n_S values of its hash
   function, so the chance of any false match is below m * 3 n_S * 2^-bits <= 2^-40.
 - Cuckoo hashing: 3 hash functions h_i(x) = word i of AES_K(digest(x)) mod m, K public and
-  derived from the binding and an attempt counter; greedy placement into free bins
-  (vectorised), then random-walk eviction for the rest; no stash.
+  derived from the binding and an attempt counter; parallel insertion with eviction, all
+  homeless items at once per round (`cuckoo`); no stash.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ DIGEST = 16  # the 128-bit item digest
 BIN_ALIGN = 128  # m is a multiple of 128 bits: every column is whole AES blocks
 HASHES = 3
 STATISTICAL = 40
-MAX_WALK = 512  # evictions per item before a cuckoo attempt is given up
+MAX_ROUNDS = 1000  # eviction rounds before a cuckoo attempt is given up (about 70 place 10 M items)
 
 _BLOCKS = WIDTH_BYTES // 16  # AES blocks per code word
 
@@ -130,10 +130,23 @@ def prg_columns(seeds: list[bytes], first_bin: int, bins: int) -> np.ndarray:
     return out
 
 
+def _keyed(key: bytes, person: bytes, size: int, messages: Any) -> bytes:
+    """BLAKE2b keyed by `key` of each message, packed. The keyed state is set up once and
+    copied per message: the same digests as a keyed blake2b() per message, without compressing
+    the key block each time."""
+    base = hashlib.blake2b(key=key, person=person, digest_size=size)
+    copy, out = base.copy, list[bytes]()
+    append = out.append
+    for m in messages:
+        h = copy()
+        h.update(m)
+        append(h.digest())
+    return b"".join(out)
+
+
 def item_digests(key: bytes, idents: list[bytes]) -> bytes:
     """digest(x) for each ID: BLAKE2b-128 keyed by the task's digest key, packed."""
-    b2 = hashlib.blake2b
-    return b"".join([b2(x, key=key, person=b"pcn/psi-ot/id", digest_size=DIGEST).digest() for x in idents])
+    return _keyed(key, b"pcn/psi-ot/id", DIGEST, idents)
 
 
 def digest_piece(job: tuple[bytes, list[bytes]]) -> bytes:
@@ -143,12 +156,12 @@ def digest_piece(job: tuple[bytes, list[bytes]]) -> bytes:
 
 
 def candidate_bins(hash_key: bytes, digests: np.ndarray, bins: int) -> np.ndarray:
-    """(n, 3) int64: the bin of each item under each of the 3 cuckoo hash functions."""
+    """(n, 3) uint32: the bin of each item under each of the 3 cuckoo hash functions (bins < 2^32)."""
     if len(digests) == 0:
-        return np.zeros((0, HASHES), dtype=np.int64)
+        return np.zeros((0, HASHES), dtype=np.uint32)
     enc = Cipher(algorithms.AES(hash_key), modes.ECB()).encryptor()
     words = np.frombuffer(enc.update(digests.tobytes()), dtype="<u4").reshape(-1, 4)
-    return (words[:, :HASHES].astype(np.int64) % bins).astype(np.int64)
+    return np.remainder(words[:, :HASHES], np.uint32(bins), dtype=np.uint32)
 
 
 def codes(code_key: bytes, digests: np.ndarray, hidx: np.ndarray) -> np.ndarray:
@@ -175,14 +188,8 @@ def prf(prf_key: bytes, bins: np.ndarray, rows: np.ndarray, size: int) -> bytes:
     buf = np.empty((k, 4 + WIDTH_BYTES), dtype=np.uint8)
     buf[:, :4] = bins.astype(">u4").view(np.uint8).reshape(k, 4)
     buf[:, 4:] = rows
-    raw, step = buf.tobytes(), 4 + WIDTH_BYTES
-    b2 = hashlib.blake2b
-    return b"".join(
-        [
-            b2(raw[i : i + step], key=prf_key, person=b"pcn/psi-ot/prf", digest_size=size).digest()
-            for i in range(0, len(raw), step)
-        ]
-    )
+    raw, step = memoryview(buf.tobytes()), 4 + WIDTH_BYTES
+    return _keyed(prf_key, b"pcn/psi-ot/prf", size, (raw[i : i + step] for i in range(0, len(raw), step)))
 
 
 # -- the two parties' pieces of work (module level: they run in the runtime's pool) -----------
@@ -296,46 +303,56 @@ def bin_count(n: int) -> int:
     return -(-raw // BIN_ALIGN) * BIN_ALIGN
 
 
-def cuckoo(cands: np.ndarray, bins: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+def _first_per_bin(wanted: np.ndarray) -> np.ndarray:
+    """Positions of the first request for each distinct bin in `wanted` (one winner per bin)."""
+    _, first = np.unique(wanted, return_index=True)
+    return first
+
+
+def cuckoo(cands: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Place every item in one of its candidate bins, at most one per bin: (table, which),
-    table[b] the item in bin b (-1 if empty), which[x] the hash index that placed item x;
-    None if some item could not be placed within MAX_WALK evictions."""
+    table[b] the item in bin b (-1 if empty, int32), which[x] the hash index that placed item x
+    (int8); None if some item is still homeless after MAX_ROUNDS rounds.
+
+    Parallel cuckoo insertion, vectorised over all homeless items at once: each round they
+    first take any free candidate bin, then each still homeless item claims the bin of its
+    current hash index, evicting the occupant, which becomes homeless with its next hash index.
+    When several items ask for one bin, the first in line gets it; the losers move to their
+    next hash index. Deterministic in `cands`: the placement needs no secret, as the table
+    never leaves R (only the code words of its occupants, under the extension's one-time pad)."""
     n = len(cands)
     table = np.full(bins, -1, dtype=np.int64)
-    which = np.full(n, -1, dtype=np.int64)
-    pending = np.arange(n, dtype=np.int64)
-    for _ in range(2):  # greedy: the first item asking for a free bin takes it
-        for i in range(HASHES):
-            if not len(pending):
+    which = np.full(n, -1, dtype=np.int8)
+    choice = np.zeros(n, dtype=np.int8)
+    homeless = np.arange(n, dtype=np.int64)
+    for _ in range(MAX_ROUNDS):
+        for i in range(HASHES):  # free bins first
+            if not len(homeless):
                 break
-            want = cands[pending, i]
+            want = cands[homeless, i]
             free = table[want] < 0
-            cand_items, cand_bins = pending[free], want[free]
-            uniq, first = np.unique(cand_bins, return_index=True)
-            table[uniq] = cand_items[first]
-            which[cand_items[first]] = i
-            pending = pending[which[pending] < 0]
-    tbl = table.tolist()
-    cl = cands.tolist()
-    wh = which.tolist()
-    for item in pending.tolist():  # random walk
-        x, last = item, -1
-        for _ in range(MAX_WALK):
-            options = [i for i in range(HASHES) if cl[x][i] != last] or list(range(HASHES))
-            for i in options:
-                b = cl[x][i]
-                if tbl[b] < 0:
-                    tbl[b], wh[x] = x, i
-                    x = -1
-                    break
-            if x < 0:
-                break
-            i = options[int(rng.integers(len(options)))]
-            b = cl[x][i]
-            evicted = tbl[b]
-            tbl[b], wh[x] = x, i
-            wh[evicted] = -1
-            x, last = evicted, b
-        if x >= 0:
-            return None
-    return np.array(tbl, dtype=np.int64), np.array(wh, dtype=np.int64)
+            items, wanted = homeless[free], want[free]
+            first = _first_per_bin(wanted)
+            table[wanted[first]] = items[first]
+            which[items[first]] = i
+            homeless = homeless[which[homeless] < 0]
+        if not len(homeless):
+            break
+        held = choice[homeless]
+        want = cands[homeless, held]
+        first = _first_per_bin(want)
+        winners, won = homeless[first], want[first]
+        evicted = table[won]
+        table[won] = winners
+        which[winners] = held[first]
+        lost = np.ones(len(homeless), dtype=bool)
+        lost[first] = False
+        losers = homeless[lost]
+        choice[losers] = (choice[losers] + 1) % HASHES
+        evicted = evicted[evicted >= 0]
+        choice[evicted] = (which[evicted] + 1) % HASHES
+        which[evicted] = -1
+        homeless = np.concatenate([losers, evicted])
+    if len(homeless):
+        return None
+    return table.astype(np.int32), which

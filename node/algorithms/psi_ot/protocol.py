@@ -48,13 +48,14 @@ order, so a resumed party re-emits byte-identical messages.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
 from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
-from pcn.algorithms.psi.protocol import normalise_id, validate_id_params
+from pcn.algorithms.psi.protocol import IdSet, validate_id_params
 from pcn.algorithms.psi_ot import kkrt
 
 RESULT_DOMAIN = b"pcn/psi-ot/result/v1"
@@ -70,8 +71,10 @@ HASH = 32
 MAX_SET = 1 << 31
 MAX_BINS = kkrt.bin_count(MAX_SET)
 ROW_BINS = 32_768  # bins per "rows" message and per piece of work: 2 MiB of u
+ROW_BATCH = 8  # pieces per parallel map: what a party holds of the extension at a time
 VALUES_PER_MESSAGE = 1 << 18  # at most 14 bytes each: < 4 MB
 PIECE = 16_384  # IDs per digest job
+DIGEST_BATCH = 16  # digest jobs per parallel map: IDs held as bytes objects at a time
 ATTEMPTS = 4
 
 PARAM_KEYS = frozenset({"id_column", "output", "casefold"})
@@ -117,6 +120,83 @@ class _Stream:
         return int(index)
 
 
+@dataclass
+class _Pairs:
+    """S's (item, hash function) pairs, pair p = 3 item + hash, grouped by the row piece their
+    bin lies in: `bins[p]` the bin of pair p (uint32), `order[bounds[i] : bounds[i + 1]]` the
+    pairs of piece i."""
+
+    bins: np.ndarray
+    order: np.ndarray
+    bounds: np.ndarray
+
+    @classmethod
+    def group(cls, cands: np.ndarray, pieces: int) -> _Pairs:
+        bins = cands.reshape(-1)
+        piece = bins // np.uint32(ROW_BINS)
+        if pieces <= 1 << 16:  # numpy's stable sort is a radix sort on 16-bit keys
+            piece = piece.astype(np.uint16)
+        order = np.argsort(piece, kind="stable")
+        bounds = np.searchsorted(piece[order], np.arange(pieces + 1))
+        return cls(bins, order.astype(np.int32) if len(order) < 1 << 31 else order, bounds)
+
+    def of_piece(self, i: int) -> np.ndarray:
+        return self.order[self.bounds[i] : self.bounds[i + 1]]
+
+
+def _keys(values: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each value (k, size) uint8, zero-padded, as a uint64 sort key."""
+    head = np.zeros((len(values), 8), dtype=np.uint8)
+    width = min(8, values.shape[1])
+    head[:, :width] = values[:, :width]
+    return head.view(">u8").reshape(-1)
+
+
+@dataclass
+class _Matcher:
+    """R's own OPRF values split by the hash function that placed each item, every group sorted
+    by its first 8 bytes (`keys`), with the rest of each value and its item: S's values of hash
+    function i are looked up in group i as their messages arrive, and never kept. A key found is
+    a match only when the whole value is equal."""
+
+    keys: list[np.ndarray]
+    rests: list[np.ndarray]
+    items: list[np.ndarray]
+    repeated: list[bool]  # whether a group has two equal keys
+
+    @classmethod
+    def build(cls, own: np.ndarray, which: np.ndarray) -> _Matcher:
+        keys, rests, items = [], [], []
+        for i in range(kkrt.HASHES):
+            mine = np.flatnonzero(which == i)
+            group_keys = _keys(own[mine])
+            order = np.argsort(group_keys, kind="stable")
+            keys.append(group_keys[order])
+            rests.append(own[mine[order], 8:])
+            items.append(mine[order])
+        repeated = [bool(np.any(k[1:] == k[:-1])) for k in keys]
+        return cls(keys, rests, items, repeated)
+
+    def mark(self, hash_index: int, theirs: np.ndarray, hits: np.ndarray) -> None:
+        """hits[x] = True for every own item x of this hash function whose value is among
+        `theirs` ((k, size) uint8)."""
+        keys, rests, items = self.keys[hash_index], self.rests[hash_index], self.items[hash_index]
+        wanted = _keys(theirs)
+        lo = np.searchsorted(keys, wanted, side="left")
+        if self.repeated[hash_index]:
+            hi = np.searchsorted(keys, wanted, side="right")
+        else:  # distinct keys (all but about 2^-24 of groups at 10 M): found iff keys[lo] == wanted
+            hi = lo + (keys[np.minimum(lo, len(keys) - 1)] == wanted) if len(keys) else lo
+        one = np.flatnonzero(hi - lo == 1)
+        at = lo[one]
+        equal = np.all(rests[at] == theirs[one, 8:], axis=1)
+        hits[items[at[equal]]] = True
+        for j in np.flatnonzero(hi - lo > 1).tolist():  # equal keys of own values: about 2^-24 at 10 M
+            for t in range(int(lo[j]), int(hi[j])):
+                if np.array_equal(rests[t], theirs[j, 8:]):
+                    hits[items[t]] = True
+
+
 @dataclass(eq=False)
 class PsiOtProtocol(Protocol):
     name: ClassVar[str] = "psi-ot"
@@ -125,9 +205,7 @@ class PsiOtProtocol(Protocol):
 
     _params: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _peer: str = field(default="", init=False, repr=False)
-    _ids: list[str] = field(default_factory=list, init=False, repr=False)
-    _skipped: int = field(default=0, init=False, repr=False)
-    _duplicates: int = field(default=0, init=False, repr=False)
+    _ids: IdSet = field(default_factory=lambda: IdSet([], 0, 0), init=False, repr=False)
     _digests: np.ndarray = field(default_factory=lambda: np.zeros((0, kkrt.DIGEST), np.uint8), init=False, repr=False)
     _n_sender: int | None = field(default=None, init=False, repr=False)
     _bins: int = field(default=0, init=False, repr=False)
@@ -135,13 +213,17 @@ class PsiOtProtocol(Protocol):
     # R: the cuckoo table, which hash placed each item, and each item's own OPRF value
     _which: np.ndarray | None = field(default=None, init=False, repr=False)
     _table: np.ndarray | None = field(default=None, init=False, repr=False)
-    # R: each item's own OPRF value, one fixed-width bytes scalar per item (numpy "S" dtype)
-    _own_values: np.ndarray | None = field(default=None, init=False, repr=False)
+    # R: its own OPRF values by the hash function that placed the item, sorted, with the items
+    _matcher: _Matcher | None = field(default=None, init=False, repr=False)
+    _hits: np.ndarray | None = field(default=None, init=False, repr=False)
     # S: choice string, base-OT scalars and points, then the seeds it received
     _choices: bytes = field(default=b"", init=False, repr=False)
     _scalars: list[bytes] = field(default_factory=list, init=False, repr=False)
     _points: bytes = field(default=b"", init=False, repr=False)
     _seeds: list[bytes] = field(default_factory=list, init=False, repr=False)
+    # S: its (item, hash) pairs grouped by row piece, and their OPRF values as they are computed
+    _pairs: _Pairs | None = field(default=None, init=False, repr=False)
+    _evaluated: np.ndarray | None = field(default=None, init=False, repr=False)
     _rows: _Stream | None = field(default=None, init=False, repr=False)
     _values: _Stream | None = field(default=None, init=False, repr=False)
     _sent_values: bool = field(default=False, init=False, repr=False)
@@ -186,26 +268,22 @@ class PsiOtProtocol(Protocol):
         p = self._params
         column = p["id_column"] or self.ctx.id_column
         self.report(0.0, f"normalising IDs of column {column!r}")
-        seen: dict[str, None] = {}
-        cells = self.data.column(column)
-        for cell in cells:
-            ident = normalise_id(cell, p["casefold"])
-            if ident is None:
-                self._skipped += 1
-            else:
-                seen[ident] = None
-        self._duplicates = len(cells) - self._skipped - len(seen)
-        self._ids = list(seen)
-        self.report(0.02, "hashing the IDs")
+        ids = self._ids = IdSet.of(self.data, column, p["casefold"])
+        n = len(ids)
+        self.report(0.02, f"hashing {n} IDs")
         key = self._key("digest")
-        jobs = [
-            (key, [x.encode("utf-8", "surrogatepass") for x in self._ids[i : i + PIECE]])
-            for i in range(0, len(self._ids), PIECE)
-        ]
-        packed = b"".join(self.pmap(kkrt.digest_piece, jobs))
-        self._digests = np.frombuffer(packed, dtype=np.uint8).reshape(-1, kkrt.DIGEST)
+        digests = np.empty((n, kkrt.DIGEST), dtype=np.uint8)
+        firsts = list(range(0, n, PIECE))
+        for b in range(0, len(firsts), DIGEST_BATCH):  # bounded: a batch of IDs as bytes at a time
+            batch = firsts[b : b + DIGEST_BATCH]
+            jobs = [(key, ids.encoded(i, min(i + PIECE, n))) for i in batch]
+            for i, packed in zip(batch, self.pmap(kkrt.digest_piece, jobs), strict=True):
+                digests[i : i + len(packed) // kkrt.DIGEST] = np.frombuffer(packed, dtype=np.uint8).reshape(
+                    -1, kkrt.DIGEST
+                )
+        self._digests = digests
 
-    def start(self) -> list[Message]:
+    def start(self) -> Iterable[Message]:
         self._mark_started()
         self._load_set()
         if self.ctx.is_recipient:
@@ -227,15 +305,14 @@ class PsiOtProtocol(Protocol):
         self.report(0.05, f"cuckoo hashing {n} IDs into {self._bins} bins")
         for attempt in range(ATTEMPTS):
             cands = kkrt.candidate_bins(self._hash_key(attempt), self._digests, self._bins)
-            rng = np.random.Generator(np.random.PCG64(list(self.secret_bytes(f"psi-ot/cuckoo/{attempt}", 32))))
-            placed = kkrt.cuckoo(cands, self._bins, rng)
+            placed = kkrt.cuckoo(cands, self._bins)
             if placed is not None:
                 self._attempt = attempt
                 self._table, self._which = placed
                 return
         raise ProtocolError(f"cuckoo hashing failed {ATTEMPTS} times for {n} IDs (probability negligible)")
 
-    def receive(self, msg: Message) -> list[Message]:
+    def receive(self, msg: Message) -> Iterable[Message]:
         self._check_delivery(msg)
         want = ROUNDS.get(msg.kind)
         if want is None:
@@ -259,7 +336,7 @@ class PsiOtProtocol(Protocol):
 
     # -- R --------------------------------------------------------------------------------------
 
-    def _on_points(self, payload: bytes) -> list[Message]:
+    def _on_points(self, payload: bytes) -> Iterable[Message]:
         if self._n_sender is not None:
             raise ProtocolError("duplicate 'ot-points' message")
         if len(payload) != SIZE.size + kkrt.WIDTH * kkrt.POINT:
@@ -274,74 +351,84 @@ class PsiOtProtocol(Protocol):
         except kkrt.OtError as exc:
             raise ProtocolError(f"'ot-points': {exc}") from None
         self._n_sender = n_s
-        self.report(0.2, "base OTs done; extending")
-        assert self._table is not None and self._which is not None
-        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
-        jobs = []
-        for first, count in self._row_pieces():
-            items = self._table[first : first + count]
-            local = np.flatnonzero(items >= 0)
-            xs = items[local]
-            jobs.append(
-                (seeds0, seeds1, first, count, code_key, prf_key, size, local, self._digests[xs], self._which[xs])
-            )
-        out = self.pmap(kkrt.receiver_piece, jobs)
-        # every item's own value, in item order
-        values = np.empty((len(self._ids), size), dtype=np.uint8)
-        for job, (_, vals) in zip(jobs, out, strict=True):
-            xs = self._table[job[2] + job[7]]
-            values[xs] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
-        self._own_values = values.view(f"S{size}").reshape(-1)
-        count = len(jobs)
-        header = REPLY.pack(self._bins, self._attempt, count)
-        msgs = [self.send(self._peer, 2, KIND_REPLY, header + reply)]
-        msgs += [self.send(self._peer, 2, KIND_ROWS, PART.pack(i, count) + u) for i, (u, _) in enumerate(out)]
         self._values = _Stream(parts(kkrt.HASHES * n_s, VALUES_PER_MESSAGE))
+        self.report(0.2, "base OTs done; extending")
+        header = REPLY.pack(self._bins, self._attempt, len(self._row_pieces()))
+        return self._extension(header + reply, seeds0, seeds1)
+
+    def _extension(self, reply: bytes, seeds0: list[bytes], seeds1: list[bytes]) -> Iterator[Message]:
+        """The 'ot-reply' message, then the u columns, ROW_BATCH pieces at a time (each batch is
+        sent before the next is computed: R never holds more of the extension than that), while
+        R keeps its own OPRF value of each item for the matching."""
+        yield self.send(self._peer, 2, KIND_REPLY, reply)
+        table, which = self._table, self._which
+        assert table is not None and which is not None
+        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
+        own = np.empty((len(self._ids), size), dtype=np.uint8)
+        pieces = self._row_pieces()
+        count = len(pieces)
+        for start in range(0, count, ROW_BATCH):
+            jobs = []
+            for first, bins in pieces[start : start + ROW_BATCH]:
+                local = np.flatnonzero(table[first : first + bins] >= 0)
+                xs = table[first + local]
+                jobs.append((seeds0, seeds1, first, bins, code_key, prf_key, size, local, self._digests[xs], which[xs]))
+            out = self.pmap(kkrt.receiver_piece, jobs)
+            for job, (_, vals) in zip(jobs, out, strict=True):
+                own[table[job[2] + job[7]]] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
+            del jobs
+            for i, (u, _) in enumerate(out, start):
+                yield self.send(self._peer, 2, KIND_ROWS, PART.pack(i, count) + u)
+            del out
+            done = min(start + ROW_BATCH, count)
+            self.report(0.2 + 0.4 * done / count, f"extension sent for {done}/{count} row pieces")
+        self._matcher = _Matcher.build(own, which)
+        self._hits = np.zeros(len(self._ids), dtype=bool)
+        self._table = self._which = None
+        self._digests = self._digests[:0]
         self.report(0.6, "extension sent; waiting for the OPRF values")
-        return msgs
 
     def _on_values(self, payload: bytes) -> list[Message]:
         stream, n_s = self._values, self._n_sender
         if stream is None or n_s is None:
             raise ProtocolError("'values' message before the base OTs")
         index = stream.next_index(KIND_VALUES, payload)
-        total = kkrt.HASHES * n_s
-        want = self._value_size * min(VALUES_PER_MESSAGE, total - index * VALUES_PER_MESSAGE)
+        matcher, hits = self._matcher, self._hits
+        if matcher is None or hits is None:
+            raise ProtocolError("'values' message before this party sent all its rows")
+        total, size = kkrt.HASHES * n_s, self._value_size
+        want = size * min(VALUES_PER_MESSAGE, total - index * VALUES_PER_MESSAGE)
         if len(payload) - PART.size != want:
             raise ProtocolError(f"'values' message {index} has {len(payload) - PART.size} bytes, expected {want}")
-        stream.chunks.append(payload[PART.size :])
+        theirs = np.frombuffer(payload, dtype=np.uint8, offset=PART.size).reshape(-1, size)
+        at = index * VALUES_PER_MESSAGE
+        while len(theirs):  # S sends the values of hash function 0, then 1, then 2
+            group = at // n_s
+            take = min(len(theirs), (group + 1) * n_s - at)
+            matcher.mark(group, theirs[:take], hits)
+            theirs, at = theirs[take:], at + take
         stream.received += 1
         if not stream.complete:
             return []
-        return self._finish(b"".join(stream.chunks))
+        return self._finish(hits)
 
-    def _finish(self, theirs: bytes) -> list[Message]:
+    def _finish(self, hits: np.ndarray) -> list[Message]:
         self.report(0.95, "intersecting")
-        assert self._which is not None and self._n_sender is not None
-        size, n_s = self._value_size, self._n_sender
-        hits = np.zeros(len(self._ids), dtype=bool)
-        which, own = self._which, self._own_values
-        assert own is not None
-        for i in range(kkrt.HASHES):
-            # fixed-width bytes compare byte for byte (same width: no trailing-NUL ambiguity)
-            group = np.frombuffer(theirs, dtype=f"S{size}", count=n_s, offset=i * n_s * size)
-            mine = np.flatnonzero(which == i)
-            hits[mine[np.isin(own[mine], group)]] = True
-        self._own_values = None
-        ctx, output = self.ctx, self._params["output"]
+        assert self._n_sender is not None
+        self._matcher = self._hits = None
+        ctx, output, ids = self.ctx, self._params["output"], self._ids
         result: dict[str, Any] = {
             "algorithm": self.name,
             "output": output,
             "size": int(hits.sum()),
-            "party_sizes": {ctx.me: len(self._ids), self._peer: n_s},
+            "party_sizes": {ctx.me: len(ids), self._peer: self._n_sender},
             "casefold": self._params["casefold"],
             "parties": 2,
-            "skipped_empty": self._skipped,
-            "duplicates_removed": self._duplicates,
+            "skipped_empty": ids.skipped,
+            "duplicates_removed": ids.duplicates,
         }
         if output == "ids":
-            result["ids"] = sorted(self._ids[x] for x in np.flatnonzero(hits).tolist())
-        self._ids = []
+            result["ids"] = sorted(ids.pick(np.flatnonzero(hits)))
         self._result = canonical_json(result, ensure_ascii=False)
         self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
         self._done = True
@@ -367,12 +454,15 @@ class PsiOtProtocol(Protocol):
         except kkrt.OtError as exc:
             raise ProtocolError(f"'ot-reply': {exc}") from None
         self._seeds, self._bins, self._attempt = seeds, bins, attempt
-        self._n_sender = len(self._ids)
+        n = self._n_sender = len(self._ids)
+        cands = kkrt.candidate_bins(self._hash_key(attempt), self._digests, bins)
+        self._pairs = _Pairs.group(cands, count)
+        self._evaluated = np.empty((kkrt.HASHES * n, self._value_size), dtype=np.uint8)
         self._rows = _Stream(count)
         self.report(0.2, "base OTs done")
         return []
 
-    def _on_rows(self, payload: bytes) -> list[Message]:
+    def _on_rows(self, payload: bytes) -> Iterable[Message]:
         stream = self._rows
         if stream is None:
             raise ProtocolError("'rows' message before 'ot-reply'")
@@ -382,60 +472,67 @@ class PsiOtProtocol(Protocol):
             raise ProtocolError(f"'rows' message {index} has {len(payload) - PART.size} bytes, expected {want}")
         stream.chunks.append(payload[PART.size :])
         stream.received += 1
-        self.report(0.2 + 0.3 * stream.received / stream.count, f"received rows {stream.received}/{stream.count}")
+        if len(stream.chunks) == ROW_BATCH or stream.complete:
+            self._evaluate(stream.received - len(stream.chunks), stream.chunks)
+            stream.chunks = []
+        self.report(
+            0.2 + 0.6 * stream.received / stream.count, f"OPRF evaluated for rows {stream.received}/{stream.count}"
+        )
         if not stream.complete:
             return []
-        return self._send_values(stream.chunks)
+        self._digests = self._digests[:0]
+        self._pairs = None
+        return self._send_values()
 
-    def _send_values(self, columns: list[bytes]) -> list[Message]:
-        n = len(self._ids)
-        cands = kkrt.candidate_bins(self._hash_key(self._attempt), self._digests, self._bins)
-        pair_bins = cands.reshape(-1)  # pair p = (item p // 3, hash p % 3)
-        pair_hash = np.tile(np.arange(kkrt.HASHES, dtype=np.int64), n)
-        pair_item = np.repeat(np.arange(n, dtype=np.int64), kkrt.HASHES)
-        order = np.argsort(pair_bins // ROW_BINS, kind="stable")
-        piece_of = pair_bins[order] // ROW_BINS
-        bounds = np.searchsorted(piece_of, np.arange(len(columns) + 1))
+    def _evaluate(self, first_piece: int, columns: list[bytes]) -> None:
+        """S's OPRF values of every pair whose bin lies in the row pieces first_piece, ... (their
+        u columns given), written to `_evaluated` at the pairs' positions."""
+        pairs, evaluated = self._pairs, self._evaluated
+        assert pairs is not None and evaluated is not None
         size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
-        jobs = []
-        for i, (first, count) in enumerate(self._row_pieces()):
-            sel = order[bounds[i] : bounds[i + 1]]
-            local = pair_bins[sel] - first
-            digests = self._digests[pair_item[sel]]
+        pieces = self._row_pieces()
+        jobs, selections = [], []
+        for i, u in enumerate(columns, first_piece):
+            first, bins = pieces[i]
+            sel = pairs.of_piece(i)
+            local = pairs.bins[sel].astype(np.int64) - first
+            items = self._digests[sel // kkrt.HASHES]
             jobs.append(
-                (
-                    self._seeds,
-                    self._choices,
-                    first,
-                    count,
-                    columns[i],
-                    code_key,
-                    prf_key,
-                    size,
-                    local,
-                    digests,
-                    pair_hash[sel],
-                )
+                (self._seeds, self._choices, first, bins, u, code_key, prf_key, size, local, items, sel % kkrt.HASHES)
             )
-        columns.clear()
-        self.report(0.55, "evaluating the OPRF")
-        out = self.pmap(kkrt.sender_piece, jobs)
-        values = np.empty((n * kkrt.HASHES, size), dtype=np.uint8)
-        for i, vals in enumerate(out):
-            values[order[bounds[i] : bounds[i + 1]]] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
-        del out, jobs
-        groups = values.reshape(n, kkrt.HASHES, size)
-        shuffled = [groups[self.secret_permutation(f"psi-ot/values/{i}", n), i] for i in range(kkrt.HASHES)]
-        packed = np.concatenate(shuffled).tobytes() if n else b""
-        total = kkrt.HASHES * n
-        count = parts(total, VALUES_PER_MESSAGE)
-        step = VALUES_PER_MESSAGE * size
+            selections.append(sel)
+        for sel, vals in zip(selections, self.pmap(kkrt.sender_piece, jobs), strict=True):
+            evaluated[sel] = np.frombuffer(vals, dtype=np.uint8).reshape(-1, size)
+
+    def _send_values(self) -> Iterator[Message]:
+        """The 3 n_S values, those of hash function 0 in a secret random order, then 1, then 2,
+        cut into messages of VALUES_PER_MESSAGE values; each message is sent before the next is
+        gathered."""
+        evaluated = self._evaluated
+        assert evaluated is not None
+        n, size = len(self._ids), self._value_size
+        groups = evaluated.reshape(n, kkrt.HASHES, size)
+        count = parts(kkrt.HASHES * n, VALUES_PER_MESSAGE)
+        step, index, have = VALUES_PER_MESSAGE, 0, 0
+        held: list[bytes] = []
+        for i in range(kkrt.HASHES):
+            perm = self.secret_permutation(f"psi-ot/values/{i}", n)
+            for a in range(0, n, step):
+                block = groups[perm[a : a + step], i]
+                while len(block):
+                    take = min(step - have, len(block))
+                    held.append(block[:take].tobytes())
+                    have, block = have + take, block[take:]
+                    if have == step:
+                        yield self.send(self._peer, 3, KIND_VALUES, PART.pack(index, count) + b"".join(held))
+                        index, have, held = index + 1, 0, []
+        if have or index == 0:  # the last, shorter message (or the one empty message of n = 0)
+            yield self.send(self._peer, 3, KIND_VALUES, PART.pack(index, count) + b"".join(held))
+            index += 1
+        assert index == count
+        self._evaluated = None
         self._sent_values = True
         self.report(0.9, "OPRF values sent")
-        return [
-            self.send(self._peer, 3, KIND_VALUES, PART.pack(i, count) + packed[i * step : (i + 1) * step])
-            for i in range(count)
-        ]
 
     def _on_result_hash(self, payload: bytes) -> list[Message]:
         if self._result_hash is not None:
