@@ -48,12 +48,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psi as ecdh_bench  # bench/psi.py: run as `python bench/psi_ot.py`, bench/ is on sys.path
 
 from pcn.algorithms.base import PartyContext, Protocol, run_local
 from pcn.algorithms.psi.protocol import PsiProtocol
 from pcn.algorithms.psi_ot import kkrt
 from pcn.algorithms.psi_ot.protocol import PsiOtProtocol
+from pcn.data.readers import read_table
 from pcn.data.table import Table
 
 BENCH = Path(__file__).resolve().parent
@@ -63,7 +65,25 @@ SPAWN = ecdh_bench.SPAWN
 ENGINES: dict[str, type[Protocol]] = {"psi-ot": PsiOtProtocol, "psi": PsiProtocol}
 
 
-def make_party(engine: str, me: str, ids: list[str], pmap: Any) -> Protocol:
+def load_table(path: Path) -> Table:
+    """The party's dataset as a node reads it (pcn's CSV reader: Arrow string columns)."""
+    return read_table(path)[0]
+
+
+def _tracer(me: str) -> Any:
+    """With PCN_BENCH_TRACE set, each party prints its progress with the seconds since it was
+    built (where a run spends its time, party by party)."""
+    if not os.environ.get("PCN_BENCH_TRACE"):
+        return None
+    t0 = time.perf_counter()
+
+    def report(fraction: float, what: str) -> None:
+        print(f"  [{me} {time.perf_counter() - t0:7.2f}s {fraction:4.2f}] {what}", flush=True)
+
+    return report
+
+
+def make_party(engine: str, me: str, table: Table, pmap: Any) -> Protocol:
     return ENGINES[engine].create(
         PartyContext(
             1,
@@ -72,11 +92,11 @@ def make_party(engine: str, me: str, ids: list[str], pmap: Any) -> Protocol:
             WHO[0],
             {},
             hashlib.sha256(f"bench/{engine}/{me}".encode()).digest(),
-            None,
+            _tracer(me),
             id_column=ID_COLUMN,
             parallel_map=pmap,
         ),
-        Table({ID_COLUMN: ids}),
+        table,
     )
 
 
@@ -84,18 +104,19 @@ def make_party(engine: str, me: str, ids: list[str], pmap: Any) -> Protocol:
 
 
 def _party_child(
-    engine: str, index: int, ids: list[str], processes: int, inbox: Any, peer: Any, ready: Any, go: Any, out: Any
+    engine: str, index: int, path: Path, processes: int, inbox: Any, peer: Any, ready: Any, go: Any, out: Any
 ) -> None:
     me = WHO[index]
     with ProcessPoolExecutor(processes, mp_context=SPAWN) as pool:
         ecdh_bench.warm(pool, processes)  # imports psi in every worker
-        list(pool.map(kkrt.digest_piece, [(bytes(32), [b"warm"])] * (4 * processes)))  # and psi-ot
+        warm_job = (bytes(16), bytes(32), b"warm", np.array([0, 4]))
+        list(pool.map(kkrt.id_digests, [warm_job] * (4 * processes)))  # and psi-ot
         workers = ecdh_bench.pool_pids(pool)
 
         def pmap(fn: Any, items: Any) -> list[Any]:
             return list(pool.map(fn, items))
 
-        party = make_party(engine, me, ids, pmap)
+        party = make_party(engine, me, load_table(path), pmap)
         ready.put(index)
         go.wait()
         cpu0 = time.process_time() + sum(ecdh_bench.proc_cpu(p) for p in workers)
@@ -126,12 +147,14 @@ def _party_child(
     )
 
 
-def split(engine: str, recipient_ids: list[str], other_ids: list[str], processes: int) -> dict[str, Any]:
+def split(engine: str, files: list[Path], processes: int) -> dict[str, Any]:
     inboxes = [SPAWN.Queue(), SPAWN.Queue()]
     ready, out, go = SPAWN.Queue(), SPAWN.Queue(), SPAWN.Event()
     procs = [
-        SPAWN.Process(target=_party_child, args=(engine, i, ids, processes, inboxes[i], inboxes[1 - i], ready, go, out))
-        for i, ids in enumerate([recipient_ids, other_ids])
+        SPAWN.Process(
+            target=_party_child, args=(engine, i, path, processes, inboxes[i], inboxes[1 - i], ready, go, out)
+        )
+        for i, path in enumerate(files)
     ]
     for p in procs:
         p.start()
@@ -152,12 +175,13 @@ def split(engine: str, recipient_ids: list[str], other_ids: list[str], processes
         "bytes_per_direction": {f"{g['party']}_sent": g["bytes_sent"] for g in got},
         "messages": sum(g["messages_sent"] for g in got),
         "peak_mib_per_party": {p: g["peak_mib"]["sum"] for p, g in by.items()},
+        "peak_mib_per_party_detail": {p: g["peak_mib"] for p, g in by.items()},
         "ids": by[WHO[0]]["ids"],
     }
 
 
-def _one_process_child(recipient_ids: list[str], other_ids: list[str], out: Any) -> None:
-    parties = [make_party("psi-ot", me, ids, None) for me, ids in zip(WHO, [recipient_ids, other_ids], strict=True)]
+def _one_process_child(files: list[Path], out: Any) -> None:
+    parties = [make_party("psi-ot", me, load_table(path), None) for me, path in zip(WHO, files, strict=True)]
     c0, t0 = time.process_time(), time.perf_counter()
     transcript = run_local(parties)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -172,10 +196,10 @@ def _one_process_child(recipient_ids: list[str], other_ids: list[str], out: Any)
     )
 
 
-def one_process(recipient_ids: list[str], other_ids: list[str]) -> dict[str, Any]:
+def one_process(files: list[Path]) -> dict[str, Any]:
     """psi-ot, both parties in one fresh process, no pool."""
     q = SPAWN.Queue()
-    proc = SPAWN.Process(target=_one_process_child, args=(recipient_ids, other_ids, q))
+    proc = SPAWN.Process(target=_one_process_child, args=(files, q))
     proc.start()
     got = q.get()
     proc.join()
@@ -233,7 +257,10 @@ def spu_psi(python: Path, protocol: str, files: list[Path], work: Path, unique: 
     }
 
 
-def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
+SKIPPABLE = ("psi", "openmined", "spu", "one-process")
+
+
+def run_size(n: int, e2e: bool, say: Any, t_start: float, skip: set[str]) -> dict[str, Any]:
     from pcn.devnet import anvil
     from pcn.devnet.deploy import deploy
     from pcn.devnet.localnet import build_network, free_port, write_dataset
@@ -256,29 +283,32 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
         say(f"N={n:,}: {len(bank_ids):,} and {len(telecom_ids):,} IDs, {len(expected):,} in common")
 
         om = None
-        if openmined_version() is not None:
+        if openmined_version() is not None and "openmined" not in skip:
             loads["before_openmined"] = ecdh_bench.load()
             om = ecdh_bench.openmined(bank_ids, telecom_ids)
             say(f"N={n:,}: openmined-psi {om['seconds']:.2f} s, {om['phases']['bytes_on_the_wire']:,} B")
         spu: dict[str, dict[str, Any]] = {}
         python = spu_python()
         unique = len(set(bank_ids)) == len(bank_ids) and len(set(telecom_ids)) == len(telecom_ids)
-        for protocol in SPU_PROTOCOLS if python is not None else ():
+        for protocol in SPU_PROTOCOLS if python is not None and "spu" not in skip else ():
             assert python is not None
             loads[f"before_spu_{protocol.lower()}"] = ecdh_bench.load()
             spu[protocol] = spu_psi(python, protocol, files, work, unique)
             say(f"N={n:,}: SPU {protocol}, one process per party: {spu[protocol]['seconds']:.2f} s")
         runs: dict[str, dict[str, Any]] = {}
-        for engine in ENGINES:
+        engines = [e for e in ENGINES if e not in skip]
+        for engine in engines:
             loads[f"before_{engine}_protocol"] = ecdh_bench.load()
-            run = runs[engine] = split(engine, bank_ids, telecom_ids, processes)
+            run = runs[engine] = split(engine, files, processes)
             say(
                 f"N={n:,}: {engine} protocol, one process per party: {run['seconds']:.2f} s, "
                 f"{run['bytes_on_the_wire']:,} B"
             )
-        loads["before_psi_ot_one_process"] = ecdh_bench.load()
-        single = one_process(bank_ids, telecom_ids)
-        say(f"N={n:,}: psi-ot, both parties in one process, no pool: {single['seconds']:.2f} s")
+        single = None
+        if "one-process" not in skip:
+            loads["before_psi_ot_one_process"] = ecdh_bench.load()
+            single = one_process(files)
+            say(f"N={n:,}: psi-ot, both parties in one process, no pool: {single['seconds']:.2f} s")
 
         if e2e:
             say(f"N={n:,}: starting the network for the end-to-end runs")
@@ -286,12 +316,13 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
             st = anvil.up(port=port, state_file=work / "anvil.json")
             dep = deploy(st.rpc_url, out=work / "deployment.json")
             net = build_network(work, dep, ["bank", "telecom"], rows=n, message_timeout=1800.0, progress=say)
-            for engine in ENGINES:
+            for engine in engines:
                 loads[f"before_{engine}_end_to_end"] = ecdh_bench.load()
                 end[engine] = ecdh_bench.pcn_end_to_end(net, t_start, engine)
                 say(f"N={n:,}: {engine} end to end: {end[engine]['seconds']:.2f} s")
         loads["end"] = ecdh_bench.load()
-        checks = [(f"{e} protocol", r["ids"]) for e, r in runs.items()] + [("psi-ot one process", single["ids"])]
+        checks = [(f"{e} protocol", r["ids"]) for e, r in runs.items()]
+        checks += [("psi-ot one process", single["ids"])] if single is not None else []
         checks += [(f"{e} end to end", r["ids"]) for e, r in end.items()]
         if om is not None:
             checks.append(("openmined", om["ids"]))
@@ -309,36 +340,44 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float) -> dict[str, Any]:
     def r(x: float) -> float:
         return round(x, 3)
 
-    ot, ecdh = runs["psi-ot"], runs["psi"]
+    ot, ecdh = runs["psi-ot"], runs.get("psi")
+    ecdh_end = end.get("psi")
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else r(a / b)
+
     out: dict[str, Any] = {
         "ids_per_party": n,
         "intersection_size": len(expected),
         "psi_ot_protocol_seconds": r(ot["seconds"]),
         "psi_ot_protocol_cpu_seconds": r(ot["cpu_seconds"]),
-        "psi_ot_one_process_seconds": r(single["seconds"]),
-        "psi_ot_one_process_cpu_seconds": r(single["cpu_seconds"]),
-        "psi_protocol_seconds": r(ecdh["seconds"]),
-        "psi_protocol_cpu_seconds": r(ecdh["cpu_seconds"]),
+        "psi_ot_one_process_seconds": None if single is None else r(single["seconds"]),
+        "psi_ot_one_process_cpu_seconds": None if single is None else r(single["cpu_seconds"]),
+        "psi_protocol_seconds": None if ecdh is None else r(ecdh["seconds"]),
+        "psi_protocol_cpu_seconds": None if ecdh is None else r(ecdh["cpu_seconds"]),
         "openmined_psi_seconds": None if om is None else r(om["seconds"]),
         "bytes_on_the_wire": {
             "psi_ot": ot["bytes_on_the_wire"],
             "psi_ot_per_direction": ot["bytes_per_direction"],
-            "psi": ecdh["bytes_on_the_wire"],
-            "psi_per_direction": ecdh["bytes_per_direction"],
+            "psi": None if ecdh is None else ecdh["bytes_on_the_wire"],
+            "psi_per_direction": None if ecdh is None else ecdh["bytes_per_direction"],
             "openmined_psi": None if om is None else om["phases"]["bytes_on_the_wire"],
         },
-        "messages": {"psi_ot": ot["messages"], "psi": ecdh["messages"]},
-        "peak_mib_per_party_process_plus_pool": {"psi_ot": ot["peak_mib_per_party"], "psi": ecdh["peak_mib_per_party"]},
-        "psi_ot_one_process_peak_mib_both_parties": single["peak_mib_both_parties"],
-        "ratio_vs_psi_protocol": r(ot["seconds"] / ecdh["seconds"]),
-        "ratio_vs_psi_bytes": r(ot["bytes_on_the_wire"] / ecdh["bytes_on_the_wire"]),
-        "ratio_vs_openmined_psi_protocol": None if om is None else r(ot["seconds"] / om["seconds"]),
+        "messages": {"psi_ot": ot["messages"], "psi": None if ecdh is None else ecdh["messages"]},
+        "peak_mib_per_party_process_plus_pool": {
+            "psi_ot": ot["peak_mib_per_party"],
+            "psi": None if ecdh is None else ecdh["peak_mib_per_party"],
+        },
+        "psi_ot_peak_mib_process_and_pool_workers": ot["peak_mib_per_party_detail"],
+        "psi_ot_one_process_peak_mib_both_parties": None if single is None else single["peak_mib_both_parties"],
+        "ratio_vs_psi_protocol": ratio(ot["seconds"], ecdh and ecdh["seconds"]),
+        "ratio_vs_psi_bytes": ratio(ot["bytes_on_the_wire"], ecdh and ecdh["bytes_on_the_wire"]),
+        "ratio_vs_openmined_psi_protocol": ratio(ot["seconds"], om and om["seconds"]),
         "psi_ot_end_to_end_seconds": r(end["psi-ot"]["seconds"]) if end else None,
-        "psi_end_to_end_seconds": r(end["psi"]["seconds"]) if end else None,
-        "ratio_vs_psi_end_to_end": r(end["psi-ot"]["seconds"] / end["psi"]["seconds"]) if end else None,
-        "ratio_vs_openmined_psi_end_to_end": (
-            r(end["psi-ot"]["seconds"] / om["seconds"]) if end and om is not None else None
-        ),
+        "psi_end_to_end_seconds": r(ecdh_end["seconds"]) if ecdh_end else None,
+        "ratio_vs_psi_end_to_end": ratio(end["psi-ot"]["seconds"] if end else None, ecdh_end and ecdh_end["seconds"]),
+        "ratio_vs_openmined_psi_end_to_end": ratio(end["psi-ot"]["seconds"] if end else None, om and om["seconds"]),
+        "skipped": sorted(skip),
         "load_average_1_5_15": loads,
     }
     for protocol, res in spu.items():
@@ -365,20 +404,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sizes", default="100000", help="IDs per party, comma-separated")
     ap.add_argument("--e2e-sizes", default="all", help="sizes to run end to end over real nodes (or none)")
+    ap.add_argument(
+        "--skip", default="", help=f"peers or runs to leave out, comma-separated, of {', '.join(SKIPPABLE)} (10 M: all)"
+    )
     ap.add_argument("--no-readme", action="store_true", help="do not touch bench/README.md")
     ap.add_argument("--out", default=str(BENCH / "results" / "psi_ot.json"), help="where the JSON results go")
     args = ap.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     e2e_sizes = _sizes(args.e2e_sizes, sizes)
+    skip = {x for x in args.skip.split(",") if x}
+    if skip - set(SKIPPABLE):
+        ap.error(f"--skip takes {', '.join(SKIPPABLE)}")
     t = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t:6.1f}s] {msg}", flush=True)
 
-    results = {str(n): run_size(n, n in e2e_sizes, say, t) for n in sizes}
     command = f"python bench/psi_ot.py --sizes {args.sizes}"
     if e2e_sizes != set(sizes):
         command += f" --e2e-sizes {','.join(map(str, sorted(e2e_sizes))) or 'none'}"
+    if skip:
+        command += f" --skip {','.join(sorted(skip))}"
+    results = {str(n): run_size(n, n in e2e_sizes, say, t, skip) | {"command": command} for n in sizes}
+    # Sizes not run now keep their earlier results (each names the command that produced it).
+    previous = json.loads(Path(args.out).read_text()).get("sizes", {}) if Path(args.out).is_file() else {}
+    merged = {k: v for k, v in sorted((previous | results).items(), key=lambda kv: int(kv[0]))}
     machine = ecdh_bench.machine() if openmined_version() else {"cpus": os.cpu_count()}
     out = {
         "benchmark": "psi-ot",
@@ -386,7 +436,7 @@ def main() -> None:
         "peers": ["psi (pcn ECDH-PSI)"]
         + (["openmined-psi"] if openmined_version() else [])
         + ([f"spu {p} (SecretFlow spu 0.9.5)" for p in SPU_PROTOCOLS] if spu_python() else []),
-        "sizes": results,
+        "sizes": merged,
         "compute_processes_per_party": os.cpu_count(),
         "machine": machine,
         "command": command,
@@ -405,15 +455,18 @@ def _row(n: str, res: dict[str, Any], out: dict[str, Any]) -> str:
     pcn = [
         f"protocol {res['psi_ot_protocol_seconds']} s, one process per party with a pool of "
         f"{out['compute_processes_per_party']} (CPU {res['psi_ot_protocol_cpu_seconds']} s), "
-        f"{wire['psi_ot'] / mib:.1f} MiB on the wire",
-        f"both parties in one process, no pool {res['psi_ot_one_process_seconds']} s",
+        f"{wire['psi_ot'] / mib:.1f} MiB on the wire"
     ]
+    if res.get("psi_ot_one_process_seconds") is not None:
+        pcn.append(f"both parties in one process, no pool {res['psi_ot_one_process_seconds']} s")
     if res["psi_ot_end_to_end_seconds"] is not None:
         pcn.append(f"end to end over 2 nodes {res['psi_ot_end_to_end_seconds']} s")
-    peers = [
-        f"psi (ECDH, X25519): protocol {res['psi_protocol_seconds']} s, {wire['psi'] / mib:.1f} MiB"
-        + (f"; end to end {res['psi_end_to_end_seconds']} s" if res["psi_end_to_end_seconds"] is not None else "")
-    ]
+    peers = []
+    if res.get("psi_protocol_seconds") is not None:
+        peers.append(
+            f"psi (ECDH, X25519): protocol {res['psi_protocol_seconds']} s, {wire['psi'] / mib:.1f} MiB"
+            + (f"; end to end {res['psi_end_to_end_seconds']} s" if res["psi_end_to_end_seconds"] is not None else "")
+        )
     if res["openmined_psi_seconds"] is not None:
         peers.append(
             f"openmined-psi {out['machine'].get('openmined_psi', '')} {res['openmined_psi_seconds']} s "
@@ -428,7 +481,9 @@ def _row(n: str, res: dict[str, Any], out: dict[str, Any]) -> str:
                 + " / ".join(f"{p[2:]} {v:,.0f}" for p, v in peaks.items())
                 + ")"
             )
-    ratios = [f"vs psi: protocol {res['ratio_vs_psi_protocol']}x, bytes {res['ratio_vs_psi_bytes']}x"]
+    ratios = []
+    if res.get("ratio_vs_psi_protocol") is not None:
+        ratios.append(f"vs psi: protocol {res['ratio_vs_psi_protocol']}x, bytes {res['ratio_vs_psi_bytes']}x")
     if res["ratio_vs_psi_end_to_end"] is not None:
         ratios.append(f"end to end {res['ratio_vs_psi_end_to_end']}x")
     if res["ratio_vs_openmined_psi_protocol"] is not None:
@@ -445,12 +500,12 @@ def _row(n: str, res: dict[str, Any], out: dict[str, Any]) -> str:
     notes = [
         "peak MiB per party (process + pool) " + " / ".join(f"{p[2:]} {v:,.0f}" for p, v in peaks.items()),
         f"{out['compute_processes_per_party']} cores, shared: load {loads['before_psi-ot_protocol'][0]} before psi-ot",
-        f"(`{out['command']}`)",
+        f"(`{res.get('command', out['command'])}`)",
     ]
     return (
         f"| psi-ot | 2-party PSI by OT extension (KKRT16; IDs revealed to one party), {size:,} x {size:,} IDs, "
-        f"{res['intersection_size']:,} in common | {'; '.join(pcn)} | {'; '.join(peers)} | {'; '.join(ratios)} | "
-        f"{'; '.join(notes)} |\n"
+        f"{res['intersection_size']:,} in common | {'; '.join(pcn)} | {'; '.join(peers) or 'none run'} | "
+        f"{'; '.join(ratios) or 'none'} | {'; '.join(notes)} |\n"
     )
 
 

@@ -629,3 +629,33 @@ def test_cuckoo_places_a_table_near_its_load_threshold() -> None:
     table, which = first
     assert np.array_equal(table[cands[np.arange(n), which]], np.arange(n))
     assert np.count_nonzero(table >= 0) == n
+
+
+def test_id_digests_are_a_permutation_of_short_ids_and_blake2b_of_long_ones() -> None:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    prp_key, hash_key = b"p" * 16, b"h" * 32
+    ids = ["a", "a\x00", "x" * 15, "x" * 16, "\u00e9" * 7, "\u00e9" * 8, "long-" * 10, "\U0001f600", "7"]
+    encoded = [x.encode() for x in ids]
+    offsets = np.cumsum([0] + [len(e) for e in encoded])
+    got = kkrt.id_digests((prp_key, hash_key, b"".join(encoded), offsets))
+    want = b""
+    for e in encoded:
+        if len(e) <= kkrt.SHORT_ID:
+            block = e + bytes(kkrt.SHORT_ID - len(e)) + bytes([len(e)])
+            want += Cipher(algorithms.AES(prp_key), modes.ECB()).encryptor().update(block)
+        else:
+            want += hashlib.blake2b(e, key=hash_key, person=b"pcn/psi-ot/id", digest_size=16).digest()
+    assert got == want
+    assert len({got[i : i + 16] for i in range(0, len(got), 16)}) == len(ids)
+
+
+def test_ids_of_every_length_intersect_like_python_sets() -> None:
+    """IDs on both sides of the 15-byte boundary of the digest, multi-byte UTF-8 included."""
+    rng = random.Random(8)
+    pool = ["".join(rng.choice("ab\u00e9\u4e2d7") for _ in range(rng.randrange(1, 40))) for _ in range(4000)] + [
+        f"{rng.getrandbits(128):032x}-{i}" for i in range(1000)
+    ]
+    sets = [rng.sample(pool, 2500), rng.sample(pool, 2200)]
+    for arrow in (False, True):
+        assert run(sets, arrow=arrow)["ids"] == expected(sets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import random
@@ -742,7 +743,9 @@ def test_id_sets_from_arrow_and_from_lists_are_the_same(casefold: bool) -> None:
     got = IdSet.of(Table({"id": pa.array(cells, type=pa.string())}), "id", casefold)
     assert not isinstance(got.ids, list)  # the Arrow path
     assert got.as_list() == want.ids and (got.skipped, got.duplicates) == (want.skipped, want.duplicates)
-    assert got.encoded(5, 9) == [x.encode() for x in want.ids[5:9]]
+    for ids in (got, want):
+        blob, offsets = ids.utf8(5, 9)
+        assert [blob[a:b] for a, b in itertools.pairwise(offsets.tolist())] == [x.encode() for x in want.ids[5:9]]
     assert got.pick(np.array([3, 1])) == [want.ids[3], want.ids[1]]
     # one non-ASCII cell: the column takes the cell-by-cell path, with Unicode rules
     wide = [*cells, "\u00c9cole\u2003", "E\u0301cole"]

@@ -224,6 +224,7 @@ def normalise_id(cell: Any, casefold: bool) -> str | None:
 
 # The characters `str.strip()` removes from an ASCII string: str.isspace among code points < 128.
 ASCII_SPACE = "".join(c for c in map(chr, range(128)) if c.isspace())
+_EDGE_SPACE = "^[{0}]|[{0}]$".format("".join(f"\\x{ord(c):02x}" for c in ASCII_SPACE))  # an RE2 pattern
 
 
 @dataclass
@@ -248,13 +249,21 @@ class IdSet:
             import pyarrow.compute as pc
 
             if len(arrow) == arrow.null_count or pc.all(pc.string_is_ascii(arrow)).as_py():
-                trimmed = pc.utf8_trim(arrow, characters=ASCII_SPACE)
+                import pyarrow as pa
+
+                # Each step only when it changes something: a copy of a 10 M-row column is 200 MB.
+                kept = arrow
+                if pc.any(pc.match_substring_regex(kept, _EDGE_SPACE)).as_py():
+                    kept = pc.utf8_trim(kept, characters=ASCII_SPACE)
                 if casefold:
-                    trimmed = pc.ascii_lower(trimmed)
-                kept = pc.drop_null(pc.if_else(pc.equal(pc.binary_length(trimmed), 0), None, trimmed))
+                    kept = pc.ascii_lower(kept)
+                if kept.null_count or pc.any(pc.equal(pc.binary_length(kept), 0)).as_py():
+                    kept = pc.drop_null(pc.if_else(pc.equal(pc.binary_length(kept), 0), None, kept))
                 unique = pc.unique(kept)  # in order of first occurrence
-                skipped = len(arrow) - len(kept)
-                return cls(unique, skipped, len(kept) - len(unique))
+                skipped, total = len(arrow) - len(kept), len(kept)
+                del kept
+                pa.default_memory_pool().release_unused()  # the hash table of `unique`, several times the column
+                return cls(unique, skipped, total - len(unique))
         seen: dict[str, None] = {}
         skipped = 0
         cells = table.column(column)
@@ -269,13 +278,24 @@ class IdSet:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def encoded(self, start: int, stop: int) -> list[bytes]:
-        """IDs [start, stop) as UTF-8 (lone surrogates kept, as every engine hashes them)."""
+    def utf8(self, start: int, stop: int) -> tuple[bytes, np.ndarray]:
+        """IDs [start, stop) as UTF-8 (lone surrogates kept, as every engine hashes them), packed:
+        (bytes, int64 offsets), ID i being bytes[offsets[i] : offsets[i + 1]]."""
         if isinstance(self.ids, list):
-            return [x.encode("utf-8", "surrogatepass") for x in self.ids[start:stop]]
+            encoded = [x.encode("utf-8", "surrogatepass") for x in self.ids[start:stop]]
+            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+            np.cumsum([len(x) for x in encoded], out=offsets[1:])
+            return b"".join(encoded), offsets
         import pyarrow as pa
 
-        return self.ids.slice(start, stop - start).cast(pa.large_binary()).to_pylist()
+        part = self.ids.slice(start, stop - start)
+        if len(part) == 0:
+            return b"", np.zeros(1, dtype=np.int64)
+        _, offset_buffer, data = part.buffers()
+        width = np.int64 if pa.types.is_large_string(part.type) else np.int32
+        offsets = np.frombuffer(offset_buffer, dtype=width)[part.offset : part.offset + len(part) + 1].astype(np.int64)
+        first, last = int(offsets[0]), int(offsets[-1])
+        return (bytes(memoryview(data)[first:last]) if data is not None else b""), offsets - first
 
     def pick(self, indices: np.ndarray) -> list[str]:
         """The IDs at `indices`, as str."""

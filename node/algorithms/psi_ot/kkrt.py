@@ -21,7 +21,8 @@ default order): a matrix of r rows and c columns is an (r, c / 8) array.
   whose row b is the code C(item in bin b) (zero for an empty bin); S forms
   q^j = t_{s_j}^j xor s_j u^j, so that row b of Q is q_b = t_{0,b} xor (s and d_b).
 - Code: C(x, i) = AES-128-ECB under a public key derived from the task binding of the four
-  blocks digest(x) xor (i, block index), digest(x) the 128-bit keyed BLAKE2b of the ID and i the
+  blocks digest(x) xor (i, block index), digest(x) the 128-bit digest of the ID (`id_digests`:
+  AES-128 of the padded ID for IDs of up to 15 bytes, keyed BLAKE2b for longer ones) and i the
   cuckoo hash function that placed it: a 512-bit pseudo-random code. KKRT's analysis needs the
   codewords of the items compared to be pairwise at Hamming distance at least kappa = 128 (the
   computational security parameter); two random 512-bit words are closer than that with
@@ -63,6 +64,7 @@ WIDTH_BYTES = WIDTH // 8
 POINT = 32  # an edwards25519 point
 SEED = 16  # an AES-128 key: one base-OT output
 DIGEST = 16  # the 128-bit item digest
+SHORT_ID = 15  # IDs of at most this many UTF-8 bytes are digested by AES (`id_digests`)
 BIN_ALIGN = 128  # m is a multiple of 128 bits: every column is whole AES blocks
 HASHES = 3
 STATISTICAL = 40
@@ -144,15 +146,33 @@ def _keyed(key: bytes, person: bytes, size: int, messages: Any) -> bytes:
     return b"".join(out)
 
 
-def item_digests(key: bytes, idents: list[bytes]) -> bytes:
-    """digest(x) for each ID: BLAKE2b-128 keyed by the task's digest key, packed."""
-    return _keyed(key, b"pcn/psi-ot/id", DIGEST, idents)
+def id_digests(job: tuple[bytes, bytes, bytes, np.ndarray]) -> bytes:
+    """(PRP key, hash key, the UTF-8 bytes of k IDs, their k + 1 offsets) -> the k digests, packed.
 
-
-def digest_piece(job: tuple[bytes, list[bytes]]) -> bytes:
-    """(digest key, normalised IDs as UTF-8) -> their packed 16-byte digests."""
-    key, idents = job
-    return item_digests(key, idents)
+    digest(x) = AES-128_K(x | zero bytes | len(x)) for an ID x of at most SHORT_ID bytes: an
+    injective encoding under a permutation, so no two such IDs share a digest, vectorised over
+    all of them; BLAKE2b-128 keyed by the hash key for longer IDs. (A short and a long ID share
+    a digest with probability 2^-128 per pair, as two long IDs do.) Both keys are public."""
+    prp_key, hash_key, blob, offsets = job
+    data = np.frombuffer(blob, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    out = np.empty((len(lengths), DIGEST), dtype=np.uint8)
+    short = np.flatnonzero(lengths <= SHORT_ID)
+    if len(short):
+        size = lengths[short]
+        cols = np.arange(SHORT_ID)
+        inside = cols[None, :] < size[:, None]
+        blocks = np.zeros((len(short), DIGEST), dtype=np.uint8)
+        blocks[:, :SHORT_ID][inside] = data[(offsets[short][:, None] + cols[None, :])[inside]]
+        blocks[:, SHORT_ID] = size
+        enc = Cipher(algorithms.AES(prp_key), modes.ECB()).encryptor()
+        out[short] = np.frombuffer(enc.update(blocks.tobytes()), dtype=np.uint8).reshape(-1, DIGEST)
+    long = np.flatnonzero(lengths > SHORT_ID)
+    if len(long):
+        spans = zip(offsets[long].tolist(), offsets[long + 1].tolist(), strict=True)
+        digests = _keyed(hash_key, b"pcn/psi-ot/id", DIGEST, (blob[a:b] for a, b in spans))
+        out[long] = np.frombuffer(digests, dtype=np.uint8).reshape(-1, DIGEST)
+    return out.tobytes()
 
 
 def candidate_bins(hash_key: bytes, digests: np.ndarray, bins: int) -> np.ndarray:

@@ -182,6 +182,8 @@ class _Matcher:
         `theirs` ((k, size) uint8)."""
         keys, rests, items = self.keys[hash_index], self.rests[hash_index], self.items[hash_index]
         wanted = _keys(theirs)
+        order = np.argsort(wanted)  # sorted needles: each search starts where the last one ended
+        wanted, theirs = wanted[order], theirs[order]
         lo = np.searchsorted(keys, wanted, side="left")
         if self.repeated[hash_index]:
             hi = np.searchsorted(keys, wanted, side="right")
@@ -271,13 +273,13 @@ class PsiOtProtocol(Protocol):
         ids = self._ids = IdSet.of(self.data, column, p["casefold"])
         n = len(ids)
         self.report(0.02, f"hashing {n} IDs")
-        key = self._key("digest")
+        keys = (self._key("digest-prp", 16), self._key("digest"))
         digests = np.empty((n, kkrt.DIGEST), dtype=np.uint8)
         firsts = list(range(0, n, PIECE))
         for b in range(0, len(firsts), DIGEST_BATCH):  # bounded: a batch of IDs as bytes at a time
             batch = firsts[b : b + DIGEST_BATCH]
-            jobs = [(key, ids.encoded(i, min(i + PIECE, n))) for i in batch]
-            for i, packed in zip(batch, self.pmap(kkrt.digest_piece, jobs), strict=True):
+            jobs = [(*keys, *ids.utf8(i, min(i + PIECE, n))) for i in batch]
+            for i, packed in zip(batch, self.pmap(kkrt.id_digests, jobs), strict=True):
                 digests[i : i + len(packed) // kkrt.DIGEST] = np.frombuffer(packed, dtype=np.uint8).reshape(
                     -1, kkrt.DIGEST
                 )
