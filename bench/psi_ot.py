@@ -315,7 +315,13 @@ def run_size(n: int, e2e: bool, say: Any, t_start: float, skip: set[str]) -> dic
             port = free_port()
             st = anvil.up(port=port, state_file=work / "anvil.json")
             dep = deploy(st.rpc_url, out=work / "deployment.json")
-            net = build_network(work, dep, ["bank", "telecom"], rows=n, message_timeout=1800.0, progress=say)
+            # psi-ot's rows put 64 bytes per cuckoo bin into the sender's inbox (813 MB at 10 M),
+            # more than a node's default quota per sender (256 MiB): the bench's nodes take it.
+            rows_bytes = kkrt.WIDTH_BYTES * kkrt.bin_count(n)
+            quotas = (max(1 << 30, 2 * rows_bytes), max(256 << 20, 2 * rows_bytes))
+            net = build_network(
+                work, dep, ["bank", "telecom"], rows=n, message_timeout=1800.0, progress=say, mailbox_quotas=quotas
+            )
             for engine in engines:
                 loads[f"before_{engine}_end_to_end"] = ecdh_bench.load()
                 end[engine] = ecdh_bench.pcn_end_to_end(net, t_start, engine)

@@ -273,13 +273,15 @@ def build_network(
     dropout_after: float = 0.0,
     password_files: bool = False,
     progress: Callable[[str], None] | None = None,
+    mailbox_quotas: tuple[int, int] | None = None,
 ) -> Network:
     """Admit `names` as organisations with fresh keys, register one synthetic dataset each
     and the built-in `stats` algorithm, and start every organisation's node processes.
 
     With `password_files` each organisation's keystore password is also written to
     ROOT/NAME/keystore-password (mode 0600) and named in its config, so the CLI can act as
-    it with nothing in the environment (the demo); otherwise $PCN_KEYSTORE_PASSWORD unlocks it."""
+    it with nothing in the environment (the demo); otherwise $PCN_KEYSTORE_PASSWORD unlocks it.
+    `mailbox_quotas` (task, sender), in bytes, replaces the nodes' default inbox quotas."""
     say = progress or (lambda _msg: None)
     os.environ["PCN_KEYSTORE_PASSWORD"] = PASSWORD
     admin = Ledger(deployment, account=Account.from_key(devnet_key(0)))
@@ -303,6 +305,8 @@ def build_network(
         cfg.message_timeout = message_timeout
         cfg.requeue_after = requeue_after
         cfg.dropout_after = dropout_after
+        if mailbox_quotas is not None:
+            cfg.mailbox_task_quota, cfg.mailbox_sender_quota = mailbox_quotas
         cfg.save(Path(cfg.path))
         fund(admin, keys.address)
         admin.admit(keys.address, name, keys.x25519_public, cfg.endpoint)

@@ -387,7 +387,7 @@ class PsiOtProtocol(Protocol):
         self._matcher = _Matcher.build(own, which)
         self._hits = np.zeros(len(self._ids), dtype=bool)
         self._table = self._which = None
-        self._digests = self._digests[:0]
+        self._digests = np.zeros((0, kkrt.DIGEST), dtype=np.uint8)  # frees the digests (a slice would keep them)
         self.report(0.6, "extension sent; waiting for the OPRF values")
 
     def _on_values(self, payload: bytes) -> list[Message]:
@@ -482,7 +482,7 @@ class PsiOtProtocol(Protocol):
         )
         if not stream.complete:
             return []
-        self._digests = self._digests[:0]
+        self._digests = np.zeros((0, kkrt.DIGEST), dtype=np.uint8)  # frees the digests (a slice would keep them)
         self._pairs = None
         return self._send_values()
 
