@@ -1,0 +1,101 @@
+"""The ciphertext work of hetero-sbt, as module-level jobs for `Protocol.pmap` (the node's
+process pool): the guest's encryption of packed gradient rows, a host's encrypted histogram
+sums, cipher compression and full re-randomisation. Every job is a pure function of its
+arguments, so how the runtime splits the work over processes never changes a byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gmpy2
+import numpy as np
+from gmpy2 import mpz
+
+from pcn.algorithms.vertical import Drbg
+from pcn.crypto.paillier import FixedBaseObfuscator, PaillierPublicKey
+
+_TABLES: dict[tuple[int, int, int, int], FixedBaseObfuscator] = {}
+
+
+def _obfuscator(n: int, h: int, window: int, exponent_bits: int) -> FixedBaseObfuscator:
+    """The fixed-base table of (n, h), built once per process (the pool keeps its workers)."""
+    key = (n, h, window, exponent_bits)
+    obf = _TABLES.get(key)
+    if obf is None:
+        if len(_TABLES) > 4:
+            _TABLES.clear()
+        obf = FixedBaseObfuscator(PaillierPublicKey(mpz(n)), h=h, exponent_bits=exponent_bits, window_bits=window)
+        _TABLES[key] = obf.prepare()
+    return obf
+
+
+def encrypt_job(job: tuple[int, int, int, int, list[tuple[bytes, list[int]]]]) -> list[bytes]:
+    """(n, h, window, exponent bits, [(32-byte chunk key, plaintexts)]) -> per chunk the
+    ciphertexts (1 + n·m)·h^e mod n², e from ChaCha20 under the chunk key, as bytes."""
+    n, h, window, bits, chunks = job
+    obf = _obfuscator(n, h, window, bits)
+    nn = mpz(n)
+    nsq = nn * nn
+    width = (int(nsq.bit_length()) + 7) // 8
+    power = obf.power
+    out: list[bytes] = []
+    for key, plaintexts in chunks:
+        drbg = Drbg(key)
+        parts = []
+        for m in plaintexts:
+            rn = power(drbg.randbits(bits))
+            c = (rn + nn * (mpz(m) * rn % nn)) % nsq
+            parts.append(int(c).to_bytes(width, "big"))
+        out.append(b"".join(parts))
+    return out
+
+
+def parse(data: bytes, width: int) -> list[mpz]:
+    return [mpz(int.from_bytes(data[i : i + width], "big")) for i in range(0, len(data), width)]
+
+
+def histogram_job(job: tuple[int, bytes, np.ndarray, int]) -> bytes:
+    """(n, ciphertexts of some rows, target slot of each (row, feature) as a (rows, features)
+    int64 array, -1 for none, slot count) -> the product of the ciphertexts of every slot
+    (Enc of the slot's sum; 1 for an empty slot) as bytes."""
+    n, data, slots, count = job
+    nn = mpz(n)
+    nsq = nn * nn
+    width = (int(nsq.bit_length()) + 7) // 8
+    cts = parse(data, width)
+    acc: list[mpz | None] = [None] * count
+    for c, row in zip(cts, slots.tolist(), strict=True):
+        for s in row:
+            if s >= 0:
+                a = acc[s]
+                acc[s] = c if a is None else a * c % nsq
+    return b"".join(int(1 if a is None else a).to_bytes(width, "big") for a in acc)
+
+
+def combine(parts: Sequence[bytes], width: int, n: int) -> list[mpz]:
+    """The slot-wise product of several `histogram_job` outputs."""
+    nsq = mpz(n) * mpz(n)
+    total = parse(parts[0], width)
+    for p in parts[1:]:
+        total = [a * b % nsq for a, b in zip(total, parse(p, width), strict=True)]
+    return total
+
+
+def pack_job(job: tuple[int, int, bytes, int]) -> bytes:
+    """(n, slot bits T, ciphertexts, values per packed ciphertext K) -> the packed
+    ciphertexts Π_j c_j^(2^(T·j)) (Horner: T squarings per value), K at a time."""
+    n, T, data, K = job
+    nn = mpz(n)
+    nsq = nn * nn
+    width = (int(nsq.bit_length()) + 7) // 8
+    cts = parse(data, width)
+    shift = mpz(1) << T
+    out = []
+    for i in range(0, len(cts), K):
+        group = cts[i : i + K]
+        acc = group[-1]
+        for c in reversed(group[:-1]):
+            acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
+        out.append(int(acc).to_bytes(width, "big"))
+    return b"".join(out)
