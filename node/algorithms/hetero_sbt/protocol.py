@@ -403,7 +403,8 @@ class HeteroSbtProtocol(Protocol):
             want_level = LEVEL_TREE_END if kind == KIND_TREE_END else level
             ok = phase == PHASE_OF[kind] and 0 <= tree < self._p["trees"] and level == want_level
             ok = ok and (kind == KIND_TREE_END or level < self._p["max_depth"])
-            ok = ok and (kind != KIND_GRADIENTS or level == 0) and tree <= self._tree + 1
+            # per link FIFO, no peer can be ahead: a message of another tree or level is a forgery
+            ok = ok and tree == self._tree and (kind == KIND_TREE_END or level == self._level)
         elif kind in (KIND_MODEL, KIND_RESULT):
             ok = rnd == (ROUND_FINAL if kind == KIND_MODEL else ROUND_FINAL + 1)
         if not ok:
@@ -958,9 +959,12 @@ class HeteroSbtGuest(HeteroSbtProtocol):
         self._leaves.extend(self._nodes)
         for node in self._nodes:
             self._records[node.id] = {"id": node.id, "depth": node.depth, "rows": node.count}
-        return out + self._end_tree()
+        return self._end_tree(out)
 
-    def _end_tree(self) -> list[Message]:
+    def _end_tree(self, out: list[Message]) -> list[Message]:
+        """The tree's leaves, scores, metrics and early-stopping decision; `out` are the
+        messages already sent in this call (the last "level-end"), which a checkpoint taken
+        here re-emits on resume with the "tree-end" ones."""
         p, t = self._p, self._tree
         rules = self._rules
         assert rules is not None
@@ -990,7 +994,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
                 stop, self._stopped = True, "early_stopping"
         self._metrics.append(m)
         self.report(0.02 + 0.96 * (t + 1) / p["trees"], what)
-        out: list[Message] = []
+        out = list(out)
         for host in self._hosts:
             out += self._send(host, tree_round(t, LEVEL_TREE_END, 6), KIND_TREE_END, b"\x01" if stop else b"\x00")
         if stop:
