@@ -55,11 +55,12 @@ def test_a_copy_of_the_package_hashes_like_the_installed_one(pkg: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "affected"),
     [
-        ("crypto/paillier.py", {"hetero-lr"}),
-        ("data/table.py", {"stats", "private-query", "hetero-lr", "hetero-lr-predict"}),
-        ("jsonsafe.py", {"private-query", "hetero-lr", "hetero-lr-predict"}),
-        ("data/errors.py", {"stats", "private-query", "fedavg", "hetero-lr", "hetero-lr-predict"}),
-        ("algorithms/vertical.py", {"hetero-lr", "hetero-lr-predict"}),
+        ("crypto/paillier.py", {"hetero-lr", "hetero-sbt"}),
+        ("data/table.py", {"stats", "private-query", "hetero-lr", "hetero-lr-predict", "hetero-sbt"}),
+        ("jsonsafe.py", {"private-query", "hetero-lr", "hetero-lr-predict", "hetero-sbt"}),
+        ("data/errors.py", {"stats", "private-query", "fedavg", "hetero-lr", "hetero-lr-predict", "hetero-sbt"}),
+        ("algorithms/vertical.py", {"hetero-lr", "hetero-lr-predict", "hetero-sbt"}),
+        ("algorithms/hetero_lr/common.py", {"hetero-lr", "hetero-sbt"}),
         ("algorithms/psi/protocol.py", {"psi", "psi-ot"}),
         ("algorithms/psi_ot/kkrt.py", {"psi-ot"}),
         ("algorithms/base.py", set(BUILTIN)),
