@@ -632,3 +632,17 @@ def test_commitment_scheme() -> None:
     assert COMMITMENT.result_domain == b"pcn/hetero-sbt/result/v1"
     with pytest.raises(ProtocolError, match="opening"):
         HeteroSbtProtocol.commitment_for(b"{}", b"short")
+
+
+def test_the_key_holders_crt_encryption_gives_the_fixed_base_ciphertexts() -> None:
+    from pcn.algorithms.hetero_lr.common import SeededObfuscator, derive_keypair
+    from pcn.algorithms.hetero_sbt import crypto
+
+    pk, sk = derive_keypair(1024, hashlib.sha256(b"sbt/crt/key").digest())
+    obf = SeededObfuscator.derive(pk, hashlib.sha256(b"sbt/crt/obf").digest(), 100)
+    chunks = [(hashlib.sha256(b"chunk%d" % i).digest(), list(range(i * 50, i * 50 + 37))) for i in range(3)]
+    djn = crypto.encrypt_job((int(pk.n), int(obf.h), obf.window_bits, obf.exponent_bits, chunks))
+    assert crypto.encrypt_crt_job((int(sk.p), int(sk.q), int(obf.h), obf.exponent_bits, chunks)) == djn
+    width = (int(pk.nsquare.bit_length()) + 7) // 8
+    assert crypto.decrypt_job((int(sk.p), int(sk.q), djn[1])) == list(range(50, 87))
+    assert len(djn[1]) == 37 * width

@@ -13,7 +13,7 @@ import numpy as np
 from gmpy2 import mpz
 
 from pcn.algorithms.vertical import Drbg
-from pcn.crypto.paillier import FixedBaseObfuscator, PaillierPublicKey
+from pcn.crypto.paillier import FixedBaseObfuscator, PaillierPrivateKey, PaillierPublicKey
 
 _TABLES: dict[tuple[int, int, int, int], FixedBaseObfuscator] = {}
 
@@ -99,3 +99,68 @@ def pack_job(job: tuple[int, int, bytes, int]) -> bytes:
             acc = gmpy2.powmod(acc, shift, nsq) * c % nsq
         out.append(int(acc).to_bytes(width, "big"))
     return b"".join(out)
+
+
+def _window_table(base: mpz, modulus: mpz, bits: int, window: int) -> list[list[mpz]]:
+    table: list[list[mpz]] = []
+    for _ in range(-(-bits // window)):
+        row = [mpz(1), base]
+        for _ in range((1 << window) - 2):
+            row.append(row[-1] * base % modulus)
+        table.append(row)
+        base = row[-1] * base % modulus
+    return table
+
+
+def _crt_window(count: int, bits: int) -> int:
+    """The window minimising table building + `count` exponentiations (in multiplications)."""
+    return min(range(4, 14), key=lambda w: -(-bits // w) * ((1 << w) + count))
+
+
+def encrypt_crt_job(job: tuple[int, int, int, int, list[tuple[bytes, list[int]]]]) -> list[bytes]:
+    """What `encrypt_job` computes, by the key holder: (p, q, h, exponent bits, chunks) -> the
+    same ciphertexts (1 + n·m)·h^e mod n², each computed modulo p² and q² (window tables of
+    h there, half-size multiplications) and recombined by the CRT. The result is the same
+    integer, so the bytes do not depend on which job computed them; the tables, derived from
+    the secret factors, are built per job and dropped with it."""
+    p, q, h, bits, chunks = job
+    P, Q = mpz(p), mpz(q)
+    n = P * Q
+    psq, qsq = P * P, Q * Q
+    nsq = n * n
+    width = (int(nsq.bit_length()) + 7) // 8
+    window = _crt_window(sum(len(c) for _, c in chunks), bits)
+    tables = (_window_table(mpz(h) % psq, psq, bits, window), _window_table(mpz(h) % qsq, qsq, bits, window))
+    inv = gmpy2.invert(psq, qsq)
+    mask = (1 << window) - 1
+    out: list[bytes] = []
+    for key, plaintexts in chunks:
+        drbg = Drbg(key)
+        parts = []
+        for m in plaintexts:
+            e = drbg.randbits(bits)
+            res = []
+            for table, mod in zip(tables, (psq, qsq), strict=True):
+                acc = mpz(1)
+                x = e
+                for row in table:
+                    d = x & mask
+                    x >>= window
+                    if d:
+                        acc = acc * row[d] % mod
+                res.append((1 + mpz(m) * n) * acc % mod)
+            cp, cq = res
+            c = cp + psq * ((cq - cp) * inv % qsq)
+            parts.append(int(c).to_bytes(width, "big"))
+        out.append(b"".join(parts))
+    return out
+
+
+def decrypt_job(job: tuple[int, int, bytes]) -> list[int]:
+    """(p, q, ciphertexts) -> their residues (CRT decryption), one unit of the key holder's pool work."""
+    p, q, data = job
+    P, Q = mpz(p), mpz(q)
+    n = P * Q
+    width = (int((n * n).bit_length()) + 7) // 8
+    sk = PaillierPrivateKey(PaillierPublicKey(n), P, Q)
+    return [int(m) for m in sk.raw_decrypt_many(parse(data, width))]

@@ -761,8 +761,11 @@ class HeteroSbtGuest(HeteroSbtProtocol):
             (self._key(f"encrypt/{t}/{i}"), plain[i : i + ENCRYPT_CHUNK]) for i in range(0, len(plain), ENCRYPT_CHUNK)
         ]
         workers = max(1, min(os.cpu_count() or 1, len(chunks)))
-        jobs = [(int(pk.n), int(obf.h), obf.window_bits, obf.exponent_bits, chunks[k::workers]) for k in range(workers)]
-        done = self.pmap(crypto.encrypt_job, jobs)
+        sk = self._sk
+        assert sk is not None
+        # the key holder encrypts modulo p² and q² (the same ciphertexts as h^e mod n², see crypto)
+        jobs = [(int(sk.p), int(sk.q), int(obf.h), obf.exponent_bits, chunks[k::workers]) for k in range(workers)]
+        done = self.pmap(crypto.encrypt_crt_job, jobs)
         parts: list[bytes] = [b""] * len(chunks)
         for k, res in enumerate(done):
             for j, blob in enumerate(res):
@@ -801,7 +804,9 @@ class HeteroSbtGuest(HeteroSbtProtocol):
         if any(not 0 < c < pk.nsquare for c in cipher):
             raise ProtocolError(f"{what}: ciphertext out of range (0, n²)")
         counts = np.frombuffer(data[cts * width :], dtype=">u4").astype(np.int64)
-        plains = sk.raw_decrypt_many(cipher)
+        size = -(-cts // max(1, min(os.cpu_count() or 1, cts)))
+        jobs = [(int(sk.p), int(sk.q), data[i * width : min(cts, i + size) * width]) for i in range(0, cts, size)]
+        plains = [m for part in self.pmap(crypto.decrypt_job, jobs) for m in part]
         mask = (1 << T) - 1
         hmask = (1 << q.h_bits) - 1
         values: list[int] = []
