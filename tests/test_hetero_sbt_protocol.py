@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pcn.algorithms.base import Message, PartyContext, ProtocolError, TaskServices, local_binding, run_local
+from pcn.algorithms.base import (
+    Message,
+    ModelUnavailable,
+    PartyContext,
+    ProtocolError,
+    TaskServices,
+    local_binding,
+    run_local,
+)
 from pcn.algorithms.hetero_sbt import params as sbt_params
 from pcn.algorithms.hetero_sbt import reference, trees
 from pcn.algorithms.hetero_sbt.protocol import (
@@ -37,6 +45,12 @@ from pcn.algorithms.hetero_sbt.protocol import (
     HeteroSbtHost,
     HeteroSbtProtocol,
     model_commitment,
+)
+from pcn.algorithms.hetero_sbt_predict.protocol import (
+    KIND_DECISIONS,
+    HeteroSbtPredictGuest,
+    HeteroSbtPredictHost,
+    HeteroSbtPredictProtocol,
 )
 from pcn.data.table import Table
 
@@ -251,12 +265,20 @@ def test_progress_reports_trees_and_the_validation_metric(one_host: Any) -> None
     assert any(t.startswith("tree 6/6 built, validation_auc") for _, t in seen)
 
 
-def test_two_hosts_with_subsampling_equal_the_reference() -> None:
-    params = {**FAST, "trees": 3, "max_depth": 3, "subsample": 0.8, "min_samples_leaf": 10, "seed": 4}
-    parties = make_parties(TWO_HOSTS, params, task_id=8)
+TWO_HOST_PARAMS = {**FAST, "trees": 3, "max_depth": 3, "subsample": 0.8, "min_samples_leaf": 10, "seed": 4}
+
+
+@pytest.fixture(scope="module")
+def two_hosts() -> list[HeteroSbtProtocol]:
+    parties = make_parties(TWO_HOSTS, TWO_HOST_PARAMS, task_id=8)
     run_local(parties, shuffle_seed=3)
+    return parties
+
+
+def test_two_hosts_with_subsampling_equal_the_reference(two_hosts: list[HeteroSbtProtocol]) -> None:
+    parties = two_hosts
     result = result_of(parties)
-    ref = reference_of(parties, TWO_HOSTS, params, (X_BC, Y_BC))
+    ref = reference_of(parties, TWO_HOSTS, TWO_HOST_PARAMS, (X_BC, Y_BC))
     assert resolved_trees(result, parties) == ref["trees"]
     assert result["metrics"] == ref["metrics"]
     owners = {n.get("owner") for t in result["model"]["guest"]["trees"] for n in t}
@@ -646,3 +668,118 @@ def test_the_key_holders_crt_encryption_gives_the_fixed_base_ciphertexts() -> No
     width = (int(pk.nsquare.bit_length()) + 7) // 8
     assert crypto.decrypt_job((int(sk.p), int(sk.q), djn[1])) == list(range(50, 87))
     assert len(djn[1]) == 37 * width
+
+
+# -- hetero-sbt-predict ---------------------------------------------------------------------------------
+
+
+def predict_parties(
+    trained: Sequence[HeteroSbtProtocol],
+    split: list[range],
+    data: tuple[np.ndarray, np.ndarray] = (X_BC, Y_BC),
+    label: bool = True,
+    models: dict[tuple[int, str], dict[str, Any]] | None = None,
+    model_task: int | None = None,
+) -> list[HeteroSbtPredictProtocol]:
+    task = trained[0].ctx.task_id if model_task is None else model_task
+    stored = models if models is not None else {(p.ctx.task_id, p.ctx.me): p.model_state() for p in trained}
+
+    def load(task_id: int, party: str) -> dict[str, Any]:
+        if (task_id, party) not in stored:
+            raise ModelUnavailable(f"no model of task {task_id} for {party}")
+        return stored[(task_id, party)]
+
+    who = [p.ctx.me for p in trained]
+    X, y = data
+    return [
+        HeteroSbtPredictProtocol.create(
+            PartyContext(
+                100,
+                me,
+                who,
+                GUEST,
+                {"model_task": task},
+                hashlib.sha256(f"sbt-predict/{me}".encode()).digest(),
+                id_column="id",
+                services=TaskServices(load_model=load),
+            ),
+            make_table(X, y, cols, label and k == 0, 10 + k),
+        )
+        for k, (me, cols) in enumerate(zip(who, split, strict=True))
+    ]
+
+
+def scores_by_id(parties: Sequence[HeteroSbtPredictProtocol]) -> tuple[dict[str, Any], np.ndarray]:
+    raw = parties[0].result()
+    assert raw is not None and all(p.result() is None for p in parties[1:])
+    res = json.loads(raw)
+    assert res["ids"] == [f"id{i:04d}" for i in range(len(res["ids"]))]
+    return res, np.array(res["scores"])
+
+
+@pytest.mark.parametrize("which", ["one_host", "two_hosts"])
+def test_predict_reproduces_the_training_scores(which: str, request: pytest.FixtureRequest) -> None:
+    trained = request.getfixturevalue(which)
+    trained = trained[0] if which == "one_host" else trained
+    split = ONE_HOST if which == "one_host" else TWO_HOSTS
+    parties = predict_parties(trained, split)
+    assert [type(p) for p in parties] == [HeteroSbtPredictGuest] + [HeteroSbtPredictHost] * (len(parties) - 1)
+    run_local(parties)
+    res, scores = scores_by_id(parties)
+    result = result_of(trained)
+    valid = trees.validation_mask(local_binding(trained[0].ctx.task_id), result["params"]["seed"], len(Y_BC), 0.3)
+    if which == "one_host":  # the validation AUC of training, from the jointly predicted scores
+        assert roc_auc_score(Y_BC[valid], scores[valid]) == pytest.approx(result["metrics"][-1]["validation_auc"])
+    else:
+        assert roc_auc_score(Y_BC, scores) == pytest.approx(result["metrics"][-1]["train_auc"])
+    assert res["metrics"]["auc"] == pytest.approx(roc_auc_score(Y_BC, scores))
+    commits = {p.result_commitment() for p in parties}
+    assert len(commits) == 1
+    assert HeteroSbtPredictProtocol.commitment_for(parties[0].result() or b"", parties[0].commitment_opening()) == (
+        commits.pop()
+    )
+
+
+def test_predict_new_rows_without_labels_and_regression(one_host: Any) -> None:
+    trained = one_host[0]
+    rows = np.random.default_rng(9).normal(X_BC.mean(axis=0), X_BC.std(axis=0), size=(50, 30))
+    parties = predict_parties(trained, ONE_HOST, data=(rows, np.zeros(50)), label=False)
+    run_local(parties)
+    res, scores = scores_by_id(parties)
+    assert res["metrics"] is None and len(scores) == 50 and np.all((scores > 0) & (scores < 1))
+    X, y = synthetic_regression()
+    split = [range(0, 3), range(3, 6)]
+    params = {**FAST, "objective": "regression", "trees": 2, "max_depth": 2, "max_bins": 8}
+    reg = make_parties(split, params, task_id=21, data=(X, y))
+    run_local(reg)
+    parties = predict_parties(reg, split, data=(X, y))
+    run_local(parties)
+    res, scores = scores_by_id(parties)
+    assert res["metrics"]["mse"] == pytest.approx(result_of(reg)["metrics"][-1]["train_mse"])
+
+
+def test_predict_refusals(one_host: Any) -> None:
+    trained = one_host[0]
+    models = {(p.ctx.task_id, p.ctx.me): p.model_state() for p in trained}
+    changed = dict(models)
+    host_model = dict(models[(7, "0xhost0")])
+    host_model["splits"] = [dict(s, threshold=s["threshold"] + 1.0) for s in host_model["splits"]]
+    changed[(7, "0xhost0")] = host_model
+    with pytest.raises(ProtocolError, match="other than the one it committed to"):
+        run_local(predict_parties(trained, ONE_HOST, models=changed))
+    with pytest.raises(ModelUnavailable, match="no hetero-sbt model of task 99"):
+        predict_parties(trained, ONE_HOST, model_task=99)
+    parties = predict_parties(trained, ONE_HOST)
+    short = HeteroSbtPredictProtocol.create(parties[1].ctx, make_table(X_BC[:-1], Y_BC[:-1], ONE_HOST[1], False, 3))
+    with pytest.raises(ProtocolError, match="datasets are not aligned, run PSI first"):
+        run_local([parties[0], short])
+    with pytest.raises(ProtocolError, match="model_task"):
+        HeteroSbtPredictProtocol.validate_params({"model_task": -1})
+    parties = predict_parties(trained, ONE_HOST)
+    queue = deque(m for p in parties for m in p.start())
+    with pytest.raises(ProtocolError, match="decisions from '0xhost0'"):
+        while queue:
+            m = queue.popleft()
+            if m.kind == KIND_DECISIONS:
+                m = with_payload(m, m.payload[:-1])
+            queue.extend(next(p for p in parties if p.ctx.me == m.receiver).receive(m))

@@ -129,14 +129,13 @@ from pcn.algorithms.hetero_lr.common import (
 )
 from pcn.algorithms.hetero_sbt import crypto, trees
 from pcn.algorithms.hetero_sbt.params import validate_params as _validate_params
-from pcn.algorithms.hetero_sbt.trees import Histogram, Rules
+from pcn.algorithms.hetero_sbt.trees import Histogram, Rules, model_commitment
 from pcn.algorithms.vertical import Assembly, Drbg, add_frame, canonical_json, frames, ids_hash, numeric
 from pcn.crypto.paillier import PaillierPrivateKey, PaillierPublicKey
 
 DOMAIN = trees.DOMAIN
 RESULT_DOMAIN = b"pcn/hetero-sbt/result/v1"
 COMMIT_DOMAIN = b"pcn/hetero-sbt/commit/v1"
-MODEL_DOMAIN = b"pcn/hetero-sbt/model/v1"
 
 COMMITMENT = CommitmentScheme(
     RESULT_DOMAIN,
@@ -188,11 +187,6 @@ WAIT_GRAD, WAIT_REQ, WAIT_LEVEL_END, WAIT_TREE_END, WAIT_FINAL, DONE = range(5, 
 
 def tree_round(tree: int, level: int, phase: int) -> int:
     return (tree + 1) * ROUND_TREE + level * ROUND_LEVEL + phase
-
-
-def model_commitment(state: dict[str, Any]) -> bytes:
-    """The commitment to a host's model state (which carries its own secret salt)."""
-    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
 
 
 def bitset(mask: np.ndarray) -> bytes:

@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pcn.algorithms.base import ProtocolError
-from pcn.algorithms.vertical import Drbg, auc
+from pcn.algorithms.vertical import Drbg, auc, canonical_json
 
 PRECISION = 24  # fractional bits of the quantised g and h
 DOMAIN = b"pcn/hetero-sbt/"
+MODEL_DOMAIN = b"pcn/hetero-sbt/model/v1"  # a host's model commitment, re-checked by hetero-sbt-predict
+
+
+def model_commitment(state: dict[str, Any]) -> bytes:
+    """The commitment to a host's model state (which carries its own secret salt)."""
+    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
 
 
 # -- binning ------------------------------------------------------------------------------------
