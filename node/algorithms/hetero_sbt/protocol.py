@@ -95,6 +95,18 @@ salt; its commitment is sha256("pcn/hetero-sbt/model/v1" | canonical JSON of tha
 Commitment: sha256("pcn/hetero-sbt/commit/v1" | host commitments in order | h_r), h_r =
 sha256("pcn/hetero-sbt/result/v1" | salt | result).
 
+Work split. The guest encrypts in its node's process pool, modulo p² and q² (the same
+ciphertexts as the fixed-base h^e mod n², its factors never leave its own processes) and
+decrypts there; a host splits each level's histogram sums by rows over the pool (products
+modulo n² do not depend on the split), then packs and re-randomises in it. Chunk keys are
+fixed per 2048 rows, so no byte depends on the number of cores.
+
+Progress (`report`): the trees done and, with a validation split, the current validation
+metric ("tree 3/10 built, validation_auc 0.9712"), as a modelling team follows training. This
+is a result-derived figure in the progress text, which the participants and the requester can
+read (README #13.9 keeps such figures out of the other algorithms' progress): drop it there if
+that policy must hold for hetero-sbt too.
+
 Checkpoints. At every tree boundary (guest: after sending "tree-end"; host: after receiving
 it) the party snapshots its state (also handed to `ctx.services.save_checkpoint`);
 `HeteroSbtProtocol.resume(ctx, data, blob)` rebuilds the party there: its `start()` re-emits
