@@ -783,3 +783,16 @@ def test_predict_refusals(one_host: Any) -> None:
             if m.kind == KIND_DECISIONS:
                 m = with_payload(m, m.payload[:-1])
             queue.extend(next(p for p in parties if p.ctx.me == m.receiver).receive(m))
+
+
+def test_a_constant_column_and_a_host_with_only_constant_columns() -> None:
+    """A column of one value has one bin and no candidate split; a host with only such columns
+    sends empty histograms and wins nothing."""
+    X = np.hstack([X_BC[:, :20], np.ones((len(Y_BC), 2))])
+    split = [range(0, 10), range(10, 21), range(21, 22)]
+    params = {**SMALL, "trees": 2}
+    parties = make_parties(split, params, task_id=22, data=(X, Y_BC))
+    run_local(parties)
+    result = result_of(parties)
+    assert resolved_trees(result, parties) == reference_of(parties, split, params, (X, Y_BC))["trees"]
+    assert parties[2].model_state()["splits"] == [] and result["importance"]["hosts"]["0xhost1"] == {}

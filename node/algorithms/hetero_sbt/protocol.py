@@ -810,7 +810,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
         if any(not 0 < c < pk.nsquare for c in cipher):
             raise ProtocolError(f"{what}: ciphertext out of range (0, n²)")
         counts = np.frombuffer(data[cts * width :], dtype=">u4").astype(np.int64)
-        size = -(-cts // max(1, min(os.cpu_count() or 1, cts)))
+        size = max(1, -(-cts // max(1, min(os.cpu_count() or 1, cts))))
         jobs = [(int(sk.p), int(sk.q), data[i * width : min(cts, i + size) * width]) for i in range(0, cts, size)]
         plains = [m for part in self.pmap(crypto.decrypt_job, jobs) for m in part]
         mask = (1 << T) - 1
@@ -1191,9 +1191,9 @@ class HeteroSbtHost(HeteroSbtProtocol):
         slots_cat = np.concatenate(slots_all) if slots_all else np.zeros((0, len(self._bin_counts)), dtype=np.int64)
         n, width = int(pk.n), (int(pk.nsquare.bit_length()) + 7) // 8
         total = V * len(built)
-        pieces = max(1, min(os.cpu_count() or 1, len(rows_cat) // 256))
+        pieces = max(1, min(os.cpu_count() or 1, len(rows_cat) // 256)) if total else 0
         jobs = []
-        for part in np.array_split(np.arange(len(rows_cat)), pieces):
+        for part in np.array_split(np.arange(len(rows_cat)), pieces) if pieces else []:
             if len(part) == 0:
                 continue
             rows = rows_cat[part]
@@ -1202,7 +1202,7 @@ class HeteroSbtHost(HeteroSbtProtocol):
         sums = crypto.combine(self.pmap(crypto.histogram_job, jobs), width, n) if jobs else [mpz(1)] * total
         K = (pk.bits - 2) // self._T
         groups = [sums[i : i + K] for i in range(0, total, K)]
-        per_job = -(-len(groups) // max(1, min(os.cpu_count() or 1, len(groups))))
+        per_job = max(1, -(-len(groups) // max(1, min(os.cpu_count() or 1, len(groups)))))
         pack_jobs = [
             (n, self._T, b"".join(int(c).to_bytes(width, "big") for g in groups[i : i + per_job] for c in g), K)
             for i in range(0, len(groups), per_job)
