@@ -790,9 +790,30 @@ def test_a_constant_column_and_a_host_with_only_constant_columns() -> None:
     sends empty histograms and wins nothing."""
     X = np.hstack([X_BC[:, :20], np.ones((len(Y_BC), 2))])
     split = [range(0, 10), range(10, 21), range(21, 22)]
-    params = {**SMALL, "trees": 2}
+    params = {**SMALL, "trees": 2, "max_bins": 8}  # few bins: the host sums features in pairs
     parties = make_parties(split, params, task_id=22, data=(X, Y_BC))
     run_local(parties)
     result = result_of(parties)
     assert resolved_trees(result, parties) == reference_of(parties, split, params, (X, Y_BC))["trees"]
     assert parties[2].model_state()["splits"] == [] and result["importance"]["hosts"]["0xhost1"] == {}
+
+
+def test_histograms_by_feature_pairs_equal_the_one_by_one_products() -> None:
+    from pcn.algorithms.hetero_lr.common import derive_keypair
+    from pcn.algorithms.hetero_sbt import crypto
+
+    pk, _ = derive_keypair(1024, hashlib.sha256(b"sbt/pairs").digest())
+    rng = np.random.default_rng(3)
+    rows, bin_counts, nodes = 700, [5, 1, 8, 3, 6], 2
+    width = (int(pk.nsquare.bit_length()) + 7) // 8
+    cts = b"".join(int(pk.raw_encrypt(int(v))).to_bytes(width, "big") for v in rng.integers(0, 1000, rows))
+    bins = np.stack([rng.integers(0, b, rows) for b in bin_counts], axis=1).astype(np.uint8)
+    node = rng.integers(0, nodes, rows)
+    starts = np.cumsum([0] + [b - 1 for b in bin_counts])[:-1]
+    V = sum(b - 1 for b in bin_counts)
+    slots = node[:, None] * V + starts[None, :] + bins.astype(np.int64)
+    slots[bins.astype(np.int64) >= np.array(bin_counts)[None, :] - 1] = -1
+    one_by_one = crypto.histogram_job((int(pk.n), cts, slots, nodes * V))
+    assert crypto.histogram_pairs_job((int(pk.n), cts, bins, node, nodes, bin_counts)) == one_by_one
+    few = crypto.histogram_pairs_job((int(pk.n), cts[: 40 * width], bins[:40], node[:40], nodes, bin_counts))
+    assert few == crypto.histogram_job((int(pk.n), cts[: 40 * width], slots[:40], nodes * V))  # no pairs

@@ -1172,23 +1172,21 @@ class HeteroSbtHost(HeteroSbtProtocol):
         built = self._built()
         V = sum(b - 1 for b in self._bin_counts)
         starts = np.cumsum([0] + [b - 1 for b in self._bin_counts])[:-1]
-        # slot of (row, feature): node k's block + the feature's start + the bin; the last bin of a
-        # feature is never sent (-1)
+        # the rows of the built nodes, the position of each one's node, and the per-bin counts
+        # (plaintext, beside the packed sums) of bins 0..nb-2 of every feature
         rows_all: list[np.ndarray] = []
-        slots_all: list[np.ndarray] = []
+        node_all: list[np.ndarray] = []
         counts = np.zeros(V * len(built), dtype=np.int64)
+        nb = np.array(self._bin_counts, dtype=np.int64)[None, :]
         for k, pos in enumerate(built):
             rows = self._nodes[pos].sampled
             b = self._bins[rows].astype(np.int64)
-            last = b >= np.array(self._bin_counts, dtype=np.int64)[None, :] - 1
             slots = k * V + starts[None, :] + b
-            slots[last] = -1
+            counts += np.bincount(slots[b < nb - 1], minlength=V * len(built))
             rows_all.append(rows)
-            slots_all.append(slots)
-            valid = slots[slots >= 0]
-            counts += np.bincount(valid, minlength=V * len(built))
+            node_all.append(np.full(len(rows), k, dtype=np.int64))
         rows_cat = np.concatenate(rows_all) if rows_all else np.zeros(0, dtype=np.int64)
-        slots_cat = np.concatenate(slots_all) if slots_all else np.zeros((0, len(self._bin_counts)), dtype=np.int64)
+        node_cat = np.concatenate(node_all) if node_all else np.zeros(0, dtype=np.int64)
         n, width = int(pk.n), (int(pk.nsquare.bit_length()) + 7) // 8
         total = V * len(built)
         pieces = max(1, min(os.cpu_count() or 1, len(rows_cat) // 256)) if total else 0
@@ -1198,8 +1196,9 @@ class HeteroSbtHost(HeteroSbtProtocol):
                 continue
             rows = rows_cat[part]
             cts = b"".join(int(self._cts[s]).to_bytes(width, "big") for s in self._slot_of[rows].tolist())
-            jobs.append((n, cts, np.ascontiguousarray(slots_cat[part]), total))
-        sums = crypto.combine(self.pmap(crypto.histogram_job, jobs), width, n) if jobs else [mpz(1)] * total
+            bins = np.ascontiguousarray(self._bins[rows])
+            jobs.append((n, cts, bins, np.ascontiguousarray(node_cat[part]), len(built), list(self._bin_counts)))
+        sums = crypto.combine(self.pmap(crypto.histogram_pairs_job, jobs), width, n) if jobs else [mpz(1)] * total
         K = (pk.bits - 2) // self._T
         groups = [sums[i : i + K] for i in range(0, total, K)]
         per_job = max(1, -(-len(groups) // max(1, min(os.cpu_count() or 1, len(groups)))))
