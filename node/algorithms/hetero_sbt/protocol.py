@@ -11,7 +11,9 @@ secret task seed (2048 or 3072 bits; params refuse less).
 
 Rows. A validation split (params `validation_fraction`) and each tree's row sample (params
 `subsample`) are drawn from the task binding and params `seed`, alike at every party
-(`trees.validation_mask`, `trees.tree_sample`): they are public, not secret. Every party bins
+(`trees.validation_mask`, `trees.tree_sample`): they are public, not secret. (GOSS is not
+offered: its sample depends on the gradients, so hosts would see which rows have the largest
+|g|, which in the first trees of a binary model is nearly their labels.) Every party bins
 its own columns locally on the training rows (`trees.bin_matrix`, scikit-learn's quantile
 binning, at most `max_bins` bins); bin edges never leave the party. A host's features are known
 to the guest only by an opaque index (a position in a host-secret permutation of its columns)
@@ -29,7 +31,9 @@ One tree t (objective "binary": logistic loss on 0/1 labels; "regression": squar
      tie) of every node split at level l-1 that has an open child, the encrypted per-bin sums
      of every feature (bins 0..nb-2; the last is implied by the node totals): products of the
      rows' ciphertexts. The guest derives the sibling in plaintext, parent - child (histogram
-     subtraction: a level costs the hosts the rows of the smaller children only). Cipher
+     subtraction: a level costs the hosts the rows of the smaller children only; a host
+     multiplies each row once into the joint bin of a PAIR of its features and reads both
+     features' bin sums off the joint bins, `crypto.histogram_pairs_job`). Cipher
      compression: K = floor((|n| - 2) / T) bin sums of T bits share one ciphertext
      (Π c_j^(2^(T·j))), which is then multiplied by r^n for a fresh uniform r in Z_n* (full
      re-randomisation: the guest, who knows every row's encryption randomness and the
