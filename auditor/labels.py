@@ -197,6 +197,8 @@ ALGORITHM_KIND: dict[str, str] = {
     "hetero-lr": "Vertical federated logistic regression",
     "hetero_lr": "Vertical federated logistic regression",
     "hetero-lr-predict": "Vertical federated prediction",
+    "hetero-sbt": "Vertical federated gradient-boosted trees (SecureBoost)",
+    "hetero-sbt-predict": "Vertical federated prediction with trees",
 }
 
 

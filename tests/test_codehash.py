@@ -22,6 +22,7 @@ from pcn.algorithms import BUILTIN, codehash
 from pcn.algorithms.codehash import PACKAGE_ROOT, CodeHashError, algorithm_code_hash, algorithm_manifest
 
 PCN = Path(sys.executable).with_name("pcn")
+SBT = ("hetero-sbt", "hetero-sbt-predict")  # training and scoring share the trees module
 
 
 @pytest.fixture
@@ -55,11 +56,13 @@ def test_a_copy_of_the_package_hashes_like_the_installed_one(pkg: Path) -> None:
 @pytest.mark.parametrize(
     ("module", "affected"),
     [
-        ("crypto/paillier.py", {"hetero-lr"}),
-        ("data/table.py", {"stats", "private-query", "hetero-lr", "hetero-lr-predict"}),
-        ("jsonsafe.py", {"private-query", "hetero-lr", "hetero-lr-predict"}),
-        ("data/errors.py", {"stats", "private-query", "fedavg", "hetero-lr", "hetero-lr-predict"}),
-        ("algorithms/vertical.py", {"hetero-lr", "hetero-lr-predict"}),
+        ("crypto/paillier.py", {"hetero-lr", "hetero-sbt"}),
+        ("data/table.py", {"stats", "private-query", "hetero-lr", "hetero-lr-predict", *SBT}),
+        ("jsonsafe.py", {"private-query", "hetero-lr", "hetero-lr-predict", *SBT}),
+        ("data/errors.py", {"stats", "private-query", "fedavg", "hetero-lr", "hetero-lr-predict", *SBT}),
+        ("algorithms/vertical.py", {"hetero-lr", "hetero-lr-predict", *SBT}),
+        ("algorithms/hetero_lr/common.py", {"hetero-lr", "hetero-sbt"}),
+        ("algorithms/hetero_sbt/trees.py", set(SBT)),
         ("algorithms/psi/protocol.py", {"psi", "psi-ot"}),
         ("algorithms/psi_ot/kkrt.py", {"psi-ot"}),
         ("algorithms/base.py", set(BUILTIN)),

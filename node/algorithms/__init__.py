@@ -16,6 +16,8 @@ BUILTIN: dict[str, tuple[str, str]] = {
     "fedavg": ("pcn.algorithms.fedavg.protocol", "FedAvgProtocol"),
     "hetero-lr": ("pcn.algorithms.hetero_lr.protocol", "HeteroLrProtocol"),
     "hetero-lr-predict": ("pcn.algorithms.hetero_lr_predict.protocol", "HeteroLrPredictProtocol"),
+    "hetero-sbt": ("pcn.algorithms.hetero_sbt.protocol", "HeteroSbtProtocol"),
+    "hetero-sbt-predict": ("pcn.algorithms.hetero_sbt_predict.protocol", "HeteroSbtPredictProtocol"),
 }
 
 

@@ -1,0 +1,1 @@
+"""hetero-sbt: vertical gradient-boosted trees, SecureBoost style (see protocol.py)."""
