@@ -105,11 +105,9 @@ decrypts there; a host splits each level's histogram sums by rows over the pool 
 modulo n² do not depend on the split), then packs and re-randomises in it. Chunk keys are
 fixed per 2048 rows, so no byte depends on the number of cores.
 
-Progress (`report`): the trees done and, with a validation split, the current validation
-metric ("tree 3/10 built, validation_auc 0.9712"), as a modelling team follows training. This
-is a result-derived figure in the progress text, which the participants and the requester can
-read (README #13.9 keeps such figures out of the other algorithms' progress): drop it there if
-that policy must hold for hetero-sbt too.
+Progress (`report`): trees and levels done ("tree 3/10 built"). The validation metrics of
+every tree are result-derived: they go into the guest's result, never into the progress text,
+which every participant and the requester can read (README #13.9).
 
 Checkpoints. At every tree boundary (guest: after sending "tree-end"; host: after receiving
 it) the party snapshots its state (also handed to `ctx.services.save_checkpoint`);
@@ -1003,7 +1001,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
             score = m[key] if key == "validation_auc" else -m[key]
             if self._best[0] < 0 or score > self._best[1]:
                 self._best = (t, score)
-            what += f", {key} {m[key]:.4f}"
+            # the metric is result-derived: it goes into the result, never into progress (#13.9)
             rounds = p["early_stopping_rounds"]
             if rounds and t - self._best[0] >= rounds and not stop:
                 stop, self._stopped = True, "early_stopping"
