@@ -758,9 +758,13 @@ def test_arrow_table_is_nfc_and_agrees_with_a_list_table() -> None:
         Table({"n": pa.array([1, 2])})
 
 
-@pytest.mark.parametrize("window", [1, 2, 3, 7])
-def test_root_does_not_depend_on_the_hashing_window(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows: list[list[str | None]] = [[str(i), None if i % 4 == 0 else "é" * (i % 3), "x" * i] for i in range(11)]
+@pytest.mark.parametrize("count", [1, 11, 16, 37])
+@pytest.mark.parametrize("window", [1, 2, 4, 8, 16])
+def test_root_does_not_depend_on_the_hashing_window(window: int, count: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """table_root hashes a window of rows at a time and reduces each window to its subtree
+    root (memory bounded by one window): the same root as the whole tree at every
+    power-of-two window, with full and partial last windows."""
+    rows: list[list[str | None]] = [[str(i), None if i % 4 == 0 else "é" * (i % 3), "x" * i] for i in range(count)]
     expected = [ref_leaf(SALT, i, r) for i, r in enumerate(rows)]
     while len(expected) > 1:
         nxt = [ref_node(expected[i], expected[i + 1]) for i in range(0, len(expected) - 1, 2)]
@@ -768,7 +772,9 @@ def test_root_does_not_depend_on_the_hashing_window(window: int, monkeypatch: py
     monkeypatch.setattr(fingerprint, "_WINDOW", window)
     chunked = Table(
         {
-            f"c{j}": pa.chunked_array([pa.array([r[j] for r in rows[:5]]), pa.array([r[j] for r in rows[5:]])])
+            f"c{j}": pa.chunked_array(
+                [pa.array([r[j] for r in rows[:5]], pa.string()), pa.array([r[j] for r in rows[5:]], pa.string())]
+            )
             for j in range(3)
         }
     )

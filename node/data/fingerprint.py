@@ -42,7 +42,7 @@ import hmac
 import json
 import secrets
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ _sha256 = hashlib.sha256
 _digest = type(hashlib.sha256()).digest
 _pack_count = struct.Struct(">I").pack
 _WINDOW = 1 << 16  # rows assembled and hashed per step: bounds the memory of the row bytes
+assert _WINDOW & (_WINDOW - 1) == 0, "table_root needs a power-of-two window"
 
 
 def new_dataset_salt() -> bytes:
@@ -219,15 +220,13 @@ def canonical_rows(table: Table, names: Sequence[str] | None = None) -> list[byt
     return rows
 
 
-def _leaves(table: Table, dataset_salt: bytes, names: Sequence[str] | None = None) -> list[bytes]:
-    """`row_leaf` of every row, a window of rows at a time: Arrow assembles
+def _leaf_windows(table: Table, dataset_salt: bytes, names: Sequence[str] | None = None) -> Iterator[list[bytes]]:
+    """`row_leaf` of every row, one window of _WINDOW rows at a time: Arrow assembles
     ``0x00 || row_salt || canonical_row`` for the window, Python hashes each."""
     names = table.names if names is None else list(names)
     salts = _row_salt_stream(dataset_salt)
     columns = _canonical_columns(table, names)
     sha, digest = _sha256, _digest
-    leaves: list[bytes] = []
-    extend = leaves.extend
     for start in range(0, table.num_rows, _WINDOW):
         m = min(_WINDOW, table.num_rows - start)
         prefix = _count_block(m, 1 + SALT_BYTES + 4, len(columns))
@@ -235,13 +234,20 @@ def _leaves(table: Table, dataset_salt: bytes, names: Sequence[str] | None = Non
         prefix[:, 1 : 1 + SALT_BYTES] = np.frombuffer(salts.update(bytes(SALT_BYTES * m)), dtype=np.uint8).reshape(
             m, SALT_BYTES
         )
-        extend(map(digest, map(sha, _encode_window(prefix, columns, start))))
-    return leaves
+        yield list(map(digest, map(sha, _encode_window(prefix, columns, start))))
+
+
+def _leaves(table: Table, dataset_salt: bytes, names: Sequence[str] | None = None) -> list[bytes]:
+    return [leaf for window in _leaf_windows(table, dataset_salt, names) for leaf in window]
 
 
 def table_root(table: Table, dataset_salt: bytes) -> bytes:
-    """The salted Merkle root of `table`'s rows (columns in table order)."""
-    return merkle_root(_leaves(table, dataset_salt))
+    """The salted Merkle root of `table`'s rows (columns in table order), in memory bounded by
+    one window: _WINDOW is a power of two, so the root of each window's leaves is the node of
+    the whole tree at level log2(_WINDOW) (pairs never cross a window boundary, and a last,
+    shorter window promotes its odd nodes exactly as the whole level does), and the tree over
+    the window roots is the rest of the whole tree."""
+    return merkle_root([merkle_root(window) for window in _leaf_windows(table, dataset_salt)])
 
 
 def _check_schema(table: Table, schema: Schema) -> None:
