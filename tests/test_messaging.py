@@ -632,6 +632,15 @@ def test_mailbox_round_trip(world: World) -> None:
     assert all(m.receiver == world.me.address and m.kind == "share" and m.round == 1 for m in got)
 
 
+def test_inbox_reads_are_bounded_and_each_goes_through_every_message(world: World) -> None:
+    for i in range(5):
+        assert world.post(world.seal(world.alice, i, b"m%d" % i)).status_code == 202
+    assert [m.payload for m in world.inbox.read(TASK, 1, limit=2)] == [b"m1", b"m2"]
+    assert [m.payload for m in world.inbox.read(TASK, 4, limit=2)] == [b"m4"]
+    assert [m.payload for m in world.inbox.each(TASK, batch=2)] == [b"m%d" % i for i in range(5)]
+    assert [m.payload for m in world.inbox.each(TASK, 3, batch=1)] == [b"m3", b"m4"]
+
+
 def test_mailbox_duplicate_and_replay(world: World) -> None:
     raw = world.seal(world.alice, 0, b"share-0")
     assert world.post(raw).status_code == 202

@@ -177,14 +177,16 @@ class FakeInbox:
         self.clock = clock
         self.messages = list(messages)
         self.reads = 0
+        self.largest_read = 0
 
-    def read(self, task_id: int, start: int, wait: float = 0.0) -> list[Message]:
+    def read(self, task_id: int, start: int, wait: float = 0.0, limit: int | None = None) -> list[Message]:
         assert task_id == TASK_ID
         self.reads += 1
         assert self.reads < 100_000, "the driver loops without waiting"
         if start >= len(self.messages):
             self.clock.advance(wait)
-        return list(self.messages[start:])
+        self.largest_read = max(self.largest_read, len(self.messages[start:][:limit]))
+        return list(self.messages[start:][:limit])
 
 
 @dataclass
@@ -405,6 +407,17 @@ def test_messages_are_delivered_sealed_recorded_and_counted() -> None:
     assert all(deadline == pytest.approx(60.0) for *_, deadline in t.courier.delivered)
     assert t.progress.updates[0][:3] == (Phase.RUNNING, 0.0, "protocol started")
     assert t.driver.seconds > 0
+
+
+def test_a_backlog_is_read_a_batch_at_a_time() -> None:
+    """A task's inbox can hold a gigabyte when this party falls behind (a 10 M psi-ot's rows):
+    the driver takes READ_BATCH messages per turn, never the whole backlog."""
+    bob, carol = party(Tally, B, 1, count=40), party(Tally, C, 2, count=40)
+    t = rig(R, others=[bob, carol], incoming=started(bob, carol))
+    recipient = party(Tally, R, 0, count=40)
+    t.driver.run(recipient)
+    assert recipient.done and recipient.total == 40 * 1 + 40 * 2
+    assert t.driver.received == 80 and t.inbox.largest_read == ProtocolDriver.READ_BATCH < 80
 
 
 def test_a_non_recipient_delivers_with_the_message_timeout_and_counts_replies() -> None:

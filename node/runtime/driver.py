@@ -101,7 +101,7 @@ class DriverLedger(Protocol):
 class InboxReader(Protocol):
     """The task's accepted messages (`pcn.runtime.inbox.Inbox`)."""
 
-    def read(self, task_id: int, start: int, wait: float = 0.0) -> list[Message]: ...
+    def read(self, task_id: int, start: int, wait: float = 0.0, limit: int | None = None) -> list[Message]: ...
 
 
 class Courier(Protocol):
@@ -171,6 +171,7 @@ class ProtocolDriver:
     # How long one inbox read blocks for a message, how long idle before the progress says
     # "waiting", how often the chain is asked whether the task or this party is over.
     READ_WAIT = 0.5
+    READ_BATCH = 16  # messages taken from the inbox per turn: a backlog is never read whole
     WAITING_AFTER = 1.0
     STATUS_EVERY = 2.0
 
@@ -263,7 +264,7 @@ class ProtocolDriver:
         in (or, when none did, what being idle calls for)."""
         self._heartbeat_if_due()
         self._recheck_if_due()
-        msgs = self.inbox.read(self.task_id, self.index, wait=self.READ_WAIT)
+        msgs = self.inbox.read(self.task_id, self.index, wait=self.READ_WAIT, limit=self.READ_BATCH)
         if not msgs:
             self.idle()
             return

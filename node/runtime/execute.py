@@ -498,7 +498,7 @@ class TaskRunner:
         h = hashlib.sha256(b"pcn/transcript/v2")
         for field, digest in record.sent():
             h.update(b"S" + field + b"=" + digest)
-        for m in self.inbox.read(self.task_id, 0):
+        for m in self.inbox.each(self.task_id):
             h.update(b"R" + message_digest(m))
         return h.digest()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,6 +52,9 @@ Outcome = Literal["new", "duplicate", "replay", "gap", "closed", "quota"]
 # Defaults of the byte quotas (node config `mailbox_task_quota`, `mailbox_sender_quota`).
 TASK_QUOTA = 1024 * 1024 * 1024
 SENDER_QUOTA = 256 * 1024 * 1024
+
+# Messages a reader takes from Redis at a time (each at most the mailbox's 8 MiB body).
+READ_BATCH = 16
 
 # How long a finished task's inbox stays closed: late re-sends from a resumed peer are then
 # acknowledged without storing anything (no inbox is recreated after its deletion).
@@ -135,15 +139,24 @@ class Inbox:
                 return Accepted(out)
         raise RuntimeError(f"the inbox's accept script returned {out!r}")
 
-    def read(self, task_id: int, start: int, wait: float = 0.0) -> list[Message]:
-        """Messages from index `start` on; waits up to `wait` seconds for at least one."""
+    def read(self, task_id: int, start: int, wait: float = 0.0, limit: int | None = None) -> list[Message]:
+        """Messages from index `start` on, at most `limit` of them (None: all); waits up to
+        `wait` seconds for at least one. A limit bounds what a reader holds at once: a task's
+        inbox can hold a gigabyte (a 10 M psi-ot's rows) when the reader falls behind."""
         key = self._keys(task_id)[1]
+        stop = -1 if limit is None else start + max(1, limit) - 1
         deadline = time.monotonic() + wait
         while True:
-            raw = self.r.lrange(key, start, -1)
+            raw = self.r.lrange(key, start, stop)
             if raw or time.monotonic() >= deadline:
                 return [decode(x) for x in raw]
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def each(self, task_id: int, start: int = 0, batch: int = READ_BATCH) -> Iterator[Message]:
+        """Every message from index `start` on, read `batch` at a time."""
+        while msgs := self.read(task_id, start, limit=batch):
+            yield from msgs
+            start += len(msgs)
 
     def delete(self, task_id: int) -> list[str]:
         """Delete a task's messages and close its inbox to late arrivals."""
