@@ -47,9 +47,12 @@ def network_fixture(root: Path, deployment: Deployment, names: list[str], **kw: 
         net.redis.stop()
 
 
-def breast_cancer_split(net: Network, guest: str, host: str) -> tuple[int, int, np.ndarray, np.ndarray, list[str]]:
+def breast_cancer_split(
+    net: Network, guest: str, host: str, tag: str = "bc"
+) -> tuple[int, int, np.ndarray, np.ndarray, list[str]]:
     """scikit-learn's breast-cancer data, standardised, split vertically: `guest` holds 10
-    features and the label, `host` the other 20, both keyed by the same IDs."""
+    features and the label, `host` the other 20, both keyed by the same IDs (registered as
+    datasets `tag`-guest and `tag`-host)."""
     from sklearn.datasets import load_breast_cancer
 
     data = load_breast_cancer()
@@ -58,6 +61,6 @@ def breast_cancer_split(net: Network, guest: str, host: str) -> tuple[int, int, 
     ids = [f"A{i:04d}" for i in range(len(y))]
     guest_rows = [[ids[i], *(f"{v:.8f}" for v in x[i, :10]), str(y[i])] for i in range(len(y))]
     host_rows = [[ids[i], *(f"{v:.8f}" for v in x[i, 10:])] for i in range(len(y))]
-    g = register_rows(net, guest, ["id", *(f"g{j}" for j in range(10)), "label"], guest_rows, "bc-guest")
-    h = register_rows(net, host, ["id", *(f"h{j}" for j in range(20))], host_rows, "bc-host")
+    g = register_rows(net, guest, ["id", *(f"g{j}" for j in range(10)), "label"], guest_rows, f"{tag}-guest")
+    h = register_rows(net, host, ["id", *(f"h{j}" for j in range(20))], host_rows, f"{tag}-host")
     return g, h, x, y, ids
