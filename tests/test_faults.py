@@ -100,6 +100,35 @@ def test_worker_killed_mid_training_resumes_from_the_last_epoch(net: Network, vi
     assert [m["epoch"] for m in metrics] == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("victim", ["bank", "telecom"])
+def test_worker_killed_mid_boosting_resumes_from_the_last_tree(net: Network, victim: str) -> None:
+    """hetero-sbt: the killed party restarts from its last tree checkpoint, not from zero, and
+    the model has every tree once."""
+    from tests.nodes import breast_cancer_split
+
+    org = net.by_name(victim)
+    g, h, *_ = breast_cancer_split(net, "bank", "telecom")
+    params = {"label_column": "label", "trees": 5, "max_depth": 3, "key_bits": 2048, "validation_fraction": 0.2}
+    sub = submit_task(
+        net.by_name("bank").ledger, algorithm="hetero-sbt", dataset_ids=[g, h], params=params, recipient="bank"
+    )
+    approve_all(net, sub.task_id)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if any(e.action == "checkpoint" and e.task_id == sub.task_id for e in org.ctx.log.entries()):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"{victim} never checkpointed a tree")
+    for pid in org.worker_processes():
+        os.kill(pid, signal.SIGKILL)
+    _assert_clean_completion(net, sub.task_id)
+    resumed = [e for e in org.ctx.log.entries() if e.task_id == sub.task_id and e.action == "resume"]
+    assert resumed and resumed[0].data["epochs_done"] >= 1  # not from zero
+    result = read_result(net.by_name("bank").ctx, sub.task_id)["result"]
+    assert result["trees_built"] == 5 and [m["tree"] for m in result["metrics"]] == [1, 2, 3, 4, 5]
+
+
 def _assert_clean_completion(net: Network, task_id: int) -> None:
     assert net.wait_final(task_id, timeout=400) is TaskStatus.COMPLETED
     for o in net.orgs:
