@@ -79,6 +79,15 @@ def entries(org: Org, task_id: int, action: str) -> list:
     return [e for e in org.ctx.log.entries() if e.task_id == task_id and e.action == action]
 
 
+def logged(org: Org, task_id: int, action: str, timeout: float = 30.0) -> list:
+    """The entries once there is one: a node logs a refusal after its transaction is mined
+    (the entry names the transaction), so the chain can show REFUSED a moment before it."""
+    deadline = time.monotonic() + timeout
+    while not (found := entries(org, task_id, action)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def assert_completed_once_each(net: Network, task_id: int) -> None:
     assert net.wait_final(task_id, timeout=400) is TaskStatus.COMPLETED
     for o in net.orgs:
@@ -181,7 +190,7 @@ def test_a_pool_that_keeps_dying_ends_in_a_refusal_after_bounded_rebuilds(net: N
     assert net.admin.participant_state(task_id, telecom.address) is ParticipantState.REFUSED
     rebuilt = entries(telecom, task_id, "compute-pool-rebuilt")
     assert [e.data["rebuilds"] for e in rebuilt] == list(range(1, COMPUTE_POOL_REBUILDS + 1))
-    (refusal,) = entries(telecom, task_id, "refuse")
+    (refusal,) = logged(telecom, task_id, "refuse")
     assert refusal.data["reason"] == "PROTOCOL_FAILURE"
     assert "compute pool processes died" in refusal.data["detail"]
     assert len(kills) > COMPUTE_POOL_REBUILDS
