@@ -242,6 +242,37 @@ def test_compute_pool_map_gives_up_after_bounded_rebuilds() -> None:
     assert runtime_pool._POOL is None  # the broken pool is not kept for the next task
 
 
+def test_a_dropped_pool_leaves_no_process_behind() -> None:
+    """A broken pool's manager thread terminates the processes it knows of without the lock
+    `submit` holds, so a process spawned by a `submit` in that moment outlives the pool: idle,
+    holding memory, and taken for the live pool by anyone listing the worker's children (the
+    fault tests' kill once landed on such a process, and the task it meant to disturb never
+    saw a fault). Dropping the pool ends every process it started, that one included."""
+    import multiprocessing
+
+    from pcn.runtime import pool as runtime_pool
+
+    pool = runtime_pool._compute_pool(2)
+    try:
+        assert list(pool.map(square_slowly, [1, 2])) == [1, 4]
+        assert len(_pool_pids()) == 2
+        os.kill(oom_victim(_pool_pids()), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        manager = pool._executor_manager_thread  # type: ignore[attr-defined]
+        while manager is not None and manager.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pool._broken  # type: ignore[attr-defined]
+        # the process a racing submit spawned: in the pool's table, missed by its clean-up
+        late = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(120,))
+        late.start()
+        pool._processes[late.pid] = late  # type: ignore[attr-defined]
+        assert late.is_alive()
+    finally:
+        runtime_pool._drop_pool(pool)
+    assert not late.is_alive()
+    assert runtime_pool._POOL is None and _pool_pids() == []
+
+
 def _pool_pids() -> list[int]:
     """This process's spawned pool processes."""
     kids = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()

@@ -45,11 +45,26 @@ def _compute_pool(processes: int) -> ProcessPoolExecutor:
 
 
 def _drop_pool(pool: ProcessPoolExecutor) -> None:
-    """Forget a broken pool, so that neither this task nor the worker's next one uses it."""
+    """Forget a broken pool, so that neither this task nor the worker's next one uses it, and
+    end every process it started.
+
+    The executor's own clean-up is not enough: its manager thread terminates the processes it
+    knows of when it finds the pool broken, without the lock `submit` holds, so a process that
+    `submit` spawns in that moment (pools spawn on demand) is never terminated. It lives on,
+    idle, with the worker's memory, and is mistaken for the live pool by whoever looks at the
+    worker's children. The caller is the pool's only submitter and its `submit` has returned,
+    so every process the pool started is in `_processes` now (private to concurrent.futures:
+    the only list of them)."""
     global _POOL
     if _POOL is pool:
         _POOL = None
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.kill()
+    for proc in processes:
+        proc.join(timeout=5)
 
 
 def compute_pool_map(
