@@ -34,7 +34,7 @@ def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         summary = json.loads(proc.stdout)
         tasks = summary["tasks"]
-        assert [t["status"] for t in tasks] == ["completed"] * 5 + ["refused"]
+        assert [t["status"] for t in tasks] == ["completed"] * 6 + ["refused"]
         assert tasks[0]["matches_chain"] is True and tasks[0]["equals_plaintext"] is True
         assert tasks[0]["receipts"] == tasks[0]["participants"] == 3
         assert tasks[0]["gas"]["total"] == sum(v for k, v in tasks[0]["gas"].items() if k != "total") > 0
@@ -43,7 +43,10 @@ def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
         assert tasks[2]["derived_dataset"] > 3
         assert 0 < tasks[3]["hits"] < tasks[3]["queried"]
         assert tasks[4]["auc"] > 0.75 and tasks[4]["epochs"] >= 2 and tasks[4]["rows"] > 100
-        assert tasks[5]["refusal"] == "FINGERPRINT_MISMATCH" and tasks[5]["receipts"] == 0
+        # SecureBoost on the same aligned sample: every tree built, both AUCs reported
+        assert tasks[5]["trees"] == 5 and tasks[5]["lr_auc"] == tasks[4]["auc"]
+        assert tasks[5]["train_auc"] > 0.75 and tasks[5]["validation_auc"] > 0.65
+        assert tasks[6]["refusal"] == "FINGERPRINT_MISMATCH" and tasks[6]["receipts"] == 0
         # the regulator's dashboard is up, asks for a sign-in, and the printed key holds the role
         board = summary["dashboard"]
         assert board["url"] == f"http://127.0.0.1:{dash}"
@@ -52,8 +55,8 @@ def test_demo_runs_the_whole_scenario_and_stops_cleanly(tmp_path: Path) -> None:
         from eth_account import Account
 
         assert Account.from_key(board["regulator_key"]).address == board["regulator"]
-        # receipts are counted against each task's own participants: PSI alignment, query and LR are two-party
-        assert [(t["receipts"], t["participants"]) for t in tasks[3:]] == [(2, 2), (2, 2), (0, 3)]
+        # receipts are counted against each task's own participants: query, LR and trees are two-party
+        assert [(t["receipts"], t["participants"]) for t in tasks[3:]] == [(2, 2), (2, 2), (2, 2), (0, 3)]
         _run_printed_commands(summary["commands"], env)
     finally:
         down = subprocess.run([*cmd, "--down"], capture_output=True, text=True, env=env, timeout=120)
