@@ -41,16 +41,16 @@ from pcn.algorithms.hetero_lr.protocol import (
     HeteroLrGuest,
     HeteroLrHost,
     HeteroLrProtocol,
-    model_commitment,
 )
 from pcn.algorithms.hetero_lr_predict.protocol import (
     HeteroLrPredictGuest,
     HeteroLrPredictHost,
     HeteroLrPredictProtocol,
 )
-from pcn.algorithms.vertical import Drbg
+from pcn.algorithms.vertical import Drbg, model_commitment
 from pcn.crypto.paillier import PaillierPrivateKey, encode_array
 from pcn.data.table import Table
+from tests.protocol_runs import drive
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_breast_cancer  # noqa: E402
@@ -333,64 +333,6 @@ def test_transcript_is_deterministic_and_order_independent() -> None:
 
 
 # -- checkpoints and resumption ------------------------------------------------------------------
-
-
-def drive(
-    parties: dict[str, HeteroLrProtocol],
-    initial: list[Message],
-    crash: tuple[str, Callable[[HeteroLrProtocol], bool]] | None = None,
-    lose_output: bool = False,
-) -> None:
-    """run_local with the runtime's inbox semantics: per-link FIFO, duplicates (a replaying
-    party re-sending a sequence number already delivered) are dropped after checking they
-    are byte-identical. With `crash` = (party, when), that party's worker is killed once
-    `when(party)` holds after a delivery and resumed from its last checkpoint: the runtime
-    replays the messages it received from `resume_from` on. With `lose_output`, the worker
-    dies before delivering what it sent in that last call."""
-    queues: dict[tuple[str, str], deque[Message]] = {}
-    sent: dict[tuple[str, str, int], Message] = {}
-    delivered: dict[str, list[Message]] = {me: [] for me in parties}
-    for me, p in parties.items():
-        for sender, seq in p.resume_from.items():
-            for s in range(seq):
-                sent[(sender, me, s)] = Message(sender, me, -1, "already-delivered", b"", s)
-
-    def post(msgs: list[Message]) -> None:
-        for m in msgs:
-            key = (m.sender, m.receiver, m.seq)
-            if key in sent:
-                if sent[key].kind != "already-delivered":
-                    assert sent[key] == m, "a replayed message differs from the original"
-                continue
-            sent[key] = m
-            queues.setdefault((m.sender, m.receiver), deque()).append(m)
-
-    post(initial)
-    crashed = False
-    while True:
-        links = [k for k, q in queues.items() if q]
-        if not links:
-            break
-        msg = queues[links[0]].popleft()
-        receiver = parties[msg.receiver]
-        delivered[msg.receiver].append(msg)
-        out = receiver.receive(msg)
-        if crash is not None and not crashed and msg.receiver == crash[0] and crash[1](receiver):
-            crashed = True
-            if not lose_output:
-                post(out)
-            blob = receiver.checkpoint()
-            assert blob is not None
-            new = HeteroLrProtocol.resume(receiver.ctx, receiver.data, blob)
-            parties[msg.receiver] = new
-            post(new.start())
-            for old in delivered[msg.receiver]:
-                if old.seq >= new.resume_from.get(old.sender, 0):
-                    post(new.receive(old))
-        else:
-            post(out)
-    assert crash is None or crashed
-    assert all(p.done for p in parties.values())
 
 
 @pytest.fixture(scope="module")

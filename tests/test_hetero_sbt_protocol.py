@@ -44,8 +44,8 @@ from pcn.algorithms.hetero_sbt.protocol import (
     HeteroSbtGuest,
     HeteroSbtHost,
     HeteroSbtProtocol,
-    model_commitment,
 )
+from pcn.algorithms.hetero_sbt.trees import model_commitment
 from pcn.algorithms.hetero_sbt_predict.protocol import (
     KIND_DECISIONS,
     HeteroSbtPredictGuest,
@@ -53,6 +53,7 @@ from pcn.algorithms.hetero_sbt_predict.protocol import (
     HeteroSbtPredictProtocol,
 )
 from pcn.data.table import Table
+from tests.protocol_runs import drive
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_breast_cancer  # noqa: E402
@@ -357,63 +358,6 @@ def test_parallel_map_gives_the_same_run() -> None:
     for p in parallel:
         p.ctx.parallel_map = lambda fn, items: calls.append(len(items)) or pickling_map(fn, items)
     assert run_local(parallel) == t_serial and calls
-
-
-def drive(
-    parties: dict[str, HeteroSbtProtocol],
-    initial: list[Message],
-    crash: tuple[str, Callable[[HeteroSbtProtocol], bool]] | None = None,
-    lose_output: bool = False,
-) -> None:
-    """run_local with the runtime's inbox semantics (per-link FIFO; a replayed sequence number
-    is dropped after checking it is byte-identical to the original). With `crash`, that party's
-    worker is killed once `when(party)` holds after a delivery and resumed from its last
-    checkpoint, the runtime replaying what it received from `resume_from` on; with
-    `lose_output`, it dies before its messages of that call leave."""
-    queues: dict[tuple[str, str], deque[Message]] = {}
-    sent: dict[tuple[str, str, int], Message] = {}
-    delivered: dict[str, list[Message]] = {me: [] for me in parties}
-    for me, p in parties.items():
-        for sender, seq in p.resume_from.items():
-            for s in range(seq):
-                sent[(sender, me, s)] = Message(sender, me, -1, "already-delivered", b"", s)
-
-    def post(msgs: list[Message]) -> None:
-        for m in msgs:
-            key = (m.sender, m.receiver, m.seq)
-            if key in sent:
-                if sent[key].kind != "already-delivered":
-                    assert sent[key] == m, "a replayed message differs from the original"
-                continue
-            sent[key] = m
-            queues.setdefault((m.sender, m.receiver), deque()).append(m)
-
-    post(initial)
-    crashed = False
-    while True:
-        links = [k for k, q in queues.items() if q]
-        if not links:
-            break
-        msg = queues[links[0]].popleft()
-        receiver = parties[msg.receiver]
-        delivered[msg.receiver].append(msg)
-        out = receiver.receive(msg)
-        if crash is not None and not crashed and msg.receiver == crash[0] and crash[1](receiver):
-            crashed = True
-            if not lose_output:
-                post(out)
-            blob = receiver.checkpoint()
-            assert blob is not None
-            new = HeteroSbtProtocol.resume(receiver.ctx, receiver.data, blob)
-            parties[msg.receiver] = new
-            post(new.start())
-            for old in delivered[msg.receiver]:
-                if old.seq >= new.resume_from.get(old.sender, 0):
-                    post(new.receive(old))
-        else:
-            post(out)
-    assert crash is None or crashed
-    assert all(p.done for p in parties.values())
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pcn.algorithms.base import ProtocolError, checked_float, checked_int, is_finite_number
+from pcn.algorithms.vertical import feature_columns, paillier_key_bits, training_label
 
 KEY_BITS = (2048, 3072)  # Paillier moduli of at least 112-bit security (NIST SP 800-57)
 # Smaller sizes a test may monkeypatch in for speed (e.g. (1024,)); always empty in a node.
@@ -20,7 +21,6 @@ MAX_BATCH = 1 << 24
 MIN_BATCH = 16
 MAX_LEARNING_RATE = 100.0
 MAX_L2 = 1e6
-MAX_FEATURES = 10_000
 MAX_CLASS_WEIGHT = 1e6
 MAX_SEED = (1 << 64) - 1
 
@@ -51,37 +51,6 @@ def _int(params: dict[str, Any], key: str, lo: int, hi: int) -> int:
     return checked_int(params.get(key, DEFAULTS[key]), key, lo, hi, _fail)
 
 
-def _column(v: object, what: str) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _fail(f"{what} must be a non-empty column name, got {v!r}")
-    return v
-
-
-def _features(v: object, label: str) -> dict[str, list[str]]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _fail("'features' must be an object {participant address: [column, ...]}")
-    out: dict[str, list[str]] = {}
-    for who, cols in v.items():
-        if not isinstance(who, str) or not who:
-            raise _fail(f"'features' key {who!r} is not a participant address")
-        key = who.lower()
-        if key in out:
-            raise _fail(f"'features' names {who!r} twice")
-        if not isinstance(cols, list):
-            raise _fail(f"'features.{who}' must be a list of column names")
-        names = [_column(c, f"'features.{who}' entry") for c in cols]
-        if len(set(names)) != len(names):
-            raise _fail(f"'features.{who}' has duplicate columns")
-        if label in names:
-            raise _fail(f"'features.{who}' must not contain the label column {label!r}")
-        if len(names) > MAX_FEATURES:
-            raise _fail(f"'features.{who}' has more than {MAX_FEATURES} columns")
-        out[key] = names
-    return out
-
-
 def _class_weight(v: object) -> str | dict[str, float] | None:
     if v is None or v == "balanced":
         return v
@@ -98,26 +67,16 @@ def _class_weight(v: object) -> str | dict[str, float] | None:
 
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Check `params` and return them normalised, with every default filled in."""
-    if not isinstance(params, dict):
-        raise _fail(f"params must be a JSON object, got {type(params).__name__}")
-    unknown = set(params) - KEYS
-    if unknown:
-        raise _fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KEYS)}")
-    if "label_column" not in params:
-        raise _fail("'label_column' (the guest's 0/1 label column) is required")
-    label = _column(params["label_column"], "'label_column'")
+    label = training_label(params, KEYS, "the guest's 0/1 label column", _fail)
     batch = params.get("batch_size", DEFAULTS["batch_size"])
     if isinstance(batch, bool) or not isinstance(batch, int) or not (batch == -1 or MIN_BATCH <= batch <= MAX_BATCH):
         raise _fail(f"'batch_size' must be -1 (full batch) or an integer in [{MIN_BATCH}, {MAX_BATCH}], got {batch!r}")
     standardize = params.get("standardize", DEFAULTS["standardize"])
     if not isinstance(standardize, bool):
         raise _fail(f"'standardize' must be true or false, got {standardize!r}")
-    key_bits = params.get("key_bits", DEFAULTS["key_bits"])
-    if isinstance(key_bits, bool) or key_bits not in KEY_BITS + TEST_ONLY_KEY_BITS:
-        raise _fail(
-            f"'key_bits' must be one of {list(KEY_BITS)} (smaller Paillier keys are below 112-bit security), "
-            f"got {key_bits!r}"
-        )
+    key_bits = paillier_key_bits(
+        params.get("key_bits", DEFAULTS["key_bits"]), KEY_BITS + TEST_ONLY_KEY_BITS, KEY_BITS, _fail
+    )
     seed_split = params.get("seed_split")
     if seed_split is not None and (isinstance(seed_split, bool) or not isinstance(seed_split, int)):
         raise _fail(f"'seed_split' must be null or an integer, got {seed_split!r}")
@@ -125,7 +84,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
         raise _fail(f"'seed_split' must be between 0 and {MAX_SEED}, got {seed_split}")
     return {
         "label_column": label,
-        "features": _features(params.get("features"), label),
+        "features": feature_columns(params.get("features"), label, _fail),
         "learning_rate": _float(params, "learning_rate", 0.0, MAX_LEARNING_RATE, open_lo=True),
         "l2": _float(params, "l2", 0.0, MAX_L2, open_lo=False),
         "batch_size": batch,

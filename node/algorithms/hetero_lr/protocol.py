@@ -103,20 +103,17 @@ in case they were never delivered: peers drop duplicates by sequence number), an
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 from gmpy2 import mpz
 
-from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, ProtocolError
 from pcn.algorithms.hetero_lr.common import (
     DOMAIN,
     SeededObfuscator,
@@ -141,15 +138,17 @@ from pcn.algorithms.hetero_lr.common import (
 )
 from pcn.algorithms.hetero_lr.params import validate_params as _validate_params
 from pcn.algorithms.vertical import (
-    Assembly,
+    KIND_MODEL,
+    KIND_RESULT,
+    KIND_SETUP,
+    ROUND_FINAL,
+    ROUND_SETUP,
+    SETUP,
     Drbg,
-    add_frame,
-    canonical_json,
-    frames,
+    VerticalTraining,
     from_fixed,
     ids_hash,
     matvec,
-    model_commitment,
     numeric,
     pair_seed,
     rmatvec,
@@ -170,18 +169,14 @@ COMMITMENT = CommitmentScheme(
     error="a hetero-lr opening is the host model commitments followed by the salt, 32 bytes each",
 )
 
-CHECKPOINT_VERSION = 1
 
 P_U = 32  # fractional bits of encrypted scores u and of ¼s
 P_D = 64  # of the encrypted residual s⊙d (a product of two P_U quantities)
 P_X = 24  # of the plaintext features in X^T·[[·]]
 
-ROUND_SETUP = 1
 ROUND_EPOCH = 1 << 40
 ROUND_STEP = 8
-ROUND_FINAL = 1 << 62
 
-KIND_SETUP = "setup"
 KIND_RESIDUAL = "residual"
 KIND_SHARE = "score-share"
 KIND_CONTRIB = "contrib"
@@ -191,8 +186,6 @@ KIND_GRAD_PLAIN = "grad-unmasked"
 KIND_GUEST_GRAD_PLAIN = "guest-grad-unmasked"
 KIND_EVAL = "eval"
 KIND_EPOCH_END = "epoch-end"
-KIND_MODEL = "model-commit"
-KIND_RESULT = "result-hash"
 
 STEP_KINDS = {
     KIND_RESIDUAL: 1,
@@ -212,8 +205,8 @@ FROM_HOST_TO_HOST = {KIND_SETUP, KIND_CONTRIB, KIND_MODEL}
 LOG2 = math.log(2.0)
 
 # phases
-SETUP, STEP, WAIT_SHARES, WAIT_GRADS, WAIT_OWN, WAIT_EVAL, WAIT_COMMITS = range(7)
-WAIT_RESIDUAL, WAIT_CONTRIBS, WAIT_GUEST_GRAD, WAIT_GRAD, WAIT_EPOCH_END, WAIT_FINAL, DONE = range(7, 14)
+STEP, WAIT_SHARES, WAIT_GRADS, WAIT_OWN, WAIT_EVAL, WAIT_COMMITS = range(1, 7)
+WAIT_RESIDUAL, WAIT_CONTRIBS, WAIT_GUEST_GRAD, WAIT_GRAD, WAIT_EPOCH_END, WAIT_FINAL = range(7, 13)
 
 
 def step_round(epoch: int, step: int, phase: int) -> int:
@@ -229,25 +222,18 @@ def _floats(a: np.ndarray) -> list[float]:
 
 
 @dataclass(eq=False)
-class HeteroLrProtocol(Protocol):
+class HeteroLrProtocol(VerticalTraining):
     name: ClassVar[str] = "hetero-lr"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    resumable: ClassVar[bool] = True
-    role: ClassVar[str]  # "guest" or "host", what the setup message announces
+    unit: ClassVar[str] = "epoch"
+    units_param: ClassVar[str] = "epochs"
 
-    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _guest: str = field(default="", init=False, repr=False)
-    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
-    _features: list[str] = field(default_factory=list, init=False, repr=False)
-    _ids_hash: bytes = field(default=b"", init=False, repr=False)
-    _n: int = field(default=0, init=False, repr=False)
     _X: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), init=False, repr=False)
     _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _weighted: bool = field(default=False, init=False, repr=False)
     _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     # setup
-    _setups: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _host_features: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _guest_features: int = field(default=0, init=False, repr=False)
     _pk_g: PaillierPublicKey | None = field(default=None, init=False, repr=False)
@@ -256,42 +242,13 @@ class HeteroLrProtocol(Protocol):
     _obf_l: SeededObfuscator | None = field(default=None, init=False, repr=False)
     _shuffle_key: bytes = field(default=b"", init=False, repr=False)
     # progress through the rounds
-    _phase: int = field(default=SETUP, init=False, repr=False)
     _epoch: int = field(default=0, init=False, repr=False)
     _step: int = field(default=0, init=False, repr=False)
     _batches: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
-    _floor: int = field(default=0, init=False, repr=False)
-    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _parts: dict[tuple[str, int, str], Assembly] = field(default_factory=dict, init=False, repr=False)
-    _inbox: dict[tuple[str, int, str], bytes] = field(default_factory=dict, init=False, repr=False)
-    _consumed: set[tuple[str, int, str]] = field(default_factory=set, init=False, repr=False)
     # per-step scratch
     _scratch: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     # outcome
     _metrics: list[dict[str, float]] = field(default_factory=list, init=False, repr=False)
-    _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
-    _resumed: bool = field(default=False, init=False, repr=False)
-    _resend: list[Message] = field(default_factory=list, init=False, repr=False)
-    _checkpoint: bytes | None = field(default=None, init=False, repr=False)
-    _checkpoint_epoch: int = field(default=0, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError("hetero-lr needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
-        lowered = {p.lower() for p in ctx.participants}
-        strangers = sorted(set(self._p["features"]) - lowered)
-        if strangers:
-            raise ProtocolError(f"invalid hetero-lr params: 'features' names non-participant(s) {strangers}")
-        self._guest = ctx.recipient
-        self._hosts = [p for p in ctx.participants if p != self._guest]
-        self._load()
 
     @classmethod
     def role_class(cls, ctx: PartyContext) -> type[HeteroLrProtocol]:
@@ -333,21 +290,9 @@ class HeteroLrProtocol(Protocol):
 
     # -- keys and randomness ------------------------------------------------------------------
 
-    def _key(self, label: str) -> bytes:
-        return self.secret_bytes(f"hetero-lr/{label}", 32)
-
-    def _setup_payload(self) -> bytes:
-        p = self._p
-        body: dict[str, Any] = {
-            "role": self.role,
-            "ids": self._ids_hash.hex(),
-            "rows": self._n,
-            "features": len(self._features),
-            "key_bits": p["key_bits"],
-        }
+    def _setup_extra(self) -> dict[str, Any]:
         self._own_keys()
-        body.update(self._setup_keys())
-        return canonical_json(body)
+        return self._setup_keys()
 
     @abstractmethod
     def _own_keys(self) -> None:
@@ -365,32 +310,9 @@ class HeteroLrProtocol(Protocol):
 
     def _process_setups(self) -> None:
         """Check every peer's setup message and derive keys, obfuscators and pair seeds."""
-        p, ctx = self._p, self.ctx
+        p = self._p
         self._own_keys()
-        infos: dict[str, dict[str, Any]] = {}
-        for peer in ctx.peers:
-            what = f"setup from {peer!r}"
-            try:
-                info = jsonsafe.loads(self._setups[peer])  # a peer's payload: too deep is an error, not a crash
-            except (ValueError, UnicodeDecodeError):
-                raise ProtocolError(f"{what} is not JSON") from None
-            if not isinstance(info, dict):
-                raise ProtocolError(f"{what} is not an object")
-            role = "guest" if peer == self._guest else "host"
-            if info.get("role") != role:
-                raise ProtocolError(f"{what}: role {info.get('role')!r}, expected {role!r}")
-            if info.get("key_bits") != p["key_bits"]:
-                raise ProtocolError(f"{what}: key_bits {info.get('key_bits')!r} differ from the params")
-            if info.get("ids") != self._ids_hash.hex() or info.get("rows") != self._n:
-                raise ProtocolError(
-                    f"datasets are not aligned, run PSI first: the ID list of {peer!r} differs from this party's "
-                    f"({info.get('rows')!r} rows vs {self._n})"
-                )
-            d = info.get("features")
-            if isinstance(d, bool) or not isinstance(d, int) or not (0 if role == "guest" else 1) <= d <= 10_000:
-                raise ProtocolError(f"{what}: bad feature count {d!r}")
-            infos[peer] = info
-        d_guest = self._adopt_setups(infos)
+        d_guest = self._adopt_setups(self._checked_setups())
         widest = max([d_guest + 1, *self._host_features.values()])
         smallest = min_batch(self._n, p["batch_size"])
         if smallest <= widest:
@@ -451,9 +373,6 @@ class HeteroLrProtocol(Protocol):
 
     # -- messages -----------------------------------------------------------------------------
 
-    def _send(self, receiver: str, round_: int, kind: str, payload: bytes) -> list[Message]:
-        return [self.send(receiver, round_, kind, part) for part in frames(payload)]
-
     def _check_round(self, msg: Message) -> None:
         kind, rnd = msg.kind, msg.round
         ok = False
@@ -473,83 +392,11 @@ class HeteroLrProtocol(Protocol):
             ok = rnd == FINAL_KINDS[kind]
         if not ok:
             raise ProtocolError(f"{kind!r} message from {msg.sender!r} with an impossible round {rnd}")
-        if rnd < self._floor:
-            raise ProtocolError(f"stale {kind!r} message from {msg.sender!r} (round {rnd}, this party is past it)")
 
-    @abstractmethod
-    def _allowed(self, sender: str) -> set[str]:
-        """The message kinds this party accepts from `sender`."""
+    def _units_done(self) -> int:
+        return self._epoch
 
-    def start(self) -> list[Message]:
-        self._mark_started()
-        if self._resumed:
-            self.report(self._epoch / self._p["epochs"], f"resumed at epoch {self._epoch + 1}")
-            return list(self._resend) + self._advance()
-        self.report(0.0, f"{self.role}: setting up keys")  # row counts of aligned data are PSI results
-        payload = self._setup_payload()
-        out: list[Message] = []
-        for peer in self.ctx.peers:
-            out += self._send(peer, ROUND_SETUP, KIND_SETUP, payload)
-        return out + self._advance()
-
-    def receive(self, msg: Message) -> list[Message]:
-        self._check_delivery(msg)
-        if self._phase == DONE:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} after the protocol finished")
-        expected = self._recv_next.get(msg.sender, 0)
-        if msg.seq != expected:
-            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
-        self._recv_next[msg.sender] = expected + 1
-        if msg.kind not in self._allowed(msg.sender):
-            raise ProtocolError(f"unexpected {msg.kind!r} message from {msg.sender!r}")
-        self._check_round(msg)
-        key = (msg.kind, msg.round, msg.sender)
-        if key in self._inbox or key in self._consumed:
-            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r} (round {msg.round})")
-        whole = add_frame(self._parts, key, msg.payload, f"{msg.kind!r} message from {msg.sender!r}")
-        if whole is not None:
-            self._inbox[key] = whole
-        return self._advance()
-
-    def _has(self, kind: str, round_: int, senders: list[str]) -> bool:
-        return all((kind, round_, s) in self._inbox for s in senders)
-
-    def _take(self, kind: str, round_: int, sender: str) -> bytes:
-        key = (kind, round_, sender)
-        self._consumed.add(key)
-        return self._inbox.pop(key)
-
-    def _set_floor(self, floor: int) -> None:
-        self._floor = floor
-        self._consumed = {k for k in self._consumed if k[1] >= floor}
-
-    def _advance(self) -> list[Message]:
-        out: list[Message] = []
-        handlers = self._handlers()
-        while self._phase != DONE:
-            msgs = handlers[self._phase]()
-            if msgs is None:
-                break
-            out += msgs
-        return out
-
-    @abstractmethod
-    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
-        """Phase -> this party's handler: the messages it sends on, or None while it still
-        waits for some."""
-
-    # -- setup ----------------------------------------------------------------------------
-
-    def _on_setup(self) -> list[Message] | None:
-        if not self._has(KIND_SETUP, ROUND_SETUP, self.ctx.peers):
-            return None
-        for peer in self.ctx.peers:
-            self._setups[peer] = self._take(KIND_SETUP, ROUND_SETUP, peer)
-        self._process_setups()
-        self._begin_epoch(0)
-        return []
-
-    def _begin_epoch(self, epoch: int) -> None:
+    def _begin_unit(self, epoch: int) -> None:
         self._epoch, self._step = epoch, 0
         self._batches = epoch_batches(self._shuffle_key, epoch, self._n, self._p["batch_size"])
         self._phase = STEP
@@ -609,120 +456,15 @@ class HeteroLrProtocol(Protocol):
 
     # -- checkpoints ----------------------------------------------------------------------------
 
-    def _params_digest(self) -> str:
-        return hashlib.sha256(canonical_json(self._p)).hexdigest()
+    def _unit_state(self) -> dict[str, Any]:
+        return {"weights": _floats(self._w), "metrics": self._metrics}
 
-    def _snapshot(self, resend: list[Message]) -> None:
-        """The state at an epoch boundary, before the next epoch's first message. `resend`
-        are the messages sent in the same call (the guest's "epoch-end"): a worker killed
-        before delivering them re-emits them on resume (peers drop what they already have)."""
-        state = {
-            "v": CHECKPOINT_VERSION,
-            "algorithm": self.name,
-            "task_id": self.ctx.task_id,
-            "party": self.ctx.me,
-            "params": self._params_digest(),
-            "ids": self._ids_hash.hex(),
-            "features": self._features,
-            "epoch": self._epoch,
-            "weights": _floats(self._w),
-            "metrics": self._metrics,
-            "setups": {k: v.hex() for k, v in sorted(self._setups.items())},
-            "sent": dict(sorted(self._seq.items())),
-            "received": dict(sorted(self._recv_next.items())),
-            "inbox": [[k, r, s, v.hex()] for (k, r, s), v in sorted(self._inbox.items())],
-            "parts": [[k, r, s, a.count, [p.hex() for p in a.parts]] for (k, r, s), a in sorted(self._parts.items())],
-            "resend": [[m.receiver, m.round, m.kind, m.seq, m.payload.hex()] for m in resend],
-        }
-        self._checkpoint = canonical_json(state)
-        self._checkpoint_epoch = self._epoch
-        self.ctx.services.save_checkpoint(self._epoch, self._checkpoint)
-
-    def checkpoint(self) -> bytes | None:
-        """The latest epoch-boundary snapshot (None before the first epoch ended)."""
-        return self._checkpoint
-
-    @property
-    def checkpoint_epoch(self) -> int:
-        """Epochs completed in the latest snapshot (0: none)."""
-        return self._checkpoint_epoch
-
-    @classmethod
-    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
-        """This party rebuilt at the epoch boundary of `checkpoint`; call `start()` next, then
-        deliver the peers' messages from `resume_from[sender]` on."""
-        proto = cls.create(ctx, data)
-        proto._restore(checkpoint)
-        return proto
-
-    def _restore(self, blob: bytes) -> None:
-        try:
-            state = json.loads(blob)
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError("checkpoint is not JSON") from None
-        if not isinstance(state, dict) or state.get("v") != CHECKPOINT_VERSION or state.get("algorithm") != self.name:
-            raise ProtocolError("not a hetero-lr checkpoint of this version")
-        if state.get("task_id") != self.ctx.task_id or state.get("party") != self.ctx.me:
-            raise ProtocolError("checkpoint of another task or party")
-        if state.get("params") != self._params_digest():
-            raise ProtocolError("checkpoint was taken with different params")
-        if state.get("ids") != self._ids_hash.hex() or state.get("features") != self._features:
-            raise ProtocolError("checkpoint does not match this party's dataset")
-        try:
-            self._setups = {k: bytes.fromhex(v) for k, v in state["setups"].items()}
-            self._process_setups()
-            epoch = int(state["epoch"])
-            if not 1 <= epoch < self._p["epochs"]:
-                raise ProtocolError(f"checkpoint epoch {epoch} out of range")
-            w = np.array(state["weights"], dtype=np.float64)
-            if w.shape != self._w.shape:
-                raise ProtocolError("checkpoint weights have the wrong shape")
-            self._w = w
-            self._metrics = list(state["metrics"])
-            self._seq = {str(k): int(v) for k, v in state["sent"].items()}
-            self._recv_next = {str(k): int(v) for k, v in state["received"].items()}
-            self._inbox = {(k, int(r), s): bytes.fromhex(v) for k, r, s, v in state["inbox"]}
-            self._parts = {
-                (k, int(r), s): Assembly(int(c), [bytes.fromhex(p) for p in ps]) for k, r, s, c, ps in state["parts"]
-            }
-            me = self.ctx.me
-            self._resend = [Message(me, to, int(r), k, bytes.fromhex(v), int(q)) for to, r, k, q, v in state["resend"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed checkpoint: {exc}") from None
-        self._begin_epoch(epoch)
-        self._checkpoint, self._checkpoint_epoch = blob, epoch
-        self._resumed = True
-        self.resume_from = dict(self._recv_next)
-
-    # -- outcome --------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._phase == DONE
-
-    def model_state(self) -> dict[str, Any]:
-        """This party's part of the trained model (JSON-serialisable), for local storage."""
-        if self._phase != DONE or self._model is None:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return dict(self._model)
-
-    def _salt(self) -> bytes:
-        return self._key("result-salt")
-
-    def _commits(self) -> bytes:
-        return b"".join(self._model_commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if self._phase != DONE or self._result_hash is None:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return COMMITMENT.commit(self._commits(), self._result_hash)
-
-    def commitment_opening(self) -> bytes:
-        """The hosts' model commitments (host order), followed at the guest by its 32-byte
-        result salt; with the result bytes, `commitment_for` recomputes the commitment."""
-        if self._phase != DONE:
-            raise ProtocolError("the hetero-lr protocol has not finished")
-        return self._commits()
+    def _restore_unit_state(self, state: dict[str, Any]) -> None:
+        w = np.array(state["weights"], dtype=np.float64)
+        if w.shape != self._w.shape:
+            raise ProtocolError("checkpoint weights have the wrong shape")
+        self._w = w
+        self._metrics = list(state["metrics"])
 
 
 @dataclass(eq=False)
@@ -914,7 +656,7 @@ class HeteroLrGuest(HeteroLrProtocol):
             self._phase = WAIT_COMMITS
             self._set_floor(ROUND_FINAL)
             return out
-        self._begin_epoch(E + 1)
+        self._begin_unit(E + 1)
         self._snapshot(resend=out)
         return out
 
@@ -922,10 +664,7 @@ class HeteroLrGuest(HeteroLrProtocol):
         if not self._has(KIND_MODEL, ROUND_FINAL, self._hosts):
             return None
         for h in self._hosts:
-            c = self._take(KIND_MODEL, ROUND_FINAL, h)
-            if len(c) != 32:
-                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
-            self._model_commits[h] = c
+            self._read_commit(h)
         self._model = self._guest_state()
         result = {
             "algorithm": self.name,
@@ -942,24 +681,11 @@ class HeteroLrGuest(HeteroLrProtocol):
                 "host_commitments": self._model["host_commitments"],
             },
         }
-        self._result = canonical_json(result)
-        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
-        self._phase = DONE
-        self.report(1.0, f"done after {len(self._metrics)} epochs ({self._stopped})")
-        out: list[Message] = []
-        for h in self._hosts:
-            out += self._send(h, ROUND_FINAL + 1, KIND_RESULT, self._result_hash)
-        return out
+        return self._publish_result(result, f"done after {len(self._metrics)} epochs ({self._stopped})")
 
     def _guest_state(self) -> dict[str, Any]:
         return {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "guest",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
+            **self._model_header(),
             "label_column": self._p["label_column"],
             "standardize": self._p["standardize"],
             "features": self._features,
@@ -969,11 +695,6 @@ class HeteroLrGuest(HeteroLrProtocol):
             "std": _floats(self._std),
             "host_commitments": {h: self._model_commits[h].hex() for h in self._hosts},
         }
-
-    # -- outcome --------------------------------------------------------------------------------
-
-    def commitment_opening(self) -> bytes:
-        return super().commitment_opening() + self._salt()
 
 
 @dataclass(eq=False)
@@ -1172,29 +893,16 @@ class HeteroLrHost(HeteroLrProtocol):
         if flag == b"\x00":
             if self._p["epochs"] <= E + 1:
                 raise ProtocolError("the guest asked for another epoch beyond params epochs")
-            self._begin_epoch(E + 1)
+            self._begin_unit(E + 1)
             self._snapshot(resend=[])
             return []
-        self._model = self._host_state()
-        commit = model_commitment(self._model)
-        self._model_commits[self.ctx.me] = commit
-        self._phase = WAIT_FINAL
-        self._set_floor(ROUND_FINAL)
-        self.report(0.99, f"training stopped after {E + 1} epochs; committing to the model")
-        out: list[Message] = []
-        for peer in self.ctx.peers:
-            out += self._send(peer, ROUND_FINAL, KIND_MODEL, commit)
-        return out
+        return self._commit_to_model(
+            self._host_state(), WAIT_FINAL, f"training stopped after {E + 1} epochs; committing to the model"
+        )
 
     def _host_state(self) -> dict[str, Any]:
         return {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "host",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
+            **self._model_header(),
             "standardize": self._p["standardize"],
             "features": self._features,
             "weights": _floats(self._w),
@@ -1202,20 +910,3 @@ class HeteroLrHost(HeteroLrProtocol):
             "std": _floats(self._std),
             "salt": self._key("model-salt").hex(),
         }
-
-    def _on_final(self) -> list[Message] | None:
-        others = [h for h in self._hosts if h != self.ctx.me]
-        if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
-            return None
-        for h in others:
-            c = self._take(KIND_MODEL, ROUND_FINAL, h)
-            if len(c) != 32:
-                raise ProtocolError(f"model commitment from {h!r} has {len(c)} bytes, expected 32")
-            self._model_commits[h] = c
-        h_r = self._take(KIND_RESULT, ROUND_FINAL + 1, self._guest)
-        if len(h_r) != 32:
-            raise ProtocolError(f"result hash from the guest has {len(h_r)} bytes, expected 32")
-        self._result_hash = h_r
-        self._phase = DONE
-        self.report(1.0, "done; the guest holds the result, this party its part of the model")
-        return []

@@ -42,30 +42,28 @@ builds the class of the party's role.
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, ModelUnavailable, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, ProtocolError
 from pcn.algorithms.vertical import (
     FRAME,
+    KIND_RESULT,
+    PREDICT_ROUND_RESULT,
+    VerticalPrediction,
     add_pair_masks,
     auc,
-    canonical_json,
     frames,
     from_fixed,
-    ids_hash,
     ks,
     log_loss,
     matvec,
-    model_commitment,
-    numeric,
+    model_column,
+    model_task_params,
     pair_seed,
     sigmoid,
-    sort_ids,
     to_fixed,
     x25519_public,
 )
@@ -85,15 +83,7 @@ COMMITMENT = CommitmentScheme(
     error="an opening is the host model commitments followed by the salt, 32 bytes each",
 )
 
-ROUND_SETUP, ROUND_SCORES, ROUND_RESULT = 1, 2, 3
-KIND_SETUP, KIND_SCORES, KIND_RESULT = "setup", "scores", "result-hash"
-PARAM_KEYS = frozenset({"model_task"})
-
-
-def _numeric(table: Table, column: str, order: np.ndarray) -> np.ndarray:
-    if column not in table:
-        raise ProtocolError(f"column {column!r} of the model is not in the dataset; columns are {table.names}")
-    return numeric(table, column, order)
+ROUND_SCORES, KIND_SCORES = 2, "scores"  # after the setup round (1); the result hash is round 3
 
 
 def _floats(values: object, count: int, what: str) -> np.ndarray:
@@ -105,41 +95,18 @@ def _floats(values: object, count: int, what: str) -> np.ndarray:
 
 
 @dataclass(eq=False)
-class HeteroLrPredictProtocol(Protocol):
+class HeteroLrPredictProtocol(VerticalPrediction):
     name: ClassVar[str] = "hetero-lr-predict"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    role: ClassVar[str]  # "guest" or "host", as in training
+    training: ClassVar[str] = "hetero-lr"
+    id_domain: ClassVar[bytes] = DOMAIN
+    host_setup_keys: ClassVar[tuple[str, ...]] = ("model", "x25519")
 
-    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _guest: str = field(default="", init=False, repr=False)
-    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
-    _model: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _commitment: bytes = field(default=b"", init=False, repr=False)
     _w: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _mean: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _std: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
     _b: float = field(default=0.0, init=False, repr=False)
-    _ids: list[str] = field(default_factory=list, init=False, repr=False)
-    _ids_hash: bytes = field(default=b"", init=False, repr=False)
     _u: np.ndarray = field(default_factory=lambda: np.zeros(0), init=False, repr=False)
-    _setups: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
-    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _done: bool = field(default=False, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError("hetero-lr-predict needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
-        self._guest = ctx.recipient
-        self._hosts = [p for p in ctx.participants if p != self._guest]
-        self._load_model()
-        self._load_data()
 
     @classmethod
     def role_class(cls, ctx: PartyContext) -> type[HeteroLrPredictProtocol]:
@@ -148,39 +115,11 @@ class HeteroLrPredictProtocol(Protocol):
 
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(params, dict):
-            raise ProtocolError("invalid hetero-lr-predict params: expected a JSON object")
-        unknown = set(params) - PARAM_KEYS
-        if unknown:
-            raise ProtocolError(
-                f"invalid hetero-lr-predict params: unknown key(s) {sorted(unknown)}; allowed: model_task"
-            )
-        task = params.get("model_task")
-        if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < 2**256:
-            raise ProtocolError(
-                f"invalid hetero-lr-predict params: 'model_task' (the training task id) must be a uint256, got {task!r}"
-            )
-        return {"model_task": task}
+        return model_task_params(params, "hetero-lr-predict")
 
     # -- model and data -----------------------------------------------------------------------
 
-    def _load_model(self) -> None:
-        ctx, task = self.ctx, self._p["model_task"]
-        try:
-            # the state this party's `HeteroLrProtocol.model_state()` returned at the end of `task`
-            state = ctx.services.load_model(task, ctx.me)
-        except ModelUnavailable as exc:
-            raise ModelUnavailable(f"this party holds no hetero-lr model of task {task}: {exc}") from None
-        if not isinstance(state, dict) or state.get("algorithm") != "hetero-lr" or state.get("task_id") != task:
-            raise ProtocolError(f"the stored model of task {task} is not a hetero-lr model of that task")
-        role = self.role
-        if state.get("role") != role or state.get("party") != ctx.me:
-            raise ProtocolError(f"the stored model of task {task} is not this party's {role} part")
-        if state.get("guest") != self._guest:
-            raise ProtocolError(f"the recipient must be the guest of training task {task} ({state.get('guest')!r})")
-        hosts = state.get("hosts")
-        if not isinstance(hosts, list) or sorted(hosts) != sorted(self._hosts):
-            raise ProtocolError(f"the participants must be the parties of training task {task}: guest and {hosts}")
+    def _load_model_part(self, state: dict[str, Any]) -> None:
         features = state.get("features")
         if not isinstance(features, list) or not all(isinstance(c, str) for c in features):
             raise ProtocolError("stored model: bad feature list")
@@ -191,121 +130,19 @@ class HeteroLrPredictProtocol(Protocol):
         if np.any(self._std <= 0):
             raise ProtocolError("stored model: std must be > 0")
         self._load_role_model(state)
-        self._model = state
-        self._commitment = model_commitment(state)
 
     def _load_role_model(self, state: dict[str, Any]) -> None:
         """Checks and takes what only this role's part of the stored model holds."""
 
-    def _load_data(self) -> None:
-        ctx, table = self.ctx, self.data
-        if not isinstance(table, Table):
-            raise ProtocolError(f"hetero-lr-predict needs a Table, got {type(table).__name__}")
-        if not ctx.id_column or ctx.id_column not in table:
-            raise ProtocolError(f"no ID column {ctx.id_column!r}; columns are {table.names}")
-        self._ids, order = sort_ids(table, ctx.id_column, self.name)
-        if not self._ids:
-            raise ProtocolError("no rows to score")
-        self._ids_hash = ids_hash(DOMAIN, ctx.binding, self._ids)
+    def _read_rows(self, table: Table) -> None:
         X = np.empty((len(self._ids), len(self._w)))
         for j, c in enumerate(self._model["features"]):
-            X[:, j] = _numeric(table, c, order)
+            X[:, j] = model_column(table, c, self._order)
         self._u = matvec((X - self._mean) / self._std, self._w) + self._b
-        self._load_labels(table, order)
+        self._load_labels(table, self._order)
 
     def _load_labels(self, table: Table, order: np.ndarray) -> None:
         """Reads the rows' labels where this role can score against them."""
-
-    # -- protocol -------------------------------------------------------------------------------
-
-    def start(self) -> list[Message]:
-        self._mark_started()
-        body: dict[str, Any] = {
-            "role": self.role,
-            "ids": self._ids_hash.hex(),
-            "rows": len(self._ids),
-            "model_task": self._p["model_task"],
-        }
-        body.update(self._setup_keys())
-        payload = canonical_json(body)
-        self.report(0.1, f"scoring with the model of task {self._p['model_task']}")
-        return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in self.ctx.peers]
-
-    def _setup_keys(self) -> dict[str, str]:
-        """What this role's setup message carries besides IDs, rows and the model task."""
-        return {}
-
-    def receive(self, msg: Message) -> list[Message]:
-        self._check_delivery(msg)
-        expected = self._recv_next.get(msg.sender, 0)
-        if msg.seq != expected:
-            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
-        self._recv_next[msg.sender] = expected + 1
-        if (msg.kind, msg.round) == (KIND_SETUP, ROUND_SETUP):
-            if msg.sender in self._setups:
-                raise ProtocolError(f"duplicate setup from {msg.sender!r}")
-            self._setups[msg.sender] = self._check_setup(msg)
-            if len(self._setups) < len(self.ctx.peers):
-                return []
-            return self._after_setup()
-        out = self._on_message(msg)
-        if out is None:
-            raise ProtocolError(f"unexpected {msg.kind!r} message round {msg.round} from {msg.sender!r}")
-        return out
-
-    @abstractmethod
-    def _on_message(self, msg: Message) -> list[Message] | None:
-        """A message after the setup round; None when this role takes no such message."""
-
-    def _check_setup(self, msg: Message) -> dict[str, Any]:
-        who = msg.sender
-        try:
-            info = jsonsafe.loads(msg.payload)  # a peer's payload: too deep is an error, not a crash
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError(f"setup from {who!r} is not JSON") from None
-        if not isinstance(info, dict):
-            raise ProtocolError(f"setup from {who!r} is not an object")
-        role = "guest" if who == self._guest else "host"
-        if info.get("role") != role or info.get("model_task") != self._p["model_task"]:
-            raise ProtocolError(f"setup from {who!r}: wrong role or model task")
-        if info.get("ids") != self._ids_hash.hex() or info.get("rows") != len(self._ids):
-            raise ProtocolError(f"datasets are not aligned, run PSI first: the ID list of {who!r} differs")
-        if role == "host":
-            for key in ("model", "x25519"):
-                v = info.get(key)
-                if not isinstance(v, str) or len(v) != 64:
-                    raise ProtocolError(f"setup from {who!r}: bad {key!r}")
-            commit = bytes.fromhex(info["model"])
-            self._check_host_model(who, commit)
-            self._commits[who] = commit
-        return info
-
-    def _check_host_model(self, host: str, commit: bytes) -> None:
-        """Refuses a host that scores with a model other than the one it committed to, where
-        this role knows that commitment."""
-
-    @abstractmethod
-    def _after_setup(self) -> list[Message]:
-        """What this party sends once it has every peer's setup."""
-
-    # -- outcome --------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def _commit_bytes(self) -> bytes:
-        return b"".join(self._commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if not self._done or self._result_hash is None:
-            raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        return COMMITMENT.commit(self._commit_bytes(), self._result_hash)
-
-    def commitment_opening(self) -> bytes:
-        if not self._done:
-            raise ProtocolError("the hetero-lr-predict protocol has not finished")
-        return self._commit_bytes()
 
 
 @dataclass(eq=False)
@@ -331,16 +168,9 @@ class HeteroLrPredictGuest(HeteroLrPredictProtocol):
     def _load_labels(self, table: Table, order: np.ndarray) -> None:
         label = self._model.get("label_column")
         if isinstance(label, str) and label in table:
-            y = _numeric(table, label, order)
+            y = model_column(table, label, order)
             if np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y):
                 self._y = y
-
-    def _check_host_model(self, host: str, commit: bytes) -> None:
-        if self._model["host_commitments"].get(host) != commit.hex():
-            raise ProtocolError(
-                f"host {host!r} scores with a model other than the one it committed to in training task "
-                f"{self._p['model_task']}"
-            )
 
     def _on_message(self, msg: Message) -> list[Message] | None:
         if (msg.kind, msg.round) == (KIND_SCORES, ROUND_SCORES) and msg.sender in self._hosts:
@@ -396,18 +226,8 @@ class HeteroLrPredictGuest(HeteroLrPredictProtocol):
             "label_column": self._model.get("label_column"),
             "metrics": metrics,
         }
-        self._result = canonical_json(result)
-        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
-        self._done = True
         self._scores.clear()
-        self.report(1.0, "scored; the guest holds the scores")
-        return [self.send(h, ROUND_RESULT, KIND_RESULT, self._result_hash) for h in self._hosts]
-
-    def _salt(self) -> bytes:
-        return self.secret_bytes("hetero-lr-predict/result-salt", 32)
-
-    def commitment_opening(self) -> bytes:
-        return super().commitment_opening() + self._salt()
+        return self._publish_result(result)
 
 
 @dataclass(eq=False)
@@ -422,16 +242,11 @@ class HeteroLrPredictHost(HeteroLrPredictProtocol):
         return self.secret_bytes("hetero-lr-predict/x25519", 32)
 
     def _setup_keys(self) -> dict[str, str]:
-        return {"model": self._commitment.hex(), "x25519": x25519_public(self._x25519()).hex()}
+        return {**super()._setup_keys(), "x25519": x25519_public(self._x25519()).hex()}
 
     def _on_message(self, msg: Message) -> list[Message] | None:
-        if (msg.kind, msg.round) == (KIND_RESULT, ROUND_RESULT) and msg.sender == self._guest:
-            if self._result_hash is not None or len(msg.payload) != 32 or len(self._setups) < len(self.ctx.peers):
-                raise ProtocolError(f"unexpected result hash from {msg.sender!r}")
-            self._result_hash = msg.payload
-            self._done = True
-            self.report(1.0, "done; the guest holds the scores")
-            return []
+        if (msg.kind, msg.round) == (KIND_RESULT, PREDICT_ROUND_RESULT) and msg.sender == self._guest:
+            return self._on_result_hash(msg)
         return None
 
     def _after_setup(self) -> list[Message]:

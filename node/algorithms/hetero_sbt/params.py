@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pcn.algorithms.base import ProtocolError, checked_float, checked_int
+from pcn.algorithms.vertical import feature_columns, paillier_key_bits, training_label
 
 KEY_BITS = (2048, 3072)  # Paillier moduli of at least 112-bit security (NIST SP 800-57)
 # Smaller sizes a test may monkeypatch in for speed (e.g. (1024,)); always empty in a node.
@@ -19,7 +20,6 @@ OBJECTIVES = ("binary", "regression")
 MAX_TREES = 1000
 MAX_DEPTH = 12
 MAX_BINS = 255
-MAX_FEATURES = 10_000
 MAX_SEED = (1 << 64) - 1
 
 DEFAULTS: dict[str, Any] = {
@@ -54,59 +54,18 @@ def _int(params: dict[str, Any], key: str, lo: int, hi: int) -> int:
     return checked_int(params.get(key, DEFAULTS[key]), key, lo, hi, _fail)
 
 
-def _column(v: object, what: str) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise _fail(f"{what} must be a non-empty column name, got {v!r}")
-    return v
-
-
-def _features(v: object, label: str) -> dict[str, list[str]]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _fail("'features' must be an object {participant address: [column, ...]}")
-    out: dict[str, list[str]] = {}
-    for who, cols in v.items():
-        if not isinstance(who, str) or not who:
-            raise _fail(f"'features' key {who!r} is not a participant address")
-        key = who.lower()
-        if key in out:
-            raise _fail(f"'features' names {who!r} twice")
-        if not isinstance(cols, list):
-            raise _fail(f"'features.{who}' must be a list of column names")
-        names = [_column(c, f"'features.{who}' entry") for c in cols]
-        if len(set(names)) != len(names):
-            raise _fail(f"'features.{who}' has duplicate columns")
-        if label in names:
-            raise _fail(f"'features.{who}' must not contain the label column {label!r}")
-        if len(names) > MAX_FEATURES:
-            raise _fail(f"'features.{who}' has more than {MAX_FEATURES} columns")
-        out[key] = names
-    return out
-
-
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Check `params` and return them normalised, with every default filled in."""
-    if not isinstance(params, dict):
-        raise _fail(f"params must be a JSON object, got {type(params).__name__}")
-    unknown = set(params) - KEYS
-    if unknown:
-        raise _fail(f"unknown key(s) {sorted(unknown)}; allowed: {sorted(KEYS)}")
-    if "label_column" not in params:
-        raise _fail("'label_column' (the guest's label column) is required")
-    label = _column(params["label_column"], "'label_column'")
+    label = training_label(params, KEYS, "the guest's label column", _fail)
     objective = params.get("objective", DEFAULTS["objective"])
     if objective not in OBJECTIVES:
         raise _fail(f"'objective' must be one of {list(OBJECTIVES)}, got {objective!r}")
-    key_bits = params.get("key_bits", DEFAULTS["key_bits"])
-    if isinstance(key_bits, bool) or key_bits not in KEY_BITS + TEST_ONLY_KEY_BITS:
-        raise _fail(
-            f"'key_bits' must be one of {list(KEY_BITS)} (smaller Paillier keys are below 112-bit security), "
-            f"got {key_bits!r}"
-        )
+    key_bits = paillier_key_bits(
+        params.get("key_bits", DEFAULTS["key_bits"]), KEY_BITS + TEST_ONLY_KEY_BITS, KEY_BITS, _fail
+    )
     out = {
         "label_column": label,
-        "features": _features(params.get("features"), label),
+        "features": feature_columns(params.get("features"), label, _fail),
         "objective": objective,
         "trees": _int(params, "trees", 1, MAX_TREES),
         "max_depth": _int(params, "max_depth", 1, MAX_DEPTH),

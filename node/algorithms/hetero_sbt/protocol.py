@@ -119,20 +119,17 @@ runtime must deliver again.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import struct
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import numpy as np
 from gmpy2 import mpz
 
-from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, ProtocolError
 from pcn.algorithms.hetero_lr.common import (
     SeededObfuscator,
     derive_keypair,
@@ -143,8 +140,19 @@ from pcn.algorithms.hetero_lr.common import (
 )
 from pcn.algorithms.hetero_sbt import crypto, trees
 from pcn.algorithms.hetero_sbt.params import validate_params as _validate_params
-from pcn.algorithms.hetero_sbt.trees import Histogram, Rules, model_commitment
-from pcn.algorithms.vertical import Assembly, Drbg, add_frame, canonical_json, frames, ids_hash, numeric
+from pcn.algorithms.hetero_sbt.trees import Histogram, Rules
+from pcn.algorithms.vertical import (
+    KIND_MODEL,
+    KIND_RESULT,
+    KIND_SETUP,
+    ROUND_FINAL,
+    ROUND_SETUP,
+    SETUP,
+    Drbg,
+    VerticalTraining,
+    ids_hash,
+    numeric,
+)
 from pcn.crypto.paillier import PaillierPrivateKey, PaillierPublicKey
 
 DOMAIN = trees.DOMAIN
@@ -159,24 +167,18 @@ COMMITMENT = CommitmentScheme(
     error="a hetero-sbt opening is the host model commitments followed by the salt, 32 bytes each",
 )
 
-CHECKPOINT_VERSION = 1
 ENCRYPT_CHUNK = 2048  # rows per ChaCha20 stream of the guest's encryption (fixed: bytes never depend on cores)
 
-ROUND_SETUP = 1
 ROUND_TREE = 1 << 16
 ROUND_LEVEL = 16
-ROUND_FINAL = 1 << 62
 LEVEL_TREE_END = 15
 
-KIND_SETUP = "setup"
 KIND_GRADIENTS = "gradients"
 KIND_HISTOGRAMS = "histograms"
 KIND_REQUESTS = "split-requests"
 KIND_PARTITIONS = "partitions"
 KIND_LEVEL_END = "level-end"
 KIND_TREE_END = "tree-end"
-KIND_MODEL = "model-commit"
-KIND_RESULT = "result-hash"
 
 PHASE_OF = {
     KIND_GRADIENTS: 1,
@@ -195,8 +197,8 @@ U32 = struct.Struct(">I")
 REQUEST = struct.Struct(">III")  # node position in the level, feature, bin
 
 # phases
-SETUP, BEGIN_TREE, WAIT_HIST, WAIT_PART, WAIT_COMMITS = range(5)
-WAIT_GRAD, WAIT_REQ, WAIT_LEVEL_END, WAIT_TREE_END, WAIT_FINAL, DONE = range(5, 11)
+BEGIN_TREE, WAIT_HIST, WAIT_PART, WAIT_COMMITS = range(1, 5)
+WAIT_GRAD, WAIT_REQ, WAIT_LEVEL_END, WAIT_TREE_END, WAIT_FINAL = range(5, 10)
 
 
 def tree_round(tree: int, level: int, phase: int) -> int:
@@ -242,18 +244,13 @@ def built_nodes(level: list[Node], pairs: list[tuple[int, int]], is_open: Callab
 
 
 @dataclass(eq=False)
-class HeteroSbtProtocol(Protocol):
+class HeteroSbtProtocol(VerticalTraining):
     name: ClassVar[str] = "hetero-sbt"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    resumable: ClassVar[bool] = True
-    role: ClassVar[str]
+    unit: ClassVar[str] = "tree"
+    units_param: ClassVar[str] = "trees"
+    model_domain: ClassVar[bytes] = trees.MODEL_DOMAIN
 
-    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _guest: str = field(default="", init=False, repr=False)
-    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
-    _features: list[str] = field(default_factory=list, init=False, repr=False)
-    _ids_hash: bytes = field(default=b"", init=False, repr=False)
-    _n: int = field(default=0, init=False, repr=False)
     _bins: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.uint8), init=False, repr=False)
     _edges: list[np.ndarray] = field(default_factory=list, init=False, repr=False)
     _bin_counts: list[int] = field(default_factory=list, init=False, repr=False)
@@ -261,46 +258,13 @@ class HeteroSbtProtocol(Protocol):
     _train: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False)
     _rules: Rules | None = field(default=None, init=False, repr=False)
     _pk: PaillierPublicKey | None = field(default=None, init=False, repr=False)
-    _setups: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     # progress through the rounds
-    _phase: int = field(default=SETUP, init=False, repr=False)
     _tree: int = field(default=0, init=False, repr=False)
     _level: int = field(default=0, init=False, repr=False)
     _nodes: list[Node] = field(default_factory=list, init=False, repr=False)  # the current level
     _pairs: list[tuple[int, int]] = field(default_factory=list, init=False, repr=False)  # sibling positions
     _next_id: int = field(default=0, init=False, repr=False)
     _in_sample: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), init=False, repr=False)
-    _floor: int = field(default=0, init=False, repr=False)
-    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _parts: dict[tuple[str, int, str], Assembly] = field(default_factory=dict, init=False, repr=False)
-    _inbox: dict[tuple[str, int, str], bytes] = field(default_factory=dict, init=False, repr=False)
-    _consumed: set[tuple[str, int, str]] = field(default_factory=set, init=False, repr=False)
-    # outcome
-    _model_commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _model: dict[str, Any] | None = field(default=None, init=False, repr=False)
-    _resumed: bool = field(default=False, init=False, repr=False)
-    _resend: list[Message] = field(default_factory=list, init=False, repr=False)
-    _checkpoint: bytes | None = field(default=None, init=False, repr=False)
-    _checkpoint_tree: int = field(default=0, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError("hetero-sbt needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
-        lowered = {p.lower() for p in ctx.participants}
-        strangers = sorted(set(self._p["features"]) - lowered)
-        if strangers:
-            raise ProtocolError(f"invalid hetero-sbt params: 'features' names non-participant(s) {strangers}")
-        p = self._p
-        self._rules = Rules(p["l2"], p["min_child_weight"], p["min_samples_leaf"], p["min_gain"])
-        self._guest = ctx.recipient
-        self._hosts = [q for q in ctx.participants if q != self._guest]
-        self._load()
 
     @classmethod
     def role_class(cls, ctx: PartyContext) -> type[HeteroSbtProtocol]:
@@ -315,6 +279,7 @@ class HeteroSbtProtocol(Protocol):
 
     def _load(self) -> None:
         p, ctx = self._p, self.ctx
+        self._rules = Rules(p["l2"], p["min_child_weight"], p["min_samples_leaf"], p["min_gain"])
         label = p["label_column"]
         local = load_local(self.data, ctx.id_column, p["features"].get(ctx.me.lower()), {label})
         self._n = len(local.ids)
@@ -340,53 +305,8 @@ class HeteroSbtProtocol(Protocol):
 
     # -- keys, randomness, messages ---------------------------------------------------------------
 
-    def _key(self, label: str) -> bytes:
-        return self.secret_bytes(f"hetero-sbt/{label}", 32)
-
-    def _send(self, receiver: str, round_: int, kind: str, payload: bytes) -> list[Message]:
-        return [self.send(receiver, round_, kind, part) for part in frames(payload)]
-
-    def _setup_payload(self) -> bytes:
-        body: dict[str, Any] = {
-            "role": self.role,
-            "ids": self._ids_hash.hex(),
-            "rows": self._n,
-            "features": len(self._features),
-            "key_bits": self._p["key_bits"],
-        }
-        body.update(self._setup_extra())
-        return canonical_json(body)
-
-    @abstractmethod
-    def _setup_extra(self) -> dict[str, Any]:
-        """What this role's setup message adds (the guest's public key, a host's bin counts)."""
-
     def _process_setups(self) -> None:
-        p = self._p
-        infos: dict[str, dict[str, Any]] = {}
-        for peer in self._setup_peers():
-            what = f"setup from {peer!r}"
-            try:
-                info = jsonsafe.loads(self._setups[peer])
-            except (ValueError, UnicodeDecodeError):
-                raise ProtocolError(f"{what} is not JSON") from None
-            if not isinstance(info, dict):
-                raise ProtocolError(f"{what} is not an object")
-            role = "guest" if peer == self._guest else "host"
-            if info.get("role") != role:
-                raise ProtocolError(f"{what}: role {info.get('role')!r}, expected {role!r}")
-            if info.get("key_bits") != p["key_bits"]:
-                raise ProtocolError(f"{what}: key_bits {info.get('key_bits')!r} differ from the params")
-            if info.get("ids") != self._ids_hash.hex() or info.get("rows") != self._n:
-                raise ProtocolError(
-                    f"datasets are not aligned, run PSI first: the ID list of {peer!r} differs from this party's "
-                    f"({info.get('rows')!r} rows vs {self._n})"
-                )
-            d = info.get("features")
-            if isinstance(d, bool) or not isinstance(d, int) or not (0 if role == "guest" else 1) <= d <= 10_000:
-                raise ProtocolError(f"{what}: bad feature count {d!r}")
-            infos[peer] = info
-        self._adopt_setups(infos)
+        self._adopt_setups(self._checked_setups())
 
     def _setup_peers(self) -> list[str]:
         return list(self._hosts) if self.role == "guest" else [self._guest]
@@ -394,10 +314,6 @@ class HeteroSbtProtocol(Protocol):
     @abstractmethod
     def _adopt_setups(self, infos: dict[str, dict[str, Any]]) -> None:
         """Takes the peers' checked setup messages in."""
-
-    @abstractmethod
-    def _allowed(self, sender: str) -> set[str]:
-        """The message kinds this party accepts from `sender`."""
 
     def _check_round(self, msg: Message) -> None:
         kind, rnd = msg.kind, msg.round
@@ -417,82 +333,16 @@ class HeteroSbtProtocol(Protocol):
             ok = rnd == (ROUND_FINAL if kind == KIND_MODEL else ROUND_FINAL + 1)
         if not ok:
             raise ProtocolError(f"{kind!r} message from {msg.sender!r} with an impossible round {rnd}")
-        if rnd < self._floor:
-            raise ProtocolError(f"stale {kind!r} message from {msg.sender!r} (round {rnd}, this party is past it)")
-
-    def start(self) -> list[Message]:
-        self._mark_started()
-        if self._resumed:
-            self.report(self._tree / self._p["trees"], f"resumed at tree {self._tree + 1}")
-            return list(self._resend) + self._advance()
-        self.report(0.0, f"{self.role}: setting up keys")
-        payload = self._setup_payload()
-        out: list[Message] = []
-        for peer in self._setup_peers():
-            out += self._send(peer, ROUND_SETUP, KIND_SETUP, payload)
-        return out + self._advance()
-
-    def receive(self, msg: Message) -> list[Message]:
-        self._check_delivery(msg)
-        if self._phase == DONE:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} after the protocol finished")
-        expected = self._recv_next.get(msg.sender, 0)
-        if msg.seq != expected:
-            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
-        self._recv_next[msg.sender] = expected + 1
-        if msg.kind not in self._allowed(msg.sender):
-            raise ProtocolError(f"unexpected {msg.kind!r} message from {msg.sender!r}")
-        self._check_round(msg)
-        key = (msg.kind, msg.round, msg.sender)
-        if key in self._inbox or key in self._consumed:
-            raise ProtocolError(f"duplicate {msg.kind!r} message from {msg.sender!r} (round {msg.round})")
-        whole = add_frame(self._parts, key, msg.payload, f"{msg.kind!r} message from {msg.sender!r}")
-        if whole is not None:
-            self._inbox[key] = whole
-        return self._advance()
-
-    def _has(self, kind: str, round_: int, senders: list[str]) -> bool:
-        return all((kind, round_, s) in self._inbox for s in senders)
-
-    def _take(self, kind: str, round_: int, sender: str) -> bytes:
-        key = (kind, round_, sender)
-        self._consumed.add(key)
-        return self._inbox.pop(key)
-
-    def _set_floor(self, floor: int) -> None:
-        self._floor = floor
-        self._consumed = {k for k in self._consumed if k[1] >= floor}
-
-    def _advance(self) -> list[Message]:
-        out: list[Message] = []
-        handlers = self._handlers()
-        while self._phase != DONE:
-            msgs = handlers[self._phase]()
-            if msgs is None:
-                break
-            out += msgs
-        return out
-
-    @abstractmethod
-    def _handlers(self) -> dict[int, Callable[[], list[Message] | None]]:
-        """Phase -> handler: the messages it sends on, or None while it still waits."""
-
-    def _on_setup(self) -> list[Message] | None:
-        peers = self._setup_peers()
-        if not self._has(KIND_SETUP, ROUND_SETUP, peers):
-            return None
-        for peer in peers:
-            self._setups[peer] = self._take(KIND_SETUP, ROUND_SETUP, peer)
-        self._process_setups()
-        self._enter_tree(0)
-        return []
 
     # -- trees and levels (alike at every party) -----------------------------------------------------
 
     def _is_open(self, node: Node) -> bool:
         return trees.open_node(node.depth, node.count, self._p["max_depth"], self._p["min_samples_leaf"])
 
-    def _enter_tree(self, tree: int) -> None:
+    def _units_done(self) -> int:
+        return self._tree
+
+    def _begin_unit(self, tree: int) -> None:
         p = self._p
         self._tree, self._level = tree, 0
         sample = trees.tree_sample(self.ctx.binding, p["seed"], tree, self._train, p["subsample"])
@@ -535,32 +385,11 @@ class HeteroSbtProtocol(Protocol):
 
     # -- checkpoints -------------------------------------------------------------------------------
 
-    def _params_digest(self) -> str:
-        return hashlib.sha256(canonical_json(self._p)).hexdigest()
+    def _unit_state(self) -> dict[str, Any]:
+        return {"role_state": self._role_state()}
 
-    def _snapshot(self, resend: list[Message]) -> None:
-        """The state at a tree boundary, before the next tree's first message; `resend` are the
-        messages of the same call (the guest's "tree-end"), re-emitted on resume."""
-        state = {
-            "v": CHECKPOINT_VERSION,
-            "algorithm": self.name,
-            "task_id": self.ctx.task_id,
-            "party": self.ctx.me,
-            "params": self._params_digest(),
-            "ids": self._ids_hash.hex(),
-            "features": self._features,
-            "tree": self._tree,
-            "role_state": self._role_state(),
-            "setups": {k: v.hex() for k, v in sorted(self._setups.items())},
-            "sent": dict(sorted(self._seq.items())),
-            "received": dict(sorted(self._recv_next.items())),
-            "inbox": [[k, r, s, v.hex()] for (k, r, s), v in sorted(self._inbox.items())],
-            "parts": [[k, r, s, a.count, [p.hex() for p in a.parts]] for (k, r, s), a in sorted(self._parts.items())],
-            "resend": [[m.receiver, m.round, m.kind, m.seq, m.payload.hex()] for m in resend],
-        }
-        self._checkpoint = canonical_json(state)
-        self._checkpoint_tree = self._tree
-        self.ctx.services.save_checkpoint(self._tree, self._checkpoint)
+    def _restore_unit_state(self, state: dict[str, Any]) -> None:
+        self._restore_role(state["role_state"])
 
     @abstractmethod
     def _role_state(self) -> dict[str, Any]:
@@ -569,93 +398,6 @@ class HeteroSbtProtocol(Protocol):
     @abstractmethod
     def _restore_role(self, state: dict[str, Any]) -> None:
         """The inverse of `_role_state`."""
-
-    def checkpoint(self) -> bytes | None:
-        """The latest tree-boundary snapshot (None before the first tree ended)."""
-        return self._checkpoint
-
-    @property
-    def checkpoint_epoch(self) -> int:
-        """Trees completed in the latest snapshot (0: none)."""
-        return self._checkpoint_tree
-
-    @classmethod
-    def resume(cls, ctx: PartyContext, data: Any, checkpoint: bytes) -> Self:
-        """This party rebuilt at the tree boundary of `checkpoint`; call `start()` next, then
-        deliver the peers' messages from `resume_from[sender]` on."""
-        proto = cls.create(ctx, data)
-        proto._restore(checkpoint)
-        return proto
-
-    def _restore(self, blob: bytes) -> None:
-        try:
-            state = json.loads(blob)
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError("checkpoint is not JSON") from None
-        if not isinstance(state, dict) or state.get("v") != CHECKPOINT_VERSION or state.get("algorithm") != self.name:
-            raise ProtocolError("not a hetero-sbt checkpoint of this version")
-        if state.get("task_id") != self.ctx.task_id or state.get("party") != self.ctx.me:
-            raise ProtocolError("checkpoint of another task or party")
-        if state.get("params") != self._params_digest():
-            raise ProtocolError("checkpoint was taken with different params")
-        if state.get("ids") != self._ids_hash.hex() or state.get("features") != self._features:
-            raise ProtocolError("checkpoint does not match this party's dataset")
-        try:
-            self._setups = {k: bytes.fromhex(v) for k, v in state["setups"].items()}
-            self._process_setups()
-            tree = int(state["tree"])
-            if not 1 <= tree < self._p["trees"]:
-                raise ProtocolError(f"checkpoint tree {tree} out of range")
-            self._restore_role(state["role_state"])
-            self._seq = {str(k): int(v) for k, v in state["sent"].items()}
-            self._recv_next = {str(k): int(v) for k, v in state["received"].items()}
-            self._inbox = {(k, int(r), s): bytes.fromhex(v) for k, r, s, v in state["inbox"]}
-            self._parts = {
-                (k, int(r), s): Assembly(int(c), [bytes.fromhex(p) for p in ps]) for k, r, s, c, ps in state["parts"]
-            }
-            me = self.ctx.me
-            self._resend = [Message(me, to, int(r), k, bytes.fromhex(v), int(q)) for to, r, k, q, v in state["resend"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed checkpoint: {exc}") from None
-        self._enter_tree(tree)
-        self._checkpoint, self._checkpoint_tree = blob, tree
-        self._resumed = True
-        self.resume_from = dict(self._recv_next)
-
-    # -- outcome ---------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._phase == DONE
-
-    def model_state(self) -> dict[str, Any]:
-        """This party's part of the trained model (JSON-serialisable), for local storage."""
-        if self._phase != DONE or self._model is None:
-            raise ProtocolError("the hetero-sbt protocol has not finished")
-        return dict(self._model)
-
-    def _salt(self) -> bytes:
-        return self._key("result-salt")
-
-    def _commits(self) -> bytes:
-        return b"".join(self._model_commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if self._phase != DONE or self._result_hash is None:
-            raise ProtocolError("the hetero-sbt protocol has not finished")
-        return COMMITMENT.commit(self._commits(), self._result_hash)
-
-    def commitment_opening(self) -> bytes:
-        """The hosts' model commitments (host order), followed at the guest by its salt."""
-        if self._phase != DONE:
-            raise ProtocolError("the hetero-sbt protocol has not finished")
-        return self._commits()
-
-    def _read_commit(self, sender: str) -> None:
-        c = self._take(KIND_MODEL, ROUND_FINAL, sender)
-        if len(c) != 32:
-            raise ProtocolError(f"model commitment from {sender!r} has {len(c)} bytes, expected 32")
-        self._model_commits[sender] = c
 
 
 # -- the guest ---------------------------------------------------------------------------------------
@@ -1015,7 +757,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
             self._phase = WAIT_COMMITS
             self._set_floor(ROUND_FINAL)
             return out
-        self._enter_tree(t + 1)
+        self._begin_unit(t + 1)
         self._snapshot(resend=out)
         return out
 
@@ -1029,13 +771,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
             h: dict(sorted(self._importance.get(h, {}).items(), key=lambda kv: int(kv[0]))) for h in self._hosts
         }
         self._model = {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "guest",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
+            **self._model_header(),
             "label_column": p["label_column"],
             "objective": p["objective"],
             "features": self._features,
@@ -1062,17 +798,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
                 "host_commitments": self._model["host_commitments"],
             },
         }
-        self._result = canonical_json(result)
-        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
-        self._phase = DONE
-        self.report(1.0, f"done after {len(self._trees)} trees ({self._stopped})")
-        out: list[Message] = []
-        for h in self._hosts:
-            out += self._send(h, ROUND_FINAL + 1, KIND_RESULT, self._result_hash)
-        return out
-
-    def commitment_opening(self) -> bytes:
-        return super().commitment_opening() + self._salt()
+        return self._publish_result(result, f"done after {len(self._trees)} trees ({self._stopped})")
 
     def _role_state(self) -> dict[str, Any]:
         return {
@@ -1315,44 +1041,21 @@ class HeteroSbtHost(HeteroSbtProtocol):
         if flag == b"\x00":
             if self._p["trees"] <= t + 1:
                 raise ProtocolError("the guest asked for another tree beyond params trees")
-            self._enter_tree(t + 1)
+            self._begin_unit(t + 1)
             self._snapshot(resend=[])
             return []
-        self._model = {
-            "algorithm": self.name,
-            "version": 1,
-            "task_id": self.ctx.task_id,
-            "role": "host",
-            "party": self.ctx.me,
-            "guest": self._guest,
-            "hosts": self._hosts,
+        model = {
+            **self._model_header(),
             "features": self._features,
             "splits": self._splits,
             "salt": self._key("model-salt").hex(),
         }
-        commit = model_commitment(self._model)
-        self._model_commits[self.ctx.me] = commit
-        self._phase = WAIT_FINAL
-        self._set_floor(ROUND_FINAL)
-        self.report(0.99, f"training stopped after {t + 1} trees; committing to the model")
-        out: list[Message] = []
-        for peer in self.ctx.peers:
-            out += self._send(peer, ROUND_FINAL, KIND_MODEL, commit)
-        return out
+        return self._commit_to_model(
+            model, WAIT_FINAL, f"training stopped after {t + 1} trees; committing to the model"
+        )
 
-    def _on_final(self) -> list[Message] | None:
-        others = [h for h in self._hosts if h != self.ctx.me]
-        if not self._has(KIND_RESULT, ROUND_FINAL + 1, [self._guest]) or not self._has(KIND_MODEL, ROUND_FINAL, others):
-            return None
-        for h in others:
-            self._read_commit(h)
-        h_r = self._take(KIND_RESULT, ROUND_FINAL + 1, self._guest)
-        if len(h_r) != 32:
-            raise ProtocolError(f"result hash from the guest has {len(h_r)} bytes, expected 32")
-        self._result_hash = h_r
-        self._phase = DONE
-        self.report(1.0, "done; the guest holds the result, this party its split table")
-        return []
+    def _what_host_keeps(self) -> str:
+        return "its split table"
 
     def _role_state(self) -> dict[str, Any]:
         return {"splits": self._splits}

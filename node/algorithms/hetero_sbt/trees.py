@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from pcn.algorithms import vertical
 from pcn.algorithms.base import ProtocolError
-from pcn.algorithms.vertical import Drbg, auc, canonical_json
+from pcn.algorithms.vertical import Drbg, auc
 
 PRECISION = 24  # fractional bits of the quantised g and h
 DOMAIN = b"pcn/hetero-sbt/"
@@ -37,7 +38,7 @@ MODEL_DOMAIN = b"pcn/hetero-sbt/model/v1"  # a host's model commitment, re-check
 
 def model_commitment(state: dict[str, Any]) -> bytes:
     """The commitment to a host's model state (which carries its own secret salt)."""
-    return hashlib.sha256(MODEL_DOMAIN + canonical_json(state)).digest()
+    return vertical.model_commitment(state, MODEL_DOMAIN)
 
 
 # -- binning ------------------------------------------------------------------------------------

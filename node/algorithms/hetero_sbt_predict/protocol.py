@@ -37,25 +37,24 @@ rows carry the training label column, else null}.
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn import jsonsafe
-from pcn.algorithms.base import CommitmentScheme, Message, ModelUnavailable, PartyContext, Protocol, ProtocolError
-from pcn.algorithms.hetero_sbt.trees import model_commitment, sigmoid
+from pcn.algorithms.base import CommitmentScheme, Message, PartyContext, ProtocolError
+from pcn.algorithms.hetero_sbt.trees import MODEL_DOMAIN, sigmoid
 from pcn.algorithms.vertical import (
+    KIND_RESULT,
+    PREDICT_ROUND_RESULT,
     Assembly,
+    VerticalPrediction,
     add_frame,
     auc,
-    canonical_json,
     frames,
-    ids_hash,
     log_loss,
-    numeric,
-    sort_ids,
+    model_column,
+    model_task_params,
 )
 from pcn.data.table import Table
 
@@ -72,53 +71,20 @@ COMMITMENT = CommitmentScheme(
     error="an opening is the host model commitments followed by the salt, 32 bytes each",
 )
 
-ROUND_SETUP, ROUND_DECISIONS, ROUND_RESULT = 1, 2, 3
-KIND_SETUP, KIND_DECISIONS, KIND_RESULT = "setup", "decisions", "result-hash"
-PARAM_KEYS = frozenset({"model_task"})
+ROUND_DECISIONS, KIND_DECISIONS = 2, "decisions"  # after the setup round (1); the result hash is round 3
 
 
 def _finite(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _column(table: Table, column: str, order: np.ndarray) -> np.ndarray:
-    if column not in table:
-        raise ProtocolError(f"column {column!r} of the model is not in the dataset; columns are {table.names}")
-    return numeric(table, column, order)
-
-
 @dataclass(eq=False)
-class HeteroSbtPredictProtocol(Protocol):
+class HeteroSbtPredictProtocol(VerticalPrediction):
     name: ClassVar[str] = "hetero-sbt-predict"
     commitment: ClassVar[CommitmentScheme] = COMMITMENT
-    role: ClassVar[str]
-
-    _p: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _guest: str = field(default="", init=False, repr=False)
-    _hosts: list[str] = field(default_factory=list, init=False, repr=False)
-    _model: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
-    _commitment: bytes = field(default=b"", init=False, repr=False)
-    _ids: list[str] = field(default_factory=list, init=False, repr=False)
-    _order: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), init=False, repr=False)
-    _ids_hash: bytes = field(default=b"", init=False, repr=False)
-    _setups: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
-    _recv_next: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    _commits: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _done: bool = field(default=False, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError("hetero-sbt-predict needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
-        self._guest = ctx.recipient
-        self._hosts = [p for p in ctx.participants if p != self._guest]
-        self._load_model()
-        self._load_data()
+    training: ClassVar[str] = "hetero-sbt"
+    model_domain: ClassVar[bytes] = MODEL_DOMAIN
+    id_domain: ClassVar[bytes] = DOMAIN
 
     @classmethod
     def role_class(cls, ctx: PartyContext) -> type[HeteroSbtPredictProtocol]:
@@ -127,148 +93,7 @@ class HeteroSbtPredictProtocol(Protocol):
 
     @staticmethod
     def validate_params(params: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(params, dict):
-            raise ProtocolError("invalid hetero-sbt-predict params: expected a JSON object")
-        unknown = set(params) - PARAM_KEYS
-        if unknown:
-            raise ProtocolError(
-                f"invalid hetero-sbt-predict params: unknown key(s) {sorted(unknown)}; allowed: model_task"
-            )
-        task = params.get("model_task")
-        if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < 2**256:
-            raise ProtocolError(
-                "invalid hetero-sbt-predict params: 'model_task' (the training task id) must be a uint256, "
-                f"got {task!r}"
-            )
-        return {"model_task": task}
-
-    # -- model and data -----------------------------------------------------------------------
-
-    def _load_model(self) -> None:
-        ctx, task = self.ctx, self._p["model_task"]
-        try:
-            state = ctx.services.load_model(task, ctx.me)
-        except ModelUnavailable as exc:
-            raise ModelUnavailable(f"this party holds no hetero-sbt model of task {task}: {exc}") from None
-        if not isinstance(state, dict) or state.get("algorithm") != "hetero-sbt" or state.get("task_id") != task:
-            raise ProtocolError(f"the stored model of task {task} is not a hetero-sbt model of that task")
-        if state.get("role") != self.role or state.get("party") != ctx.me:
-            raise ProtocolError(f"the stored model of task {task} is not this party's {self.role} part")
-        if state.get("guest") != self._guest:
-            raise ProtocolError(f"the recipient must be the guest of training task {task} ({state.get('guest')!r})")
-        hosts = state.get("hosts")
-        if not isinstance(hosts, list) or sorted(hosts) != sorted(self._hosts):
-            raise ProtocolError(f"the participants must be the parties of training task {task}: guest and {hosts}")
-        self._load_role_model(state)
-        self._model = state
-        self._commitment = model_commitment(state)
-
-    @abstractmethod
-    def _load_role_model(self, state: dict[str, Any]) -> None:
-        """Checks what only this role's part of the stored model holds."""
-
-    def _load_data(self) -> None:
-        ctx, table = self.ctx, self.data
-        if not isinstance(table, Table):
-            raise ProtocolError(f"hetero-sbt-predict needs a Table, got {type(table).__name__}")
-        if not ctx.id_column or ctx.id_column not in table:
-            raise ProtocolError(f"no ID column {ctx.id_column!r}; columns are {table.names}")
-        self._ids, self._order = sort_ids(table, ctx.id_column, self.name)
-        if not self._ids:
-            raise ProtocolError("no rows to score")
-        self._ids_hash = ids_hash(DOMAIN, ctx.binding, self._ids)
-        self._read_columns(table)
-
-    @abstractmethod
-    def _read_columns(self, table: Table) -> None:
-        """Reads the columns this role's part of the model splits on (rows in ID order)."""
-
-    # -- protocol -------------------------------------------------------------------------------
-
-    def start(self) -> list[Message]:
-        self._mark_started()
-        body: dict[str, Any] = {
-            "role": self.role,
-            "ids": self._ids_hash.hex(),
-            "rows": len(self._ids),
-            "model_task": self._p["model_task"],
-        }
-        if self.role == "host":
-            body["model"] = self._commitment.hex()
-        payload = canonical_json(body)
-        self.report(0.1, f"scoring with the model of task {self._p['model_task']}")
-        return [self.send(peer, ROUND_SETUP, KIND_SETUP, payload) for peer in self.ctx.peers]
-
-    def receive(self, msg: Message) -> list[Message]:
-        self._check_delivery(msg)
-        if self._done:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} after the protocol finished")
-        expected = self._recv_next.get(msg.sender, 0)
-        if msg.seq != expected:
-            raise ProtocolError(f"message #{msg.seq} from {msg.sender!r} where #{expected} was expected")
-        self._recv_next[msg.sender] = expected + 1
-        if (msg.kind, msg.round) == (KIND_SETUP, ROUND_SETUP):
-            if msg.sender in self._setups:
-                raise ProtocolError(f"duplicate setup from {msg.sender!r}")
-            self._setups[msg.sender] = self._check_setup(msg)
-            return self._after_setup() if len(self._setups) == len(self.ctx.peers) else []
-        if msg.sender not in self._setups:
-            raise ProtocolError(f"{msg.kind!r} message from {msg.sender!r} before its setup")
-        out = self._on_message(msg)
-        if out is None:
-            raise ProtocolError(f"unexpected {msg.kind!r} message round {msg.round} from {msg.sender!r}")
-        return out
-
-    def _check_setup(self, msg: Message) -> dict[str, Any]:
-        who = msg.sender
-        try:
-            info = jsonsafe.loads(msg.payload)
-        except (ValueError, UnicodeDecodeError):
-            raise ProtocolError(f"setup from {who!r} is not JSON") from None
-        if not isinstance(info, dict):
-            raise ProtocolError(f"setup from {who!r} is not an object")
-        role = "guest" if who == self._guest else "host"
-        if info.get("role") != role or info.get("model_task") != self._p["model_task"]:
-            raise ProtocolError(f"setup from {who!r}: wrong role or model task")
-        if info.get("ids") != self._ids_hash.hex() or info.get("rows") != len(self._ids):
-            raise ProtocolError(f"datasets are not aligned, run PSI first: the ID list of {who!r} differs")
-        if role == "host":
-            v = info.get("model")
-            if not isinstance(v, str) or len(v) != 64:
-                raise ProtocolError(f"setup from {who!r}: bad 'model'")
-            self._check_host_model(who, bytes.fromhex(v))
-            self._commits[who] = bytes.fromhex(v)
-        return info
-
-    def _check_host_model(self, host: str, commit: bytes) -> None:
-        """Refuses a host that answers with a model other than the one it committed to."""
-
-    @abstractmethod
-    def _after_setup(self) -> list[Message]:
-        """What this party sends once it has its peers' setups."""
-
-    @abstractmethod
-    def _on_message(self, msg: Message) -> list[Message] | None:
-        """A message after the setup round; None when this role takes no such message."""
-
-    # -- outcome --------------------------------------------------------------------------------
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def _commit_bytes(self) -> bytes:
-        return b"".join(self._commits[h] for h in self._hosts)
-
-    def result_commitment(self) -> bytes:
-        if not self._done or self._result_hash is None:
-            raise ProtocolError("the hetero-sbt-predict protocol has not finished")
-        return COMMITMENT.commit(self._commit_bytes(), self._result_hash)
-
-    def commitment_opening(self) -> bytes:
-        if not self._done:
-            raise ProtocolError("the hetero-sbt-predict protocol has not finished")
-        return self._commit_bytes()
+        return model_task_params(params, "hetero-sbt-predict")
 
 
 @dataclass(eq=False)
@@ -283,7 +108,7 @@ class HeteroSbtPredictGuest(HeteroSbtPredictProtocol):
     _decisions: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False)
     _parts: dict[Any, Assembly] = field(default_factory=dict, init=False, repr=False)
 
-    def _load_role_model(self, state: dict[str, Any]) -> None:
+    def _load_model_part(self, state: dict[str, Any]) -> None:
         commits = state.get("host_commitments")
         if not isinstance(commits, dict) or sorted(commits) != sorted(self._hosts):
             raise ProtocolError("stored model: host commitments missing")
@@ -317,21 +142,14 @@ class HeteroSbtPredictGuest(HeteroSbtPredictProtocol):
                 raise ProtocolError(f"stored model: the split ids of {h!r} are not 0..{len(sids) - 1}")
             self._host_splits[h] = sorted(sids)
 
-    def _read_columns(self, table: Table) -> None:
+    def _read_rows(self, table: Table) -> None:
         names = {n["feature"] for t in self._model["trees"] for n in t if n.get("owner") == "guest"}
-        self._X = {c: _column(table, c, self._order) for c in sorted(names)}
+        self._X = {c: model_column(table, c, self._order) for c in sorted(names)}
         label = self._model.get("label_column")
         if isinstance(label, str) and label in table:
-            y = _column(table, label, self._order)
+            y = model_column(table, label, self._order)
             if self._model["objective"] == "regression" or (np.all((y == 0) | (y == 1)) and 0 < y.sum() < len(y)):
                 self._y = y
-
-    def _check_host_model(self, host: str, commit: bytes) -> None:
-        if self._model["host_commitments"].get(host) != commit.hex():
-            raise ProtocolError(
-                f"host {host!r} answers with a model other than the one it committed to in training task "
-                f"{self._p['model_task']}"
-            )
 
     def _after_setup(self) -> list[Message]:
         return self._maybe_finish()
@@ -403,18 +221,8 @@ class HeteroSbtPredictGuest(HeteroSbtPredictProtocol):
             "label_column": self._model.get("label_column"),
             "metrics": metrics,
         }
-        self._result = canonical_json(result)
-        self._result_hash = COMMITMENT.result_hash(self._salt(), self._result)
-        self._done = True
         self._decisions.clear()
-        self.report(1.0, "scored; the guest holds the scores")
-        return [self.send(h, ROUND_RESULT, KIND_RESULT, self._result_hash) for h in self._hosts]
-
-    def _salt(self) -> bytes:
-        return self.secret_bytes("hetero-sbt-predict/result-salt", 32)
-
-    def commitment_opening(self) -> bytes:
-        return super().commitment_opening() + self._salt()
+        return self._publish_result(result)
 
 
 @dataclass(eq=False)
@@ -425,7 +233,7 @@ class HeteroSbtPredictHost(HeteroSbtPredictProtocol):
 
     _bits: bytes = field(default=b"", init=False, repr=False)
 
-    def _load_role_model(self, state: dict[str, Any]) -> None:
+    def _load_model_part(self, state: dict[str, Any]) -> None:
         splits = state.get("splits")
         if not isinstance(splits, list):
             raise ProtocolError("stored model: bad split table")
@@ -438,13 +246,13 @@ class HeteroSbtPredictHost(HeteroSbtPredictProtocol):
             ):
                 raise ProtocolError("stored model: bad split table")
 
-    def _read_columns(self, table: Table) -> None:
+    def _read_rows(self, table: Table) -> None:
         columns: dict[str, np.ndarray] = {}
         rows: list[bytes] = []
         for s in self._model["splits"]:
             c = s["feature"]
             if c not in columns:
-                columns[c] = _column(table, c, self._order)
+                columns[c] = model_column(table, c, self._order)
             rows.append(np.packbits(columns[c] <= float(s["threshold"])).tobytes())
         self._bits = b"".join(rows)
 
@@ -454,13 +262,6 @@ class HeteroSbtPredictHost(HeteroSbtPredictProtocol):
         return [self.send(self._guest, ROUND_DECISIONS, KIND_DECISIONS, part) for part in frames(self._bits)]
 
     def _on_message(self, msg: Message) -> list[Message] | None:
-        if (msg.kind, msg.round) != (KIND_RESULT, ROUND_RESULT) or msg.sender != self._guest:
+        if (msg.kind, msg.round) != (KIND_RESULT, PREDICT_ROUND_RESULT) or msg.sender != self._guest:
             return None
-        if self._result_hash is not None or len(self._setups) < len(self.ctx.peers):
-            raise ProtocolError(f"unexpected result hash from {msg.sender!r}")
-        if len(msg.payload) != 32:
-            raise ProtocolError(f"result hash from the guest has {len(msg.payload)} bytes, expected 32")
-        self._result_hash = msg.payload
-        self._done = True
-        self.report(1.0, "done; the guest holds the scores")
-        return []
+        return self._on_result_hash(msg)
