@@ -217,6 +217,36 @@ def test_org_init_password_file_is_recorded_so_the_config_alone_unlocks_the_keys
     assert NodeContext(cfg).keys.address == created["address"]
 
 
+def test_org_init_for_an_outbound_only_node_registers_its_relay_route(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`pcn org init --relay-url`: the endpoint to admit is the relay's route for the new
+    address; the mailbox listens on loopback for the node's puller; either mode, not both."""
+    cli_env = {**cli_env, "PCN_KEYSTORE_PASSWORD": "a devnet password"}
+    config = tmp_path / "outbound" / "node.toml"
+    base = ["org", "init", "--name", "outbound", "--redis-url", "redis://x:1", "--config", str(config)]
+    created = ok_json(
+        run_pcn(*base, "--relay-url", "http://127.0.0.1:8800", "--listen-port", "9301", "--json", env=cli_env)
+    )
+    assert isinstance(created, dict)
+    assert created["endpoint"] == f"http://127.0.0.1:8800/o/{created['address']}"
+    assert created["endpoint"] in created["admit_command"]
+    cfg = load_config(config)
+    assert (cfg.relay_url, cfg.endpoint, cfg.local_mailbox_url) == (
+        "http://127.0.0.1:8800",
+        created["endpoint"],
+        "http://127.0.0.1:9301",
+    )
+    other = tmp_path / "other" / "node.toml"
+    for extra in (
+        [],
+        ["--endpoint", "http://127.0.0.1:9100", "--relay-url", "http://127.0.0.1:8800", "--listen-port", "9302"],
+        ["--relay-url", "http://127.0.0.1:8800"],
+    ):
+        proc = run_pcn(*base[:-1], str(other), *extra, env=cli_env)
+        assert_clean_failure(proc)
+        assert "--relay-url" in proc.stdout + proc.stderr
+    assert not other.exists()
+
+
 def test_admitting_twice_is_a_named_readable_error(admin: Ledger, cli_env: dict[str, str]) -> None:
     account = fresh_account()
     admin.admit(account, "first", os.urandom(32), "http://127.0.0.1:9100")

@@ -16,12 +16,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from eth_account import Account
 
@@ -104,6 +106,56 @@ class RedisServer:
         self.proc = self._spawn()
 
 
+class RelayProcess:
+    """`pcn relay serve` on a free port, its queues in its own durable Redis (AOF, fsync
+    always): the relay outbound-only organisations register as their endpoint."""
+
+    def __init__(self, workdir: Path, port: int | None = None, serves: list[str] | None = None) -> None:
+        self.port = port or free_port()
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.redis = RedisServer(workdir / "redis", persist=True)
+        self.serves = serves
+        self.proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        pcn = str(Path(sys.executable).parent / "pcn")
+        cmd = [pcn, "relay", "serve", "--redis-url", self.redis.url, "--host", "127.0.0.1", "--port", str(self.port)]
+        for a in self.serves or []:
+            cmd += ["--serve", a]
+        with (self.dir / "relay.log").open("ab") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=1.0, trust_env=False).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"the relay did not start:\n{_tail(self.dir / 'relay.log')}")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        """SIGKILL the relay process (its Redis keeps what it accepted)."""
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def start(self) -> None:
+        self.proc = self._spawn()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.redis.stop()
+
+
 def write_dataset(path: Path, rows: int, seed: int) -> dict[str, np.ndarray]:
     """A synthetic customer table. IDs come from one shared pool of 2·rows customers, so
     every two organisations share about half their customers (what PSI and private query
@@ -139,6 +191,10 @@ class Org:
     def node_pid(self, process: str) -> int:
         """The pid of one of this node's processes: "mailbox", "watcher" or "worker" (the Celery master)."""
         return int(json.loads((self.config.data_path / "run" / "node.json").read_text())["pids"][process])
+
+    def process_names(self) -> list[str]:
+        """The node's processes by name ("mailbox", "watcher", "worker", "puller" in pull mode)."""
+        return sorted(json.loads((self.config.data_path / "run" / "node.json").read_text())["pids"])
 
     def worker_processes(self) -> list[int]:
         """The Celery pool's worker processes (the ones that run tasks)."""
@@ -274,6 +330,8 @@ def build_network(
     password_files: bool = False,
     progress: Callable[[str], None] | None = None,
     mailbox_quotas: tuple[int, int] | None = None,
+    relay: RelayProcess | None = None,
+    outbound_only: tuple[str, ...] = (),
 ) -> Network:
     """Admit `names` as organisations with fresh keys, register one synthetic dataset each
     and the built-in `stats` algorithm, and start every organisation's node processes.
@@ -281,7 +339,12 @@ def build_network(
     With `password_files` each organisation's keystore password is also written to
     ROOT/NAME/keystore-password (mode 0600) and named in its config, so the CLI can act as
     it with nothing in the environment (the demo); otherwise $PCN_KEYSTORE_PASSWORD unlocks it.
-    `mailbox_quotas` (task, sender), in bytes, replaces the nodes' default inbox quotas."""
+    `mailbox_quotas` (task, sender), in bytes, replaces the nodes' default inbox quotas.
+    The organisations named in `outbound_only` take part through `relay`: their registered
+    endpoint is the relay's, their mailbox listens on a loopback port no peer is told of, and
+    their node's puller fetches what the relay holds for them."""
+    if outbound_only and relay is None:
+        raise ValueError("outbound-only organisations need a relay")
     say = progress or (lambda _msg: None)
     os.environ["PCN_KEYSTORE_PASSWORD"] = PASSWORD
     admin = Ledger(deployment, account=Account.from_key(devnet_key(0)))
@@ -301,6 +364,8 @@ def build_network(
             workers=workers,
             kdf_iterations=kdf_iterations,
             password_file=password_file,
+            relay_url=relay.url if relay is not None and name in outbound_only else "",
+            listen_port=port if name in outbound_only else 0,
         )
         cfg.message_timeout = message_timeout
         cfg.requeue_after = requeue_after

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from pcn.chain.ledger import Ledger, TxResult
-from pcn.cli import audit_cmds, node_cmds
+from pcn.cli import audit_cmds, node_cmds, relay_cmds
 from pcn.cli.common import (
     DeploymentOpt,
     JsonOpt,
@@ -31,6 +31,7 @@ app.add_typer(devnet_app, name="devnet")
 app.add_typer(org_app, name="org")
 node_cmds.register(app, org_app)
 audit_cmds.register(node_cmds.audit_app)
+relay_cmds.register(app)
 
 PortOpt = Annotated[int, typer.Option("--port", envvar="PCN_DEVNET_PORT", help="Devnet RPC port")]
 KeyFileOpt = Annotated[

@@ -206,12 +206,22 @@ class _Kinds:
 @handle_errors()
 def org_init(
     name: Annotated[str, typer.Option("--name", help="Organisation name (no spaces)", show_default=False)],
-    endpoint: Annotated[
-        str, typer.Option("--endpoint", help="Mailbox URL at which peers reach this node", show_default=False)
-    ],
     redis_url: Annotated[
         str, typer.Option("--redis-url", envvar="PCN_REDIS_URL", help="This node's Redis", show_default=False)
     ],
+    endpoint: Annotated[
+        str, typer.Option("--endpoint", help="Mailbox URL at which peers reach this node", show_default=False)
+    ] = "",
+    relay_url: Annotated[
+        str,
+        typer.Option(
+            "--relay-url",
+            help="For a node that accepts no inbound connection: the relay it fetches from (its endpoint on chain "
+            "becomes <relay-url>/o/<address>; its mailbox listens on loopback --listen-port for its own puller)",
+            show_default=False,
+        ),
+    ] = "",
+    listen_port: Annotated[int, typer.Option("--listen-port", help="The mailbox's local port (pull mode)")] = 0,
     rpc_url: RpcOpt = None,
     deployment: DeploymentOpt = None,
     workers: Annotated[int, typer.Option("--workers", help="Celery worker processes")] = 2,
@@ -243,6 +253,10 @@ def org_init(
     from pcn.crypto.keys import password_from_env_or_file
     from pcn.runtime.operations import init_org
 
+    if bool(endpoint) == bool(relay_url):
+        raise UserError("give either --endpoint (peers connect to this node) or --relay-url (outbound only)")
+    if relay_url and not listen_port:
+        raise UserError("with --relay-url, --listen-port names the loopback port of the node's mailbox")
     dep = load_deployment(deployment)
     path = config or (home or pcn_home()) / name / "node.toml"
     password = password_from_env_or_file(file=password_file)
@@ -256,7 +270,10 @@ def org_init(
         password=password,
         workers=workers,
         password_file=password_file,
+        relay_url=relay_url,
+        listen_port=listen_port,
     )
+    endpoint = cfg.endpoint
     if listen_host != cfg.listen_host:
         cfg.listen_host = listen_host
         cfg.save(Path(cfg.path))

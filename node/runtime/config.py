@@ -49,6 +49,10 @@ class OrgConfig:
     mailbox_sender_quota: int = 256 * 1024 * 1024  # bytes of messages one participant may hold there per task
     mailbox_max_inflight: int = 64  # concurrent mailbox requests; more are answered 503 with Retry-After
     mailbox_ttl_margin: int = 3600  # an inbox expires this many seconds after its task's deadline
+    # Pull mode: a node that accepts no inbound connection registers `<relay_url>/o/<address>`
+    # as its endpoint and fetches from the relay; its mailbox listens on listen_host:listen_port
+    # for the puller only. Empty: peers deliver to `endpoint` directly.
+    relay_url: str = ""
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -66,6 +70,14 @@ class OrgConfig:
     @property
     def port(self) -> int:
         return self.listen_port or int(urlparse(self.endpoint).port or 80)
+
+    @property
+    def local_mailbox_url(self) -> str:
+        """Where this node's own processes reach its mailbox: the registered endpoint, or in
+        pull mode the loopback address the puller hands fetched envelopes to."""
+        if not self.relay_url:
+            return self.endpoint
+        return f"http://{self.listen_host}:{self.listen_port}"
 
     def _resolve(self, value: str) -> Path:
         p = Path(value).expanduser()
@@ -98,6 +110,16 @@ class OrgConfig:
                 raise ConfigError(f"{key} must be a positive integer")
         if self.mailbox_sender_quota > self.mailbox_task_quota:
             raise ConfigError("mailbox_sender_quota must not exceed mailbox_task_quota")
+        if self.relay_url:
+            u = urlparse(self.relay_url)
+            if u.scheme not in ("http", "https") or not u.hostname or u.query or u.fragment:
+                raise ConfigError(f"relay_url must be an http(s) URL, got {self.relay_url!r}")
+            if not self.endpoint.startswith(self.relay_url.rstrip("/") + "/o/"):
+                raise ConfigError("with relay_url, endpoint must be <relay_url>/o/<this organisation's address>")
+            if not self.listen_port:
+                raise ConfigError("with relay_url, listen_port must name the loopback port of the mailbox")
+            if self.listen_host not in ("127.0.0.1", "::1", "localhost"):
+                raise ConfigError("with relay_url, the mailbox listens on loopback only (listen_host 127.0.0.1)")
         if not self.dropout_after >= 0:
             raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 

@@ -34,6 +34,7 @@ import hmac
 import json
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from cryptography.exceptions import InvalidTag
@@ -268,6 +269,42 @@ def _parse(raw: bytes, max_size: int) -> tuple[bytes, dict[str, Any], bytes, byt
     return header, fields, signature, ciphertext
 
 
+def _check_signature(header: bytes, fields: dict[str, Any], signature: bytes, ciphertext: bytes) -> None:
+    sender = fields["sender"]
+    try:
+        recovered = Account.recover_message(
+            encode_defunct(primitive=_signing_hash(header, ciphertext)), signature=signature
+        )
+    except Exception:  # any failure to recover is a bad signature
+        raise BadSignature("signature does not recover") from None
+    if recovered != sender:
+        raise BadSignature(f"signature is by {recovered}, not by the sender {sender}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """What anyone can check of an envelope without the receiver's key: its structure and
+    that its sender signed it. A relay routes and meters by it and can read nothing more."""
+
+    task_id: int
+    sender: str
+    receiver: str
+    chain_id: int
+    task_manager: str
+    size: int
+
+
+def envelope_route(raw: bytes, *, max_size: int = MAX_ENVELOPE_SIZE) -> Route:
+    """The checked route of an envelope (MalformedEnvelope, WrongDomain, BadSignature as
+    `open_envelope` raises them); the sender's on-chain status and the payload are the
+    receiver's to check."""
+    header, fields, signature, ciphertext = _parse(raw, max_size)
+    _check_signature(header, fields, signature, ciphertext)
+    return Route(
+        fields["task_id"], fields["sender"], fields["receiver"], fields["chain_id"], fields["task_manager"], len(raw)
+    )
+
+
 def open_envelope(
     raw: bytes,
     *,
@@ -294,14 +331,7 @@ def open_envelope(
     if fields["receiver"] != to_checksum_address(me):
         raise Misbound(f"envelope is addressed to {fields['receiver']}")
     sender = fields["sender"]
-    try:
-        recovered = Account.recover_message(
-            encode_defunct(primitive=_signing_hash(header, ciphertext)), signature=signature
-        )
-    except Exception:  # any failure to recover is a bad signature
-        raise BadSignature("signature does not recover") from None
-    if recovered != sender:
-        raise BadSignature(f"signature is by {recovered}, not by the sender {sender}")
+    _check_signature(header, fields, signature, ciphertext)
     try:
         org = sender_key(sender)
     except LookupError:

@@ -161,6 +161,33 @@ def _task_id(value: int) -> int:
     return value
 
 
+def api_app(title: str, max_inflight: int) -> FastAPI:
+    """A FastAPI app answering every error as JSON {"error": code, "detail": …} (a Problem's
+    own status, 400 for a bad path or parameter, 404/405, 500 with nothing leaked) and
+    shedding load beyond `max_inflight` concurrent requests: the mailbox's and the relay's."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(InflightLimit, limit=max_inflight)
+
+    @app.exception_handler(Problem)
+    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, _exc: RequestValidationError) -> JSONResponse:
+        return Problem(400, "malformed", "invalid request path or parameters").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, f"http-{exc.status_code}")
+        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
+        return Problem(500, "internal", "internal error").response()
+
+    return app
+
+
 def create_mailbox_app(
     *,
     me: str,
@@ -184,25 +211,7 @@ def create_mailbox_app(
     ``progress(task_id)`` reads the task's live progress fields (empty before it starts)."""
     me = to_checksum_address(me)
     my_key = keys.x25519_private
-    app = FastAPI(title="pcn mailbox", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(InflightLimit, limit=max_inflight)
-
-    @app.exception_handler(Problem)
-    async def _problem(_request: Request, exc: Problem) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, _exc: RequestValidationError) -> JSONResponse:
-        return Problem(400, "malformed", "invalid request path or parameters").response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, f"http-{exc.status_code}")
-        return JSONResponse({"error": code, "detail": str(exc.detail)}, status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _internal(_request: Request, _exc: Exception) -> JSONResponse:
-        return Problem(500, "internal", "internal error").response()
+    app = api_app("pcn mailbox", max_inflight)
 
     def _guarded(fn: Callable[[], T], what: str) -> T:
         """Run a blocking handler body; map infrastructure failures to clean answers."""

@@ -107,9 +107,15 @@ def init_org(
     data_dir: Path | None = None,
     kdf_iterations: int | None = None,
     password_file: Path | None = None,
+    relay_url: str = "",
+    listen_port: int = 0,
 ) -> tuple[OrgConfig, OrgKeys]:
     """Write an organisation's config and create its keystore. `password_file`, if given, is
-    recorded in the config so its commands unlock the keystore without $PCN_KEYSTORE_PASSWORD."""
+    recorded in the config so its commands unlock the keystore without $PCN_KEYSTORE_PASSWORD.
+    With `relay_url` the node is outbound-only: its endpoint becomes the relay's route for its
+    new address (`endpoint` is ignored) and its mailbox listens on loopback `listen_port`."""
+    from pcn.runtime.puller import relay_route
+
     devnet = load_deployment(deployment).chain_id in DEVNET_CHAIN_IDS
     cfg = OrgConfig(
         name=name,
@@ -122,11 +128,17 @@ def init_org(
         allow_private_endpoints=devnet,
         allow_http_endpoints=devnet,
         password_file=str(Path(password_file).resolve()) if password_file is not None else "",
+        relay_url=relay_url,
+        listen_port=listen_port,
     )
+    if relay_url:
+        cfg.endpoint = relay_route(relay_url, "0x" + "00" * 20)  # checked now, the address comes with the keys
     cfg.validate()
     if Path(config_path).exists():
         raise OperationError(f"{config_path} exists already; pcn never overwrites an organisation's config")
     keys = OrgKeys.create(cfg.keystore_dir, password, kdf_iterations=kdf_iterations)
+    if relay_url:
+        cfg.endpoint = relay_route(relay_url, keys.address)
     cfg.save(config_path)
     return cfg, keys
 

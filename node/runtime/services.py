@@ -83,6 +83,7 @@ def _commands(cfg: OrgConfig) -> dict[str, list[str]]:
             "--no-access-log",
         ],
         "watcher": [py, "-m", "pcn.runtime.watcher"],
+        **({"puller": [py, "-m", "pcn.runtime.puller"]} if cfg.relay_url else {}),
         "worker": [
             py,
             "-m",
@@ -121,7 +122,7 @@ def status(cfg: OrgConfig) -> dict[str, Any]:
     for name, pid in procs.get("pids", {}).items():
         out["processes"][name] = {"pid": pid, "alive": pid_alive(int(pid))}
     try:
-        r = httpx.get(cfg.endpoint.rstrip("/") + "/v1/health", timeout=1.0, trust_env=False, verify=_tls())
+        r = httpx.get(cfg.local_mailbox_url.rstrip("/") + "/v1/health", timeout=1.0, trust_env=False, verify=_tls())
         out["mailbox_healthy"] = r.status_code == 200
     except httpx.HTTPError:
         out["mailbox_healthy"] = False

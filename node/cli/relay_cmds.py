@@ -1,0 +1,88 @@
+"""`pcn relay`: run a relay for organisations whose nodes accept no inbound connection, and
+read its queues (the relay operator's page)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from pcn.cli.common import JsonOpt, UserError, console, emit_json, handle_errors
+
+if TYPE_CHECKING:
+    from pcn.runtime.relay import RelayStore
+
+relay_app = typer.Typer(no_args_is_help=True, help="Relay for outbound-only organisations")
+
+RedisOpt = Annotated[
+    str, typer.Option("--redis-url", envvar="PCN_RELAY_REDIS", help="The relay's own Redis (durable: AOF on)")
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(relay_app, name="relay")
+
+
+def _store(redis_url: str, **kw: float) -> RelayStore:
+    import redis
+
+    from pcn.runtime.relay import MAX_WAIT, RelayStore
+
+    try:
+        # a fetch blocks in Redis up to MAX_WAIT: the client must wait longer than that
+        r = redis.Redis.from_url(redis_url, socket_timeout=MAX_WAIT + 10)
+        r.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise UserError(f"the relay's Redis at {redis_url} cannot be reached: {exc}") from None
+    return RelayStore(r, **kw)  # type: ignore[arg-type]  # quotas are ints, expire_after a float
+
+
+@relay_app.command("serve")
+@handle_errors()
+def relay_serve(
+    redis_url: RedisOpt = "redis://127.0.0.1:6379/0",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on")] = 8800,
+    serves: Annotated[
+        list[str] | None,
+        typer.Option("--serve", help="An organisation address it takes envelopes for (repeat); none: any"),
+    ] = None,
+    expire_after: Annotated[float, typer.Option("--expire-after", help="Seconds an unfetched envelope is kept")] = 7
+    * 86400,
+    addressee_quota: Annotated[int, typer.Option("--addressee-quota", help="Bytes held per organisation")] = 2 << 30,
+    sender_quota: Annotated[int, typer.Option("--sender-quota", help="Bytes one sender may have waiting")] = 512 << 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Serve the relay: peers deliver to <url>/o/<organisation>, its node fetches from there."""
+    import uvicorn
+    from eth_utils import is_address, to_checksum_address
+
+    from pcn.runtime.relay import create_relay_app
+
+    for a in serves or []:
+        if not is_address(a):
+            raise UserError(f"--serve {a!r} is not an address")
+    store = _store(redis_url, expire_after=expire_after, addressee_quota=addressee_quota, sender_quota=sender_quota)
+    served = frozenset(to_checksum_address(a) for a in serves) if serves else None
+    app = create_relay_app(store, serves=served)
+    console.print(
+        f"relay on {host}:{port}, queues in {redis_url}, serving {sorted(served) if served else 'any organisation'}"
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+@relay_app.command("status")
+@handle_errors()
+def relay_status(redis_url: RedisOpt = "redis://127.0.0.1:6379/0", as_json: JsonOpt = False) -> None:
+    """The relay's queues: per organisation, what waits, what was handed over, expired or refused."""
+    from pcn.runtime.relay import COUNTERS
+
+    stats = _store(redis_url).stats()
+    if as_json:
+        emit_json(stats)
+        return
+    table = Table("organisation", "waiting", "bytes", *COUNTERS, title="relay queues")
+    for org, row in stats.items():
+        table.add_row(org, str(row["waiting"]), f"{row['waiting_bytes']:,}", *(str(row[c]) for c in COUNTERS))
+    console.print(table if stats else "the relay has served no organisation yet")

@@ -1,0 +1,312 @@
+"""The relay: how an organisation whose node accepts no inbound connection still takes part
+(`pcn relay serve`).
+
+Such an organisation registers `<relay>/o/<its address>` as its endpoint on chain. Peers
+deliver to that URL exactly as to a mailbox; the relay keeps each envelope, durably, in its
+own Redis until the organisation's node fetches it over an outbound connection (long
+polling), hands it to its own mailbox and acknowledges it.
+
+What the relay can and cannot do. It only ever holds sealed, signed envelopes: it reads
+their clear header (task, round, kind, sequence number, sender, receiver, size; what the
+envelope format leaves in clear for any carrier) and checks the sender's signature, so its
+per-sender quotas meter the real sender. It cannot read a payload (sealed to the addressee's
+registered X25519 key) nor forge or alter one (the addressee checks the signature, the
+sender's on-chain status and the AEAD tag, as for a direct delivery). What it can do, drop,
+delay, reorder or replay, is what a lossy network can do: the addressee's inbox refuses gaps
+and replays, peers retry, and a task that cannot go on ends PEER_UNREACHABLE before its
+deadline. A fetch and an acknowledgement are requests signed by the organisation's
+registered key; an acknowledgement names the last envelope it covers in its signed path, so
+a replayed one acknowledges nothing new.
+
+Task parameters a requester posts travel through it too, as they reach a mailbox: in
+clear (their hash is on chain). A relay operator therefore sees the parameters of the tasks
+of the organisations it serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import redis
+from eth_utils import is_address, to_checksum_address
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from pcn.runtime.envelope import EnvelopeError, envelope_route
+from pcn.runtime.mailbox import (
+    MAX_BODY,
+    MAX_INFLIGHT,
+    MAX_PARAMS,
+    Problem,
+    api_app,
+    check_declared_size,
+    read_capped,
+)
+from pcn.runtime.reqauth import RequestAuthError, request_signer
+
+log = logging.getLogger("pcn.relay")
+T = TypeVar("T")
+
+ADDRESSEE_QUOTA = 2 * 1024 * 1024 * 1024  # bytes the relay holds for one organisation
+SENDER_QUOTA = 512 * 1024 * 1024  # bytes one sender may have waiting at one organisation
+EXPIRE_AFTER = 7 * 24 * 3600  # seconds an envelope nobody fetched is kept
+MAX_FETCH = 64  # envelopes per fetch
+MAX_WAIT = 30.0  # seconds a fetch may wait for the first envelope
+STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+COUNTERS = ("accepted", "delivered", "expired", "refused-quota", "refused-envelope")
+Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (redis-py types it loosely)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One envelope (or a task's parameters) waiting for its addressee."""
+
+    id: str
+    kind: str  # "message" or "params"
+    task_id: int
+    sender: str  # the envelope's signer; "" for parameters (their hash is checked on chain)
+    body: bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "task_id": self.task_id,
+            "sender": self.sender,
+            "body": base64.b64encode(self.body).decode(),
+        }
+
+
+class RelayStore:
+    """The relay's queues in its own Redis: one stream per organisation (entries stay until
+    acknowledged or expired), the bytes held per organisation and per sender, and counters
+    for the operator."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        *,
+        prefix: str = "pcnrelay",
+        addressee_quota: int = ADDRESSEE_QUOTA,
+        sender_quota: int = SENDER_QUOTA,
+        expire_after: float = EXPIRE_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.r, self.prefix = r, prefix
+        self.addressee_quota, self.sender_quota = addressee_quota, sender_quota
+        self.expire_after, self.clock = expire_after, clock
+
+    def _key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def count(self, org: str, counter: str, n: int = 1) -> None:
+        self.r.hincrby(self._key("stats", org), counter, n)
+
+    def accept(self, org: str, kind: str, task_id: int, sender: str, body: bytes) -> str | None:
+        """Queue `body` for `org`; its id, or None when a quota is used up (nothing kept)."""
+        self.expire(org)
+        size = len(body)
+        held_org, held_sender = self._key("held", org), self._key("held", org, sender or "-")
+        with self.r.pipeline() as pipe:
+            pipe.incrby(held_org, size)
+            pipe.incrby(held_sender, size)
+            total, by_sender = pipe.execute()
+        if int(total) > self.addressee_quota or int(by_sender) > self.sender_quota:
+            with self.r.pipeline() as pipe:
+                pipe.decrby(held_org, size)
+                pipe.decrby(held_sender, size)
+                pipe.execute()
+            self.count(org, "refused-quota")
+            return None
+        fields = {"kind": kind, "task": str(task_id), "sender": sender, "body": body}
+        queue = self._key("q", org)
+        try:  # ids carry the relay's clock, which expiry reads them by
+            item_id = self.r.xadd(queue, fields, id=f"{int(self.clock() * 1000)}-*")  # type: ignore[arg-type]
+        except redis.ResponseError:  # the clock stepped back behind the newest item: Redis numbers it
+            item_id = self.r.xadd(queue, fields)  # type: ignore[arg-type]
+        self.count(org, "accepted")
+        return item_id.decode() if isinstance(item_id, bytes) else str(item_id)
+
+    def fetch(self, org: str, limit: int = MAX_FETCH, wait: float = 0.0) -> list[Item]:
+        """The oldest waiting items of `org`, waiting up to `wait` seconds for a first one."""
+        self.expire(org)
+        block = int(wait * 1000) if wait > 0 else None
+        # Acknowledged entries are deleted, so reading after 0-0 gives the oldest waiting ones
+        # at once, or blocks until one arrives.
+        got = cast(list[tuple[bytes, Entries]], self.r.xread({self._key("q", org): "0-0"}, count=limit, block=block))
+        return [self._item(entry_id, fields) for _stream, entries in got or [] for entry_id, fields in entries]
+
+    @staticmethod
+    def _item(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Item:
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return Item(
+            eid, fields[b"kind"].decode(), int(fields[b"task"]), fields[b"sender"].decode(), bytes(fields[b"body"])
+        )
+
+    def _range(self, org: str, upto: str) -> Entries:
+        return cast(Entries, self.r.xrange(self._key("q", org), "-", upto))
+
+    def _drop(self, org: str, entries: Entries) -> int:
+        if not entries:
+            return 0
+        with self.r.pipeline() as pipe:
+            for entry_id, fields in entries:
+                size = len(fields[b"body"])
+                pipe.decrby(self._key("held", org), size)
+                pipe.decrby(self._key("held", org, fields[b"sender"].decode() or "-"), size)
+                pipe.xdel(self._key("q", org), entry_id)
+            pipe.execute()
+        return len(entries)
+
+    def ack(self, org: str, upto: str) -> int:
+        """Forget every item of `org` up to and including `upto`: it was handed over."""
+        dropped = self._drop(org, self._range(org, upto))
+        if dropped:
+            self.count(org, "delivered", dropped)
+        return dropped
+
+    def expire(self, org: str) -> int:
+        """Drop what waited longer than `expire_after` (counted: the operator sees it)."""
+        cutoff = int((self.clock() - self.expire_after) * 1000)
+        if cutoff <= 0:
+            return 0
+        dropped = self._drop(org, self._range(org, f"{cutoff}-0"))
+        if dropped:
+            self.count(org, "expired", dropped)
+            log.warning("expired %d envelope(s) for %s that nobody fetched", dropped, org)
+        return dropped
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per organisation: waiting items and bytes, and the counters."""
+        keys = [*self.r.scan_iter(self._key("stats", "*")), *self.r.scan_iter(self._key("q", "*"))]
+        orgs = {bytes(k).decode().split(":")[-1] for k in keys}
+        out: dict[str, dict[str, int]] = {}
+        for org in sorted(orgs):
+            raw = cast(dict[bytes, bytes], self.r.hgetall(self._key("stats", org)))
+            counters = {k.decode(): int(v) for k, v in raw.items()}
+            out[org] = {
+                "waiting": int(self.r.xlen(self._key("q", org))),
+                "waiting_bytes": int(self.r.get(self._key("held", org)) or 0),
+                **{c: counters.get(c, 0) for c in COUNTERS},
+            }
+        return out
+
+
+def _org(value: str, serves: frozenset[str] | None) -> str:
+    if not is_address(value):
+        raise Problem(404, "not-served", f"{value!r} is not an organisation address")
+    org = to_checksum_address(value)
+    if serves is not None and org not in serves:
+        raise Problem(404, "not-served", f"this relay does not serve {org}")
+    return org
+
+
+def _task_id(value: int) -> int:
+    if not 0 <= value < 2**256:
+        raise Problem(400, "malformed", "task id out of range")
+    return value
+
+
+def create_relay_app(
+    store: RelayStore,
+    *,
+    serves: frozenset[str] | None = None,
+    max_body: int = MAX_BODY,
+    max_params: int = MAX_PARAMS,
+    max_inflight: int = MAX_INFLIGHT,
+    clock: Callable[[], float] = time.time,
+) -> FastAPI:
+    """The relay's HTTP API. Peers and requesters use the mailbox routes under
+    `/o/<organisation>`; the organisation's node fetches (`GET /o/<org>/fetch`) and
+    acknowledges (`POST /o/<org>/ack/<last id>`) with requests signed by its key. `serves`
+    (checksummed addresses) limits the organisations it takes envelopes for; None: any."""
+    serves = frozenset(to_checksum_address(a) for a in serves) if serves is not None else None
+    app = api_app("pcn relay", max_inflight)
+
+    def _guarded(fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except Problem:
+            raise
+        except redis.RedisError as exc:
+            log.warning("%s: redis unavailable: %s", what, exc)
+            raise Problem(503, "store-unavailable", "the relay's store cannot be reached, retry later") from None
+
+    def _signed_by(request: Request, org: str) -> None:
+        try:
+            signer = request_signer(request.headers, request.method, request.url.path, 0, clock())
+        except RequestAuthError as exc:
+            raise Problem(401, exc.code, exc.detail) from None
+        if signer != org:
+            raise Problem(403, "not-addressee", f"{signer} may not fetch what waits for {org}")
+
+    def _accept(org: str, kind: str, task_id: int, sender: str, body: bytes) -> JSONResponse:
+        item = store.accept(org, kind, task_id, sender, body)
+        if item is None:
+            raise Problem(413, "quota-exceeded", f"the relay's quota for {org} or for this sender is used up")
+        return JSONResponse({"outcome": "relayed", "id": item}, status_code=202)
+
+    @app.get("/v1/health")
+    def relay_health() -> dict[str, Any]:
+        return {"ok": True, "relay": True}
+
+    @app.get("/o/{org}/v1/health")
+    def health(org: str) -> dict[str, Any]:
+        return {"ok": True, "org": _org(org, serves), "relay": True}
+
+    @app.post("/o/{org}/v1/tasks/{task_id}/messages")
+    async def messages(org: str, task_id: int, request: Request) -> JSONResponse:
+        addressee, task_id = _org(org, serves), _task_id(task_id)
+        check_declared_size(request, max_body)
+        body = await read_capped(request, max_body)
+        try:
+            route = envelope_route(body, max_size=max_body)
+            if route.receiver != addressee:
+                raise Problem(400, "misbound", f"envelope is addressed to {route.receiver}, not {addressee}")
+            if route.task_id != task_id:
+                raise Problem(400, "task-mismatch", f"envelope is for task {route.task_id}, not task {task_id}")
+        except (EnvelopeError, Problem) as exc:
+            await run_in_threadpool(_guarded, lambda: store.count(addressee, "refused-envelope"), "relay count")
+            if isinstance(exc, Problem):
+                raise
+            raise Problem(400, exc.code, exc.detail) from None
+        return await run_in_threadpool(
+            _guarded, lambda: _accept(addressee, "message", task_id, route.sender, body), "relay message"
+        )
+
+    @app.post("/o/{org}/v1/tasks/{task_id}/params")
+    async def params(org: str, task_id: int, request: Request) -> JSONResponse:
+        addressee, task_id = _org(org, serves), _task_id(task_id)
+        body = await read_capped(request, max_params)
+        return await run_in_threadpool(_guarded, lambda: _accept(addressee, "params", task_id, "", body), "params")
+
+    @app.get("/o/{org}/v1/tasks/{task_id}/progress")
+    def progress(org: str, task_id: int) -> JSONResponse:
+        _org(org, serves)
+        raise Problem(501, "not-supported", "the progress of a node behind this relay is not relayed yet")
+
+    @app.get("/o/{org}/fetch")
+    async def fetch(org: str, request: Request, wait: float = 0.0, limit: int = MAX_FETCH) -> JSONResponse:
+        addressee = _org(org, serves)
+        _signed_by(request, addressee)
+        wait, limit = max(0.0, min(wait, MAX_WAIT)), max(1, min(limit, MAX_FETCH))
+        items = await run_in_threadpool(_guarded, lambda: store.fetch(addressee, limit, wait), "relay fetch")
+        return JSONResponse({"items": [i.as_json() for i in items]})
+
+    @app.post("/o/{org}/ack/{upto}")
+    async def ack(org: str, upto: str, request: Request) -> JSONResponse:
+        addressee = _org(org, serves)
+        _signed_by(request, addressee)
+        if not STREAM_ID.match(upto):
+            raise Problem(400, "malformed", f"{upto!r} is not an item id")
+        dropped = await run_in_threadpool(_guarded, lambda: store.ack(addressee, upto), "relay ack")
+        return JSONResponse({"acknowledged": dropped})
+
+    return app

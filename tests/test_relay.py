@@ -1,0 +1,259 @@
+"""The relay (#17): what it takes, to whom it hands it, what it refuses, and that it keeps
+what it accepted. Its HTTP API in-process over a real, durable Redis of its own."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from fastapi.testclient import TestClient
+
+from pcn.algorithms.base import Message
+from pcn.chain.types import Organisation, OrgStatus
+from pcn.devnet.localnet import RedisServer
+from pcn.runtime import puller as puller_module
+from pcn.runtime.envelope import open_envelope, seal
+from pcn.runtime.puller import Puller, relay_route
+from pcn.runtime.relay import RelayStore, create_relay_app
+from pcn.runtime.reqauth import sign_request
+
+CHAIN_ID, TASK_MANAGER = 31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+
+
+class Party:
+    def __init__(self) -> None:
+        self.account: LocalAccount = Account.create()
+        self.x25519 = X25519PrivateKey.generate()
+
+    @property
+    def address(self) -> str:
+        return str(self.account.address)
+
+    @property
+    def public(self) -> bytes:
+        return self.x25519.public_key().public_bytes_raw()
+
+
+def opened(body: bytes, receiver: Party) -> Message:
+    """What the addressee reads: the envelope checked and decrypted as its mailbox does."""
+
+    def active(sender: str) -> Organisation:
+        return Organisation(sender, "peer", b"", "", OrgStatus.ACTIVE, 0, 0)
+
+    msg, _task, _digest = open_envelope(
+        body,
+        me=receiver.address,
+        my_x25519=receiver.x25519,
+        chain_id=CHAIN_ID,
+        task_manager=TASK_MANAGER,
+        sender_key=active,
+    )
+    return msg
+
+
+def stored_bytes(store: RelayStore) -> bytes:
+    """Everything the relay's Redis holds, values of its streams included."""
+    out = []
+    for key in store.r.scan_iter("*"):
+        if store.r.type(key) == b"stream":
+            out += [v for _id, fields in store.r.xrange(key) for v in fields.values()]
+    return b"".join(out)
+
+
+def envelope(sender: Party, receiver: Party, task_id: int = 7, seq: int = 0, payload: bytes = b"secret rows") -> bytes:
+    msg = Message(sender.address, receiver.address, 3, "blinded", payload, seq)
+    return seal(msg, task_id, CHAIN_ID, TASK_MANAGER, sender.account, receiver.public)
+
+
+@pytest.fixture(scope="module")
+def relay_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("relay-redis"), persist=True)
+    yield server
+    server.stop()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def relay(relay_redis: RedisServer) -> Iterator[tuple[TestClient, RelayStore, Clock]]:
+    import redis
+
+    r = redis.Redis.from_url(relay_redis.url)
+    r.flushall()
+    clock = Clock()
+    store = RelayStore(r, addressee_quota=4096, sender_quota=2048, expire_after=3600, clock=clock)
+    app = create_relay_app(store, clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, store, clock
+
+
+def post(client: TestClient, org: Party, body: bytes, task_id: int = 7) -> httpx.Response:
+    return client.post(f"/o/{org.address}/v1/tasks/{task_id}/messages", content=body)
+
+
+def fetch(client: TestClient, org: Party, now: float, signer: Party | None = None) -> httpx.Response:
+    path = f"/o/{org.address}/fetch"
+    return client.get(path, headers=sign_request((signer or org).account, "GET", path, 0, now))
+
+
+def test_an_envelope_waits_for_its_addressee_who_alone_fetches_and_opens_it(relay: tuple) -> None:
+    client, store, clock = relay
+    a, b, mallory = Party(), Party(), Party()
+    sealed = envelope(a, b)
+    r = post(client, b, sealed)
+    assert r.status_code == 202 and r.json()["outcome"] == "relayed"
+    # the relay holds only what was sealed: the payload is nowhere in its store
+    assert sealed in stored_bytes(store) and b"secret rows" not in stored_bytes(store)
+    assert client.get(f"/o/{b.address}/fetch").status_code == 401  # unsigned
+    assert fetch(client, b, clock.now, signer=mallory).status_code == 403  # another organisation
+    stale = fetch(client, b, clock.now - 3600)
+    assert stale.status_code == 401 and stale.json()["error"] == "expired"
+    got = fetch(client, b, clock.now)
+    assert got.status_code == 200
+    (item,) = got.json()["items"]
+    assert item["kind"] == "message" and item["task_id"] == 7 and item["sender"] == a.address
+    body = base64.b64decode(item["body"])
+    assert body == sealed  # byte for byte what the sender sealed and signed
+    assert opened(body, b).payload == b"secret rows"
+    # acknowledged: gone, and counted
+    path = f"/o/{b.address}/ack/{item['id']}"
+    assert client.post(path, headers=sign_request(b.account, "POST", path, 0, clock.now)).json() == {"acknowledged": 1}
+    assert fetch(client, b, clock.now).json()["items"] == []
+    stats = store.stats()[b.address]
+    assert stats["accepted"] == 1 and stats["delivered"] == 1 and stats["waiting"] == 0 and stats["waiting_bytes"] == 0
+
+
+def test_forged_misaddressed_and_foreign_envelopes_are_refused_and_nothing_is_kept(relay: tuple) -> None:
+    client, store, clock = relay
+    a, b, c = Party(), Party(), Party()
+    sealed = bytearray(envelope(a, b))
+    sealed[-1] ^= 1  # the ciphertext changed after signing: the signature no longer covers it
+    r = post(client, b, bytes(sealed))
+    assert r.status_code == 400 and r.json()["error"] == "bad-signature"
+    r = post(client, c, envelope(a, b))  # addressed to b, delivered to c's queue
+    assert r.status_code == 400 and r.json()["error"] == "misbound"
+    r = post(client, b, envelope(a, b, task_id=7), task_id=8)
+    assert r.status_code == 400 and r.json()["error"] == "task-mismatch"
+    assert post(client, b, b"\x00\x05hello").json()["error"] == "malformed"
+    assert client.post("/o/not-an-address/v1/tasks/7/messages", content=b"x").status_code == 404
+    assert fetch(client, b, clock.now).json()["items"] == []
+    assert store.stats()[b.address]["refused-envelope"] == 3 and store.stats()[c.address]["refused-envelope"] == 1
+
+
+def test_quotas_per_sender_and_per_addressee(relay: tuple) -> None:
+    _client, store, clock = relay
+    a, b, c = Party(), Party(), Party()
+    size = len(envelope(a, b, payload=bytes(900)))
+    # room for two envelopes per sender and three per addressee
+    metered = RelayStore(store.r, sender_quota=2 * size, addressee_quota=3 * size, clock=clock)
+    with TestClient(create_relay_app(metered, clock=clock), raise_server_exceptions=False) as client:
+        assert post(client, b, envelope(a, b, seq=0, payload=bytes(900))).status_code == 202
+        assert post(client, b, envelope(a, b, seq=1, payload=bytes(900))).status_code == 202
+        over = post(client, b, envelope(a, b, seq=2, payload=bytes(900)))
+        assert over.status_code == 413 and over.json()["error"] == "quota-exceeded"
+        # another sender is not held back by a's backlog, until the organisation's quota is used up
+        assert post(client, b, envelope(c, b, seq=0, payload=bytes(900))).status_code == 202
+        assert post(client, b, envelope(c, b, seq=1, payload=bytes(900))).status_code == 413
+        items = fetch(client, b, clock.now).json()["items"]
+        assert [(i["sender"], i["task_id"]) for i in items] == [(a.address, 7), (a.address, 7), (c.address, 7)]
+        assert metered.stats()[b.address]["refused-quota"] == 2
+        # what is handed over frees its room
+        path = f"/o/{b.address}/ack/{items[0]['id']}"
+        client.post(path, headers=sign_request(b.account, "POST", path, 0, clock.now))
+        assert post(client, b, envelope(a, b, seq=2, payload=bytes(900))).status_code == 202
+
+
+def test_what_nobody_fetches_expires_and_an_acknowledgement_covers_only_what_it_names(relay: tuple) -> None:
+    client, store, clock = relay
+    a, b = Party(), Party()
+    for seq in range(3):
+        assert post(client, b, envelope(a, b, seq=seq)).status_code == 202
+    items = fetch(client, b, clock.now).json()["items"]
+    first = items[0]["id"]
+    path = f"/o/{b.address}/ack/{first}"
+    headers = sign_request(b.account, "POST", path, 0, clock.now)
+    assert client.post(path, headers=headers).json() == {"acknowledged": 1}
+    # replaying that signed acknowledgement acknowledges nothing more
+    assert client.post(path, headers=headers).json() == {"acknowledged": 0}
+    assert len(fetch(client, b, clock.now).json()["items"]) == 2
+    clock.now += 3601
+    assert fetch(client, b, clock.now).json()["items"] == []
+    assert store.stats()[b.address]["expired"] == 2
+
+
+def test_the_relay_keeps_what_it_accepted_across_its_redis_restart(relay: tuple, relay_redis: RedisServer) -> None:
+    client, _store, clock = relay
+    a, b = Party(), Party()
+    sealed = envelope(a, b)
+    assert post(client, b, sealed).status_code == 202
+    relay_redis.restart()
+    (item,) = fetch(client, b, clock.now).json()["items"]
+    assert base64.b64decode(item["body"]) == sealed
+
+
+def test_the_puller_hands_over_in_order_and_keeps_what_the_mailbox_cannot_take_yet(
+    relay: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node side: fetched items go to the local mailbox; a final answer acknowledges them,
+    a temporary one (the task not authorised yet here) keeps that item and those after it."""
+    client, store, _clock = relay
+    a, b = Party(), Party()
+    for seq in range(3):
+        post(client, b, envelope(a, b, seq=seq))
+    answers = iter([202, 425, 202, 202])
+    handed: list[bytes] = []
+
+    def mailbox(request: httpx.Request) -> httpx.Response:
+        status = next(answers)
+        if status < 300:
+            handed.append(request.content)
+        return httpx.Response(status, json={"outcome": "new"} if status < 300 else {"error": "too-early"})
+
+    routes = httpx.Client(transport=httpx.MockTransport(mailbox))
+
+    class Both(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.url.host == "mailbox.local":
+                return routes._transport.handle_request(request)
+            return client._transport.handle_request(request)  # the relay, in-process
+
+    puller = Puller("http://testserver", "http://mailbox.local", b.account, client=httpx.Client(transport=Both()))
+    monkeypatch.setattr(puller_module, "RETRY_AFTER", 0.0)
+    assert relay_route("http://testserver/", b.address) == f"http://testserver/o/{b.address}"
+    assert puller.step(wait=0) == 1  # the second item is too early: it and the third stay
+    assert store.stats()[b.address]["waiting"] == 2
+    assert puller.step(wait=0) == 2
+    assert store.stats()[b.address]["waiting"] == 0 and puller.handed == 3
+    assert [opened(h, b).seq for h in handed] == [0, 1, 2]
+
+
+def test_relay_cli_status_reads_the_queues(relay: tuple, relay_redis: RedisServer, tmp_path: Path) -> None:
+    client, _store, _clock = relay
+    a, b = Party(), Party()
+    post(client, b, envelope(a, b))
+    pcn = str(Path(sys.executable).parent / "pcn")
+    out = subprocess.run(
+        [pcn, "relay", "status", "--redis-url", relay_redis.url, "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[b.address]["waiting"] == 1
+    bad = subprocess.run(
+        [pcn, "relay", "status", "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 1 and "cannot be reached" in bad.stdout + bad.stderr

@@ -1,0 +1,162 @@
+"""Outbound-only organisations over real nodes (#17): the telecom registers the relay as its
+endpoint, its mailbox listens on a loopback port no peer is told of, and its node's puller
+fetches what the relay holds for it. Tasks complete as in a full mesh; the relay, killed and
+restarted mid-task, loses nothing and hands nothing over twice."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from pcn.chain.types import ParticipantState, TaskStatus
+from pcn.devnet.anvil import rpc_call
+from pcn.devnet.localnet import REGIONS, Network, RelayProcess, approve_all, build_network
+from pcn.runtime.operations import read_result, submit_task
+from pcn.runtime.puller import relay_route
+from pcn.runtime.relay import RelayStore
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    proc = RelayProcess(tmp_path_factory.mktemp("relay"))
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet, relay: RelayProcess) -> Iterator[Network]:
+    snap = rpc_call(devnet.rpc_url, "evm_snapshot")
+    root = tmp_path_factory.mktemp("relay-net")
+    net = build_network(
+        root,
+        deployment,
+        ["bank", "telecom", "insurer"],
+        rows=3000,
+        relay=relay,
+        outbound_only=("telecom",),
+        message_timeout=60.0,
+    )
+    try:
+        yield net
+    finally:
+        net.stop()
+        net.redis.stop()
+        rpc_call(devnet.rpc_url, "evm_revert", [snap])
+
+
+def relay_stats(relay: RelayProcess, org: str) -> dict[str, int]:
+    return RelayStore(redis.Redis.from_url(relay.redis.url)).stats().get(org, {})
+
+
+def assert_completed_and_agreed(net: Network, task_id: int, timeout: float = 300) -> None:
+    assert net.wait_final(task_id, timeout=timeout) is TaskStatus.COMPLETED
+    receipts = [net.admin.receipt(task_id, o.address) for o in net.orgs]
+    assert len({r.result_hash for r in receipts}) == 1
+    for o in net.orgs:
+        assert net.admin.participant_state(task_id, o.address) is ParticipantState.RECEIPTED
+        assert len([e for e in o.ctx.log.entries() if e.task_id == task_id and e.action == "receipt"]) == 1
+
+
+def test_the_outbound_only_node_is_reached_only_through_the_relay(net: Network, relay: RelayProcess) -> None:
+    telecom = net.by_name("telecom")
+    registered = net.admin.organisation(telecom.address).endpoint
+    assert registered == relay_route(relay.url, telecom.address)
+    assert telecom.config.relay_url == relay.url
+    assert str(telecom.config.listen_port) not in registered  # no peer is told where its mailbox listens
+    assert "puller" in telecom.process_names() and "puller" not in net.by_name("bank").process_names()
+
+
+def test_joint_statistics_with_an_outbound_only_member(net: Network, relay: RelayProcess) -> None:
+    before = relay_stats(relay, net.by_name("telecom").address).get("delivered", 0)
+    bank = net.by_name("bank")
+    params = {"column": "income", "group_by": "region", "groups": REGIONS, "statistics": ["count", "sum", "mean"]}
+    sub = submit_task(
+        bank.ledger, algorithm="stats", dataset_ids=[o.dataset_id for o in net.orgs], params=params, recipient="bank"
+    )
+    assert all(v == "ok" for v in sub.delivered.values()), sub.delivered  # the params reached the relay too
+    approve_all(net, sub.task_id)
+    assert_completed_and_agreed(net, sub.task_id)
+    got = read_result(bank.ctx, sub.task_id)
+    assert got["matches_chain"] is True
+    income = np.concatenate([o.values["income"] for o in net.orgs])
+    region = np.concatenate([o.values["region"] for o in net.orgs])
+    for g in REGIONS:
+        x = income[region == g]
+        assert got["result"]["groups"][g]["count"] == len(x)
+        assert got["result"]["groups"][g]["sum"] == pytest.approx(float(x.sum()), rel=1e-12)
+    stats = relay_stats(relay, net.by_name("telecom").address)
+    assert stats["delivered"] > before and stats["waiting"] == 0
+    assert stats["refused-envelope"] == 0 and stats["refused-quota"] == 0
+
+
+def test_the_relay_killed_and_restarted_mid_psi_loses_nothing(net: Network, relay: RelayProcess) -> None:
+    """A three-party PSI; the relay process is SIGKILLed while envelopes flow to the telecom
+    and comes back 3 s later on the same port: senders retry, what it had accepted is still
+    in its Redis, the task completes with the plain intersection."""
+    telecom = net.by_name("telecom")
+    start = relay_stats(relay, telecom.address).get("accepted", 0)
+    task_id = net.submit_psi(bucket_size=1024)
+    killed = threading.Event()
+
+    def kill_when_busy() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not net.admin.task(task_id).status.is_final:
+            if relay_stats(relay, telecom.address).get("accepted", 0) > start + 2:
+                relay.kill()
+                killed.set()
+                time.sleep(3.0)
+                relay.start()
+                return
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_when_busy, daemon=True)
+    killer.start()
+    assert_completed_and_agreed(net, task_id)
+    killer.join()
+    assert killed.is_set(), "the PSI ended before the relay could be killed"
+    expected = set.intersection(*(set(o.values["customer_id"].tolist()) for o in net.orgs))
+    assert set(read_result(net.by_name("bank").ctx, task_id)["result"]["ids"]) == expected
+    stats = relay_stats(relay, telecom.address)
+    assert stats["waiting"] == 0 and stats["accepted"] == stats["delivered"] + stats["expired"]
+    # the telecom's inbox took each envelope once: duplicates a retry produced were recognised
+    log = Path(telecom.config.data_path / "logs" / "puller.log").read_text()
+    assert "refused relayed" not in log
+
+
+def test_a_vertical_model_with_the_outbound_only_member_as_host(net: Network) -> None:
+    from tests.nodes import breast_cancer_split
+
+    g, h, *_ = breast_cancer_split(net, "bank", "telecom", tag="relay")
+    params = {"label_column": "label", "epochs": 2, "key_bits": 2048, "batch_size": 128}
+    sub = submit_task(
+        net.by_name("bank").ledger, algorithm="hetero-lr", dataset_ids=[g, h], params=params, recipient="bank"
+    )
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id, timeout=400) is TaskStatus.COMPLETED
+    metrics = read_result(net.by_name("bank").ctx, sub.task_id)["result"]["metrics"]
+    assert [m["epoch"] for m in metrics] == [1, 2] and metrics[-1]["auc"] > 0.9
+
+
+def test_an_idle_fetch_is_held_open_then_answered_empty(net: Network, relay: RelayProcess) -> None:
+    """Long polling: with nothing waiting, the relay holds a fetch for the time asked (longer
+    than its Redis client's default 5 s timeout) and answers an empty list, not an error."""
+    import httpx
+
+    from pcn.runtime.reqauth import sign_request
+
+    insurer = net.by_name("insurer")  # serves any organisation; nothing ever waits for the insurer
+    path = f"/o/{insurer.address}/fetch"
+    began = time.monotonic()
+    r = httpx.get(
+        relay.url + path, params={"wait": 7}, headers=sign_request(insurer.ctx.keys.account, "GET", path, 0), timeout=30
+    )
+    assert r.status_code == 200 and r.json() == {"items": []}
+    assert time.monotonic() - began >= 6.5
