@@ -257,3 +257,28 @@ def test_relay_cli_status_reads_the_queues(relay: tuple, relay_redis: RedisServe
         [pcn, "relay", "status", "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 1 and "cannot be reached" in bad.stdout + bad.stderr
+
+
+def test_progress_published_by_the_node_is_served_to_the_readers_it_named(relay: tuple) -> None:
+    client, _store, clock = relay
+    org, requester, outsider = Party(), Party(), Party()
+    path = f"/o/{org.address}/progress/9"
+    snapshot = {"fields": {"phase": "running", "fraction": "0.4"}, "readers": [org.address, requester.address]}
+    read = f"/o/{org.address}/v1/tasks/9/progress"
+    assert client.get(read, headers=sign_request(requester.account, "GET", read, 9, clock.now)).status_code == 404
+
+    def publish(body: dict, signer: Party, task_id: int = 9) -> httpx.Response:
+        return client.put(path, json=body, headers=sign_request(signer.account, "PUT", path, task_id, clock.now))
+
+    # only the organisation itself publishes its progress, signed for this very task
+    assert publish(snapshot, outsider).status_code == 403
+    assert publish(snapshot, org, task_id=8).status_code == 401
+    bad = publish({"fields": {"phase": 1}, "readers": []}, org)
+    assert bad.status_code == 400 and bad.json()["error"] == "malformed"
+    assert publish(snapshot, org).status_code == 200
+    got = client.get(read, headers=sign_request(requester.account, "GET", read, 9, clock.now))
+    assert got.status_code == 200
+    assert got.json() == {"org": org.address, "task_id": 9, "phase": "running", "fraction": "0.4"}
+    denied = client.get(read, headers=sign_request(outsider.account, "GET", read, 9, clock.now))
+    assert denied.status_code == 403 and denied.json()["error"] == "not-authorised"
+    assert client.get(read).status_code == 401

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import redis
 
-from pcn.chain.types import ParticipantState, TaskStatus
+from pcn.chain.types import ParticipantState, RefusalReason, TaskStatus
 from pcn.devnet.anvil import rpc_call
 from pcn.devnet.localnet import REGIONS, Network, RelayProcess, approve_all, build_network
 from pcn.runtime.operations import read_result, submit_task
@@ -42,7 +42,7 @@ def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet, relay: Rel
         rows=3000,
         relay=relay,
         outbound_only=("telecom",),
-        message_timeout=60.0,
+        message_timeout=30.0,
     )
     try:
         yield net
@@ -160,3 +160,83 @@ def test_an_idle_fetch_is_held_open_then_answered_empty(net: Network, relay: Rel
     )
     assert r.status_code == 200 and r.json() == {"items": []}
     assert time.monotonic() - began >= 6.5
+
+
+def test_the_requester_reads_the_outbound_only_nodes_progress_through_the_relay(
+    net: Network, relay: RelayProcess
+) -> None:
+    """`pcn task status` (operations.task_progress) asks every participant's registered
+    endpoint; the telecom's is the relay, which serves what the telecom's node published, to
+    the task's participants and requester only."""
+    import httpx
+    from eth_account import Account
+
+    from pcn.runtime.operations import task_progress
+    from pcn.runtime.reqauth import sign_request
+
+    bank, telecom = net.by_name("bank"), net.by_name("telecom")
+    sub = submit_task(
+        bank.ledger,
+        algorithm="stats",
+        dataset_ids=[o.dataset_id for o in net.orgs],
+        params={"column": "income", "statistics": ["count"]},
+        recipient="bank",
+    )
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.COMPLETED
+    deadline = time.monotonic() + 20
+    while True:
+        rows = {r["name"]: r for r in task_progress(bank.ledger, sub.task_id)["participants"]}
+        if rows["telecom"].get("phase") == "done" or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert rows["telecom"]["phase"] == "done", rows["telecom"]
+    path = f"/o/{telecom.address}/v1/tasks/{sub.task_id}/progress"
+    outsider = Account.create()
+    r = httpx.get(relay.url + path, headers=sign_request(outsider, "GET", path, sub.task_id), timeout=10)
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param("reorder=1.0,replay=0.5,delay=0.3,delay_seconds=1,seed=3", id="reorder-replay-delay"),
+        pytest.param("drop=0.3,seed=5", id="drop"),
+    ],
+)
+def test_a_misbehaving_relay_never_yields_a_wrong_result(net: Network, relay: RelayProcess, faults: str) -> None:
+    """The relay (test-only fault mode) shuffles every batch, replays earlier envelopes and
+    delays answers, or drops envelopes unseen. Reordering, replays and delays cost time only:
+    the puller hands over in order, the inbox drops duplicates, the PSI completes with the
+    plain intersection. Drops end in the documented refusal, PEER_UNREACHABLE, before the
+    deadline; what any participant receipted is the plain result."""
+    telecom = net.by_name("telecom")
+    relay.kill()
+    relay.start(faults=faults)
+    try:
+        task_id = net.submit_psi(bucket_size=1024)
+        status = net.wait_final(task_id, timeout=300)
+        expected = set.intersection(*(set(o.values["customer_id"].tolist()) for o in net.orgs))
+        if status is TaskStatus.COMPLETED:
+            assert set(read_result(net.by_name("bank").ctx, task_id)["result"]["ids"]) == expected
+            assert len({net.admin.receipt(task_id, o.address).result_hash for o in net.orgs}) == 1
+        else:
+            task = net.admin.task(task_id)
+            assert status is TaskStatus.REFUSED and task.refusal_reason is RefusalReason.PEER_UNREACHABLE
+            assert task.deadline > net.admin.block_timestamp() + 3000
+            # whoever finished before the refusal receipted the one true result
+            receipted = [
+                o for o in net.orgs if net.admin.participant_state(task_id, o.address) is ParticipantState.RECEIPTED
+            ]
+            assert len({net.admin.receipt(task_id, o.address).result_hash for o in receipted}) <= 1
+            bank = net.by_name("bank")
+            if (bank.ctx.results_dir() / f"{task_id}.sealed").exists():
+                assert set(read_result(bank.ctx, task_id)["result"]["ids"]) == expected
+        dropped = relay_stats(relay, telecom.address).get("dropped-by-fault", 0)
+        if "drop" in faults:
+            assert dropped > 0 and status is not TaskStatus.COMPLETED
+        else:
+            assert status is TaskStatus.COMPLETED
+    finally:
+        relay.kill()
+        relay.start()

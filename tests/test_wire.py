@@ -1,6 +1,7 @@
 """No plaintext on the wire: a capture of ALL loopback traffic (nodes' HTTP, Redis, the
 chain's RPC) during a full PSI + statistics + vertical LR + private query run contains none
-of the canary IDs and values planted in the input datasets."""
+of the canary IDs and values planted in the input datasets; the same with the telecom
+outbound-only behind a relay (#17), whose own store holds none of them either."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 
 from pcn.chain.types import TaskStatus
 from pcn.devnet.anvil import rpc_call
-from pcn.devnet.localnet import register_rows
+from pcn.devnet.localnet import RelayProcess, register_rows
 from pcn.runtime.operations import read_result, submit_task
 from tests.nodes import Network, approve_all, network_fixture
 
@@ -31,12 +32,25 @@ CANARY_INCOME = "987654.3217"
 CANARY_FEATURE = "31415.926535"
 
 
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
+@pytest.fixture(scope="module", params=["direct", "relay"])
+def net(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, deployment, devnet
+) -> Iterator[Network]:
     snap = rpc_call(devnet.rpc_url, "evm_snapshot")
     root = tmp_path_factory.mktemp("wire-net")
-    yield from network_fixture(root, deployment, ["bank", "telecom"], rows=50)
-    rpc_call(devnet.rpc_url, "evm_revert", [snap])
+    relay = RelayProcess(root / "relay") if request.param == "relay" else None
+    try:
+        kw = {"relay": relay, "outbound_only": ("telecom",)} if relay is not None else {}
+        yield from network_fixture(root, deployment, ["bank", "telecom"], rows=50, **kw)
+    finally:
+        if relay is not None:
+            relay.stop()
+            # the relay's durable store (its append-only file) holds no canary either
+            stored = b"".join(f.read_bytes() for f in (root / "relay" / "redis").rglob("*") if f.is_file())
+            assert stored, "the relay's Redis wrote nothing: the run did not go through it"
+            for canary in [*CANARY_IDS, CANARY_INCOME, CANARY_FEATURE]:
+                assert canary.encode() not in stored, f"{canary} is in the relay's store in plaintext"
+        rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
 
 def _rows(seed: int, n: int) -> tuple[list[list[str]], list[list[str]]]:

@@ -116,6 +116,7 @@ class RelayProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(workdir / "redis", persist=True)
         self.serves = serves
+        self.faults = ""
         self.proc = self._spawn()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
@@ -123,6 +124,8 @@ class RelayProcess:
         cmd = [pcn, "relay", "serve", "--redis-url", self.redis.url, "--host", "127.0.0.1", "--port", str(self.port)]
         for a in self.serves or []:
             cmd += ["--serve", a]
+        if self.faults:
+            cmd += ["--test-faults", self.faults]
         with (self.dir / "relay.log").open("ab") as log:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
@@ -146,7 +149,9 @@ class RelayProcess:
         self.proc.kill()
         self.proc.wait(10)
 
-    def start(self) -> None:
+    def start(self, faults: str = "") -> None:
+        """Start it again on the same port; `faults` (test only) makes it misbehave."""
+        self.faults = faults
         self.proc = self._spawn()
 
     def stop(self) -> None:

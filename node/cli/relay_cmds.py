@@ -52,20 +52,34 @@ def relay_serve(
     * 86400,
     addressee_quota: Annotated[int, typer.Option("--addressee-quota", help="Bytes held per organisation")] = 2 << 30,
     sender_quota: Annotated[int, typer.Option("--sender-quota", help="Bytes one sender may have waiting")] = 512 << 20,
+    test_faults: Annotated[
+        str,
+        typer.Option(
+            "--test-faults",
+            hidden=True,
+            help="TEST ONLY: misbehave on fetches, e.g. drop=0.05,reorder=0.5,replay=0.2,delay=0.1,seed=7",
+        ),
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Serve the relay: peers deliver to <url>/o/<organisation>, its node fetches from there."""
     import uvicorn
     from eth_utils import is_address, to_checksum_address
 
-    from pcn.runtime.relay import create_relay_app
+    from pcn.runtime.relay import Faults, create_relay_app
 
     for a in serves or []:
         if not is_address(a):
             raise UserError(f"--serve {a!r} is not an address")
     store = _store(redis_url, expire_after=expire_after, addressee_quota=addressee_quota, sender_quota=sender_quota)
     served = frozenset(to_checksum_address(a) for a in serves) if serves else None
-    app = create_relay_app(store, serves=served)
+    try:
+        faults = Faults.parse(test_faults) if test_faults else None
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"--test-faults: {exc}") from None
+    app = create_relay_app(store, serves=served, faults=faults)
+    if faults is not None:
+        console.print(f"TEST MODE: this relay misbehaves on purpose ({test_faults})")
     console.print(
         f"relay on {host}:{port}, queues in {redis_url}, serving {sorted(served) if served else 'any organisation'}"
     )

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -334,7 +335,8 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
             rows.append(row)
             continue
         path = f"/v1/tasks/{task_id}/progress"
-        headers = sign_request(ledger.account, "GET", path, task_id)
+        # signed over the whole path the endpoint serves it at (a relay's has a prefix)
+        headers = sign_request(ledger.account, "GET", urlsplit(org.endpoint).path.rstrip("/") + path, task_id)
         try:
             r = get_checked(org.endpoint, path, allow_private=devnet, allow_http=devnet, timeout=2.0, headers=headers)
             if r.status_code in (401, 403):

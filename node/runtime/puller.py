@@ -10,14 +10,22 @@ forged or replayed envelope, a finished task). An answer that may change (the ta
 authorised yet on this node's view of the chain, a gap before an envelope still on its way,
 the mailbox busy or restarting) keeps the item and everything after it at the relay, to be
 tried again: nothing is lost and each link's order is kept.
+
+Beside it, a `ProgressPublisher` thread puts this node's live progress of each task to the
+relay whenever it changes, naming the accounts that may read it (the task's participants and
+requester, from the chain), so a requester's progress request reaches it through the relay
+as it would reach a mailbox.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import signal
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -33,6 +41,7 @@ FETCH_WAIT = 20.0  # seconds the relay may hold a fetch open for the first item
 RETRY_AFTER = 0.5  # seconds before an item with a temporary refusal is handed over again
 UNKNOWN_TASK_PATIENCE = 120.0  # seconds an item of a task this node's chain view lacks is retried
 RETRYABLE = {425, 429, 500, 502, 503, 504}
+PUBLISH_EVERY = 0.5  # seconds between looks at this node's progress records
 
 
 def relay_route(relay_url: str, address: str) -> str:
@@ -104,7 +113,9 @@ class Puller:
 
     def step(self, wait: float = FETCH_WAIT) -> int:
         """One fetch and hand-over; how many items left the relay."""
-        items = self.fetch(wait)
+        # In id order, whatever order the relay answered in: an acknowledgement covers every
+        # item up to the one it names, so it must never pass one not handed over yet.
+        items = sorted(self.fetch(wait), key=lambda i: tuple(int(x) for x in str(i["id"]).split("-")))
         last: str | None = None
         done = 0
         for item in items:
@@ -135,6 +146,43 @@ class Puller:
                 backoff = min(2.0, backoff * 2)  # the relay back soon: tasks wait on it
 
 
+Snapshot = tuple[int, str, dict[str, str]]  # task id, its "updated" stamp, its progress fields
+
+
+@dataclass
+class ProgressPublisher:
+    """Puts this node's progress of each task to the relay when it changed. `snapshots()`
+    gives every task's current record; `readers(task_id)` the accounts that may read it."""
+
+    relay_url: str
+    account: LocalAccount
+    snapshots: Callable[[], list[Snapshot]]
+    readers: Callable[[int], list[str]]
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10, trust_env=False))
+    _published: dict[int, str] = field(default_factory=dict)
+
+    def publish_changed(self) -> int:
+        done = 0
+        for task_id, updated, fields in self.snapshots():
+            if self._published.get(task_id) == updated:
+                continue
+            url = httpx.URL(f"{relay_route(self.relay_url, str(self.account.address))}/progress/{task_id}")
+            body = json.dumps({"fields": fields, "readers": self.readers(task_id)}).encode()
+            headers = sign_request(self.account, "PUT", url.path, task_id)
+            self.client.put(url, content=body, headers=headers).raise_for_status()
+            self._published[task_id] = updated
+            done += 1
+        return done
+
+    def run(self, stop: Callable[[], bool]) -> None:
+        while not stop():
+            try:
+                self.publish_changed()
+            except Exception as exc:  # the relay or the chain away: try again, keep fetching
+                log.warning("publishing progress to the relay failed: %s", exc)
+            time.sleep(PUBLISH_EVERY)
+
+
 def _error(r: httpx.Response) -> str:
     try:
         return str(r.json().get("error", ""))
@@ -147,9 +195,35 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s puller %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+    from pcn.runtime.taskstate import Progress
+
     ctx = NodeContext.from_env()
     cfg = ctx.config
-    Puller(cfg.relay_url, cfg.local_mailbox_url, ctx.keys.account).run_forever()
+    puller = Puller(cfg.relay_url, cfg.local_mailbox_url, ctx.keys.account)
+    prefix = ctx.key("progress", "")
+
+    def snapshots() -> list[Snapshot]:
+        out: list[Snapshot] = []
+        for key in ctx.redis.scan_iter(prefix + "*"):
+            suffix = bytes(key).decode()[len(prefix) :]
+            if suffix.isdigit():
+                fields = Progress(ctx, int(suffix)).read()
+                out.append((int(suffix), fields.get("updated", ""), fields))
+        return out
+
+    readers_of: dict[int, list[str]] = {}
+
+    def readers(task_id: int) -> list[str]:
+        if task_id not in readers_of:
+            task = ctx.ledger.task(task_id)
+            readers_of[task_id] = sorted(
+                {*(p.lower() for p in ctx.ledger.task_participants(task_id)), task.requester.lower()}
+            )
+        return readers_of[task_id]
+
+    publisher = ProgressPublisher(cfg.relay_url, ctx.keys.account, snapshots, readers)
+    threading.Thread(target=publisher.run, args=(lambda: puller._stop,), daemon=True).start()
+    puller.run_forever()
 
 
 if __name__ == "__main__":

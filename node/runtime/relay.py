@@ -26,6 +26,7 @@ of the organisations it serves.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import time
@@ -59,8 +60,11 @@ SENDER_QUOTA = 512 * 1024 * 1024  # bytes one sender may have waiting at one org
 EXPIRE_AFTER = 7 * 24 * 3600  # seconds an envelope nobody fetched is kept
 MAX_FETCH = 64  # envelopes per fetch
 MAX_WAIT = 30.0  # seconds a fetch may wait for the first envelope
+MAX_PROGRESS = 64 * 1024  # bytes of one progress snapshot
+MAX_READERS = 1024  # accounts one snapshot may name as its readers
+PROGRESS_TTL = 7 * 24 * 3600  # seconds a snapshot is kept after its last update (as a node keeps its own)
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-COUNTERS = ("accepted", "delivered", "expired", "refused-quota", "refused-envelope")
+COUNTERS = ("accepted", "delivered", "expired", "refused-quota", "refused-envelope", "dropped-by-fault")
 Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (redis-py types it loosely)
 
 
@@ -165,6 +169,13 @@ class RelayStore:
             pipe.execute()
         return len(entries)
 
+    def discard(self, org: str, item_id: str) -> int:
+        """Delete one item unseen (only a faulty relay does: `Faults`)."""
+        return self._drop(org, self._range_between(org, item_id, item_id))
+
+    def _range_between(self, org: str, first: str, last: str) -> Entries:
+        return cast(Entries, self.r.xrange(self._key("q", org), first, last))
+
     def ack(self, org: str, upto: str) -> int:
         """Forget every item of `org` up to and including `upto`: it was handed over."""
         dropped = self._drop(org, self._range(org, upto))
@@ -183,6 +194,18 @@ class RelayStore:
             log.warning("expired %d envelope(s) for %s that nobody fetched", dropped, org)
         return dropped
 
+    def put_progress(self, org: str, task_id: int, fields: dict[str, str], readers: list[str]) -> None:
+        """The latest progress snapshot `org` published for a task, and who may read it."""
+        value = json.dumps({"fields": fields, "readers": readers})
+        self.r.set(self._key("progress", org, str(task_id)), value, ex=PROGRESS_TTL)
+
+    def progress(self, org: str, task_id: int) -> tuple[dict[str, str], list[str]] | None:
+        raw = cast(bytes | None, self.r.get(self._key("progress", org, str(task_id))))
+        if raw is None:
+            return None
+        snap = json.loads(raw)
+        return dict(snap["fields"]), list(snap["readers"])
+
     def stats(self) -> dict[str, dict[str, int]]:
         """Per organisation: waiting items and bytes, and the counters."""
         keys = [*self.r.scan_iter(self._key("stats", "*")), *self.r.scan_iter(self._key("q", "*"))]
@@ -197,6 +220,58 @@ class RelayStore:
                 **{c: counters.get(c, 0) for c in COUNTERS},
             }
         return out
+
+
+@dataclass
+class Faults:
+    """Test only: a relay that misbehaves as a dishonest or broken one could, on each fetch.
+    `drop`: each item is deleted unseen with this probability; `delay`: the answer waits
+    `delay_seconds` with this probability; `reorder`: the batch is shuffled; `replay`: an item
+    handed over earlier is added again. The seed makes a run repeatable."""
+
+    drop: float = 0.0
+    delay: float = 0.0
+    reorder: float = 0.0
+    replay: float = 0.0
+    delay_seconds: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        import random
+
+        self._rng = random.Random(self.seed)
+        self._seen: dict[str, list[Item]] = {}
+
+    @classmethod
+    def parse(cls, spec: str) -> Faults:
+        """ "drop=0.05,reorder=0.5,replay=0.2,delay=0.1,delay_seconds=2,seed=7"."""
+        values: dict[str, float] = {}
+        for part in filter(None, spec.split(",")):
+            name, _, value = part.partition("=")
+            if name not in {"drop", "delay", "reorder", "replay", "delay_seconds", "seed"}:
+                raise ValueError(f"unknown fault {name!r}")
+            values[name] = float(value)
+        seed = int(values.pop("seed", 0))
+        return cls(**values, seed=seed)
+
+    def apply(self, store: RelayStore, org: str, items: list[Item]) -> list[Item]:
+        kept = []
+        for item in items:
+            if self._rng.random() < self.drop:
+                store.discard(org, item.id)
+                store.count(org, "dropped-by-fault")
+            else:
+                kept.append(item)
+        seen = self._seen.setdefault(org, [])
+        if seen and self._rng.random() < self.replay:
+            kept.append(self._rng.choice(seen))
+        seen.extend(kept)
+        del seen[:-64]
+        if self._rng.random() < self.reorder:
+            self._rng.shuffle(kept)
+        if self._rng.random() < self.delay:
+            time.sleep(self.delay_seconds)
+        return kept
 
 
 def _org(value: str, serves: frozenset[str] | None) -> str:
@@ -222,6 +297,7 @@ def create_relay_app(
     max_params: int = MAX_PARAMS,
     max_inflight: int = MAX_INFLIGHT,
     clock: Callable[[], float] = time.time,
+    faults: Faults | None = None,
 ) -> FastAPI:
     """The relay's HTTP API. Peers and requesters use the mailbox routes under
     `/o/<organisation>`; the organisation's node fetches (`GET /o/<org>/fetch`) and
@@ -239,13 +315,16 @@ def create_relay_app(
             log.warning("%s: redis unavailable: %s", what, exc)
             raise Problem(503, "store-unavailable", "the relay's store cannot be reached, retry later") from None
 
-    def _signed_by(request: Request, org: str) -> None:
+    def _signer(request: Request, task_id: int = 0) -> str:
         try:
-            signer = request_signer(request.headers, request.method, request.url.path, 0, clock())
+            return request_signer(request.headers, request.method, request.url.path, task_id, clock())
         except RequestAuthError as exc:
             raise Problem(401, exc.code, exc.detail) from None
+
+    def _signed_by(request: Request, org: str, task_id: int = 0) -> None:
+        signer = _signer(request, task_id)
         if signer != org:
-            raise Problem(403, "not-addressee", f"{signer} may not fetch what waits for {org}")
+            raise Problem(403, "not-addressee", f"{signer} may not act for {org} at this relay")
 
     def _accept(org: str, kind: str, task_id: int, sender: str, body: bytes) -> JSONResponse:
         item = store.accept(org, kind, task_id, sender, body)
@@ -288,9 +367,41 @@ def create_relay_app(
         return await run_in_threadpool(_guarded, lambda: _accept(addressee, "params", task_id, "", body), "params")
 
     @app.get("/o/{org}/v1/tasks/{task_id}/progress")
-    def progress(org: str, task_id: int) -> JSONResponse:
-        _org(org, serves)
-        raise Problem(501, "not-supported", "the progress of a node behind this relay is not relayed yet")
+    async def progress(org: str, task_id: int, request: Request) -> JSONResponse:
+        """What a mailbox's progress route answers, from the snapshot the node published: to
+        the accounts the node named (the task's participants and requester) only."""
+        addressee, task_id = _org(org, serves), _task_id(task_id)
+        signer = _signer(request, task_id)
+        snap = await run_in_threadpool(_guarded, lambda: store.progress(addressee, task_id), "relay progress")
+        if snap is None:
+            raise Problem(404, "no-progress", f"{addressee} has published no progress of task {task_id}")
+        fields, readers = snap
+        if signer.lower() not in readers:
+            raise Problem(
+                403, "not-authorised", f"{signer} is neither a participant nor the requester of task {task_id}"
+            )
+        return JSONResponse({"org": addressee, "task_id": task_id, **fields})
+
+    @app.put("/o/{org}/progress/{task_id}")
+    async def publish_progress(org: str, task_id: int, request: Request) -> JSONResponse:
+        """The node publishes its progress of a task, naming who may read it."""
+        addressee, task_id = _org(org, serves), _task_id(task_id)
+        _signed_by(request, addressee, task_id)
+        body = await read_capped(request, MAX_PROGRESS)
+        try:
+            snap = json.loads(body)
+            fields, readers = snap["fields"], snap["readers"]
+            if not isinstance(fields, dict) or not all(isinstance(v, str) for v in fields.values()):
+                raise ValueError("fields must map names to strings")
+            if not isinstance(readers, list) or len(readers) > MAX_READERS or not all(map(is_address, readers)):
+                raise ValueError(f"readers must be at most {MAX_READERS} addresses")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise Problem(400, "malformed", f"not a progress snapshot: {exc}") from None
+        lowered = [str(a).lower() for a in readers]
+        await run_in_threadpool(
+            _guarded, lambda: store.put_progress(addressee, task_id, fields, lowered), "relay progress"
+        )
+        return JSONResponse({"ok": True})
 
     @app.get("/o/{org}/fetch")
     async def fetch(org: str, request: Request, wait: float = 0.0, limit: int = MAX_FETCH) -> JSONResponse:
@@ -298,6 +409,8 @@ def create_relay_app(
         _signed_by(request, addressee)
         wait, limit = max(0.0, min(wait, MAX_WAIT)), max(1, min(limit, MAX_FETCH))
         items = await run_in_threadpool(_guarded, lambda: store.fetch(addressee, limit, wait), "relay fetch")
+        if faults is not None:
+            items = await run_in_threadpool(faults.apply, store, addressee, items)
         return JSONResponse({"items": [i.as_json() for i in items]})
 
     @app.post("/o/{org}/ack/{upto}")
