@@ -233,7 +233,8 @@ def test_the_puller_hands_over_in_order_and_keeps_what_the_mailbox_cannot_take_y
                 return routes._transport.handle_request(request)
             return client._transport.handle_request(request)  # the relay, in-process
 
-    puller = Puller("http://testserver", "http://mailbox.local", b.account, client=httpx.Client(transport=Both()))
+    both = httpx.Client(transport=Both())
+    puller = Puller("http://testserver", "http://mailbox.local", b.account, client=both, local=both)
     monkeypatch.setattr(puller_module, "RETRY_AFTER", 0.0)
     assert relay_route("http://testserver/", b.address) == f"http://testserver/o/{b.address}"
     assert puller.step(wait=0) == 1  # the second item is too early: it and the third stay

@@ -240,3 +240,81 @@ def test_a_misbehaving_relay_never_yields_a_wrong_result(net: Network, relay: Re
     finally:
         relay.kill()
         relay.start()
+
+
+class ForwardProxy:
+    """An outbound HTTP proxy as a bank's network has one: it takes absolute-form requests
+    (what a client sends a proxy for an http:// URL), forwards them and records each."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.seen: list[str] = []
+        seen = self.seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                seen.append(f"{self.command} {self.path}")
+                hop = {"host", "proxy-connection", "connection", "content-length", "keep-alive"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                with httpx.Client(timeout=60, trust_env=False) as c:
+                    r = c.request(self.command, self.path, content=body, headers=headers)
+                self.send_response(r.status_code)
+                self.send_header("content-type", r.headers.get("content-type", "application/json"))
+                self.send_header("content-length", str(len(r.content)))
+                self.end_headers()
+                self.wfile.write(r.content)
+
+            do_GET = do_POST = do_PUT = _forward
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_pull_mode_through_an_outbound_proxy(net: Network, relay: RelayProcess) -> None:
+    """The telecom's network lets it out only through a proxy (`relay_proxy`): its puller's
+    fetches and acknowledgements and its progress go through it, and a task completes."""
+    from pcn.runtime import services
+
+    telecom = net.by_name("telecom")
+    cfg = telecom.config
+    proxy = ForwardProxy()
+    services.stop(cfg)
+    cfg.relay_proxy = proxy.url
+    cfg.save(Path(cfg.path))
+    try:
+        services.start(cfg, timeout=90)
+        bank = net.by_name("bank")
+        sub = submit_task(
+            bank.ledger,
+            algorithm="stats",
+            dataset_ids=[o.dataset_id for o in net.orgs],
+            params={"column": "income", "statistics": ["count", "sum"]},
+            recipient="bank",
+        )
+        approve_all(net, sub.task_id)
+        assert_completed_and_agreed(net, sub.task_id)
+        route = relay_route(relay.url, telecom.address)
+        assert any(s.startswith(f"GET {route}/fetch") for s in proxy.seen)
+        assert any(s.startswith(f"POST {route}/ack/") for s in proxy.seen)
+        assert any(s.startswith(f"PUT {route}/progress/{sub.task_id}") for s in proxy.seen)
+    finally:
+        services.stop(cfg)
+        cfg.relay_proxy = ""
+        cfg.save(Path(cfg.path))
+        services.start(cfg, timeout=90)
+        proxy.server.shutdown()

@@ -16,6 +16,13 @@ address on the bridge. Only configuration differs from the one-machine demo.
 Then a joint-statistics task and a three-party PSI complete across the hosts, checked
 against the plaintext data, every participant receipted; and the isolation is checked, so
 the success cannot come from a shortcut over a shared loopback.
+
+The same consortium is built twice more with outbound-only organisations (#17): first the
+telecom, then the telecom and the insurer. Such a host's mailbox listens on its own loopback
+only (nothing on its address accepts a connection, checked from the others and by listing
+its listening sockets), its registered endpoint is a relay on a fourth host (`pcn relay
+serve` in a namespace of its own, with its own Redis), and its node's puller fetches from
+there over an outbound connection. The same tasks complete and agree.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from eth_account import Account
@@ -64,6 +72,7 @@ ROWS = 500
 RPC_PORT = 8545
 REDIS_PORT = 6379  # the same in every organisation's namespace
 MAILBOX_PORT = 8700  # likewise
+RELAY_PORT = 8800
 PCN = Path(sys.executable).with_name("pcn")
 CLEARED = ("PCN_CONFIG", "PCN_HOME", "PCN_DEPLOYMENT", "PCN_RPC_URL", "PCN_REDIS_URL", "PCN_PRIVATE_KEY")
 POLICY = """
@@ -139,10 +148,15 @@ class Host:
     encryption_key: str = ""
     dataset_id: int = 0
     values: dict[str, np.ndarray] = field(default_factory=dict)
+    registered: str = ""  # an outbound-only host's endpoint: its route at the relay
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.ip}:{MAILBOX_PORT}"
+        return self.registered or f"http://{self.ip}:{MAILBOX_PORT}"
+
+    @property
+    def outbound_only(self) -> bool:
+        return bool(self.registered)
 
     def exec(self, *cmd: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command on this host (inside its network namespace)."""
@@ -173,6 +187,8 @@ class Consortium:
     rpc_url: str
     admin: Ledger
     hosts: dict[str, Host]
+    relay_ns: str = ""
+    relay_ip: str = ""
 
     def all(self) -> list[Host]:
         return list(self.hosts.values())
@@ -285,7 +301,7 @@ def _wait(predicate: Any, timeout: float, what: str, interval: float = 0.2) -> A
     raise AssertionError(f"{what} not within {timeout:.0f} s (last: {last!r})")
 
 
-def _build(fabric: Fabric, root: Path) -> Consortium:
+def _build(fabric: Fabric, root: Path, outbound: tuple[str, ...] = ()) -> Consortium:
     a, b = _free_subnet()
     net = f"10.{a}.{b}"
     switch = fabric.add_ns("sw")
@@ -325,6 +341,23 @@ def _build(fabric: Fabric, root: Path) -> Consortium:
 
     redis_server = shutil.which("redis-server") or "/usr/bin/redis-server"
 
+    relay_url = ""
+    if outbound:  # the relay's host: its own namespace, its own durable Redis, `pcn relay serve`
+        cons.relay_ns, cons.relay_ip = fabric.add_ns("relay"), f"{net}.5"
+        fabric.wire(cons.relay_ns, switch, cons.relay_ip, "relay")
+        relay_dir = root / "relay"
+        relay_dir.mkdir()
+        relay_redis = [redis_server, "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", ""]
+        relay_redis += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(relay_dir)]
+        fabric.spawn(cons.relay_ns, relay_redis, relay_dir / "redis.log")
+        relay_url = f"http://{cons.relay_ip}:{RELAY_PORT}"
+        serve = [str(PCN), "relay", "serve", "--host", cons.relay_ip, "--port", str(RELAY_PORT)]
+        serve += ["--redis-url", f"redis://127.0.0.1:{REDIS_PORT}/0"]
+        fabric.spawn(cons.relay_ns, serve, relay_dir / "relay.log")
+        _wait(
+            lambda: httpx.get(f"{relay_url}/v1/health", timeout=2, trust_env=False).status_code == 200, 30, "the relay"
+        )
+
     def init(host: Host) -> None:
         # each organisation's own Redis, on its own loopback
         (host.dir / "redis").mkdir()
@@ -339,15 +372,16 @@ def _build(fabric: Fabric, root: Path) -> Consortium:
         # the deployment file as the admin hands it to each member (a copy, not a shared path)
         dep = host.dir / "deployment.json"
         shutil.copy(deployment.path, dep)
+        if host.name in outbound:  # no inbound: the mailbox on loopback, the relay as its endpoint
+            reach = ["--relay-url", relay_url, "--listen-port", str(MAILBOX_PORT)]
+        else:
+            reach = ["--endpoint", host.endpoint, "--listen-host", host.ip]
         out = host.pcn(
             "org",
             "init",
             "--name",
             host.name,
-            "--endpoint",
-            host.endpoint,
-            "--listen-host",
-            host.ip,
+            *reach,
             "--redis-url",
             f"redis://127.0.0.1:{REDIS_PORT}/0",
             "--rpc-url",
@@ -361,6 +395,9 @@ def _build(fabric: Fabric, root: Path) -> Consortium:
         )
         host.config = Path(out["config"])
         host.address, host.encryption_key = out["address"], out["encryption_key"]
+        if host.name in outbound:
+            host.registered = out["endpoint"]
+            assert host.registered == f"{relay_url}/o/{host.address}"
 
     with ThreadPoolExecutor(len(hosts)) as pool:
         list(pool.map(init, hosts.values()))
@@ -404,12 +441,14 @@ def _build(fabric: Fabric, root: Path) -> Consortium:
     return cons
 
 
-@pytest.fixture(scope="module")
-def consortium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
+@pytest.fixture(
+    scope="module", params=[(), ("telecom",), ("telecom", "insurer")], ids=["mesh", "telecom-outbound", "two-outbound"]
+)
+def consortium(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Consortium]:
     root = tmp_path_factory.mktemp("scaleout")
     fabric = Fabric(root)
     try:
-        cons = _build(fabric, root)
+        cons = _build(fabric, root, request.param)
         yield cons
     finally:
         fabric.close()
@@ -509,7 +548,7 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
     for h in hosts:
         assert h.config is not None
         pids = json.loads((load_config(h.config).data_path / "run" / "node.json").read_text())["pids"]
-        assert set(pids) == {"mailbox", "watcher", "worker"}
+        assert set(pids) == {"mailbox", "watcher", "worker"} | ({"puller"} if h.outbound_only else set())
         for proc, pid in pids.items():
             assert process_netns_inode(int(pid)) == netns_inode(h.ns), f"{h.name}'s {proc} is not in {h.ns}"
         assert h.redis is not None and process_netns_inode(h.redis.pid) == netns_inode(h.ns)
@@ -532,10 +571,24 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
     assert seen[f"{telecom.ip}:{REDIS_PORT}"] == "refused"
     assert seen[loop_mailbox] == "refused"
     assert seen[f"127.0.0.1:{RPC_PORT}"] == "refused"
-    assert seen[f"http://{telecom.ip}:{MAILBOX_PORT}"] == {"ok": True, "org": telecom.address}
+    if telecom.outbound_only:  # nothing on its address takes a connection; the relay stands for it
+        assert "refused" in str(seen[f"http://{telecom.ip}:{MAILBOX_PORT}"]).lower()
+    else:
+        assert seen[f"http://{telecom.ip}:{MAILBOX_PORT}"] == {"ok": True, "org": telecom.address}
     assert seen[f"http://{bank.ip}:{MAILBOX_PORT}"] == {"ok": True, "org": bank.address}
     assert seen[f"{consortium.chain_ip}:{RPC_PORT}"] == "open"
     assert "unreachable" in seen["198.51.100.1:80"].lower(), seen["198.51.100.1:80"]
+
+    for h in hosts:
+        if not h.outbound_only:
+            continue
+        # an outbound-only host listens on its own loopback alone (its Redis, its mailbox)
+        listening = h.exec("ss", "-ltnH").stdout.split("\n")
+        local = [line.split()[3] for line in listening if line.strip()]
+        assert local and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in local), (h.name, local)
+        # the others reach it only at the relay's route, which answers for it
+        route = bank.probe(h.endpoint)[h.endpoint]
+        assert route == {"ok": True, "org": h.address, "relay": True}, route
 
     # the same redis://127.0.0.1:6379 in every config, yet one server per host: a value each host
     # writes there is the value it reads back, and the node's keys there are only its own

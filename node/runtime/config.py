@@ -53,6 +53,7 @@ class OrgConfig:
     # as its endpoint and fetches from the relay; its mailbox listens on listen_host:listen_port
     # for the puller only. Empty: peers deliver to `endpoint` directly.
     relay_url: str = ""
+    relay_proxy: str = ""  # pull mode through an outbound HTTP(S) proxy: its URL ("" connects directly)
     path: str = ""  # where this config was loaded from (not written)
 
     @property
@@ -120,6 +121,12 @@ class OrgConfig:
                 raise ConfigError("with relay_url, listen_port must name the loopback port of the mailbox")
             if self.listen_host not in ("127.0.0.1", "::1", "localhost"):
                 raise ConfigError("with relay_url, the mailbox listens on loopback only (listen_host 127.0.0.1)")
+        if self.relay_proxy:
+            u = urlparse(self.relay_proxy)
+            if not self.relay_url:
+                raise ConfigError("relay_proxy is for pull mode: set relay_url too")
+            if u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/"):
+                raise ConfigError(f"relay_proxy must be an http(s)://host:port URL, got {self.relay_proxy!r}")
         if not self.dropout_after >= 0:
             raise ConfigError("dropout_after must be 0 (half the message timeout) or a positive number of seconds")
 

@@ -44,6 +44,12 @@ RETRYABLE = {425, 429, 500, 502, 503, 504}
 PUBLISH_EVERY = 0.5  # seconds between looks at this node's progress records
 
 
+def relay_client(timeout: float, proxy: str = "") -> httpx.Client:
+    """A client for the relay: through the configured outbound proxy if there is one (never
+    one from the environment, so what the config says is what happens)."""
+    return httpx.Client(timeout=timeout, trust_env=False, proxy=proxy or None)
+
+
 def relay_route(relay_url: str, address: str) -> str:
     """The endpoint an outbound-only organisation registers on chain."""
     return f"{relay_url.rstrip('/')}/o/{address}"
@@ -56,7 +62,8 @@ class Puller:
     relay_url: str
     mailbox_url: str
     account: LocalAccount
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=FETCH_WAIT + 10, trust_env=False))
+    client: httpx.Client = field(default_factory=lambda: relay_client(FETCH_WAIT + 10))
+    local: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=FETCH_WAIT + 10, trust_env=False))
     handed: int = 0
     dropped: int = 0
     _stop: bool = False
@@ -85,7 +92,7 @@ class Puller:
         route = "messages" if item["kind"] == "message" else "params"
         body = base64.b64decode(item["body"])
         try:
-            r = self.client.post(f"{self.mailbox_url}/v1/tasks/{item['task_id']}/{route}", content=body)
+            r = self.local.post(f"{self.mailbox_url}/v1/tasks/{item['task_id']}/{route}", content=body)
         except httpx.HTTPError as exc:
             log.warning("the local mailbox cannot be reached (%s); item %s stays at the relay", exc, item["id"])
             return False
@@ -158,7 +165,7 @@ class ProgressPublisher:
     account: LocalAccount
     snapshots: Callable[[], list[Snapshot]]
     readers: Callable[[int], list[str]]
-    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10, trust_env=False))
+    client: httpx.Client = field(default_factory=lambda: relay_client(10))
     _published: dict[int, str] = field(default_factory=dict)
 
     def publish_changed(self) -> int:
@@ -199,7 +206,9 @@ def main() -> None:
 
     ctx = NodeContext.from_env()
     cfg = ctx.config
-    puller = Puller(cfg.relay_url, cfg.local_mailbox_url, ctx.keys.account)
+    puller = Puller(
+        cfg.relay_url, cfg.local_mailbox_url, ctx.keys.account, client=relay_client(FETCH_WAIT + 10, cfg.relay_proxy)
+    )
     prefix = ctx.key("progress", "")
 
     def snapshots() -> list[Snapshot]:
@@ -221,7 +230,9 @@ def main() -> None:
             )
         return readers_of[task_id]
 
-    publisher = ProgressPublisher(cfg.relay_url, ctx.keys.account, snapshots, readers)
+    publisher = ProgressPublisher(
+        cfg.relay_url, ctx.keys.account, snapshots, readers, client=relay_client(10, cfg.relay_proxy)
+    )
     threading.Thread(target=publisher.run, args=(lambda: puller._stop,), daemon=True).start()
     puller.run_forever()
 
