@@ -5,7 +5,7 @@ reachable (direct delivery) and once with the telecom outbound-only behind `pcn 
 Tasks, each submitted, approved and timed to the last receipt: a two-party PSI by OT
 extension (psi-ot) of N x N IDs, and a joint-statistics task (count, sum, mean by region)
 over the same N-row datasets. Reported as ratios relay / direct, with where the relayed
-bytes went (the relay's counters). Each configuration gets a fresh pair of nodes on one
+bytes went (the relay's counters). Each configuration gets a fresh pair of nodes on a fresh
 anvil (direct first, then relay) and runs both tasks `--repeat` times; medians reported.
 
     python bench/relay.py --rows 1000000 --repeat 2
@@ -59,15 +59,15 @@ def stats_task(net: Network) -> float:
 def run(rows: int, repeat: int, say: Any) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="pcn-bench-relay-"))
     os.environ["PCN_RUN_DIR"] = str(work / "run")
-    port = free_port()
     times: dict[str, dict[str, list[float]]] = {m: {"psi_ot": [], "stats": []} for m in ("direct", "relay")}
     relay_counters: dict[str, int] = {}
     loads = {"start": ecdh_bench.load()}
     expected: set[str] | None = None
     try:
-        st = anvil.up(port=port, state_file=work / "anvil.json")
-        dep = deploy(st.rpc_url, out=work / "deployment.json")
-        for mode in ("direct", "relay"):
+        for mode in ("direct", "relay"):  # each on a chain of its own (organisation names are unique per chain)
+            port = free_port()
+            st = anvil.up(port=port, state_file=work / mode / "anvil.json")
+            dep = deploy(st.rpc_url, out=work / mode / "deployment.json")
             relay = RelayProcess(work / mode / "relay") if mode == "relay" else None
             kw: dict[str, Any] = {"relay": relay, "outbound_only": ("telecom",)} if relay is not None else {}
             say(f"{mode}: starting two nodes with {rows:,} rows each")
@@ -93,8 +93,8 @@ def run(rows: int, repeat: int, say: Any) -> dict[str, Any]:
                 net.redis.stop()
                 if relay is not None:
                     relay.stop()
+                anvil.down(port)
     finally:
-        anvil.down(port)
         shutil.rmtree(work, ignore_errors=True)
     med = {m: {t: statistics.median(v) for t, v in ts.items()} for m, ts in times.items()}
     return {
