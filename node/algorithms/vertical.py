@@ -349,6 +349,21 @@ KIND_MODEL = "model-commit"
 KIND_RESULT = "result-hash"
 
 
+def guest_and_hosts_checked(proto: base.Protocol) -> dict[str, Any]:
+    """What every guest/host protocol checks first: at least two distinct participants, the
+    context, that this party plays the role its class does (the guest is the recipient); its
+    validated params."""
+    ctx = proto.ctx
+    n = len(ctx.participants)
+    if n < 2 or len(set(ctx.participants)) != n:
+        raise ProtocolError(f"{proto.name} needs at least 2 distinct participants (a guest and a host)")
+    proto._check_context("the guest")
+    if not isinstance(proto, proto.role_class(ctx)):
+        role = getattr(proto, "role", "party")
+        raise ProtocolError(f"{type(proto).__name__} plays a {role}, which {ctx.me!r} is not in this task")
+    return proto.validate_params(ctx.params)
+
+
 @dataclass(eq=False)
 class VerticalTraining(base.Protocol):
     """What every guest/host training protocol (hetero-lr, hetero-sbt) does alike: the guest is
@@ -394,14 +409,8 @@ class VerticalTraining(base.Protocol):
     _checkpoint_units: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._p = guest_and_hosts_checked(self)
         ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError(f"{self.name} needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
         lowered = {p.lower() for p in ctx.participants}
         strangers = sorted(set(self._p["features"]) - lowered)
         if strangers:
@@ -817,14 +826,8 @@ class VerticalPrediction(base.Protocol):
     _done: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._p = guest_and_hosts_checked(self)
         ctx = self.ctx
-        n = len(ctx.participants)
-        if n < 2 or len(set(ctx.participants)) != n:
-            raise ProtocolError(f"{self.name} needs at least 2 distinct participants (a guest and a host)")
-        self._check_context("the guest")
-        if not isinstance(self, self.role_class(ctx)):
-            raise ProtocolError(f"{type(self).__name__} plays a {self.role}, which {ctx.me!r} is not in this task")
-        self._p = self.validate_params(ctx.params)
         self._guest = ctx.recipient
         self._hosts = [p for p in ctx.participants if p != self._guest]
         self._load_model()
