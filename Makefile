@@ -38,8 +38,9 @@ $(CHAIN)/node_modules/.stamp: $(CHAIN)/package.json $(CHAIN)/package-lock.json
 
 # Debian packages the tests use: a Redis server binary (each test network starts its own on
 # a private port), tcpdump (the no-plaintext-on-the-wire test), Chromium (the dashboard's
-# browser test). Installed when missing and we are root; otherwise a clear message.
-SYSTEM_PACKAGES := redis-server:redis-server tcpdump:tcpdump chromium:chromium
+# browser test), nftables (the namespace test's outbound-only hosts drop every inbound
+# connection). Installed when missing and we are root; otherwise a clear message.
+SYSTEM_PACKAGES := redis-server:redis-server tcpdump:tcpdump chromium:chromium nft:nftables
 .system-check: Makefile
 	@missing=""; for pair in $(SYSTEM_PACKAGES); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null || missing="$$missing $$pkg"; done; \

@@ -27,7 +27,7 @@ import pytest
 
 from pcn.algorithms.base import Message, ModelUnavailable, PartyContext, ProtocolError, TaskServices, run_local
 from pcn.algorithms.hetero_lr import params as hlr_params
-from pcn.algorithms.hetero_lr.common import epoch_batches, split_key
+from pcn.algorithms.hetero_lr.common import epoch_batches
 from pcn.algorithms.hetero_lr.protocol import (
     KIND_EPOCH_END,
     KIND_GRAD,
@@ -50,6 +50,7 @@ from pcn.algorithms.hetero_lr_predict.protocol import (
 from pcn.algorithms.vertical import Drbg, model_commitment
 from pcn.crypto.paillier import PaillierPrivateKey, encode_array
 from pcn.data.table import Table
+from tests.lr_reference import lr_reference
 from tests.protocol_runs import drive
 
 sklearn = pytest.importorskip("sklearn")
@@ -158,39 +159,7 @@ def sklearn_auc(l2: float = 0.01, class_weight: Any = None) -> float:
 
 
 def reference(split: list[range], params: dict[str, Any]) -> dict[str, Any]:
-    """The same training in plaintext numpy: what the protocol must compute under encryption."""
-    p = HeteroLrProtocol.validate_params(params)
-    xs = (X_RAW - X_RAW.mean(0)) / X_RAW.std(0)
-    parts = [xs[:, list(cols)] for cols in split]
-    parts[0] = np.hstack([parts[0], np.ones((N, 1))])
-    ws = [np.zeros(x.shape[1]) for x in parts]
-    cw = p["class_weight"]
-    pos = Y.sum()
-    if cw is None:
-        s = np.ones(N)
-    elif cw == "balanced":
-        s = np.where(Y == 1, N / (2 * pos), N / (2 * (N - pos)))
-    else:
-        s = np.where(Y == 1, cw["1"], cw["0"])
-    key = split_key(p["seed_split"])
-    losses: list[float] = []
-    for epoch in range(p["epochs"]):
-        for b in epoch_batches(key, epoch, N, p["batch_size"]):
-            z = sum(x[b] @ w for x, w in zip(parts, ws, strict=True))
-            d = s[b] * (0.25 * z + 0.5 - Y[b])
-            for k, (x, w) in enumerate(zip(parts, ws, strict=True)):
-                g = x[b].T @ d / len(b)
-                reg = w.copy()
-                if k == 0:
-                    reg[-1] = 0.0
-                ws[k] = w - p["learning_rate"] * (g + p["l2"] * reg)
-        z = sum(x @ w for x, w in zip(parts, ws, strict=True))
-        loss = float(np.mean(s * (np.log(2) - 0.5 * (2 * Y - 1) * z + 0.125 * z * z)))
-        loss += 0.5 * p["l2"] * (float(ws[0][:-1] @ ws[0][:-1]) + sum(float(w @ w) for w in ws[1:]))
-        losses.append(loss)
-        if epoch >= 1 and abs(losses[-2] - loss) < p["tol"]:
-            break
-    return {"weights": ws, "losses": losses, "scores": z}
+    return lr_reference(X_RAW, Y, split, params)
 
 
 def states_by_party(parties: Sequence[HeteroLrProtocol]) -> dict[str, dict[str, Any]]:
@@ -529,6 +498,34 @@ def test_predict_refusals(models: Any, one_host: Any) -> None:
     bad = Table({"id": IDS, "f10": ["1"] * N})
     with pytest.raises(ProtocolError, match="not in the dataset"):
         HeteroLrPredictProtocol.create(predict[1].ctx, bad)
+
+
+def test_predict_refuses_a_message_before_its_senders_setup_or_after_the_end(models: Any, one_host: Any) -> None:
+    """A host that sends its scores before its setup (skipping the model commitment the guest
+    checks) is refused; so is any message to a party whose prediction has finished (a replay,
+    or a late host trying to change a result already hashed)."""
+    predict = predict_parties(models, one_host[0], ONE_HOST)
+    seen: list[Message] = []
+    queue = deque(m for p in predict for m in p.start())
+    while queue:
+        m = queue.popleft()
+        seen.append(m)
+        queue.extend(next(p for p in predict if p.ctx.me == m.receiver).receive(m))
+    assert all(p.done for p in predict)
+    scores = next(m for m in seen if m.kind == "scores")
+    result_hash = next(m for m in seen if m.receiver == "0xhost0" and m.kind != "setup")
+
+    fresh = predict_parties(models, one_host[0], ONE_HOST)
+    fresh[0].start()
+    with pytest.raises(ProtocolError, match="'scores' message from '0xhost0' before its setup"):
+        fresh[0].receive(replace(scores, seq=0))
+
+    guest, host = predict
+    late = replace(scores, seq=max(m.seq for m in seen if m.sender == "0xhost0") + 1)
+    with pytest.raises(ProtocolError, match="'scores' message from '0xhost0' after the protocol finished"):
+        guest.receive(late)
+    with pytest.raises(ProtocolError, match="after the protocol finished"):
+        host.receive(replace(result_hash, seq=result_hash.seq + 1))
 
 
 # -- refusals --------------------------------------------------------------------------------------

@@ -244,6 +244,51 @@ def test_the_puller_hands_over_in_order_and_keeps_what_the_mailbox_cannot_take_y
     assert [opened(h, b).seq for h in handed] == [0, 1, 2]
 
 
+STOPPABLE_PULLER = """
+import sys
+from eth_account import Account
+from pcn.runtime.puller import Puller
+Puller(sys.argv[1], "http://127.0.0.1:9", Account.create()).run_forever()
+print("stopped", flush=True)
+"""
+
+
+def test_the_puller_stops_at_once_while_the_relay_holds_its_fetch_open() -> None:
+    """`pcn node stop` sends SIGTERM: a puller waiting in a long poll ends it and exits cleanly
+    rather than waiting out the relay's hold (or being killed when stop loses patience)."""
+    import http.server
+    import signal
+    import threading
+
+    fetching, release = threading.Event(), threading.Event()
+
+    class HoldingRelay(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # a fetch: held open as the relay does when nothing waits
+            fetching.set()
+            release.wait(60)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"items": []}')
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HoldingRelay)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPABLE_PULLER, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert fetching.wait(30), "the puller never fetched"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)  # the hold is 60 s and the client's timeout 30 s
+        assert proc.returncode == 0 and out.strip() == "stopped"
+    finally:
+        proc.kill()
+        release.set()
+        server.shutdown()
+
+
 def test_relay_cli_status_reads_the_queues(relay: tuple, relay_redis: RedisServer, tmp_path: Path) -> None:
     client, _store, _clock = relay
     a, b = Party(), Party()

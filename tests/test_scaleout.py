@@ -13,16 +13,19 @@ runs as the CLI inside that organisation's namespace; the consortium admin (fund
 admission) and the test's own chain reads run in the root namespace, which has one more
 address on the bridge. Only configuration differs from the one-machine demo.
 
-Then a joint-statistics task and a three-party PSI complete across the hosts, checked
-against the plaintext data, every participant receipted; and the isolation is checked, so
-the success cannot come from a shortcut over a shared loopback.
+Then a joint-statistics task, a three-party PSI and a vertical logistic regression (bank
+as guest, telecom as host) complete across the hosts, checked against the plaintext
+computation, every participant receipted; and the isolation is checked, so the success
+cannot come from a shortcut over a shared loopback.
 
 The same consortium is built twice more with outbound-only organisations (#17): first the
-telecom, then the telecom and the insurer. Such a host's mailbox listens on its own loopback
-only (nothing on its address accepts a connection, checked from the others and by listing
-its listening sockets), its registered endpoint is a relay on a fourth host (`pcn relay
-serve` in a namespace of its own, with its own Redis), and its node's puller fetches from
-there over an outbound connection. The same tasks complete and agree.
+telecom, then the telecom and the insurer. Such a host accepts no inbound connection at all:
+its namespace's firewall (nftables, input hook, policy drop) lets in only loopback traffic
+and the replies to connections it opened itself, which the test checks by listing the
+ruleset and by a listener on its address that the others cannot reach. Its mailbox listens
+on its own loopback, its registered endpoint is a relay on a fourth host (`pcn relay serve`
+in a namespace of its own, with its own Redis), and its node's puller fetches from there
+over an outbound connection. The same tasks complete and agree.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from tests.nodes import PASSWORD, REGIONS, fund, write_dataset
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 IP = shutil.which("ip")
+NFT = shutil.which("nft")
 if os.geteuid() != 0 or IP is None:
     pytest.skip(
         "needs root and iproute2's `ip` to create network namespaces, veth pairs and a bridge",
@@ -73,6 +77,17 @@ RPC_PORT = 8545
 REDIS_PORT = 6379  # the same in every organisation's namespace
 MAILBOX_PORT = 8700  # likewise
 RELAY_PORT = 8800
+STRAY_PORT = 9099  # a listener the test opens on an outbound-only host's address
+
+LISTENER = r"""
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("listening", flush=True)
+time.sleep(600)
+"""
 PCN = Path(sys.executable).with_name("pcn")
 CLEARED = ("PCN_CONFIG", "PCN_HOME", "PCN_DEPLOYMENT", "PCN_RPC_URL", "PCN_REDIS_URL", "PCN_PRIVATE_KEY")
 POLICY = """
@@ -82,6 +97,19 @@ recipients = ["bank", "telecom", "insurer"]
 max_uses = 10
 expires_in_days = 30
 epsilon_total = 0
+"""
+VERTICAL_POLICY = POLICY.replace('["stats", "psi"]', '["hetero-lr"]')
+
+# An outbound-only host's firewall: nothing comes in but loopback traffic and the replies to
+# connections the host opened (conntrack); everything else that arrives is dropped unanswered.
+NO_INBOUND = """
+table inet pcn_no_inbound {
+  chain inbound {
+    type filter hook input priority filter; policy drop;
+    iif "lo" accept
+    ct state established,related accept
+  }
+}
 """
 
 # Run inside a namespace: try each target, print what happened (a TCP connect and, for
@@ -114,7 +142,9 @@ print(json.dumps(out))
 
 
 def run(*cmd: str, timeout: float = 30, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    if "input" not in kw:
+        kw["stdin"] = subprocess.DEVNULL
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -223,6 +253,12 @@ class Fabric:
         ip("-n", ns, "link", "set", "lo", "up")
         return ns
 
+    def forbid_inbound(self, ns: str) -> None:
+        """The namespace accepts no inbound connection (its nftables input hook drops them)."""
+        assert NFT is not None, "nft (Debian's nftables) not found: run `make deps`"
+        assert IP is not None
+        run(IP, "netns", "exec", ns, NFT, "-f", "-", input=NO_INBOUND)
+
     def wire(self, ns: str, switch: str, address: str, port_name: str) -> None:
         """eth0 in `ns`, its peer `port_name` on the bridge in `switch`."""
         ip("link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port_name, "netns", switch)
@@ -315,6 +351,8 @@ def _build(fabric: Fabric, root: Path, outbound: tuple[str, ...] = ()) -> Consor
     for i, name in enumerate(ORGS):
         ns = fabric.add_ns(name)
         fabric.wire(ns, switch, f"{net}.{11 + i}", name)
+        if name in outbound:
+            fabric.forbid_inbound(ns)
         host_dir = root / name
         host_dir.mkdir(parents=True)
         hosts[name] = Host(name, ns, f"{net}.{11 + i}", host_dir, _org_env(host_dir))
@@ -466,21 +504,32 @@ def _logs(cons: Consortium, n: int = 2000) -> str:
     return "\n".join(out)
 
 
-def _run_task(cons: Consortium, requester: str, algo: str, params: dict[str, Any], recipient: str) -> int:
+def _run_task(
+    cons: Consortium,
+    requester: str,
+    algo: str,
+    params: dict[str, Any],
+    recipient: str,
+    datasets: dict[str, int] | None = None,
+) -> int:
+    """Submit, approve by every participant, wait for COMPLETED with agreeing receipts.
+    `datasets` (organisation name -> dataset id, in the task's order) defaults to every
+    organisation's customer table."""
+    datasets = datasets or {h.name: h.dataset_id for h in cons.all()}
+    parties = [cons.hosts[name] for name in datasets]
     req = cons.hosts[requester]
     params_file = req.dir / f"{algo}-params.json"
     params_file.write_text(json.dumps(params))
-    datasets = ",".join(str(h.dataset_id) for h in cons.all())
     sub = req.pcn(
-        "task", "submit", "--algo", algo, "--datasets", datasets, "--params", str(params_file),
-        "--recipient", recipient, "--deadline", "30m",
+        "task", "submit", "--algo", algo, "--datasets", ",".join(map(str, datasets.values())),
+        "--params", str(params_file), "--recipient", recipient, "--deadline", "30m",
     )  # fmt: skip
     task_id = int(sub["task_id"])
     # the parameters reached every participant's mailbox over the bridge
-    assert sub["delivered"] == {h.address: "ok" for h in cons.all()}, sub["delivered"]
-    with ThreadPoolExecutor(len(cons.hosts)) as pool:
-        approvals = list(pool.map(lambda h: h.pcn("task", "approve", str(task_id), "--yes"), cons.all()))
-    assert {a["required_approvals"] for a in approvals} == {len(cons.hosts)}
+    assert sub["delivered"] == {h.address: "ok" for h in parties}, sub["delivered"]
+    with ThreadPoolExecutor(len(parties)) as pool:
+        approvals = list(pool.map(lambda h: h.pcn("task", "approve", str(task_id), "--yes"), parties))
+    assert {a["required_approvals"] for a in approvals} == {len(parties)}
 
     def final() -> TaskStatus | None:
         st = cons.admin.task(task_id).status
@@ -491,7 +540,7 @@ def _run_task(cons: Consortium, requester: str, algo: str, params: dict[str, Any
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_logs(cons)}") from None
     assert status is TaskStatus.COMPLETED, f"{cons.admin.task(task_id)}\n{_logs(cons)}"
-    for h in cons.all():
+    for h in parties:
         assert cons.admin.participant_state(task_id, h.address) is ParticipantState.RECEIPTED, h.name
     # every node reports its part done (asked over HTTP at each mailbox's own address)
     _wait(
@@ -499,7 +548,7 @@ def _run_task(cons: Consortium, requester: str, algo: str, params: dict[str, Any
         30,
         f"every participant of task {task_id} done",
     )
-    receipts = [cons.admin.receipt(task_id, h.address) for h in cons.all()]
+    receipts = [cons.admin.receipt(task_id, h.address) for h in parties]
     assert len({r.result_hash for r in receipts}) == 1
     assert receipts[0].result_hash == cons.admin.task(task_id).result_hash
     return task_id
@@ -559,7 +608,7 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
     loop_redis, loop_mailbox = f"127.0.0.1:{REDIS_PORT}", f"127.0.0.1:{MAILBOX_PORT}"
     seen = bank.probe(
         loop_redis,  # bank's own Redis
-        f"{telecom.ip}:{REDIS_PORT}",  # telecom's Redis listens on telecom's loopback only
+        f"{telecom.ip}:{REDIS_PORT}",  # telecom's Redis, from another host
         loop_mailbox,  # no mailbox on bank's loopback: each listens on its host's address
         f"127.0.0.1:{RPC_PORT}",  # nor a chain
         f"http://{telecom.ip}:{MAILBOX_PORT}",  # telecom's mailbox, over the bridge
@@ -568,11 +617,14 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
         "198.51.100.1:80",  # anything off the test subnet (a documentation address): no route
     )
     assert seen[loop_redis] == "open"
-    assert seen[f"{telecom.ip}:{REDIS_PORT}"] == "refused"
+    if telecom.outbound_only:  # its firewall drops the attempt unanswered
+        assert "timed out" in seen[f"{telecom.ip}:{REDIS_PORT}"].lower()
+    else:  # telecom's Redis listens on telecom's loopback only
+        assert seen[f"{telecom.ip}:{REDIS_PORT}"] == "refused"
     assert seen[loop_mailbox] == "refused"
     assert seen[f"127.0.0.1:{RPC_PORT}"] == "refused"
-    if telecom.outbound_only:  # nothing on its address takes a connection; the relay stands for it
-        assert "refused" in str(seen[f"http://{telecom.ip}:{MAILBOX_PORT}"]).lower()
+    if telecom.outbound_only:  # its firewall drops the attempt unanswered; the relay stands for it
+        assert "timed out" in str(seen[f"http://{telecom.ip}:{MAILBOX_PORT}"]).lower()
     else:
         assert seen[f"http://{telecom.ip}:{MAILBOX_PORT}"] == {"ok": True, "org": telecom.address}
     assert seen[f"http://{bank.ip}:{MAILBOX_PORT}"] == {"ok": True, "org": bank.address}
@@ -586,6 +638,25 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
         listening = h.exec("ss", "-ltnH").stdout.split("\n")
         local = [line.split()[3] for line in listening if line.strip()]
         assert local and all(a.startswith(("127.0.0.1:", "[::1]:")) for a in local), (h.name, local)
+        # and its namespace enforces it: the input hook drops all but loopback and replies
+        assert NFT is not None
+        ruleset = " ".join(h.exec(NFT, "list", "ruleset").stdout.split())
+        assert "type filter hook input priority filter; policy drop;" in ruleset, ruleset
+        assert 'iif "lo" accept ct state established,related accept }' in ruleset, ruleset
+        # even a listener on its address is out of the others' reach (reachable from itself)
+        listener = subprocess.Popen(
+            [IP, "netns", "exec", h.ns, sys.executable, "-c", LISTENER, h.ip, str(STRAY_PORT)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == b"listening"
+            stray = f"{h.ip}:{STRAY_PORT}"
+            assert h.probe(stray)[stray] == "open"
+            assert "timed out" in bank.probe(stray)[stray].lower()
+        finally:
+            listener.kill()
+            listener.wait()
         # the others reach it only at the relay's route, which answers for it
         route = bank.probe(h.endpoint)[h.endpoint]
         assert route == {"ok": True, "org": h.address, "relay": True}, route
@@ -600,3 +671,51 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
         assert h.exec(*cli, "GET", f"scaleout:{consortium.tag}").stdout.strip() == h.name
         keys = h.exec(*cli, "--scan", "--pattern", "pcn:*").stdout.split()
         assert {k.split(":")[1] for k in keys} <= {h.address.lower()}, (h.name, keys[:5])
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
+
+
+def test_vertical_lr_across_hosts(consortium: Consortium) -> None:
+    """hetero-lr with the bank as guest (10 features and the label) and the telecom as host (20
+    features), over the hosts (through the relay when the telecom is outbound-only): the
+    guest's model and every epoch's loss equal the plaintext training of the same model."""
+    from sklearn.datasets import load_breast_cancer
+
+    from tests.lr_reference import lr_reference
+
+    x, y = load_breast_cancer(return_X_y=True)
+    ids = [f"A{i:04d}" for i in range(len(y))]  # ID order is row order, as in the reference
+    bank, telecom = consortium.hosts["bank"], consortium.hosts["telecom"]
+    bank.pcn("algo", "register", "hetero-lr")
+    consortium.admin.approve_algorithm(algorithm_hash("hetero-lr"))
+    policy = bank.dir / "vertical-policy.toml"
+    policy.write_text(VERTICAL_POLICY)
+    guest_rows = [[i, *(f"{v:.17g}" for v in row[:10]), str(label)] for i, row, label in zip(ids, x, y, strict=True)]
+    host_rows = [[i, *(f"{v:.17g}" for v in row[10:])] for i, row in zip(ids, x, strict=True)]
+    tables = [
+        (bank, ["id", *(f"g{j}" for j in range(10)), "label"], guest_rows),
+        (telecom, ["id", *(f"h{j}" for j in range(20))], host_rows),
+    ]
+    datasets: dict[str, int] = {}
+    for host, header, rows in tables:
+        path = host.dir / "vertical.csv"
+        _write_csv(path, header, rows)
+        host_policy = host.dir / "vertical-policy.toml"
+        host_policy.write_text(VERTICAL_POLICY)
+        reg = host.pcn(
+            "data", "register", str(path), "--name", f"{host.name} vertical", "--id-column", "id",
+            "--policy", str(host_policy),
+        )  # fmt: skip
+        datasets[host.name] = int(reg["dataset_id"])
+
+    params = {"label_column": "label", "epochs": 2, "key_bits": 2048, "batch_size": 128, "tol": 0.0, "seed_split": 5}
+    task_id = _run_task(consortium, "bank", "hetero-lr", params, recipient="bank", datasets=datasets)
+    result = _result(consortium, "bank", task_id)
+    ref = lr_reference(x, y.astype(float), [range(0, 10), range(10, 30)], params)
+    guest = result["model"]["guest"]
+    np.testing.assert_allclose(guest["weights"], ref["weights"][0][:-1], atol=1e-6)
+    assert abs(guest["intercept"] - ref["weights"][0][-1]) < 1e-6
+    np.testing.assert_allclose([m["loss"] for m in result["metrics"]], ref["losses"], rtol=1e-6)
+    assert result["metrics"][-1]["auc"] > 0.95

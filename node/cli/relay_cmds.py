@@ -83,7 +83,9 @@ def relay_serve(
     console.print(
         f"relay on {host}:{port}, queues in {redis_url}, serving {sorted(served) if served else 'any organisation'}"
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # A stop must not wait out the fetches it holds open (up to their wait): they are cut after
+    # 2 s; an item fetched but not acknowledged stays queued and is fetched again.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
 
 
 @relay_app.command("status")

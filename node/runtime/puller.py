@@ -55,6 +55,10 @@ def relay_route(relay_url: str, address: str) -> str:
     return f"{relay_url.rstrip('/')}/o/{address}"
 
 
+class _Stopping(Exception):
+    """Raised by the stop signal into a fetch that the relay may hold open for FETCH_WAIT."""
+
+
 @dataclass
 class Puller:
     """Fetches from `relay_url` what waits for `account` and hands it to `mailbox_url`."""
@@ -67,6 +71,7 @@ class Puller:
     handed: int = 0
     dropped: int = 0
     _stop: bool = False
+    _fetching: bool = False  # a stop signal may end the wait at once (nothing is in hand yet)
     _unknown_since: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -122,7 +127,12 @@ class Puller:
         """One fetch and hand-over; how many items left the relay."""
         # In id order, whatever order the relay answered in: an acknowledgement covers every
         # item up to the one it names, so it must never pass one not handed over yet.
-        items = sorted(self.fetch(wait), key=lambda i: tuple(int(x) for x in str(i["id"]).split("-")))
+        self._fetching = True
+        try:
+            fetched = self.fetch(wait)
+        finally:
+            self._fetching = False
+        items = sorted(fetched, key=lambda i: tuple(int(x) for x in str(i["id"]).split("-")))
         last: str | None = None
         done = 0
         for item in items:
@@ -139,6 +149,8 @@ class Puller:
     def run_forever(self) -> None:
         def stop(_sig: int, _frame: FrameType | None) -> None:
             self._stop = True
+            if self._fetching:  # a long poll: end it now (a hand-over in progress is finished first)
+                raise _Stopping
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -147,6 +159,8 @@ class Puller:
             try:
                 self.step()
                 backoff = RETRY_AFTER
+            except _Stopping:
+                break
             except (httpx.HTTPError, ValueError, KeyError) as exc:  # the relay away or answering nonsense
                 log.warning("fetching from the relay %s failed: %s", self.relay_url, exc)
                 time.sleep(backoff)
