@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -289,6 +290,34 @@ def test_the_puller_stops_at_once_while_the_relay_holds_its_fetch_open() -> None
         server.shutdown()
 
 
+def test_the_route_health_says_whether_the_node_is_fetching(relay: tuple) -> None:
+    """A peer or requester asking an outbound-only organisation's route for its health learns
+    whether its node is connected, not only that the relay is up: a node that never fetched,
+    or whose last fetch ended more than ONLINE_GRACE ago, is reported offline."""
+    from pcn.runtime.relay import ONLINE_GRACE
+
+    client, store, clock = relay
+    b = Party()
+    health = client.get(f"/o/{b.address}/v1/health").json()
+    assert health["ok"] is True and health["relay"] is True  # the relay takes deliveries for it
+    assert health["node_online"] is False and health["node_seen_s_ago"] is None
+    assert fetch(client, b, clock.now).status_code == 200
+    health = client.get(f"/o/{b.address}/v1/health").json()
+    assert health["node_online"] is True and health["node_seen_s_ago"] == 0
+    assert store.stats()[b.address]["last_fetch_s_ago"] == 0
+    clock.now += ONLINE_GRACE + 1
+    health = client.get(f"/o/{b.address}/v1/health").json()
+    assert health["node_online"] is False and health["node_seen_s_ago"] == pytest.approx(ONLINE_GRACE + 1)
+    # a fetch held open counts as connected for as long as it may be held
+    store.mark_fetching(b.address, clock.now + 25)
+    clock.now += 20
+    assert client.get(f"/o/{b.address}/v1/health").json()["node_online"] is True
+    # someone else's fetch (refused) does not make the node look alive
+    clock.now += 60
+    assert fetch(client, b, clock.now, signer=Party()).status_code == 403
+    assert client.get(f"/o/{b.address}/v1/health").json()["node_online"] is False
+
+
 def test_relay_cli_status_reads_the_queues(relay: tuple, relay_redis: RedisServer, tmp_path: Path) -> None:
     client, _store, _clock = relay
     a, b = Party(), Party()
@@ -299,6 +328,15 @@ def test_relay_cli_status_reads_the_queues(relay: tuple, relay_redis: RedisServe
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[b.address]["waiting"] == 1
+    assert json.loads(out.stdout)[b.address]["last_fetch_s_ago"] == -1  # its node never fetched
+    table = subprocess.run(
+        [pcn, "relay", "status", "--redis-url", relay_redis.url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "250"},  # one line per row
+    )
+    assert table.returncode == 0 and "last fetch" in table.stdout and "never" in table.stdout
     bad = subprocess.run(
         [pcn, "relay", "status", "--redis-url", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60
     )

@@ -5,6 +5,9 @@ restarted mid-task, loses nothing and hands nothing over twice."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -81,6 +84,23 @@ def test_the_outbound_only_node_is_reached_only_through_the_relay(net: Network, 
     assert telecom.config.relay_url == relay.url
     assert str(telecom.config.listen_port) not in registered  # no peer is told where its mailbox listens
     assert "puller" in telecom.process_names() and "puller" not in net.by_name("bank").process_names()
+    # its operator's status page asks the relay, as a peer would, whether it sees the node fetching
+    pcn = str(Path(sys.executable).parent / "pcn")
+    status = subprocess.run(
+        [pcn, "node", "status", "--config", str(telecom.config.path), "--json"], capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    seen = json.loads(status.stdout)["relay"]
+    assert seen["url"] == relay.url and seen["reachable"] is True and seen["node_online"] is True, seen
+    assert "relay" not in json.loads(
+        subprocess.run(
+            [pcn, "node", "status", "--config", str(net.by_name("bank").config.path), "--json"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    page = subprocess.run([pcn, "node", "status", "--config", str(telecom.config.path)], capture_output=True, text=True)
+    assert "it sees this node fetching" in " ".join(page.stdout.split())
 
 
 def test_joint_statistics_with_an_outbound_only_member(net: Network, relay: RelayProcess) -> None:

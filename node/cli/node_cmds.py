@@ -367,7 +367,8 @@ def node_stop(config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt = F
 @node_app.command("status")
 @handle_errors()
 def node_status(config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt = False) -> None:
-    """Which of the node's processes are alive and whether its mailbox answers (exit 3 if not running)."""
+    """Which of the node's processes are alive and whether its mailbox answers; in pull mode,
+    whether the relay answers for it and sees it fetching (exit 3 if not running)."""
     from pcn.runtime import services
 
     st = services.status(org_config(config, org))
@@ -379,6 +380,15 @@ def node_status(config: ConfigOpt = None, org: OrgOpt = None, as_json: JsonOpt =
         health = "healthy" if st["mailbox_healthy"] else "not answering"
         state = "running" if st["running"] else "not running"
         console.print(f"node {st['org']}: {state}; mailbox {st['endpoint']} {health}", highlight=False)
+        if "relay" in st:
+            rel = st["relay"]
+            if not rel["reachable"]:
+                seen = f"not reachable ({rel['error']})"
+            elif rel["node_online"]:
+                seen = "reachable; it sees this node fetching"
+            else:
+                seen = "reachable; it does NOT see this node fetching (peers' deliveries wait there)"
+            console.print(f"relay {rel['url']}: {seen}", highlight=False)
     if not st["running"]:
         raise typer.Exit(3)
 

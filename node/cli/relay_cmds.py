@@ -91,14 +91,17 @@ def relay_serve(
 @relay_app.command("status")
 @handle_errors()
 def relay_status(redis_url: RedisOpt = "redis://127.0.0.1:6379/0", as_json: JsonOpt = False) -> None:
-    """The relay's queues: per organisation, what waits, what was handed over, expired or refused."""
+    """The relay's queues: per organisation, when its node last fetched, what waits, what was
+    handed over, expired or refused."""
     from pcn.runtime.relay import COUNTERS
 
     stats = _store(redis_url).stats()
     if as_json:
         emit_json(stats)
         return
-    table = Table("organisation", "waiting", "bytes", *COUNTERS, title="relay queues")
+    table = Table("organisation", "last fetch", "waiting", "bytes", *COUNTERS, title="relay queues")
     for org, row in stats.items():
-        table.add_row(org, str(row["waiting"]), f"{row['waiting_bytes']:,}", *(str(row[c]) for c in COUNTERS))
+        ago = row["last_fetch_s_ago"]
+        last = "never" if ago < 0 else f"{ago} s ago"
+        table.add_row(org, last, str(row["waiting"]), f"{row['waiting_bytes']:,}", *(str(row[c]) for c in COUNTERS))
     console.print(table if stats else "the relay has served no organisation yet")

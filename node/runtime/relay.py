@@ -60,6 +60,7 @@ SENDER_QUOTA = 512 * 1024 * 1024  # bytes one sender may have waiting at one org
 EXPIRE_AFTER = 7 * 24 * 3600  # seconds an envelope nobody fetched is kept
 MAX_FETCH = 64  # envelopes per fetch
 MAX_WAIT = 30.0  # seconds a fetch may wait for the first envelope
+ONLINE_GRACE = 10.0  # seconds after its last fetch ended that a node still counts as fetching
 MAX_PROGRESS = 64 * 1024  # bytes of one progress snapshot
 MAX_READERS = 1024  # accounts one snapshot may name as its readers
 PROGRESS_TTL = 7 * 24 * 3600  # seconds a snapshot is kept after its last update (as a node keeps its own)
@@ -194,6 +195,17 @@ class RelayStore:
             log.warning("expired %d envelope(s) for %s that nobody fetched", dropped, org)
         return dropped
 
+    def mark_fetching(self, org: str, until: float) -> None:
+        """`org`'s node is connected (fetching) until `until` on the relay's clock: the start of
+        a held fetch marks its end, its answer marks now."""
+        self.r.set(self._key("seen", org), repr(until))
+
+    def seen_ago(self, org: str) -> float | None:
+        """Seconds since `org`'s node was last connected (0 while a fetch is held open); None
+        if it never fetched."""
+        raw = cast(bytes | None, self.r.get(self._key("seen", org)))
+        return None if raw is None else max(0.0, self.clock() - float(raw))
+
     def put_progress(self, org: str, task_id: int, fields: dict[str, str], readers: list[str]) -> None:
         """The latest progress snapshot `org` published for a task, and who may read it."""
         value = json.dumps({"fields": fields, "readers": readers})
@@ -207,14 +219,18 @@ class RelayStore:
         return dict(snap["fields"]), list(snap["readers"])
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per organisation: waiting items and bytes, and the counters."""
+        """Per organisation: seconds since its node last fetched (-1: never), waiting items and
+        bytes, and the counters."""
         keys = [*self.r.scan_iter(self._key("stats", "*")), *self.r.scan_iter(self._key("q", "*"))]
+        keys += self.r.scan_iter(self._key("seen", "*"))
         orgs = {bytes(k).decode().split(":")[-1] for k in keys}
         out: dict[str, dict[str, int]] = {}
         for org in sorted(orgs):
             raw = cast(dict[bytes, bytes], self.r.hgetall(self._key("stats", org)))
             counters = {k.decode(): int(v) for k, v in raw.items()}
+            ago = self.seen_ago(org)
             out[org] = {
+                "last_fetch_s_ago": -1 if ago is None else int(ago),
                 "waiting": int(self.r.xlen(self._key("q", org))),
                 "waiting_bytes": int(self.r.get(self._key("held", org)) or 0),
                 **{c: counters.get(c, 0) for c in COUNTERS},
@@ -338,7 +354,12 @@ def create_relay_app(
 
     @app.get("/o/{org}/v1/health")
     def health(org: str) -> dict[str, Any]:
-        return {"ok": True, "org": _org(org, serves), "relay": True}
+        """The relay takes deliveries for `org` ("ok"); whether its node is fetching them, as
+        far as the relay can tell (a held fetch, or one answered within ONLINE_GRACE)."""
+        addressee = _org(org, serves)
+        ago = _guarded(lambda: store.seen_ago(addressee), "relay health")
+        online = ago is not None and ago <= ONLINE_GRACE
+        return {"ok": True, "org": addressee, "relay": True, "node_online": online, "node_seen_s_ago": ago}
 
     @app.post("/o/{org}/v1/tasks/{task_id}/messages")
     async def messages(org: str, task_id: int, request: Request) -> JSONResponse:
@@ -408,7 +429,14 @@ def create_relay_app(
         addressee = _org(org, serves)
         _signed_by(request, addressee)
         wait, limit = max(0.0, min(wait, MAX_WAIT)), max(1, min(limit, MAX_FETCH))
-        items = await run_in_threadpool(_guarded, lambda: store.fetch(addressee, limit, wait), "relay fetch")
+
+        def held_fetch() -> list[Item]:
+            store.mark_fetching(addressee, store.clock() + wait)
+            got = store.fetch(addressee, limit, wait)
+            store.mark_fetching(addressee, store.clock())
+            return got
+
+        items = await run_in_threadpool(_guarded, held_fetch, "relay fetch")
         if faults is not None:
             items = await run_in_threadpool(faults.apply, store, addressee, items)
         return JSONResponse({"items": [i.as_json() for i in items]})

@@ -127,7 +127,29 @@ def status(cfg: OrgConfig) -> dict[str, Any]:
     except httpx.HTTPError:
         out["mailbox_healthy"] = False
     out["running"] = bool(out["processes"]) and all(p["alive"] for p in out["processes"].values())
+    if cfg.relay_url:
+        out["relay"] = _relay_view(cfg)
     return out
+
+
+def _relay_view(cfg: OrgConfig) -> dict[str, Any]:
+    """A pull-mode node's registered route, asked at the relay (through the configured proxy)
+    as a peer would: whether the relay answers for it and sees its node fetching."""
+    from pcn.runtime.puller import relay_client
+
+    try:
+        with relay_client(3.0, cfg.relay_proxy) as client:
+            r = client.get(cfg.endpoint.rstrip("/") + "/v1/health")
+        r.raise_for_status()
+        health = r.json()
+        return {
+            "url": cfg.relay_url,
+            "reachable": True,
+            "node_online": bool(health.get("node_online")),
+            "node_seen_s_ago": health.get("node_seen_s_ago"),
+        }
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return {"url": cfg.relay_url, "reachable": False, "error": str(exc) or type(exc).__name__}
 
 
 def start(cfg: OrgConfig, env: dict[str, str] | None = None, timeout: float = 60.0) -> dict[str, Any]:
