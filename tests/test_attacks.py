@@ -692,6 +692,29 @@ def test_malformed_params_files_are_refused_before_any_transaction(world: World)
     assert world.admin.task_count() == tasks  # nothing reached the chain
 
 
+def test_only_the_requester_hands_out_a_tasks_parameters(world: World) -> None:
+    """`pcn task push-params` signs and seals each copy as the requester; another organisation
+    (even a participant) is refused before anything is sent, as are parameters whose hash is
+    not the chain's (and a mailbox would refuse a copy sealed by anyone but the requester)."""
+    from pcn.runtime.operations import submit_task
+
+    bank, telecom = world.bank, world.telecom
+    params = world.root / "push-count.json"
+    params.write_text(json.dumps(COUNT))
+    sub = submit_task(
+        bank.ctx.ledger, algorithm="stats", dataset_ids=[bank.dataset_id, telecom.dataset_id], params=COUNT,
+        recipient=bank.address, push=False,
+    )  # fmt: skip
+    push = ["task", "push-params", str(sub.task_id), "--params", str(params)]
+    out = refused(cli(world, *push, *telecom.cfg))
+    assert "NotRequester" in out and "bank" in out, out
+    other = world.root / "push-other.json"
+    other.write_text(json.dumps({**COUNT, "statistics": ["count"]}))
+    out = refused(cli(world, "task", "push-params", str(sub.task_id), "--params", str(other), *bank.cfg))
+    assert "InvalidParameters" in out and "does not hash" in out
+    bank.ctx.ledger.cancel(sub.task_id)  # the requester withdraws it: nothing left pending
+
+
 def test_deeply_nested_files_are_an_error_not_a_crash(world: World) -> None:
     """web3's py_ecc raises the recursion limit to 100000, where json's C decoder overflows
     the C stack on deep nesting: `pcn task submit` and `pcn data check-proof` (a proof file

@@ -35,6 +35,7 @@ from pcn.chain.types import Organisation, OrgStatus, RefusalReason, Task, TaskSt
 from pcn.runtime import envelope as env
 from pcn.runtime.config import ConfigError, OrgConfig, load_config
 from pcn.runtime.envelope import (
+    PARAMS_KIND,
     BadSignature,
     DecryptFailed,
     EnvelopeError,
@@ -235,6 +236,11 @@ class World:
             **kw,
         }
         return seal(msg, sender=sender.account, **args)  # type: ignore[arg-type]
+
+    def seal_params(self, sender: Org, payload: bytes = b"", task_id: int = TASK, kind: str = PARAMS_KIND) -> bytes:
+        """A task's parameters as a requester hands them over: sealed to this mailbox's org."""
+        msg = Message(sender.address, self.me.address, 0, kind, payload)
+        return seal(msg, task_id, CHAIN_ID, TASK_MANAGER, sender.account, self.me.x25519_public)
 
     def post(self, body: bytes, task_id: int = TASK) -> httpx.Response:
         return self.http.post(
@@ -786,14 +792,27 @@ def test_mailbox_oversized_body(r: redis.Redis) -> None:
 
 
 def test_params_route(world: World) -> None:
+    """Parameters come sealed by the task's requester (the first member here, `me`): in clear,
+    from anyone else, as another kind of message, for another task, or with a hash other than
+    the chain's, they are refused and nothing is stored."""
     url = f"{world.url}/v1/tasks/{TASK}/params"
-    resp = world.http.post(url, content=b'{"column":"income"}')
-    assert resp.status_code == 400 and resp.json()["error"] == "params-mismatch"
-    assert world.params == {}
-    resp = world.http.post(url, content=PARAMS)
+    requester = world.me
+    refusals = [
+        (world.seal_params(requester, b'{"column":"income"}'), 400, "params-mismatch"),
+        (PARAMS, 400, "malformed"),  # the right bytes, but in clear
+        (world.seal_params(world.alice, PARAMS), 403, "not-requester"),  # a participant, not the requester
+        (world.seal_params(requester, PARAMS, kind="share"), 400, "malformed"),
+        (world.seal_params(requester, PARAMS, task_id=TASK + 1), 400, "task-mismatch"),
+        (world.seal_params(requester, PARAMS)[:-1] + b"\0", 401, "bad-signature"),  # altered in transit
+    ]
+    for body, status, code in refusals:
+        resp = world.http.post(url, content=body)
+        assert (resp.status_code, resp.json()["error"]) == (status, code), (code, resp.json())
+        assert world.params == {}
+    resp = world.http.post(url, content=world.seal_params(requester, PARAMS))
     assert resp.status_code == 201
     assert world.params == {TASK: PARAMS}
-    resp = world.http.post(url, content=b"x" * (1024 * 1024 + 1))
+    resp = world.http.post(url, content=b"x" * (1024 * 1024 + 4096 + 1))
     assert resp.status_code == 413
 
 
@@ -814,9 +833,9 @@ def test_deliver_outcomes_and_rejections(world: World) -> None:
             client.deliver(world.url, TASK, world.seal(world.outsider), deadline=deadline)
         assert e.value.status == 403 and e.value.code == "not-participant"
         assert time.monotonic() - started < 1.0  # no retry on a refusal
-        client.post_params(world.url, TASK, PARAMS, deadline)
+        client.post_params(world.url, TASK, world.seal_params(world.me, PARAMS), deadline)
         with pytest.raises(DeliveryRejected) as e:
-            client.post_params(world.url, TASK, b"{}", deadline)
+            client.post_params(world.url, TASK, world.seal_params(world.me, b"{}"), deadline)
         assert e.value.code == "params-mismatch"
 
 

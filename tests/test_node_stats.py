@@ -175,10 +175,23 @@ def test_dataset_byte_changed_is_refused_without_running(net: Network) -> None:
 
 
 def test_params_with_wrong_hash_are_rejected_by_the_mailbox(net: Network, tmp_path: Path) -> None:
+    """Other parameters than the chain's, even sealed by the requester itself, or the right ones
+    sealed by another organisation, or any in clear: refused; the task runs on the chain's."""
     import httpx
 
-    task_id = _submit(net, {"column": "income", "statistics": ["count"]})
-    endpoint = net.by_name("telecom").config.endpoint
-    r = httpx.post(f"{endpoint}/v1/tasks/{task_id}/params", content=b'{"column":"region"}', timeout=5)
-    assert r.status_code == 400
+    from pcn.runtime.operations import params_bytes_of, seal_params
+
+    params = {"column": "income", "statistics": ["count"]}
+    task_id = _submit(net, params)
+    telecom = net.by_name("telecom")
+    url = f"{telecom.config.endpoint}/v1/tasks/{task_id}/params"
+    other = seal_params(net.by_name("bank").ledger, task_id, b'{"column":"region"}', telecom.address)
+    r = httpx.post(url, content=other, timeout=5)
+    assert (r.status_code, r.json()["error"]) == (400, "params-mismatch")
+    third = next(o for o in net.orgs if o.name not in ("bank", "telecom"))  # a participant, not the requester
+    by_third = seal_params(third.ledger, task_id, params_bytes_of(params), telecom.address)
+    r = httpx.post(url, content=by_third, timeout=5)
+    assert (r.status_code, r.json()["error"]) == (403, "not-requester")
+    r = httpx.post(url, content=params_bytes_of(params), timeout=5)
+    assert (r.status_code, r.json()["error"]) == (400, "malformed")
     assert net.wait_final(task_id) is TaskStatus.COMPLETED

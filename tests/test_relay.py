@@ -157,6 +157,26 @@ def test_forged_misaddressed_and_foreign_envelopes_are_refused_and_nothing_is_ke
     assert store.stats()[b.address]["refused-envelope"] == 3 and store.stats()[c.address]["refused-envelope"] == 1
 
 
+def test_task_parameters_pass_only_sealed_and_are_metered_to_the_requester(relay: tuple) -> None:
+    """Parameters reach the relay as an envelope the requester signed and sealed to the
+    addressee: the relay keeps it under the requester's name and reads nothing; parameters
+    in clear are refused, and counted, as any malformed envelope."""
+    from pcn.runtime.envelope import PARAMS_KIND
+
+    client, store, clock = relay
+    requester, org = Party(), Party()
+    params = b'{"column":"income","statistics":["count"]}'
+    clear = client.post(f"/o/{org.address}/v1/tasks/7/params", content=params)
+    assert clear.status_code == 400 and store.stats()[org.address]["refused-envelope"] == 1
+    sealed = seal(Message(requester.address, org.address, 0, PARAMS_KIND, params), 7, CHAIN_ID, TASK_MANAGER,
+                  requester.account, org.public)  # fmt: skip
+    assert client.post(f"/o/{org.address}/v1/tasks/7/params", content=sealed).status_code == 202
+    assert b"income" not in stored_bytes(store)
+    (item,) = fetch(client, org, clock.now).json()["items"]
+    assert item["kind"] == "params" and item["sender"] == requester.address
+    assert opened(base64.b64decode(item["body"]), org).payload == params
+
+
 def test_quotas_per_sender_and_per_addressee(relay: tuple) -> None:
     _client, store, clock = relay
     a, b, c = Party(), Party(), Party()

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -48,7 +49,7 @@ def net(
             # the relay's durable store (its append-only file) holds no canary either
             stored = b"".join(f.read_bytes() for f in (root / "relay" / "redis").rglob("*") if f.is_file())
             assert stored, "the relay's Redis wrote nothing: the run did not go through it"
-            for canary in [*CANARY_IDS, CANARY_INCOME, CANARY_FEATURE]:
+            for canary in [*CANARY_IDS, CANARY_INCOME, CANARY_FEATURE, "value_columns", "label_column"]:
                 assert canary.encode() not in stored, f"{canary} is in the relay's store in plaintext"
         rpc_call(devnet.rpc_url, "evm_revert", [snap])
 
@@ -98,5 +99,21 @@ def test_no_canary_crosses_loopback(net: Network, tmp_path: Path) -> None:
     assert len(data) > 100_000, "the capture saw almost nothing: it did not record the run"
     for canary in [*CANARY_IDS, CANARY_INCOME, CANARY_FEATURE]:
         assert canary.encode() not in data, f"{canary} crossed the wire in plaintext"
-    # a sanity check that the search can succeed: a string we know was sent in clear (a param name)
-    assert b"value_columns" in data
+    # what went between organisations (to mailboxes and the relay): the task parameters too are
+    # sealed (their hash is on chain; each node keeps them in its own Redis, also on loopback here)
+    links = _between_organisations(net, pcap, tmp_path / "links.pcap")
+    assert b"value_columns" not in links and b"label_column" not in links
+    # a sanity check that the search can succeed: a string we know was sent in clear (a route)
+    assert b"POST /v1/tasks/" in links
+
+
+def _between_organisations(net: Network, pcap: Path, out: Path) -> bytes:
+    """The captured packets to or from a mailbox or the relay (the organisations' links)."""
+    ports: set[int] = set()
+    for o in net.orgs:
+        ports.add(o.config.listen_port or int(urlsplit(o.config.endpoint).port or 0))
+        if o.config.relay_url:
+            ports.add(int(urlsplit(o.config.relay_url).port or 0))
+    selector = " or ".join(f"tcp port {p}" for p in sorted(ports) if p)
+    subprocess.run(["tcpdump", "-r", str(pcap), "-w", str(out), selector], check=True, capture_output=True, timeout=60)
+    return out.read_bytes()

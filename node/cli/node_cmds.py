@@ -955,19 +955,24 @@ def task_push_params(
     params: Annotated[Path, typer.Option("--params", help="The parameters JSON file it was submitted with")],
     config: ConfigOpt = None,
     org: OrgOpt = None,
-    deployment: DeploymentOpt = None,
-    rpc_url: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deliver a task's parameters to its participants again (they must hash to the on-chain params hash)."""
+    """Deliver a task's parameters to its participants again, as its requester (they must hash
+    to the on-chain params hash; each copy is signed and sealed to its participant)."""
     import hashlib
 
     from pcn.runtime import operations
 
     doc = _read_params(params)
-    ledger = chain_reader(config, org, deployment, rpc_url)
+    ledger = node_context(config, org).ledger
+    task = ledger.task(task_id)
+    if task.requester.lower() != ledger.address.lower():
+        names = _names(ledger)
+        raise NamedError(
+            "NotRequester", f"only task {task_id}'s requester, {_who(task.requester, names)}, hands out its parameters"
+        )
     body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()  # as operations.submit_task hashes them
-    if hashlib.sha256(body).digest() != ledger.task(task_id).params_hash:
+    if hashlib.sha256(body).digest() != task.params_hash:
         raise NamedError("InvalidParameters", f"{params} does not hash to task {task_id}'s on-chain parameters hash")
     delivered = operations.push_params(ledger, task_id, body)
     if as_json:

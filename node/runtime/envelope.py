@@ -54,6 +54,10 @@ VERSION = 1
 DOMAIN = b"pcn/envelope/v1\x00"
 MAX_HEADER_SIZE = 2048
 MAX_KIND_LENGTH = 64
+# A task's parameters, sealed by its requester to each participant (round 0, seq 0): the
+# mailbox takes them only in this form, so no carrier (a relay, a TLS-terminating proxy)
+# reads them; their sha256 is on chain.
+PARAMS_KIND = "task-params"
 MAX_ENVELOPE_SIZE = 16 * 1024 * 1024 + 4096  # default cap of open_envelope (the mailbox passes its own)
 SIGNATURE_SIZE = 65
 TAG_SIZE = 16

@@ -9,7 +9,9 @@ Routes::
          200 {"outcome": "duplicate"}    already accepted (a resumed peer re-sent it)
          409 {"error": "replay", ...}    another message under a used sequence number
          409 {"error": "gap", "expected_seq": n, ...}   an earlier message is missing: retry later
-    POST /v1/tasks/{task_id}/params     body: the task's parameter bytes; 201 {"ok": true}
+    POST /v1/tasks/{task_id}/params     body: one envelope of kind "task-params", signed by the
+         task's requester and sealed to this organisation, whose payload is the parameter bytes
+         (their sha256 is on chain); 201 {"ok": true}
     GET  /v1/tasks/{task_id}/progress   signed (see :mod:`pcn.runtime.reqauth`) by a participant
          or the requester: 200 {"org", "task_id", "phase", "fraction", "detail", ...}
 
@@ -24,7 +26,7 @@ Every error is JSON {"error": code, "detail": text}, never a stack trace:
 
     400 malformed | wrong-domain | decrypt-failed | task-mismatch | params-mismatch
     401 bad-signature | unsigned | expired
-    403 misbound | sender-not-active | not-participant | not-authorised
+    403 misbound | sender-not-active | not-participant | not-authorised | not-requester
     404 unknown-task | not-found 409 task-final   413 too-large | quota-exceeded
     425 too-early                501 not-supported
     503 chain-unavailable | store-unavailable | busy (transient: the sender retries)
@@ -55,7 +57,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcn.chain.errors import ChainError
 from pcn.chain.types import TaskStatus
-from pcn.runtime.envelope import EnvelopeError, open_envelope
+from pcn.runtime.envelope import PARAMS_KIND, EnvelopeError, open_envelope
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerLookup, UnknownTask
 from pcn.runtime.reqauth import RequestAuthError, request_signer
@@ -65,6 +67,7 @@ T = TypeVar("T")
 
 MAX_BODY = 8 * 1024 * 1024
 MAX_PARAMS = 1024 * 1024
+PARAMS_SEAL_OVERHEAD = 4096  # an envelope's header, signature and tag around the parameters
 MAX_INFLIGHT = 64
 TTL_MARGIN = 3600
 
@@ -300,7 +303,31 @@ def create_mailbox_app(
             raise Problem(501, "not-supported", "this node does not accept task parameters")
         _participants(task_id)  # 404 unknown-task before anything is stored or hashed
         try:
-            on_params(task_id, body)
+            msg, header_task, _digest = open_envelope(
+                body,
+                me=me,
+                my_x25519=my_key,
+                chain_id=chain_id,
+                task_manager=task_manager,
+                sender_key=peers.organisation,
+                max_size=max_params + PARAMS_SEAL_OVERHEAD,
+            )
+        except EnvelopeError as exc:
+            log.warning("task %s: refused parameters: %s (%s)", task_id, exc.code, exc.detail)
+            raise Problem(ENVELOPE_STATUS.get(exc.code, 400), exc.code, exc.detail) from None
+        if header_task != task_id:
+            raise Problem(400, "task-mismatch", f"envelope is for task {header_task}, not task {task_id}")
+        if msg.kind != PARAMS_KIND:
+            raise Problem(400, "malformed", f"a {msg.kind!r} envelope is not a task's parameters")
+        try:
+            requester = peers.task(task_id).requester
+        except UnknownTask:
+            raise Problem(404, "unknown-task", f"no task {task_id} on chain") from None
+        if msg.sender.lower() != requester.lower():
+            log.warning("task %s: parameters sealed by %s, not the requester", task_id, msg.sender)
+            raise Problem(403, "not-requester", f"{msg.sender} is not the requester of task {task_id}")
+        try:
+            on_params(task_id, msg.payload)
         except ValueError as exc:
             raise Problem(400, "params-mismatch", str(exc) or "the parameters do not match the chain") from None
         except LookupError:
@@ -347,7 +374,7 @@ def create_mailbox_app(
     @app.post("/v1/tasks/{task_id}/params")
     async def params(task_id: int, request: Request) -> JSONResponse:
         task_id = _task_id(task_id)
-        body = await read_capped(request, max_params)
+        body = await read_capped(request, max_params + PARAMS_SEAL_OVERHEAD)
         return await run_in_threadpool(_guarded, lambda: _store_params(task_id, body), f"task {task_id} params")
 
     return app

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from pcn.algorithms import BUILTIN, protocol_class
-from pcn.algorithms.base import ProtocolError
+from pcn.algorithms.base import Message, ProtocolError
 from pcn.algorithms.codehash import algorithm_code_hash
 from pcn.chain.deployment import load_deployment
 from pcn.chain.ledger import Ledger, TxResult
@@ -35,6 +35,7 @@ from pcn.data.fingerprint import fingerprint_table, new_dataset_salt
 from pcn.data.readers import infer_format, read_table
 from pcn.runtime.config import DEVNET_CHAIN_IDS, OrgConfig
 from pcn.runtime.context import NodeContext
+from pcn.runtime.envelope import PARAMS_KIND, seal
 from pcn.runtime.reqauth import sign_request
 from pcn.runtime.results import result_context
 from pcn.runtime.store import LocalDataset
@@ -276,14 +277,27 @@ def params_bytes_of(params: dict[str, Any]) -> bytes:
     return json.dumps(params, sort_keys=True, separators=(",", ":")).encode()
 
 
+def seal_params(ledger: Ledger, task_id: int, params_bytes: bytes, participant: str) -> bytes:
+    """The task's parameters as its requester (the ledger's account) hands them to one
+    participant: signed, and sealed to that participant's registered X25519 key, so whoever
+    carries them (a relay, a proxy) reads nothing; the participant checks their hash on chain."""
+    org = ledger.organisation(participant)
+    msg = Message(str(ledger.signer.address), org.account, 0, PARAMS_KIND, params_bytes)
+    task_manager = str(ledger.deployment.contracts["TaskManager"].address)
+    return seal(msg, task_id, ledger.chain_id, task_manager, ledger.signer, org.encryption_key)
+
+
 def push_params(ledger: Ledger, task_id: int, params_bytes: bytes, timeout: float = 30.0) -> dict[str, str]:
+    """Hand the task's parameters to every participant's mailbox, sealed to each (see
+    `seal_params`); per participant "ok" or why not (the operator can push again)."""
     devnet = ledger.chain_id in DEVNET_CHAIN_IDS  # elsewhere, endpoints must be public https
     client = PeerClient(allow_private_endpoints=devnet, allow_http_endpoints=devnet)
     out: dict[str, str] = {}
     for p in ledger.task_participants(task_id):
-        endpoint = ledger.organisation(p).endpoint
         try:
-            client.post_params(endpoint, task_id, params_bytes, deadline=time.monotonic() + timeout)
+            endpoint = ledger.organisation(p).endpoint
+            sealed = seal_params(ledger, task_id, params_bytes, p)
+            client.post_params(endpoint, task_id, sealed, deadline=time.monotonic() + timeout)
             out[p] = "ok"
         except Exception as exc:  # reported, not fatal: the operator can push again
             out[p] = f"{type(exc).__name__}: {exc}"

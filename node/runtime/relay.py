@@ -18,9 +18,9 @@ deadline. A fetch and an acknowledgement are requests signed by the organisation
 registered key; an acknowledgement names the last envelope it covers in its signed path, so
 a replayed one acknowledges nothing new.
 
-Task parameters a requester posts travel through it too, as they reach a mailbox: in
-clear (their hash is on chain). A relay operator therefore sees the parameters of the tasks
-of the organisations it serves.
+Task parameters travel through it as they reach a mailbox: an envelope signed by the task's
+requester and sealed to the addressee (their hash is on chain), so a relay operator reads
+no parameters either; it sees that a task's parameters passed, their size and the requester.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from pcn.runtime.mailbox import (
     MAX_BODY,
     MAX_INFLIGHT,
     MAX_PARAMS,
+    PARAMS_SEAL_OVERHEAD,
     Problem,
     api_app,
     check_declared_size,
@@ -76,7 +77,7 @@ class Item:
     id: str
     kind: str  # "message" or "params"
     task_id: int
-    sender: str  # the envelope's signer; "" for parameters (their hash is checked on chain)
+    sender: str  # the envelope's signer (for parameters, the task's requester)
     body: bytes
 
     def as_json(self) -> dict[str, Any]:
@@ -361,13 +362,14 @@ def create_relay_app(
         online = ago is not None and ago <= ONLINE_GRACE
         return {"ok": True, "org": addressee, "relay": True, "node_online": online, "node_seen_s_ago": ago}
 
-    @app.post("/o/{org}/v1/tasks/{task_id}/messages")
-    async def messages(org: str, task_id: int, request: Request) -> JSONResponse:
+    async def _relay(org: str, task_id: int, request: Request, kind: str, cap: int) -> JSONResponse:
+        """Keep a signed envelope for its addressee: a protocol message, or a task's parameters
+        sealed by its requester (the mailbox checks who may send which)."""
         addressee, task_id = _org(org, serves), _task_id(task_id)
-        check_declared_size(request, max_body)
-        body = await read_capped(request, max_body)
+        check_declared_size(request, cap)
+        body = await read_capped(request, cap)
         try:
-            route = envelope_route(body, max_size=max_body)
+            route = envelope_route(body, max_size=cap)
             if route.receiver != addressee:
                 raise Problem(400, "misbound", f"envelope is addressed to {route.receiver}, not {addressee}")
             if route.task_id != task_id:
@@ -378,14 +380,16 @@ def create_relay_app(
                 raise
             raise Problem(400, exc.code, exc.detail) from None
         return await run_in_threadpool(
-            _guarded, lambda: _accept(addressee, "message", task_id, route.sender, body), "relay message"
+            _guarded, lambda: _accept(addressee, kind, task_id, route.sender, body), f"relay {kind}"
         )
+
+    @app.post("/o/{org}/v1/tasks/{task_id}/messages")
+    async def messages(org: str, task_id: int, request: Request) -> JSONResponse:
+        return await _relay(org, task_id, request, "message", max_body)
 
     @app.post("/o/{org}/v1/tasks/{task_id}/params")
     async def params(org: str, task_id: int, request: Request) -> JSONResponse:
-        addressee, task_id = _org(org, serves), _task_id(task_id)
-        body = await read_capped(request, max_params)
-        return await run_in_threadpool(_guarded, lambda: _accept(addressee, "params", task_id, "", body), "params")
+        return await _relay(org, task_id, request, "params", max_params + PARAMS_SEAL_OVERHEAD)
 
     @app.get("/o/{org}/v1/tasks/{task_id}/progress")
     async def progress(org: str, task_id: int, request: Request) -> JSONResponse:
