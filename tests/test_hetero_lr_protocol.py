@@ -102,17 +102,22 @@ def make_parties(
     progress: Callable[[float, str], None] | None = None,
     seed_salt: str = "",
     checkpoints: dict[tuple[str, int], bytes] | None = None,
+    operator: dict[str, list[dict[str, str]]] | None = None,
 ) -> list[HeteroLrProtocol]:
     """The parties of a training task; with `checkpoints`, every party's saved checkpoints
-    land there by (party, epochs done), as the node's per-task checkpoint file would."""
+    land there by (party, epochs done), as the node's per-task checkpoint file would;
+    `operator` collects, per party, the figures it showed its own operator."""
     who = party_names(len(split) - 1)
     tables = tables or [make_table(cols, k == 0, k) for k, cols in enumerate(split)]
 
     def services(me: str) -> TaskServices:
-        if checkpoints is None:
-            return TaskServices()
-        saved = checkpoints
-        return TaskServices(save_checkpoint=lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob))
+        kw: dict[str, Any] = {}
+        if checkpoints is not None:
+            saved = checkpoints
+            kw["save_checkpoint"] = lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob)
+        if operator is not None:
+            kw["report_to_operator"] = operator.setdefault(me, []).append
+        return TaskServices(**kw)
 
     return [
         HeteroLrProtocol.create(
@@ -179,13 +184,29 @@ def assert_matches_reference(result: dict[str, Any], states: dict[str, dict[str,
 # -- trained models shared by several tests -----------------------------------------------------
 
 
+OPERATOR: dict[str, list[dict[str, str]]] = {}  # what each party of `one_host` showed its own operator
+
+
 @pytest.fixture(scope="module")
 def one_host() -> tuple[list[HeteroLrProtocol], dict[str, Any], list[tuple[float, str]]]:
     reports: list[tuple[float, str]] = []
     params = {**FAST, "epochs": 10, "tol": 0.0, "seed_split": 11}
-    parties = make_parties(ONE_HOST, params, progress=lambda f, w: reports.append((f, w)))
+    parties = make_parties(ONE_HOST, params, progress=lambda f, w: reports.append((f, w)), operator=OPERATOR)
     run_local(parties, shuffle_seed=3)
     return parties, params, reports
+
+
+def test_the_guest_shows_its_operator_each_epochs_metrics_and_nobody_else_sees_them(one_host: Any) -> None:
+    parties, _, reports = one_host
+    metrics = result_of(parties)["metrics"]
+    shown = OPERATOR[GUEST]
+    assert [int(f["epoch"]) for f in shown] == [m["epoch"] for m in metrics] == list(range(1, 11))
+    for figures, m in zip(shown, metrics, strict=True):
+        assert set(figures) == set(m)
+        for key, value in m.items():
+            assert float(figures[key]) == pytest.approx(value, rel=1e-5), key
+    assert OPERATOR.get("0xhost0", []) == []
+    assert all("auc" not in text.lower() and "loss" not in text.lower() for _, text in reports)
 
 
 @pytest.fixture(scope="module")

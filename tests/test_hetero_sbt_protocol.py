@@ -107,15 +107,20 @@ def make_parties(
     progress: Callable[[float, str], None] | None = None,
     checkpoints: dict[tuple[str, int], bytes] | None = None,
     seed_salt: str = "",
+    operator: dict[str, list[dict[str, str]]] | None = None,
 ) -> list[HeteroSbtProtocol]:
+    """`operator` collects, per party, the figures it showed its own operator."""
     who = party_names(len(split) - 1)
     X, y = data
 
     def services(me: str) -> TaskServices:
-        if checkpoints is None:
-            return TaskServices()
-        saved = checkpoints
-        return TaskServices(save_checkpoint=lambda done, blob: saved.__setitem__((me, done), blob))
+        kw: dict[str, Any] = {}
+        if checkpoints is not None:
+            saved = checkpoints
+            kw["save_checkpoint"] = lambda done, blob: saved.__setitem__((me, done), blob)
+        if operator is not None:
+            kw["report_to_operator"] = operator.setdefault(me, []).append
+        return TaskServices(**kw)
 
     return [
         HeteroSbtProtocol.create(
@@ -195,12 +200,30 @@ def check_commitments(parties: Sequence[HeteroSbtProtocol]) -> None:
 BC_PARAMS = {**FAST, "trees": 6, "max_depth": 3, "learning_rate": 0.3, "l2": 1.0, "validation_fraction": 0.3}
 
 
+OPERATOR: dict[str, list[dict[str, str]]] = {}  # what each party of `one_host` showed its own operator
+
+
 @pytest.fixture(scope="module")
 def one_host() -> tuple[list[HeteroSbtProtocol], dict[str, Any], list[tuple[float, str]]]:
     seen: list[tuple[float, str]] = []
-    parties = make_parties(ONE_HOST, BC_PARAMS, progress=lambda f, t: seen.append((f, t)))
+    parties = make_parties(ONE_HOST, BC_PARAMS, progress=lambda f, t: seen.append((f, t)), operator=OPERATOR)
     run_local(parties)
     return parties, result_of(parties), seen
+
+
+def test_the_guest_shows_its_operator_each_trees_metrics_and_nobody_else_sees_them(one_host: Any) -> None:
+    """Per tree, the guest (the recipient) shows its own operator the train and validation
+    metrics its result will hold; the host shows nothing, and the shared progress text carries
+    no metric (README #13.9)."""
+    _parties, result, seen = one_host
+    shown = OPERATOR[GUEST]
+    assert [int(f["tree"]) for f in shown] == [m["tree"] for m in result["metrics"]] == list(range(1, 7))
+    for figures, m in zip(shown, result["metrics"], strict=True):
+        assert set(figures) == set(m) and "validation_auc" in figures and "train_auc" in figures
+        for key, value in m.items():
+            assert float(figures[key]) == pytest.approx(value, rel=1e-5), key
+    assert OPERATOR.get("0xhost0", []) == []
+    assert all("auc" not in text.lower() and "loss" not in text.lower() for _, text in seen)
 
 
 def test_one_host_equals_the_plaintext_reference(one_host: Any) -> None:

@@ -1085,7 +1085,8 @@ def test_progress_answers_only_signed_requests_of_participants_and_the_requester
     w = World(
         me, alice, bob, outsider, outsider, peers, Inbox(r, f"pcn:{me.address}"), "", {}, httpx.Client(timeout=10)
     )
-    live = {TASK: {"phase": "running", "fraction": "0.5000", "detail": "epoch 3/10 evaluated"}}
+    shared = {"phase": "running", "fraction": "0.5000", "detail": "epoch 3/10 evaluated"}
+    live = {TASK: {**shared, "own.validation_auc": "0.8123"}}  # a figure for me's operator alone
     path = f"/v1/tasks/{TASK}/progress"
     with serve(make_app(w, progress=lambda task_id: live.get(task_id, {}))) as url, w.http:
 
@@ -1109,10 +1110,13 @@ def test_progress_answers_only_signed_requests_of_participants_and_the_requester
         resp = get(sign_request(outsider.account, "GET", path, TASK))
         assert resp.status_code == 403 and resp.json()["error"] == "not-authorised"
         assert "epoch" not in resp.text
-        for member in (alice, bob, me, requester):
+        for member in (alice, bob, requester):
             resp = get(sign_request(member.account, "GET", path, TASK))
             assert resp.status_code == 200, resp.text
-            assert resp.json() == {"org": me.address, "task_id": TASK, **live[TASK]}
+            assert resp.json() == {"org": me.address, "task_id": TASK, **shared}
+            assert "0.8123" not in resp.text
+        resp = get(sign_request(me.account, "GET", path, TASK))  # the organisation itself sees its own figures
+        assert resp.json() == {"org": me.address, "task_id": TASK, **live[TASK]}
         unknown = "/v1/tasks/999/progress"
         resp = get(sign_request(alice.account, "GET", unknown, 999), at=unknown)
         assert resp.status_code == 404 and resp.json()["error"] == "unknown-task"

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -216,6 +220,19 @@ def test_secureboost_trains_over_two_nodes_and_predicts_jointly(net: Network) ->
     sk_auc = roc_auc_score(y[valid], central.decision_function(x[valid]))
     ours = result["metrics"][-1]["validation_auc"]
     assert abs(ours - sk_auc) <= 0.005, (ours, sk_auc)
+    # the guest's operator saw each tree's metrics in `pcn task status`; the host's did not
+    pcn = str(Path(sys.executable).parent / "pcn")
+
+    def status(org: Any, *extra: str) -> subprocess.CompletedProcess[str]:
+        cmd = [pcn, "task", "status", str(sub.task_id), "--config", str(org.config.path), *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+
+    rows = {r["name"]: r for r in json.loads(status(guest, "--json").stdout)["participants"]}
+    assert float(rows["hospital-a"]["own"]["validation_auc"]) == pytest.approx(ours, rel=1e-5)
+    assert rows["hospital-a"]["own"]["tree"] == "4" and "own" not in rows["hospital-b"]
+    assert "hospital-a's own figures (shown to it alone)" in status(guest).stdout
+    host_view = json.loads(status(host, "--json").stdout)["participants"]
+    assert all("own" not in r for r in host_view) and all(r.get("phase") == "done" for r in host_view)
     for org in (guest, host):
         assert (org.config.data_path / "models" / f"{sub.task_id}.sealed").is_file()
     pred = submit_task(

@@ -201,6 +201,10 @@ def _keep_checkpoints_in_memory(epochs_done: int, checkpoint: bytes) -> None:
     """Nowhere to persist a checkpoint: the protocol still keeps its latest one in memory."""
 
 
+def _no_operator(figures: dict[str, str]) -> None:
+    """No operator to show figures to (an in-process run)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class TaskServices:
     """One task's services at one party, given by name. The defaults suit in-process runs
@@ -217,6 +221,10 @@ class TaskServices:
     # a restarted worker passes to `Protocol.resume`.
     save_checkpoint: Callable[[int, bytes], None] = _keep_checkpoints_in_memory
     cache: TaskCache = field(default_factory=NoCache)
+    # name -> value shown to THIS organisation's operator alone, beside the task's progress
+    # (never to peers or the requester). Only for what this party's own result will hold
+    # anyway: the recipient's result-derived figures as they form (README #13.9).
+    report_to_operator: Callable[[dict[str, str]], None] = _no_operator
 
 
 @dataclass

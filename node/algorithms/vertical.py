@@ -694,6 +694,12 @@ class VerticalTraining(base.Protocol):
             raise ProtocolError(f"model commitment from {sender!r} has {len(c)} bytes, expected 32")
         self._model_commits[sender] = c
 
+    def _show_operator(self, metrics: dict[str, Any]) -> None:
+        """The guest (the recipient) shows a unit's metrics, which its result will hold, to its
+        own operator as they form; never to peers or the requester (README #13.9)."""
+        figures = {k: f"{v:.6g}" if isinstance(v, float) else str(v) for k, v in metrics.items()}
+        self.ctx.services.report_to_operator(figures)
+
     def _commit_to_model(self, model: dict[str, Any], waiting_phase: int, note: str) -> list[base.Message]:
         """A host's end of training: it keeps `model`, sends its commitment to every peer and
         waits (in `waiting_phase`) for the others' and the guest's result hash."""

@@ -1097,8 +1097,13 @@ def _progress_view(p: dict[str, Any]) -> Group:
         head += f", result hash {p['result_hash']}"
     else:
         head += f", deadline {_when(p['deadline'])}"
-    table = Table("participant", "on chain", "phase", "progress", "%", "detail")
+    table = Table("participant", "on chain", "phase", "progress", "%", "eta", "detail")
+    own: list[str] = []
     for row in p["participants"]:
+        if row.get("own"):
+            figures = ", ".join(f"{k} {v}" for k, v in row["own"].items())
+            own.append(f"{row['name']}'s own figures (shown to it alone): {figures}")
+        eta = row.get("eta_seconds")
         frac = _fraction(row)
         detail = row.get("detail", "")
         if row.get("phase") == Phase.WAITING:
@@ -1110,9 +1115,10 @@ def _progress_view(p: dict[str, Any]) -> Group:
             row.get("phase", "-"),
             ProgressBar(total=1.0, completed=frac, width=24),
             f"{frac * 100:.0f}%",
+            "-" if eta is None else f"{eta:.0f} s",
             detail,
         )
-    return Group(Text(head), table)
+    return Group(Text(head), table, *(Text(line) for line in own))
 
 
 @task_app.command("status")

@@ -105,8 +105,8 @@ def task_seed(org_key: bytes, binding: bytes) -> bytes:
 def task_services(ctx: NodeContext, task_id: int, algorithm: str, *, chain_id: int, task_manager: str) -> TaskServices:
     """What the protocol of `task_id` may use of this node, bound to that task: a stable secret
     per label (a key epoch that outlives one task, bound to the deployment), this
-    organisation's stored models, the task's checkpoint file and an on-disk cache for the
-    algorithm's reusable preprocessing."""
+    organisation's stored models, the task's checkpoint file, an on-disk cache for the
+    algorithm's reusable preprocessing and figures for this organisation's operator alone."""
     org_key = bytes(ctx.keys.account.key)
     me = ctx.address.lower()
     scratch = ctx.task_dir(task_id)
@@ -128,11 +128,15 @@ def task_services(ctx: NodeContext, task_id: int, algorithm: str, *, chain_id: i
         tmp.replace(scratch / CHECKPOINT_FILE)  # atomic: a kill never leaves half a checkpoint
         ctx.log.append("checkpoint", task_id, epochs_done=epochs_done)
 
+    def report_to_operator(figures: dict[str, str]) -> None:
+        Progress(ctx, task_id).set_own(figures)
+
     return TaskServices(
         epoch_key=epoch_key,
         load_model=load_model,
         save_checkpoint=save_checkpoint,
         cache=FileCache(ctx.config.data_path / "cache" / algorithm),
+        report_to_operator=report_to_operator,
     )
 
 

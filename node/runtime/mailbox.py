@@ -61,6 +61,7 @@ from pcn.runtime.envelope import PARAMS_KIND, EnvelopeError, open_envelope
 from pcn.runtime.inbox import Inbox
 from pcn.runtime.peers import PeerLookup, UnknownTask
 from pcn.runtime.reqauth import RequestAuthError, request_signer
+from pcn.runtime.taskstate import shared_fields
 
 log = logging.getLogger("pcn.mailbox")
 T = TypeVar("T")
@@ -347,7 +348,10 @@ def create_mailbox_app(
             raise Problem(
                 403, "not-authorised", f"{signer} is neither a participant nor the requester of task {task_id}"
             )
-        return JSONResponse({"org": me, "task_id": task_id, **progress(task_id)})
+        fields = progress(task_id)
+        if signer.lower() != me.lower():  # the organisation's own figures are its operator's alone
+            fields = shared_fields(fields)
+        return JSONResponse({"org": me, "task_id": task_id, **fields})
 
     @app.get("/v1/tasks/{task_id}/progress")
     async def task_progress(task_id: int, request: Request) -> JSONResponse:

@@ -39,7 +39,7 @@ from pcn.runtime.envelope import PARAMS_KIND, seal
 from pcn.runtime.reqauth import sign_request
 from pcn.runtime.results import result_context
 from pcn.runtime.store import LocalDataset
-from pcn.runtime.taskstate import NOT_BLOCKING, Phase
+from pcn.runtime.taskstate import NOT_BLOCKING, OWN_PREFIX, Phase
 from pcn.runtime.transport import EndpointRefused, PeerClient, get_checked
 
 
@@ -362,6 +362,11 @@ def task_progress(ledger: Ledger, task_id: int) -> dict[str, Any]:
                     {k: live[k] for k in ("phase", "fraction", "detail", "updated", "waiting_since") if live.get(k)}
                 )
                 row["eta_seconds"] = _eta(live)
+                # figures a node shows its own organisation only (its mailbox leaves them out
+                # for anyone else): present when this ledger's account is that organisation
+                own = {k[len(OWN_PREFIX) :]: str(v) for k, v in live.items() if k.startswith(OWN_PREFIX)}
+                if own:
+                    row["own"] = own
         except EndpointRefused as exc:
             row["phase"] = f"endpoint refused: {exc.reason}"
         except (httpx.HTTPError, OSError):

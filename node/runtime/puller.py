@@ -216,7 +216,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s puller %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
-    from pcn.runtime.taskstate import Progress
+    from pcn.runtime.taskstate import Progress, shared_fields
 
     ctx = NodeContext.from_env()
     cfg = ctx.config
@@ -230,7 +230,7 @@ def main() -> None:
         for key in ctx.redis.scan_iter(prefix + "*"):
             suffix = bytes(key).decode()[len(prefix) :]
             if suffix.isdigit():
-                fields = Progress(ctx, int(suffix)).read()
+                fields = shared_fields(Progress(ctx, int(suffix)).read())  # never the own figures
                 out.append((int(suffix), fields.get("updated", ""), fields))
         return out
 

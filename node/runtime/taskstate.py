@@ -64,6 +64,14 @@ class Phase(StrEnum):
 NOT_BLOCKING = frozenset({Phase.WAITING, Phase.DONE, Phase.REFUSED, Phase.ABORTED, Phase.DROPPED})
 
 
+OWN_PREFIX = "own."  # progress fields that only this organisation may read
+
+
+def shared_fields(fields: dict[str, str]) -> dict[str, str]:
+    """What peers and the requester may read of a progress record: all but the own fields."""
+    return {k: v for k, v in fields.items() if not k.startswith(OWN_PREFIX)}
+
+
 class Progress:
     """Per-task progress in the organisation's Redis, read by the mailbox's status route."""
 
@@ -73,6 +81,12 @@ class Progress:
 
     def read(self) -> dict[str, str]:
         return {reply_bytes(k).decode(): reply_bytes(v).decode() for k, v in self.r.hgetall(self.key).items()}
+
+    def set_own(self, figures: dict[str, str]) -> None:
+        """Figures for this organisation's operator alone (OWN_PREFIX: the mailbox and the
+        relay publisher leave them out of what anyone else reads)."""
+        self.r.hset(self.key, mapping={OWN_PREFIX + k: str(v) for k, v in figures.items()})
+        self.r.expire(self.key, 7 * 24 * 3600)
 
     def set(self, phase: Phase, fraction: float, detail: str = "", **extra: Any) -> None:
         now = time.time()

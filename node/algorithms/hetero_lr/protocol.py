@@ -647,6 +647,7 @@ class HeteroLrGuest(HeteroLrProtocol):
             0.02 + 0.96 * (E + 1) / self._p["epochs"],
             f"epoch {E + 1}/{self._p['epochs']} evaluated",  # metrics are result-derived: never in progress
         )
+        self._show_operator(metrics)
         stop = converged or last
         out: list[Message] = []
         for h in self._hosts:

@@ -105,9 +105,11 @@ decrypts there; a host splits each level's histogram sums by rows over the pool 
 modulo n² do not depend on the split), then packs and re-randomises in it. Chunk keys are
 fixed per 2048 rows, so no byte depends on the number of cores.
 
-Progress (`report`): trees and levels done ("tree 3/10 built"). The validation metrics of
-every tree are result-derived: they go into the guest's result, never into the progress text,
-which every participant and the requester can read (README #13.9).
+Progress (`report`): trees and levels done ("tree 3/10 built"). The metrics of every tree
+(train and validation AUC / loss) are result-derived: they go into the guest's result, never
+into the progress text, which every participant and the requester can read (README #13.9).
+The guest (the recipient) shows them as they form to its own operator alone
+(`services.report_to_operator`: `pcn task status` run by the guest's organisation).
 
 Checkpoints. At every tree boundary (guest: after sending "tree-end"; host: after receiving
 it) the party snapshots its state (also handed to `ctx.services.save_checkpoint`);
@@ -749,6 +751,7 @@ class HeteroSbtGuest(HeteroSbtProtocol):
                 stop, self._stopped = True, "early_stopping"
         self._metrics.append(m)
         self.report(0.02 + 0.96 * (t + 1) / p["trees"], what)
+        self._show_operator(m)
         out = list(out)
         for host in self._hosts:
             out += self._send(host, tree_round(t, LEVEL_TREE_END, 6), KIND_TREE_END, b"\x01" if stop else b"\x00")
