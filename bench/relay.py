@@ -68,7 +68,7 @@ def run(rows: int, repeat: int, say: Any) -> dict[str, Any]:
             port = free_port()
             st = anvil.up(port=port, state_file=work / mode / "anvil.json")
             dep = deploy(st.rpc_url, out=work / mode / "deployment.json")
-            relay = RelayProcess(work / mode / "relay") if mode == "relay" else None
+            relay = RelayProcess(work / mode / "relay", dep) if mode == "relay" else None
             kw: dict[str, Any] = {"relay": relay, "outbound_only": ("telecom",)} if relay is not None else {}
             say(f"{mode}: starting two nodes with {rows:,} rows each")
             net = build_network(work / mode, dep, ["bank", "telecom"], rows=rows, message_timeout=1800.0, **kw)

@@ -807,13 +807,16 @@ def test_unknown_task_ids_at_the_mailbox(world: World, mailbox) -> None:
     assert (r.status_code, r.json()["error"]) == (401, "unsigned")
     r = mailbox.get(path, headers=sign_request(bank, "GET", path, task))  # a real task nobody has started
     assert r.status_code == 200 and r.json()["task_id"] == task
-    params = json.dumps(COUNT, sort_keys=True, separators=(",", ":")).encode()
-    r = post(mailbox, 999999, params, "params")
+    from pcn.runtime.operations import params_bytes_of, seal_params
+
+    bank_ledger = world.bank.ctx.ledger  # the requester, handing its parameters to its own mailbox
+    r = post(mailbox, 999999, b"x" * 64, "params")
     assert (r.status_code, r.json()["error"]) == (404, "unknown-task")
     r = post(mailbox, 999999, envelope(world, world.telecom, 999999, 0, b"x"))
     assert (r.status_code, r.json()["error"]) == (404, "unknown-task")
     assert inbox_of(world, 999999) == []
-    assert post(mailbox, task, params, "params").status_code == 201  # the real one is stored
+    sealed = seal_params(bank_ledger, task, params_bytes_of(COUNT), world.bank.address)
+    assert post(mailbox, task, sealed, "params").status_code == 201  # the real one is stored
 
 
 def test_unknown_ids_at_the_dashboard(world: World, dashboard) -> None:
@@ -877,12 +880,13 @@ def test_oversized_requests_to_a_served_dashboard(dashboard) -> None:
 
 
 def test_oversized_requests_to_the_mailbox(world: World, mailbox) -> None:
-    """The body caps of the mailbox (8 MiB per envelope, 1 MiB of parameters); chunked
-    uploads and the streaming cap are in tests/test_messaging.py."""
+    """The body caps of the mailbox (8 MiB per envelope, 1 MiB of parameters and 4 KiB for
+    the envelope around them); chunked uploads and the streaming cap are in
+    tests/test_messaging.py."""
     task = world.new_task()
     r = post(mailbox, task, b"\x00" * (8 * 1024 * 1024 + 1))
     assert (r.status_code, r.json()["error"]) == (413, "too-large")
-    r = post(mailbox, task, b"{" + b" " * (1024 * 1024) + b"}", "params")
+    r = post(mailbox, task, b"{" + b" " * (1024 * 1024 + 4096) + b"}", "params")
     assert (r.status_code, r.json()["error"]) == (413, "too-large")
     r = mailbox.get(f"/v1/tasks/{'9' * 5000}/progress")
     assert r.status_code == 400 and r.json()["error"] == "malformed"

@@ -20,10 +20,12 @@ from eth_account.signers.local import LocalAccount
 from fastapi.testclient import TestClient
 
 from pcn.algorithms.base import Message
-from pcn.chain.types import Organisation, OrgStatus
+from pcn.chain.errors import ChainUnavailable
+from pcn.chain.types import Organisation, OrgStatus, RefusalReason, Task, TaskStatus
 from pcn.devnet.localnet import RedisServer
 from pcn.runtime import puller as puller_module
 from pcn.runtime.envelope import open_envelope, seal
+from pcn.runtime.peers import UnknownPeer, UnknownTask
 from pcn.runtime.puller import Puller, relay_route
 from pcn.runtime.relay import RelayStore, create_relay_app
 from pcn.runtime.reqauth import sign_request
@@ -71,7 +73,73 @@ def stored_bytes(store: RelayStore) -> bytes:
     return b"".join(out)
 
 
-def envelope(sender: Party, receiver: Party, task_id: int = 7, seq: int = 0, payload: bytes = b"secret rows") -> bytes:
+class Chain:
+    """The chain as the relay reads it (the `PeerLookup` it is given), over dictionaries:
+    admitted organisations and their status, and tasks (participants, requester, status)."""
+
+    def __init__(self) -> None:
+        self.orgs: dict[str, OrgStatus] = {}
+        self.tasks: dict[int, tuple[list[str], str, TaskStatus]] = {}
+        self.down = False
+
+    def admit(self, *parties: Party, status: OrgStatus = OrgStatus.ACTIVE) -> None:
+        for p in parties:
+            self.orgs[p.address] = status
+
+    def add_task(
+        self, task_id: int, parties: list[Party], requester: Party, status: TaskStatus = TaskStatus.RUNNING
+    ) -> None:
+        self.tasks[task_id] = ([p.address for p in parties], requester.address, status)
+
+    def join(self, task_id: int, *parties: Party) -> None:
+        """Admit `parties` and make them participants of `task_id` (the first one requests it
+        if the task is new)."""
+        self.admit(*parties)
+        members, requester, status = self.tasks.get(task_id, ([], parties[0].address, TaskStatus.RUNNING))
+        self.tasks[task_id] = ([*members, *(p.address for p in parties if p.address not in members)], requester, status)
+
+    def organisation(self, address: str) -> Organisation:
+        if self.down:
+            raise ChainUnavailable("rpc down")
+        if address not in self.orgs:
+            raise UnknownPeer(address)
+        return Organisation(address, "org", b"", "", self.orgs[address], 0, 0)
+
+    def endpoint(self, address: str) -> str:
+        return self.organisation(address).endpoint
+
+    def participants(self, task_id: int) -> list[str]:
+        if self.down:
+            raise ChainUnavailable("rpc down")
+        if task_id not in self.tasks:
+            raise UnknownTask(task_id)
+        return list(self.tasks[task_id][0])
+
+    def task(self, task_id: int) -> Task:
+        _members, requester, status = self.tasks[task_id]
+        zero = b"\x00" * 32
+        return Task(task_id, requester, status, 1, 1, 0, 0, RefusalReason(0), requester, 0, 0, 0, 0, zero, zero, zero)
+
+    def invalidate(self, address: str) -> None:
+        return None
+
+
+CHAIN = Chain()  # the relay fixture's chain, fresh per test
+
+
+def envelope(
+    sender: Party,
+    receiver: Party,
+    task_id: int = 7,
+    seq: int = 0,
+    payload: bytes = b"secret rows",
+    *,
+    members: bool = True,
+) -> bytes:
+    """A protocol message `sender` sealed to `receiver`; with `members`, both are admitted on
+    the relay's chain and participants of the task."""
+    if members:
+        CHAIN.join(task_id, sender, receiver)
     msg = Message(sender.address, receiver.address, 3, "blinded", payload, seq)
     return seal(msg, task_id, CHAIN_ID, TASK_MANAGER, sender.account, receiver.public)
 
@@ -99,7 +167,8 @@ def relay(relay_redis: RedisServer) -> Iterator[tuple[TestClient, RelayStore, Cl
     r.flushall()
     clock = Clock()
     store = RelayStore(r, addressee_quota=4096, sender_quota=2048, expire_after=3600, clock=clock)
-    app = create_relay_app(store, clock=clock)
+    CHAIN.__init__()
+    app = create_relay_app(store, peers=CHAIN, chain_id=CHAIN_ID, task_manager=TASK_MANAGER, clock=clock)
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client, store, clock
 
@@ -157,6 +226,49 @@ def test_forged_misaddressed_and_foreign_envelopes_are_refused_and_nothing_is_ke
     assert store.stats()[b.address]["refused-envelope"] == 3 and store.stats()[c.address]["refused-envelope"] == 1
 
 
+def test_the_chain_decides_what_the_relay_keeps(relay: tuple) -> None:
+    """A relay reads the consortium's chain: only an admitted, active organisation's envelope
+    for a live task, from a participant (parameters: from the requester) to a participant,
+    is kept. Anyone else, a flood of fresh keys included, fills no organisation's queue."""
+    from pcn.runtime.envelope import PARAMS_KIND
+
+    client, store, _clock = relay
+    a, b, outsider, suspended, third = Party(), Party(), Party(), Party(), Party()
+    CHAIN.join(7, a, b)
+    CHAIN.admit(suspended, status=OrgStatus.SUSPENDED)
+    CHAIN.admit(third)  # admitted, but no participant of task 7
+    CHAIN.add_task(9, [a, b], requester=a, status=TaskStatus.COMPLETED)
+    refusals = [  # (addressee, task, envelope, status, code)
+        (b, 7, envelope(outsider, b, members=False), 403, "sender-not-active"),
+        (b, 7, envelope(suspended, b, members=False), 403, "sender-not-active"),
+        (b, 9, envelope(a, b, task_id=9, members=False), 409, "task-final"),
+        (outsider, 7, envelope(a, outsider, members=False), 403, "not-participant"),  # addressee outside the task
+        (b, 7, envelope(third, b, members=False), 403, "not-participant"),  # sender outside the task
+    ]
+    for addressee, task, body, status, code in refusals:
+        r = post(client, addressee, body, task_id=task)
+        assert (r.status_code, r.json()["error"]) == (status, code), (code, r.json())
+    r = post(client, b, envelope(a, b, task_id=77, members=False), task_id=77)  # not on (this view of) the chain
+    assert (r.status_code, r.json()["error"]) == (425, "too-early")  # the sender retries; nothing counted
+    foreign = seal(Message(a.address, b.address, 3, "x", b"p"), 7, CHAIN_ID + 1, TASK_MANAGER, a.account, b.public)
+    assert post(client, b, foreign).json()["error"] == "wrong-domain"
+    by_b = seal(Message(b.address, a.address, 0, PARAMS_KIND, b"{}"), 7, CHAIN_ID, TASK_MANAGER, b.account, a.public)
+    r = client.post(f"/o/{a.address}/v1/tasks/7/params", content=by_b)  # b takes part, a requested task 7
+    assert (r.status_code, r.json()["error"]) == (403, "not-requester")
+    CHAIN.down = True
+    r = post(client, b, envelope(a, b, seq=0))
+    assert (r.status_code, r.json()["error"]) == (503, "chain-unavailable")
+    CHAIN.down = False
+    flood = [post(client, b, envelope(Party(), b, payload=bytes(900), members=False)) for _ in range(10)]
+    assert {r.status_code for r in flood} == {403}
+    stats = store.stats()[b.address]
+    assert stats["waiting"] == 0 and stats["waiting_bytes"] == 0
+    # counted: 2 not admitted, the final task, the outsider sender, the foreign domain, the flood
+    # (not the 425 and 503 answers, which the sender retries)
+    assert stats["refused-by-chain"] == 2 + 1 + 1 + 1 + 10
+    assert post(client, b, envelope(a, b)).status_code == 202  # a member's envelope still goes through
+
+
 def test_task_parameters_pass_only_sealed_and_are_metered_to_the_requester(relay: tuple) -> None:
     """Parameters reach the relay as an envelope the requester signed and sealed to the
     addressee: the relay keeps it under the requester's name and reads nothing; parameters
@@ -165,6 +277,8 @@ def test_task_parameters_pass_only_sealed_and_are_metered_to_the_requester(relay
 
     client, store, clock = relay
     requester, org = Party(), Party()
+    CHAIN.admit(requester, org)
+    CHAIN.add_task(7, [org], requester=requester)  # the requester owns none of its datasets
     params = b'{"column":"income","statistics":["count"]}'
     clear = client.post(f"/o/{org.address}/v1/tasks/7/params", content=params)
     assert clear.status_code == 400 and store.stats()[org.address]["refused-envelope"] == 1
@@ -183,7 +297,10 @@ def test_quotas_per_sender_and_per_addressee(relay: tuple) -> None:
     size = len(envelope(a, b, payload=bytes(900)))
     # room for two envelopes per sender and three per addressee
     metered = RelayStore(store.r, sender_quota=2 * size, addressee_quota=3 * size, clock=clock)
-    with TestClient(create_relay_app(metered, clock=clock), raise_server_exceptions=False) as client:
+    with TestClient(
+        create_relay_app(metered, peers=CHAIN, chain_id=CHAIN_ID, task_manager=TASK_MANAGER, clock=clock),
+        raise_server_exceptions=False,
+    ) as client:
         assert post(client, b, envelope(a, b, seq=0, payload=bytes(900))).status_code == 202
         assert post(client, b, envelope(a, b, seq=1, payload=bytes(900))).status_code == 202
         over = post(client, b, envelope(a, b, seq=2, payload=bytes(900)))

@@ -28,8 +28,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    proc = RelayProcess(tmp_path_factory.mktemp("relay"))
+def relay(tmp_path_factory: pytest.TempPathFactory, deployment) -> Iterator[RelayProcess]:
+    proc = RelayProcess(tmp_path_factory.mktemp("relay"), deployment)
     yield proc
     proc.stop()
 

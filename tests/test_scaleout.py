@@ -389,7 +389,10 @@ def _build(fabric: Fabric, root: Path, outbound: tuple[str, ...] = ()) -> Consor
         relay_redis += ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(relay_dir)]
         fabric.spawn(cons.relay_ns, relay_redis, relay_dir / "redis.log")
         relay_url = f"http://{cons.relay_ip}:{RELAY_PORT}"
+        relay_dep = relay_dir / "deployment.json"  # the admin hands the relay operator a copy too
+        shutil.copy(deployment.path, relay_dep)
         serve = [str(PCN), "relay", "serve", "--host", cons.relay_ip, "--port", str(RELAY_PORT)]
+        serve += ["--deployment", str(relay_dep), "--rpc-url", rpc_url]
         serve += ["--redis-url", f"redis://127.0.0.1:{REDIS_PORT}/0"]
         fabric.spawn(cons.relay_ns, serve, relay_dir / "relay.log")
         _wait(
@@ -659,7 +662,12 @@ def test_hosts_are_isolated(consortium: Consortium) -> None:
             listener.wait()
         # the others reach it only at the relay's route, which answers for it
         route = bank.probe(h.endpoint)[h.endpoint]
-        assert route == {"ok": True, "org": h.address, "relay": True}, route
+        assert {k: route[k] for k in ("ok", "org", "relay", "node_online")} == {
+            "ok": True,
+            "org": h.address,
+            "relay": True,
+            "node_online": True,  # its puller is fetching
+        }, route
 
     # the same redis://127.0.0.1:6379 in every config, yet one server per host: a value each host
     # writes there is the value it reads back, and the node's keys there are only its own

@@ -39,7 +39,7 @@ def net(
 ) -> Iterator[Network]:
     snap = rpc_call(devnet.rpc_url, "evm_snapshot")
     root = tmp_path_factory.mktemp("wire-net")
-    relay = RelayProcess(root / "relay") if request.param == "relay" else None
+    relay = RelayProcess(root / "relay", deployment) if request.param == "relay" else None
     try:
         kw = {"relay": relay, "outbound_only": ("telecom",)} if relay is not None else {}
         yield from network_fixture(root, deployment, ["bank", "telecom"], rows=50, **kw)

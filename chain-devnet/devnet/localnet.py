@@ -110,7 +110,10 @@ class RelayProcess:
     """`pcn relay serve` on a free port, its queues in its own durable Redis (AOF, fsync
     always): the relay outbound-only organisations register as their endpoint."""
 
-    def __init__(self, workdir: Path, port: int | None = None, serves: list[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, deployment: Deployment, port: int | None = None, serves: list[str] | None = None
+    ) -> None:
+        self.deployment = deployment  # the chain it checks senders against
         self.port = port or free_port()
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +125,7 @@ class RelayProcess:
     def _spawn(self) -> subprocess.Popen[bytes]:
         pcn = str(Path(sys.executable).parent / "pcn")
         cmd = [pcn, "relay", "serve", "--redis-url", self.redis.url, "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--deployment", str(self.deployment.path), "--rpc-url", self.deployment.rpc_url]
         for a in self.serves or []:
             cmd += ["--serve", a]
         if self.faults:

@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from pcn.cli.common import JsonOpt, UserError, console, emit_json, handle_errors
+from pcn.cli.common import (
+    DeploymentOpt,
+    JsonOpt,
+    RpcOpt,
+    UserError,
+    connect,
+    console,
+    emit_json,
+    handle_errors,
+)
 
 if TYPE_CHECKING:
     from pcn.runtime.relay import RelayStore
@@ -60,12 +69,18 @@ def relay_serve(
             help="TEST ONLY: misbehave on fetches, e.g. drop=0.05,reorder=0.5,replay=0.2,delay=0.1,seed=7",
         ),
     ] = "",
+    deployment: DeploymentOpt = None,
+    rpc_url: RpcOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve the relay: peers deliver to <url>/o/<organisation>, its node fetches from there."""
+    """Serve the relay: peers deliver to <url>/o/<organisation>, its node fetches from there.
+    It reads the consortium's chain (--deployment, --rpc-url) to keep only the envelopes of
+    admitted organisations for live tasks they take part in."""
     import uvicorn
     from eth_utils import is_address, to_checksum_address
 
+    from pcn.chain.errors import ChainError
+    from pcn.runtime.peers import PeerDirectory
     from pcn.runtime.relay import Faults, create_relay_app
 
     for a in serves or []:
@@ -77,7 +92,19 @@ def relay_serve(
         faults = Faults.parse(test_faults) if test_faults else None
     except (ValueError, TypeError) as exc:
         raise UserError(f"--test-faults: {exc}") from None
-    app = create_relay_app(store, serves=served, faults=faults)
+    ledger = connect(deployment, rpc_url)
+    try:
+        ledger.check_connection()
+    except ChainError as exc:
+        raise UserError(f"the relay needs the consortium's chain to check senders: {exc}") from None
+    app = create_relay_app(
+        store,
+        peers=PeerDirectory(ledger),
+        chain_id=ledger.chain_id,
+        task_manager=str(ledger.deployment.contracts["TaskManager"].address),
+        serves=served,
+        faults=faults,
+    )
     if faults is not None:
         console.print(f"TEST MODE: this relay misbehaves on purpose ({test_faults})")
     console.print(

@@ -9,7 +9,10 @@ polling), hands it to its own mailbox and acknowledges it.
 What the relay can and cannot do. It only ever holds sealed, signed envelopes: it reads
 their clear header (task, round, kind, sequence number, sender, receiver, size; what the
 envelope format leaves in clear for any carrier) and checks the sender's signature, so its
-per-sender quotas meter the real sender. It cannot read a payload (sealed to the addressee's
+per-sender quotas meter the real sender. It reads the consortium's chain too, and keeps an
+envelope only from an admitted, active organisation, for a task on chain that is not final,
+sent by a participant (parameters: by the task's requester) to a participant: nobody outside
+the consortium can fill an organisation's queue. It cannot read a payload (sealed to the addressee's
 registered X25519 key) nor forge or alter one (the addressee checks the signature, the
 sender's on-chain status and the AEAD tag, as for a direct delivery). What it can do, drop,
 delay, reorder or replay, is what a lossy network can do: the addressee's inbox refuses gaps
@@ -40,7 +43,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from pcn.runtime.envelope import EnvelopeError, envelope_route
+from pcn.chain.errors import ChainError
+from pcn.chain.types import OrgStatus
+from pcn.runtime.envelope import EnvelopeError, Route, envelope_route
 from pcn.runtime.mailbox import (
     MAX_BODY,
     MAX_INFLIGHT,
@@ -51,6 +56,7 @@ from pcn.runtime.mailbox import (
     check_declared_size,
     read_capped,
 )
+from pcn.runtime.peers import PeerLookup, UnknownPeer, UnknownTask
 from pcn.runtime.reqauth import RequestAuthError, request_signer
 
 log = logging.getLogger("pcn.relay")
@@ -66,7 +72,15 @@ MAX_PROGRESS = 64 * 1024  # bytes of one progress snapshot
 MAX_READERS = 1024  # accounts one snapshot may name as its readers
 PROGRESS_TTL = 7 * 24 * 3600  # seconds a snapshot is kept after its last update (as a node keeps its own)
 STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
-COUNTERS = ("accepted", "delivered", "expired", "refused-quota", "refused-envelope", "dropped-by-fault")
+COUNTERS = (
+    "accepted",
+    "delivered",
+    "expired",
+    "refused-quota",
+    "refused-envelope",
+    "refused-by-chain",
+    "dropped-by-fault",
+)
 Entries = list[tuple[bytes, dict[bytes, bytes]]]  # what XRANGE answers (redis-py types it loosely)
 
 
@@ -309,6 +323,9 @@ def _task_id(value: int) -> int:
 def create_relay_app(
     store: RelayStore,
     *,
+    peers: PeerLookup,
+    chain_id: int,
+    task_manager: str,
     serves: frozenset[str] | None = None,
     max_body: int = MAX_BODY,
     max_params: int = MAX_PARAMS,
@@ -319,8 +336,13 @@ def create_relay_app(
     """The relay's HTTP API. Peers and requesters use the mailbox routes under
     `/o/<organisation>`; the organisation's node fetches (`GET /o/<org>/fetch`) and
     acknowledges (`POST /o/<org>/ack/<last id>`) with requests signed by its key. `serves`
-    (checksummed addresses) limits the organisations it takes envelopes for; None: any."""
+    (checksummed addresses) limits the organisations it takes envelopes for; None: any.
+    `peers` is the chain's view (`PeerDirectory`) of the deployment (`chain_id`,
+    `task_manager`) whose envelopes it keeps: only an admitted, active organisation's
+    envelope for a live task of which it may send that envelope to that addressee is kept,
+    so nobody outside the consortium can fill an organisation's queue."""
     serves = frozenset(to_checksum_address(a) for a in serves) if serves is not None else None
+    task_manager = to_checksum_address(task_manager)
     app = api_app("pcn relay", max_inflight)
 
     def _guarded(fn: Callable[[], T], what: str) -> T:
@@ -328,6 +350,9 @@ def create_relay_app(
             return fn()
         except Problem:
             raise
+        except ChainError as exc:
+            log.warning("%s: chain unavailable: %s", what, exc)
+            raise Problem(503, "chain-unavailable", "the chain cannot be reached, retry later") from None
         except redis.RedisError as exc:
             log.warning("%s: redis unavailable: %s", what, exc)
             raise Problem(503, "store-unavailable", "the relay's store cannot be reached, retry later") from None
@@ -362,6 +387,44 @@ def create_relay_app(
         online = ago is not None and ago <= ONLINE_GRACE
         return {"ok": True, "org": addressee, "relay": True, "node_online": online, "node_seen_s_ago": ago}
 
+    def _on_chain(route: Route, kind: str) -> None:
+        """What the chain says of an envelope before the relay keeps it (its signature is
+        checked already): the sender admitted and active; the task known and not final; the
+        addressee a participant; a message's sender a participant, parameters' sender the
+        task's requester."""
+        if route.chain_id != chain_id or route.task_manager != task_manager:
+            where = f"chain {route.chain_id}, TaskManager {route.task_manager}"
+            raise Problem(400, "wrong-domain", f"envelope is for {where}, not this consortium's")
+        try:
+            sender = peers.organisation(route.sender)
+        except UnknownPeer:
+            raise Problem(403, "sender-not-active", f"{route.sender} is not an admitted organisation") from None
+        if sender.status != OrgStatus.ACTIVE:
+            raise Problem(403, "sender-not-active", f"{route.sender} is {sender.status.name.lower()}")
+        try:
+            members = [p.lower() for p in peers.participants(route.task_id)]
+            task = peers.task(route.task_id)
+        except UnknownTask:  # the relay's view of the chain may lag the sender's: retry
+            raise Problem(425, "too-early", f"no task {route.task_id} on chain (yet)") from None
+        if task.status.is_final:
+            status = task.status.name.lower()
+            raise Problem(409, "task-final", f"task {route.task_id} is {status}: it takes no envelopes")
+        if route.receiver.lower() not in members:
+            raise Problem(403, "not-participant", f"{route.receiver} is not a participant of task {route.task_id}")
+        if kind == "params" and route.sender.lower() != task.requester.lower():
+            raise Problem(403, "not-requester", f"{route.sender} is not the requester of task {route.task_id}")
+        if kind == "message" and route.sender.lower() not in members:
+            raise Problem(403, "not-participant", f"{route.sender} is not a participant of task {route.task_id}")
+
+    def _keep(addressee: str, kind: str, route: Route, body: bytes) -> JSONResponse:
+        try:
+            _on_chain(route, kind)
+        except Problem as exc:
+            if exc.status not in (425, 503):  # a final refusal is counted; a retry is not
+                store.count(addressee, "refused-by-chain")
+            raise
+        return _accept(addressee, kind, route.task_id, route.sender, body)
+
     async def _relay(org: str, task_id: int, request: Request, kind: str, cap: int) -> JSONResponse:
         """Keep a signed envelope for its addressee: a protocol message, or a task's parameters
         sealed by its requester (the mailbox checks who may send which)."""
@@ -379,9 +442,7 @@ def create_relay_app(
             if isinstance(exc, Problem):
                 raise
             raise Problem(400, exc.code, exc.detail) from None
-        return await run_in_threadpool(
-            _guarded, lambda: _accept(addressee, kind, task_id, route.sender, body), f"relay {kind}"
-        )
+        return await run_in_threadpool(_guarded, lambda: _keep(addressee, kind, route, body), f"relay {kind}")
 
     @app.post("/o/{org}/v1/tasks/{task_id}/messages")
     async def messages(org: str, task_id: int, request: Request) -> JSONResponse:
