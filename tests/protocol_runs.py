@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pcn.algorithms.base import Message, Protocol
+from pcn.algorithms.base import Message, Protocol, TaskServices
 
 P = TypeVar("P", bound=Protocol)
 
@@ -68,3 +68,20 @@ def drive(
             post(out)
     assert crash is None or crashed
     assert all(p.done for p in parties.values())
+
+
+def party_services(
+    me: str,
+    checkpoints: dict[tuple[str, int], bytes] | None = None,
+    operator: dict[str, list[dict[str, str]]] | None = None,
+) -> TaskServices:
+    """A party's services in an in-process run: with `checkpoints`, its saved checkpoints
+    land there by (party, units done), as the node's per-task checkpoint file would; with
+    `operator`, the figures it shows its own operator, by party."""
+    kw: dict[str, Any] = {}
+    if checkpoints is not None:
+        saved = checkpoints
+        kw["save_checkpoint"] = lambda done, blob: saved.__setitem__((me, done), blob)
+    if operator is not None:
+        kw["report_to_operator"] = operator.setdefault(me, []).append
+    return TaskServices(**kw)

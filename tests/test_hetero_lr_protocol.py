@@ -51,7 +51,7 @@ from pcn.algorithms.vertical import Drbg, model_commitment
 from pcn.crypto.paillier import PaillierPrivateKey, encode_array
 from pcn.data.table import Table
 from tests.lr_reference import lr_reference
-from tests.protocol_runs import drive
+from tests.protocol_runs import drive, party_services
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_breast_cancer  # noqa: E402
@@ -110,15 +110,6 @@ def make_parties(
     who = party_names(len(split) - 1)
     tables = tables or [make_table(cols, k == 0, k) for k, cols in enumerate(split)]
 
-    def services(me: str) -> TaskServices:
-        kw: dict[str, Any] = {}
-        if checkpoints is not None:
-            saved = checkpoints
-            kw["save_checkpoint"] = lambda epochs_done, blob: saved.__setitem__((me, epochs_done), blob)
-        if operator is not None:
-            kw["report_to_operator"] = operator.setdefault(me, []).append
-        return TaskServices(**kw)
-
     return [
         HeteroLrProtocol.create(
             PartyContext(
@@ -130,7 +121,7 @@ def make_parties(
                 hashlib.sha256(f"hlr-seed/{me}/{seed_salt}".encode()).digest(),
                 progress if me == GUEST else None,
                 id_column="id",
-                services=services(me),
+                services=party_services(me, checkpoints, operator),
             ),
             table,
         )

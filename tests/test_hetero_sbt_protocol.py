@@ -53,7 +53,7 @@ from pcn.algorithms.hetero_sbt_predict.protocol import (
     HeteroSbtPredictProtocol,
 )
 from pcn.data.table import Table
-from tests.protocol_runs import drive
+from tests.protocol_runs import drive, party_services
 
 sklearn = pytest.importorskip("sklearn")
 from sklearn.datasets import load_breast_cancer  # noqa: E402
@@ -113,15 +113,6 @@ def make_parties(
     who = party_names(len(split) - 1)
     X, y = data
 
-    def services(me: str) -> TaskServices:
-        kw: dict[str, Any] = {}
-        if checkpoints is not None:
-            saved = checkpoints
-            kw["save_checkpoint"] = lambda done, blob: saved.__setitem__((me, done), blob)
-        if operator is not None:
-            kw["report_to_operator"] = operator.setdefault(me, []).append
-        return TaskServices(**kw)
-
     return [
         HeteroSbtProtocol.create(
             PartyContext(
@@ -133,7 +124,7 @@ def make_parties(
                 hashlib.sha256(f"sbt-seed/{me}/{seed_salt}".encode()).digest(),
                 progress if me == GUEST else None,
                 id_column="id",
-                services=services(me),
+                services=party_services(me, checkpoints, operator),
             ),
             make_table(X, y, cols, k == 0, k),
         )

@@ -55,6 +55,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pcn.algorithms.base import Message
 from pcn.chain.errors import ChainError
 from pcn.chain.types import TaskStatus
 from pcn.runtime.envelope import PARAMS_KIND, EnvelopeError, open_envelope
@@ -255,7 +256,9 @@ def create_mailbox_app(
             raise Problem(409, "task-final", f"task {task_id} is {status}: it takes no messages", task_status=status)
         return members, int(max(0.0, task.deadline - clock())) + ttl_margin
 
-    def _accept_message(task_id: int, body: bytes, members: list[str], ttl: int) -> JSONResponse:
+    def _opened(task_id: int, body: bytes, max_size: int, what: str) -> tuple[Message, bytes]:
+        """The envelope `body` checked, decrypted and bound to `task_id` (its message and
+        digest), or the refusal its defect calls for."""
         try:
             msg, header_task, digest = open_envelope(
                 body,
@@ -264,13 +267,17 @@ def create_mailbox_app(
                 chain_id=chain_id,
                 task_manager=task_manager,
                 sender_key=peers.organisation,
-                max_size=max_body,
+                max_size=max_size,
             )
         except EnvelopeError as exc:
-            log.warning("task %s: refused an envelope: %s (%s)", task_id, exc.code, exc.detail)
+            log.warning("task %s: refused %s: %s (%s)", task_id, what, exc.code, exc.detail)
             raise Problem(ENVELOPE_STATUS.get(exc.code, 400), exc.code, exc.detail) from None
         if header_task != task_id:
             raise Problem(400, "task-mismatch", f"envelope is for task {header_task}, not task {task_id}")
+        return msg, digest
+
+    def _accept_message(task_id: int, body: bytes, members: list[str], ttl: int) -> JSONResponse:
+        msg, digest = _opened(task_id, body, max_body, "an envelope")
         if msg.sender.lower() not in members:
             log.warning("task %s: message from non-participant %s", task_id, msg.sender)
             raise Problem(403, "not-participant", f"{msg.sender} is not a participant of task {task_id}")
@@ -303,21 +310,7 @@ def create_mailbox_app(
         if on_params is None:
             raise Problem(501, "not-supported", "this node does not accept task parameters")
         _participants(task_id)  # 404 unknown-task before anything is stored or hashed
-        try:
-            msg, header_task, _digest = open_envelope(
-                body,
-                me=me,
-                my_x25519=my_key,
-                chain_id=chain_id,
-                task_manager=task_manager,
-                sender_key=peers.organisation,
-                max_size=max_params + PARAMS_SEAL_OVERHEAD,
-            )
-        except EnvelopeError as exc:
-            log.warning("task %s: refused parameters: %s (%s)", task_id, exc.code, exc.detail)
-            raise Problem(ENVELOPE_STATUS.get(exc.code, 400), exc.code, exc.detail) from None
-        if header_task != task_id:
-            raise Problem(400, "task-mismatch", f"envelope is for task {header_task}, not task {task_id}")
+        msg, _digest = _opened(task_id, body, max_params + PARAMS_SEAL_OVERHEAD, "parameters")
         if msg.kind != PARAMS_KIND:
             raise Problem(400, "malformed", f"a {msg.kind!r} envelope is not a task's parameters")
         try:
