@@ -438,6 +438,11 @@ def test_the_route_health_says_whether_the_node_is_fetching(relay: tuple) -> Non
     health = client.get(f"/o/{b.address}/v1/health").json()
     assert health["ok"] is True and health["relay"] is True  # the relay takes deliveries for it
     assert health["node_online"] is False and health["node_seen_s_ago"] is None
+    # a key the chain never admitted may not fetch, and leaves no record behind
+    r = fetch(client, b, clock.now)
+    assert (r.status_code, r.json()["error"]) == (403, "not-admitted")
+    assert store.seen_ago(b.address) is None
+    CHAIN.admit(b)
     assert fetch(client, b, clock.now).status_code == 200
     health = client.get(f"/o/{b.address}/v1/health").json()
     assert health["node_online"] is True and health["node_seen_s_ago"] == 0
@@ -491,9 +496,16 @@ def test_progress_published_by_the_node_is_served_to_the_readers_it_named(relay:
     def publish(body: dict, signer: Party, task_id: int = 9) -> httpx.Response:
         return client.put(path, json=body, headers=sign_request(signer.account, "PUT", path, task_id, clock.now))
 
-    # only the organisation itself publishes its progress, signed for this very task
+    # only the organisation itself publishes its progress, signed for this very task, and only
+    # an admitted organisation, of a task it takes part in (random keys store nothing here)
     assert publish(snapshot, outsider).status_code == 403
     assert publish(snapshot, org, task_id=8).status_code == 401
+    assert publish(snapshot, org).json()["error"] == "not-admitted"
+    CHAIN.admit(org)
+    assert (publish(snapshot, org).status_code, publish(snapshot, org).json()["error"]) == (425, "too-early")
+    CHAIN.add_task(9, [requester], requester=requester)
+    assert publish(snapshot, org).json()["error"] == "not-participant"
+    CHAIN.join(9, org)
     bad = publish({"fields": {"phase": 1}, "readers": []}, org)
     assert bad.status_code == 400 and bad.json()["error"] == "malformed"
     assert publish(snapshot, org).status_code == 200

@@ -416,6 +416,23 @@ def create_relay_app(
         if kind == "message" and route.sender.lower() not in members:
             raise Problem(403, "not-participant", f"{route.sender} is not a participant of task {route.task_id}")
 
+    def _admitted(org: str) -> None:
+        """Only an organisation the chain admitted may fetch or publish here: random keys
+        cannot make the relay keep records for them."""
+        try:
+            peers.organisation(org)
+        except UnknownPeer:
+            raise Problem(403, "not-admitted", f"{org} is not an admitted organisation") from None
+
+    def _participant(org: str, task_id: int) -> None:
+        _admitted(org)
+        try:
+            members = [p.lower() for p in peers.participants(task_id)]
+        except UnknownTask:
+            raise Problem(425, "too-early", f"no task {task_id} on chain (yet)") from None
+        if org.lower() not in members:
+            raise Problem(403, "not-participant", f"{org} is not a participant of task {task_id}")
+
     def _keep(addressee: str, kind: str, route: Route, body: bytes) -> JSONResponse:
         try:
             _on_chain(route, kind)
@@ -484,9 +501,12 @@ def create_relay_app(
         except (ValueError, KeyError, TypeError) as exc:
             raise Problem(400, "malformed", f"not a progress snapshot: {exc}") from None
         lowered = [str(a).lower() for a in readers]
-        await run_in_threadpool(
-            _guarded, lambda: store.put_progress(addressee, task_id, fields, lowered), "relay progress"
-        )
+
+        def put() -> None:
+            _participant(addressee, task_id)  # progress of its own tasks only
+            store.put_progress(addressee, task_id, fields, lowered)
+
+        await run_in_threadpool(_guarded, put, "relay progress")
         return JSONResponse({"ok": True})
 
     @app.get("/o/{org}/fetch")
@@ -496,6 +516,7 @@ def create_relay_app(
         wait, limit = max(0.0, min(wait, MAX_WAIT)), max(1, min(limit, MAX_FETCH))
 
         def held_fetch() -> list[Item]:
+            _admitted(addressee)
             store.mark_fetching(addressee, store.clock() + wait)
             got = store.fetch(addressee, limit, wait)
             store.mark_fetching(addressee, store.clock())
