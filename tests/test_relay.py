@@ -515,3 +515,21 @@ def test_progress_published_by_the_node_is_served_to_the_readers_it_named(relay:
     denied = client.get(read, headers=sign_request(outsider.account, "GET", read, 9, clock.now))
     assert denied.status_code == 403 and denied.json()["error"] == "not-authorised"
     assert client.get(read).status_code == 401
+
+
+def test_accept_and_drop_keep_the_counts_exact_even_when_the_clock_steps_back(relay: tuple) -> None:
+    """An accepted item, its held bytes and its count are one atomic step in the relay's Redis
+    (so is an acknowledgement): a relay killed mid-request cannot leave delivered > accepted.
+    A clock that stepped back still queues in order."""
+    _client, store, clock = relay
+    a, b = Party(), Party()
+    first = store.accept(b.address, "message", 7, a.address, b"x" * 100)
+    clock.now -= 100  # the relay's clock stepped back behind its newest item
+    second = store.accept(b.address, "message", 7, a.address, b"y" * 50)
+    assert first and second and tuple(map(int, second.split("-"))) > tuple(map(int, first.split("-")))
+    stats = store.stats()[b.address]
+    assert (stats["accepted"], stats["waiting"], stats["waiting_bytes"]) == (2, 2, 150)
+    assert store.ack(b.address, second) == 2 and store.ack(b.address, second) == 0  # a replayed ack
+    stats = store.stats()[b.address]
+    assert (stats["delivered"], stats["waiting"], stats["waiting_bytes"]) == (2, 0, 0)
+    assert int(store.r.get(store._key("held", b.address, a.address)) or 0) == 0

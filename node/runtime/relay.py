@@ -104,6 +104,53 @@ class Item:
         }
 
 
+# One accepted envelope, atomically: the quota reservation, the stream entry and its count
+# either all happen or none does (a relay killed between them must not leave the counts or
+# the held bytes wrong). KEYS: held bytes of the addressee, of the sender, the queue, the
+# counters. ARGV: size, addressee quota, sender quota, the relay clock in ms, then the fields.
+_ACCEPT = """
+local size = tonumber(ARGV[1])
+local total = redis.call('INCRBY', KEYS[1], size)
+local by_sender = redis.call('INCRBY', KEYS[2], size)
+if total > tonumber(ARGV[2]) or by_sender > tonumber(ARGV[3]) then
+  redis.call('DECRBY', KEYS[1], size)
+  redis.call('DECRBY', KEYS[2], size)
+  redis.call('HINCRBY', KEYS[4], 'refused-quota', 1)
+  return false
+end
+local fields = {'kind', ARGV[5], 'task', ARGV[6], 'sender', ARGV[7], 'body', ARGV[8]}
+local ok, id = pcall(redis.call, 'XADD', KEYS[3], ARGV[4] .. '-*', unpack(fields))
+if not ok then  -- the clock stepped back behind the newest item: Redis numbers it
+  id = redis.call('XADD', KEYS[3], '*', unpack(fields))
+end
+redis.call('HINCRBY', KEYS[4], 'accepted', 1)
+return id
+"""
+
+# Items leaving the queue, atomically with their held bytes and their count (an
+# acknowledgement, an expiry, or a faulty relay's discard). KEYS: the queue, the addressee's
+# held bytes, the counters. ARGV: first id, last id, the counter ('' for none), the prefix of
+# a sender's held-bytes key.
+_DROP = """
+local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2])
+for _, entry in ipairs(entries) do
+  local f = entry[2]
+  local size, sender = 0, '-'
+  for i = 1, #f, 2 do
+    if f[i] == 'body' then size = string.len(f[i + 1]) end
+    if f[i] == 'sender' and f[i + 1] ~= '' then sender = f[i + 1] end
+  end
+  redis.call('DECRBY', KEYS[2], size)
+  redis.call('DECRBY', ARGV[4] .. sender, size)
+  redis.call('XDEL', KEYS[1], entry[1])
+end
+if #entries > 0 and ARGV[3] ~= '' then
+  redis.call('HINCRBY', KEYS[3], ARGV[3], #entries)
+end
+return #entries
+"""
+
+
 class RelayStore:
     """The relay's queues in its own Redis: one stream per organisation (entries stay until
     acknowledged or expired), the bytes held per organisation and per sender, and counters
@@ -122,6 +169,8 @@ class RelayStore:
         self.r, self.prefix = r, prefix
         self.addressee_quota, self.sender_quota = addressee_quota, sender_quota
         self.expire_after, self.clock = expire_after, clock
+        self._accept_script = r.register_script(_ACCEPT)
+        self._drop_script = r.register_script(_DROP)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -132,26 +181,13 @@ class RelayStore:
     def accept(self, org: str, kind: str, task_id: int, sender: str, body: bytes) -> str | None:
         """Queue `body` for `org`; its id, or None when a quota is used up (nothing kept)."""
         self.expire(org)
-        size = len(body)
-        held_org, held_sender = self._key("held", org), self._key("held", org, sender or "-")
-        with self.r.pipeline() as pipe:
-            pipe.incrby(held_org, size)
-            pipe.incrby(held_sender, size)
-            total, by_sender = pipe.execute()
-        if int(total) > self.addressee_quota or int(by_sender) > self.sender_quota:
-            with self.r.pipeline() as pipe:
-                pipe.decrby(held_org, size)
-                pipe.decrby(held_sender, size)
-                pipe.execute()
-            self.count(org, "refused-quota")
+        keys = [self._key("held", org), self._key("held", org, sender or "-"), self._key("q", org)]
+        keys.append(self._key("stats", org))
+        # ids carry the relay's clock, which expiry reads them by
+        args = [len(body), self.addressee_quota, self.sender_quota, int(self.clock() * 1000)]
+        item_id = self._accept_script(keys=keys, args=[*args, kind, str(task_id), sender, body])
+        if item_id is None:
             return None
-        fields = {"kind": kind, "task": str(task_id), "sender": sender, "body": body}
-        queue = self._key("q", org)
-        try:  # ids carry the relay's clock, which expiry reads them by
-            item_id = self.r.xadd(queue, fields, id=f"{int(self.clock() * 1000)}-*")  # type: ignore[arg-type]
-        except redis.ResponseError:  # the clock stepped back behind the newest item: Redis numbers it
-            item_id = self.r.xadd(queue, fields)  # type: ignore[arg-type]
-        self.count(org, "accepted")
         return item_id.decode() if isinstance(item_id, bytes) else str(item_id)
 
     def fetch(self, org: str, limit: int = MAX_FETCH, wait: float = 0.0) -> list[Item]:
@@ -170,43 +206,27 @@ class RelayStore:
             eid, fields[b"kind"].decode(), int(fields[b"task"]), fields[b"sender"].decode(), bytes(fields[b"body"])
         )
 
-    def _range(self, org: str, upto: str) -> Entries:
-        return cast(Entries, self.r.xrange(self._key("q", org), "-", upto))
-
-    def _drop(self, org: str, entries: Entries) -> int:
-        if not entries:
-            return 0
-        with self.r.pipeline() as pipe:
-            for entry_id, fields in entries:
-                size = len(fields[b"body"])
-                pipe.decrby(self._key("held", org), size)
-                pipe.decrby(self._key("held", org, fields[b"sender"].decode() or "-"), size)
-                pipe.xdel(self._key("q", org), entry_id)
-            pipe.execute()
-        return len(entries)
+    def _drop(self, org: str, first: str, last: str, counter: str) -> int:
+        """Remove the items of `org` from `first` to `last` (ids, inclusive) with their held
+        bytes, counting them under `counter` ('' for none), in one atomic step."""
+        keys = [self._key("q", org), self._key("held", org), self._key("stats", org)]
+        return int(self._drop_script(keys=keys, args=[first, last, counter, self._key("held", org, "")]))
 
     def discard(self, org: str, item_id: str) -> int:
         """Delete one item unseen (only a faulty relay does: `Faults`)."""
-        return self._drop(org, self._range_between(org, item_id, item_id))
-
-    def _range_between(self, org: str, first: str, last: str) -> Entries:
-        return cast(Entries, self.r.xrange(self._key("q", org), first, last))
+        return self._drop(org, item_id, item_id, "")
 
     def ack(self, org: str, upto: str) -> int:
         """Forget every item of `org` up to and including `upto`: it was handed over."""
-        dropped = self._drop(org, self._range(org, upto))
-        if dropped:
-            self.count(org, "delivered", dropped)
-        return dropped
+        return self._drop(org, "-", upto, "delivered")
 
     def expire(self, org: str) -> int:
         """Drop what waited longer than `expire_after` (counted: the operator sees it)."""
         cutoff = int((self.clock() - self.expire_after) * 1000)
         if cutoff <= 0:
             return 0
-        dropped = self._drop(org, self._range(org, f"{cutoff}-0"))
+        dropped = self._drop(org, "-", f"{cutoff}-0", "expired")
         if dropped:
-            self.count(org, "expired", dropped)
             log.warning("expired %d envelope(s) for %s that nobody fetched", dropped, org)
         return dropped
 
