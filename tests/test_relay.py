@@ -533,3 +533,20 @@ def test_accept_and_drop_keep_the_counts_exact_even_when_the_clock_steps_back(re
     stats = store.stats()[b.address]
     assert (stats["delivered"], stats["waiting"], stats["waiting_bytes"]) == (2, 0, 0)
     assert int(store.r.get(store._key("held", b.address, a.address)) or 0) == 0
+
+
+def test_relay_serve_refuses_to_start_without_the_consortiums_chain(
+    relay_redis: RedisServer, tmp_path: Path, deployment
+) -> None:
+    """The relay checks senders against the chain: no deployment or no RPC, no relay (a clear
+    message, no traceback)."""
+    pcn = str(Path(sys.executable).parent / "pcn")
+    serve = [pcn, "relay", "serve", "--redis-url", relay_redis.url, "--host", "127.0.0.1", "--port", "0"]
+    missing = subprocess.run([*serve, "--deployment", str(tmp_path / "none.json")], capture_output=True, text=True)
+    out = missing.stdout + missing.stderr
+    assert missing.returncode == 1 and "Traceback" not in out and "none.json not found" in out, out
+    no_rpc = [*serve, "--deployment", str(deployment.path), "--rpc-url", "http://127.0.0.1:1"]
+    down = subprocess.run(no_rpc, capture_output=True, text=True, timeout=60)
+    out = " ".join((down.stdout + down.stderr).split())
+    assert down.returncode == 1 and "Traceback" not in out, out
+    assert "cannot reach the chain at http://127.0.0.1:1" in out, out
