@@ -940,3 +940,59 @@ def test_policy_resolver_returning_garbage_is_an_error(tmp_path: Path) -> None:
     policy = load_policy(write_policy(tmp_path, "max_uses = 1\nexpires_in_days = 1\nrequesters = ['bank']\n"))
     with pytest.raises(DataError, match="not an account address"):
         policy.resolve(resolve_algorithm, lambda name: "bank.example", NOW)
+
+
+# -- a node's fingerprint cache ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_read_table_digest_hashes_the_bytes_it_parsed(tmp_path: Path, suffix: str) -> None:
+    from pcn.data.readers import read_table_digest
+
+    path = tmp_path / f"d.{suffix}"
+    (write_csv if suffix == "csv" else write_parquet)(path, HEADER, ROWS)  # type: ignore[operator]
+    table, schema, digest = read_table_digest(path)
+    want_table, want_schema = read_table(path)
+    assert digest == hashlib.sha256(path.read_bytes()).digest()
+    assert schema.hash == want_schema.hash and canonical_rows(table) == canonical_rows(want_table)
+    path.write_bytes(b"")
+    with pytest.raises(DataError):
+        read_table_digest(path)
+
+
+def test_the_fingerprint_cache_gives_a_root_only_for_the_same_bytes_salt_and_code(tmp_path: Path) -> None:
+    from pcn.data.readers import read_table_digest
+    from pcn.runtime import cache as cache_mod
+    from pcn.runtime.cache import FileCache, fingerprint_with_cache
+
+    cache = FileCache(tmp_path / "cache")
+    path = write_csv(tmp_path / "d.csv", HEADER, ROWS)
+
+    def cached(salt: bytes = SALT) -> Fingerprint:
+        table, schema, digest = read_table_digest(path)
+        return fingerprint_with_cache(cache, table, schema, salt, digest, "csv", {"name": "d"})
+
+    def fresh(salt: bytes = SALT) -> Fingerprint:
+        return fingerprint_file(path, None, salt, {"name": "d"})
+
+    first = cached()
+    assert first == fresh() and (cache.hits, cache.misses) == (0, 1)
+    assert cached() == first and (cache.hits, cache.misses) == (1, 1)
+    # one cell changed: another file digest, a miss, the new root
+    write_csv(path, HEADER, [*ROWS[:-1], ["5", "李", "8", "comma, inside"]])
+    changed = cached()
+    assert changed == fresh() and changed.merkle_root != first.merkle_root and cache.misses == 2
+    # another salt: a miss (the key is keyed by the salt), its own root
+    assert cached(OTHER_SALT) == fresh(OTHER_SALT) and cache.misses == 3
+    # a damaged entry is recomputed, never trusted
+    for entry in (tmp_path / "cache").glob("*.bin"):
+        entry.write_bytes(b'{"root": "00", "schema": "zz"')
+    assert cached() == changed
+    assert cached() == changed  # rewritten by the recomputation
+    # other data code (a reader or encoding change): every entry is a miss
+    misses = cache.misses
+    cache_mod._data_code = hashlib.sha256(b"another pcn.data").digest()
+    try:
+        assert cached() == changed and cache.misses == misses + 1
+    finally:
+        cache_mod._data_code = None

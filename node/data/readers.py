@@ -44,6 +44,7 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as _dt
+import hashlib
 import io
 import re
 from collections.abc import Callable
@@ -93,6 +94,18 @@ def read_table(path: str | Path, fmt: str | None = None) -> tuple[Table, Schema]
     return read_parquet(path)
 
 
+def read_table_digest(path: str | Path, fmt: str | None = None) -> tuple[Table, Schema, bytes]:
+    """`read_table`, and the SHA-256 of the very bytes it parsed (read once, so the digest
+    names exactly the table returned: a node may reuse a fingerprint computed for the same
+    bytes, see `pcn.runtime.cache.fingerprint_with_cache`)."""
+    kind = infer_format(path, fmt)
+    data = _read_bytes(path)
+    digest = hashlib.sha256(data).digest()
+    if kind == "csv":
+        return (*_parse_csv(data, path), digest)
+    return (*_parse_parquet(data, path), digest)
+
+
 # -- CSV --------------------------------------------------------------------------------------
 
 
@@ -118,7 +131,10 @@ def read_csv(path: str | Path) -> tuple[Table, Schema]:
     Arrow rejects: ragged rows, huge cells...) goes through `csv`, which gives the same cells
     or the precise error with its line.
     """
-    data = _read_bytes(path)
+    return _parse_csv(_read_bytes(path), path)
+
+
+def _parse_csv(data: bytes, path: str | Path) -> tuple[Table, Schema]:
     skipped = 0
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
@@ -291,16 +307,22 @@ def _recheck_rows(text: str, path: str | Path, width: int) -> list[list[str]]:
 
 def read_parquet(path: str | Path) -> tuple[Table, Schema]:
     """Read a Parquet file (see the module docstring for the per-type conversion)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     p = Path(path)
     if not p.exists():
         raise DataError("file not found", path=path)
     if p.is_dir():
         raise DataError("is a directory, not a data file", path=path)
+    return _parse_parquet(p, path)
+
+
+def _parse_parquet(source: Path | bytes, path: str | Path) -> tuple[Table, Schema]:
+    """The table of the Parquet file at `source` (a path, or the file's bytes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
-        with pq.ParquetFile(p) as parquet:  # not pq.read_table: it refuses duplicate names
+        opened = pa.BufferReader(source) if isinstance(source, bytes) else source
+        with pq.ParquetFile(opened) as parquet:  # not pq.read_table: it refuses duplicate names
             arrow = parquet.read()
     except (pa.ArrowException, OSError, ValueError, EOFError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -18,6 +18,7 @@ from pcn.chain.deployment import load_deployment
 from pcn.chain.ledger import Ledger
 from pcn.crypto.keys import OrgKeys, password_from_env_or_file
 from pcn.runtime.actionlog import ActionLog
+from pcn.runtime.cache import FileCache
 from pcn.runtime.config import OrgConfig, load_config
 from pcn.runtime.store import DatasetStore
 
@@ -62,6 +63,11 @@ class NodeContext:
     @cached_property
     def store(self) -> DatasetStore:
         return DatasetStore(self.config.data_path)
+
+    @cached_property
+    def fingerprints(self) -> FileCache:
+        """Fingerprints already computed, by the bytes of the file (`fingerprint_with_cache`)."""
+        return FileCache(self.config.data_path / "cache" / "fingerprints", max_bytes=16 << 20)
 
     @cached_property
     def log(self) -> ActionLog:

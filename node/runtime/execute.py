@@ -47,10 +47,9 @@ from pcn.chain.types import (
     Task,
 )
 from pcn.crypto import sealed
-from pcn.data.fingerprint import fingerprint_table
-from pcn.data.readers import read_table
+from pcn.data.readers import read_table_digest
 from pcn.data.table import Table
-from pcn.runtime.cache import FileCache
+from pcn.runtime.cache import FileCache, fingerprint_with_cache
 from pcn.runtime.context import NodeContext
 from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts, message_digest
 from pcn.runtime.envelope import seal
@@ -269,10 +268,10 @@ class TaskRunner:
 
     def _fingerprint(self, local: LocalDataset, salt: bytes) -> Fingerprint:
         with self._timed("read_data"):
-            table, schema = read_table(Path(local.path), local.fmt)
+            table, schema, file_digest = read_table_digest(Path(local.path), local.fmt)
         self._tables[local.dataset_id] = table
         with self._timed("fingerprint"):
-            return fingerprint_table(table, schema, salt, {})
+            return fingerprint_with_cache(self.ctx.fingerprints, table, schema, salt, file_digest, local.fmt, {})
 
     def _refuse(self, refused: Refused, task: Task, verdict: Verdict | None = None) -> Outcome:
         detail_hash = hashlib.sha256(f"{refused.reason.name}:{refused.detail}".encode()).digest()

@@ -31,8 +31,9 @@ from pcn.chain.ledger import Ledger, TxResult
 from pcn.chain.types import PolicyGrants, PolicyLimits, TaskRequest, epsilon_to_fixed
 from pcn.crypto.keys import OrgKeys
 from pcn.crypto.sealed import SealedError, open_sealed
-from pcn.data.fingerprint import fingerprint_table, new_dataset_salt
-from pcn.data.readers import infer_format, read_table
+from pcn.data.fingerprint import new_dataset_salt
+from pcn.data.readers import infer_format, read_table, read_table_digest
+from pcn.runtime.cache import fingerprint_with_cache
 from pcn.runtime.config import DEVNET_CHAIN_IDS, OrgConfig
 from pcn.runtime.context import NodeContext
 from pcn.runtime.envelope import PARAMS_KIND, seal
@@ -198,12 +199,13 @@ def register_dataset(
     The salt is saved before the transaction, so a crash after it loses nothing."""
     path = Path(path).resolve()
     fmt = infer_format(path, fmt)
-    table, schema = read_table(path, fmt)
+    table, schema, file_digest = read_table_digest(path, fmt)
     if id_column not in table:
         raise OperationError(f"{path}: no id column {id_column!r}; columns are {table.names}")
     salt = new_dataset_salt()
     meta = {"name": name, "id_column": id_column, "format": fmt, **(metadata or {})}
-    fp = fingerprint_table(table, schema, salt, meta)
+    # computed through the cache, so the tasks that verify this file reuse the root
+    fp = fingerprint_with_cache(ctx.fingerprints, table, schema, salt, file_digest, fmt, meta)
     ctx.store.save_salt("root-" + fp.merkle_root.hex(), salt)
     dataset_id, tx = ctx.ledger.register_dataset(fp, limits, grants)
     ctx.store.save_salt(str(dataset_id), salt)
