@@ -497,6 +497,42 @@ def test_oprf_values_have_the_stated_length() -> None:
     assert kkrt.prf_bytes(kkrt.bin_count(1 << 31), 1 << 31) <= 14
 
 
+def test_oprf_hash_is_the_chained_fixed_key_aes_compression() -> None:
+    """H(b, row): h_0 = g(u128be(b)), h_i = g(h_{i-1} xor block i), g(z) = AES_K(z) xor z,
+    checked against a literal one-row-at-a-time implementation; every bit of the bin and of
+    the row changes the value."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    rng = np.random.default_rng(7)
+    key = bytes(range(16))
+    bins = rng.integers(0, 2**32, size=50, dtype=np.uint64)
+    rows = rng.integers(0, 256, size=(50, 64), dtype=np.uint8)
+
+    def literal(b: int, row: bytes) -> bytes:
+        aes = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+
+        def g(z: bytes) -> bytes:
+            return bytes(x ^ y for x, y in zip(aes.update(z), z, strict=True))
+
+        h = g(b.to_bytes(16, "big"))
+        for i in range(4):
+            h = g(bytes(x ^ y for x, y in zip(h, row[16 * i : 16 * i + 16], strict=True)))
+        return h
+
+    got = kkrt.prf(key, bins, rows, 13)
+    assert got == b"".join(literal(int(b), rows[i].tobytes())[:13] for i, b in enumerate(bins))
+    one = kkrt.prf(key, bins[:1], rows[:1], 16)
+    for bit in range(512):
+        flipped = rows[:1].copy()
+        flipped[0, bit // 8] ^= 1 << (bit % 8)
+        assert kkrt.prf(key, bins[:1], flipped, 16) != one
+    for bit in range(32):
+        assert kkrt.prf(key, bins[:1] ^ np.uint64(1 << bit), rows[:1], 16) != one
+    assert kkrt.prf(bytes(16), bins[:1], rows[:1], 16) != one
+    with pytest.raises(ValueError, match="1 to 16 bytes"):
+        kkrt.prf(key, bins, rows, 17)
+
+
 def test_submit_checks_the_participant_count_before_the_chain() -> None:
     from pcn.runtime.operations import InvalidParameters, check_participants
 

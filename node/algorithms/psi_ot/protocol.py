@@ -365,7 +365,7 @@ class PsiOtProtocol(Protocol):
         yield self.send(self._peer, 2, KIND_REPLY, reply)
         table, which = self._table, self._which
         assert table is not None and which is not None
-        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
+        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf", 16)
         own = np.empty((len(self._ids), size), dtype=np.uint8)
         pieces = self._row_pieces()
         count = len(pieces)
@@ -491,7 +491,7 @@ class PsiOtProtocol(Protocol):
         u columns given), written to `_evaluated` at the pairs' positions."""
         pairs, evaluated = self._pairs, self._evaluated
         assert pairs is not None and evaluated is not None
-        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf")
+        size, code_key, prf_key = self._value_size, self._key("code", 16), self._key("prf", 16)
         pieces = self._row_pieces()
         jobs, selections = [], []
         for i, u in enumerate(columns, first_piece):
