@@ -4,6 +4,7 @@ the lookups; the crypto, HTTP and Redis are real."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -647,6 +648,37 @@ def test_inbox_reads_are_bounded_and_each_goes_through_every_message(world: Worl
     assert [m.payload for m in world.inbox.each(TASK, 3, batch=1)] == [b"m3", b"m4"]
 
 
+def test_inbox_entries_hold_raw_payloads_and_the_digests_beside_them(world: World) -> None:
+    from pcn.runtime.inbox import decode, encode, message_digest
+
+    payloads = [b"", b'{"looks": "like json"}', bytes(range(256)) * 40, b"\x01\x00\x00\x00\x05"]
+    for i, payload in enumerate(payloads):
+        assert world.post(world.seal(world.alice, i, payload)).status_code == 202
+    got = list(world.inbox.each(TASK))
+    assert [m.payload for m in got] == payloads
+    # stored as the payload's raw bytes and a short head: no base64 (which adds a third)
+    stored = world.inbox.r.lrange(f"pcn:{world.me.address}:inbox:{TASK}:list", 0, -1)
+    assert all(len(x) < len(p) + 200 for x, p in zip(stored, payloads, strict=True))
+    assert world.inbox.received_digests(TASK) == [message_digest(m) for m in got]
+    # an inbox filled before the digests were kept: they are computed from the messages
+    world.inbox.r.delete(f"pcn:{world.me.address}:inbox:{TASK}:received")
+    assert world.inbox.received_digests(TASK) == [message_digest(m) for m in got]
+    # an entry written as JSON with a base64 payload (before this form) still reads
+    legacy = json.dumps(
+        {
+            "sender": got[2].sender,
+            "receiver": got[2].receiver,
+            "round": 1,
+            "kind": "share",
+            "seq": 2,
+            "payload": base64.b64encode(payloads[2]).decode(),
+        }
+    )
+    assert decode(legacy.encode()) == got[2] and decode(encode(got[2])) == got[2]
+    with pytest.raises(ValueError, match="unknown inbox entry version"):
+        decode(b"\x02" + encode(got[2])[1:])
+
+
 def test_mailbox_duplicate_and_replay(world: World) -> None:
     raw = world.seal(world.alice, 0, b"share-0")
     assert world.post(raw).status_code == 202
@@ -1003,8 +1035,8 @@ def test_a_flood_beyond_the_quotas_is_refused_and_redis_stays_bounded(r: redis.R
             else:
                 assert resp.status_code == 413, resp.text
                 assert resp.json()["error"] == "quota-exceeded" and resp.json()["quota"] == "sender"
-        assert seq == 3  # base64 makes each stored message ~43 KiB: three fit in 160 KiB
-        assert statuses.count(413) == 117
+        assert seq == 4  # each stored message is its 32 KiB payload and a ~170-byte head: four fit in 160 KiB
+        assert statuses.count(413) == 116
         stored = int(r.hget(f"pcn:{me.address}:inbox:{TASK}:bytes", alice.address.lower()) or 0)
         assert stored <= sender_quota
         # Another member still has room until the task's quota is used up.
@@ -1012,7 +1044,7 @@ def test_a_flood_beyond_the_quotas_is_refused_and_redis_stays_bounded(r: redis.R
         while (resp := w.post(w.seal(bob, bob_seq, b"b" * chunk))).status_code == 202:
             bob_seq += 1
         assert resp.status_code == 413 and resp.json()["quota"] == "task"
-        assert bob_seq == 2
+        assert bob_seq == 3
         total = int(r.hget(f"pcn:{me.address}:inbox:{TASK}:bytes", "*") or 0)
         assert total <= task_quota
         assert sum(len(x) for x in r.lrange(f"pcn:{me.address}:inbox:{TASK}:list", 0, -1)) == total
@@ -1031,7 +1063,7 @@ def test_inbox_keys_expire_after_the_task_deadline(world: World) -> None:
     assert w.post(w.seal(w.alice, 0)).status_code == 202
     keys = inbox_keys(w)
     names = {k.decode().rsplit(":", 1)[1] for k in keys}
-    assert names == {"next", "list", "digests", "bytes"}
+    assert names == {"next", "list", "digests", "bytes", "received"}
     for key in keys:
         ttl = w.inbox.r.ttl(key)
         assert 1000 + 3600 - 30 <= ttl <= 1000 + 3600, (key, ttl)

@@ -4,6 +4,7 @@ time and no Redis, chain or HTTP is involved."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
@@ -263,7 +264,7 @@ def endpoint_of(address: str) -> str:
 
 def fake_seal(msg: Message, key: bytes) -> bytes:
     """An "envelope" the courier can open: the message, and the key it was sealed to."""
-    return json.dumps({"msg": encode(msg), "key": key.decode()}).encode()
+    return json.dumps({"msg": base64.b64encode(encode(msg)).decode(), "key": key.decode()}).encode()
 
 
 class FakeCourier:
@@ -281,7 +282,7 @@ class FakeCourier:
     def deliver(self, endpoint: str, task_id: int, envelope: bytes, *, deadline: float) -> str:
         assert task_id == TASK_ID
         doc = json.loads(envelope)
-        msg = decode(doc["msg"])
+        msg = decode(base64.b64decode(doc["msg"]))
         assert endpoint == endpoint_of(msg.receiver) and doc["key"] == key_of(msg.receiver).decode()
         if endpoint in self.unreachable:
             self.clock.advance(max(0.0, deadline - self.clock.now))  # retried until the deadline

@@ -28,7 +28,6 @@ or HTTP.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pcn.algorithms.base import Protocol as PartyProtocol
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import Algorithm, Organisation, OrgStatus, ParticipantState, RefusalReason, Task
 from pcn.runtime.failpoints import failpoint
+from pcn.runtime.inbox import message_digest
 from pcn.runtime.taskstate import DropDeclaration, Phase
 from pcn.runtime.transport import PeerUnreachable
 from pcn.runtime.verify import Refused
@@ -46,11 +46,6 @@ from pcn.runtime.verify import Refused
 
 class TaskAborted(Exception):
     """The task cannot go on here; the reason was recorded on chain."""
-
-
-def message_digest(msg: Message) -> bytes:
-    head = f"{msg.sender.lower()}|{msg.receiver.lower()}|{msg.round}|{msg.kind}|{msg.seq}|".encode()
-    return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
 
 
 # ---------------------------------------------------------------------- collaborators

@@ -51,7 +51,7 @@ from pcn.data.readers import read_table_digest
 from pcn.data.table import Table
 from pcn.runtime.cache import FileCache, fingerprint_with_cache
 from pcn.runtime.context import NodeContext
-from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts, message_digest
+from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts
 from pcn.runtime.envelope import seal
 from pcn.runtime.failpoints import failpoint
 from pcn.runtime.inbox import Inbox
@@ -501,8 +501,8 @@ class TaskRunner:
         h = hashlib.sha256(b"pcn/transcript/v2")
         for field, digest in record.sent():
             h.update(b"S" + field + b"=" + digest)
-        for m in self.inbox.each(self.task_id):
-            h.update(b"R" + message_digest(m))
+        for digest in self.inbox.received_digests(self.task_id):
+            h.update(b"R" + digest)
         return h.digest()
 
     def _store_model(self, state: dict[str, Any]) -> None:

@@ -7,6 +7,11 @@ its sender is appended; an exact duplicate of an accepted one is acknowledged an
 number is a replay attack; a message from the future is refused until the gap is filled.
 The worker reads the list by index, so a resumed worker re-reads it from the start.
 
+Each entry is the message's fields as a short JSON head followed by the payload's raw bytes
+(no base64: a 1 M-ID psi-ot moves about 110 MB through the inbox), and beside the list the
+script keeps each message's digest (`message_digest`), so the transcript hash at the end of
+a run reads 32 bytes per message instead of every payload again.
+
 The same script enforces the byte quotas (per task and per sender, counted in a hash beside
 the list) and sets every key's expiry, so a flood can neither grow the organisation's Redis
 (also the Celery broker) past the quotas nor outlive the task.
@@ -15,7 +20,9 @@ the list) and sets every key's expiry, so a flood can neither grow the organisat
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,7 +49,8 @@ redis.call('HINCRBY', KEYS[6], ARGV[1], size)
 redis.call('HSET', KEYS[1], ARGV[1], seq + 1)
 redis.call('HSET', KEYS[3], ARGV[1] .. ':' .. ARGV[2], ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[4])
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[6]}) do redis.call('EXPIRE', key, ARGV[7]) end
+redis.call('RPUSH', KEYS[7], ARGV[8])
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7]}) do redis.call('EXPIRE', key, ARGV[7]) end
 redis.call('PUBLISH', KEYS[4], '1')
 return 'new'
 """
@@ -68,25 +76,38 @@ class Accepted:
     quota: str = ""  # "task" or "sender": which quota a refused message would exceed
 
 
-def encode(msg: Message) -> str:
-    return json.dumps(
-        {
-            "sender": msg.sender,
-            "receiver": msg.receiver,
-            "round": msg.round,
-            "kind": msg.kind,
-            "seq": msg.seq,
-            "payload": base64.b64encode(msg.payload).decode(),
-        },
+def message_digest(msg: Message) -> bytes:
+    """sha256 of a message's routing fields and of its payload's sha256: what a party's
+    transcript hash is made of, for the messages it sent and received."""
+    head = f"{msg.sender.lower()}|{msg.receiver.lower()}|{msg.round}|{msg.kind}|{msg.seq}|".encode()
+    return hashlib.sha256(head + hashlib.sha256(msg.payload).digest()).digest()
+
+
+_ENTRY_VERSION = b"\x01"
+_HEAD_LEN = struct.Struct(">I")
+
+
+def encode(msg: Message) -> bytes:
+    """An inbox entry: version byte, u32 length of the JSON head, the head, the raw payload."""
+    head = json.dumps(
+        {"sender": msg.sender, "receiver": msg.receiver, "round": msg.round, "kind": msg.kind, "seq": msg.seq},
         sort_keys=True,
-    )
+    ).encode()
+    return _ENTRY_VERSION + _HEAD_LEN.pack(len(head)) + head + bytes(msg.payload)
 
 
 def decode(raw: bytes | str) -> Message:
-    d = json.loads(raw)
-    return Message(
-        d["sender"], d["receiver"], int(d["round"]), d["kind"], base64.b64decode(d["payload"]), int(d["seq"])
-    )
+    if isinstance(raw, str) or raw[:1] == b"{":  # an entry written before the binary form: JSON, base64 payload
+        d = json.loads(raw)
+        payload = base64.b64decode(d["payload"])
+    else:
+        if raw[:1] != _ENTRY_VERSION:
+            raise ValueError(f"unknown inbox entry version {raw[:1]!r}")
+        (size,) = _HEAD_LEN.unpack_from(raw, 1)
+        start = 1 + _HEAD_LEN.size
+        d = json.loads(raw[start : start + size])
+        payload = raw[start + size :]
+    return Message(d["sender"], d["receiver"], int(d["round"]), d["kind"], payload, int(d["seq"]))
 
 
 class Inbox:
@@ -108,18 +129,18 @@ class Inbox:
 
     def _keys(self, task_id: int) -> list[str]:
         p = f"{self.prefix}:inbox:{task_id}"
-        return [p + ":next", p + ":list", p + ":digests", p + ":notify", p + ":closed", p + ":bytes"]
+        return [p + ":next", p + ":list", p + ":digests", p + ":notify", p + ":closed", p + ":bytes", p + ":received"]
 
     def keys(self, task_id: int) -> list[str]:
         """The keys holding a task's messages (what `delete` removes)."""
         k = self._keys(task_id)
-        return [*k[:3], k[5]]
+        return [*k[:3], k[5], k[6]]
 
     def accept(self, task_id: int, msg: Message, digest: bytes, *, ttl: int = CLOSED_TTL) -> Accepted:
         """Accept one message; every key of the inbox then expires ``ttl`` seconds from now."""
         if ttl <= 0:
             raise ValueError("the inbox TTL must be a positive number of seconds")
-        args: list[str | int] = [
+        args: list[str | int | bytes] = [
             msg.sender.lower(),
             msg.seq,
             digest.hex(),
@@ -127,6 +148,7 @@ class Inbox:
             self.task_quota,
             self.sender_quota,
             ttl,
+            message_digest(msg),
         ]
         reply = self._accept(keys=self._keys(task_id), args=args)
         out = reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -151,6 +173,19 @@ class Inbox:
             if raw or time.monotonic() >= deadline:
                 return [decode(x) for x in raw]
             time.sleep(min(0.02, max(0.0, deadline - time.monotonic())))
+
+    def received_digests(self, task_id: int) -> list[bytes]:
+        """`message_digest` of every message in the inbox, in inbox order (what a transcript
+        hashes), read without the payloads. An inbox filled before the digests were kept
+        beside it has fewer digests than messages: its digests are computed from the messages."""
+        keys = self._keys(task_id)
+        pipe = self.r.pipeline()
+        pipe.lrange(keys[6], 0, -1)
+        pipe.llen(keys[1])
+        digests, count = pipe.execute()
+        if len(digests) == count:
+            return [bytes(d) for d in digests]
+        return [message_digest(m) for m in self.each(task_id)]
 
     def each(self, task_id: int, start: int = 0, batch: int = READ_BATCH) -> Iterator[Message]:
         """Every message from index `start` on, read `batch` at a time."""
