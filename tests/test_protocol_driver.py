@@ -8,6 +8,7 @@ import base64
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
@@ -25,7 +26,7 @@ from pcn.chain.types import (
     Task,
     TaskStatus,
 )
-from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts, message_digest
+from pcn.runtime.driver import InboxQuotas, ProtocolDriver, TaskAborted, Timeouts, message_digest
 from pcn.runtime.inbox import decode, encode
 from pcn.runtime.taskstate import DropDeclaration, Phase
 from pcn.runtime.transport import PeerUnreachable
@@ -354,6 +355,7 @@ def rig(
     dropout_after: float = 0.0,
     recheck_every: float = 5.0,
     recheck: Callable[[float], Refused | None] = lambda now: None,
+    quotas: InboxQuotas | None = None,
 ) -> Rig:
     clock = FakeClock()
     ledger = FakeLedger(clock, dropout_tolerant=dropout_tolerant, silence=silence)
@@ -380,6 +382,7 @@ def rig(
         recheck=do_recheck,
         timeouts=Timeouts.of(message_timeout, dropout_after, recheck_every),
         clock=clock,
+        quotas=quotas,
     )
     return Rig(clock, ledger, inbox, courier, peers, record, progress, log, rechecks, driver)
 
@@ -598,6 +601,45 @@ def test_a_suspended_receiver_stops_the_run_before_anything_reaches_it() -> None
     assert caught.value.detail == f"{R} is no longer an active organisation"
     assert t.courier.delivered == [] and t.driver.sent == 0
     assert list(t.record.sent) == [f"{R.lower()}:{0:012d}"]  # recorded, as a resumed run would
+
+
+class Announcing(Tally):
+    """A Tally that, once a message from a peer came in, announces how much each peer will send."""
+
+    announced: dict[str, int] | None = None
+
+    def inbound_bytes(self) -> dict[str, int]:
+        return dict(self.announced or {}) if self.got else {}
+
+
+@pytest.mark.parametrize(
+    ("announced", "quota", "match"),
+    [
+        ({B: 5_000_000}, "mailbox_sender_quota", "up to 4.8 MiB from .* more than its mailbox_sender_quota of 3.8 MiB"),
+        ({B: 3_000_000, C: 3_000_000}, "mailbox_task_quota", "up to 5.7 MiB into this node's inbox, more than"),
+    ],
+)
+def test_an_announced_inbound_volume_beyond_the_quotas_is_refused_at_once(
+    announced: dict[str, int], quota: str, match: str
+) -> None:
+    bob, carol = party(Tally, B, 3), party(Tally, C, 4)
+    t = rig(R, others=[bob, carol], incoming=started(bob, carol), quotas=InboxQuotas(5_000_000, 4_000_000))
+    recipient = party(Announcing, R, 0)
+    recipient.announced = announced
+    with pytest.raises(Refused) as caught:
+        t.driver.run(recipient)
+    assert caught.value.reason is RefusalReason.PROTOCOL_FAILURE
+    assert re.search(match, caught.value.detail) and f"raise {quota}" in caught.value.detail
+    assert t.driver.received == 1  # refused on the first message that told the volume, not at the quota
+
+
+def test_an_announced_inbound_volume_within_the_quotas_runs() -> None:
+    bob, carol = party(Tally, B, 3), party(Tally, C, 4)
+    t = rig(R, others=[bob, carol], incoming=started(bob, carol), quotas=InboxQuotas(5_000_000, 4_000_000))
+    recipient = party(Announcing, R, 0)
+    recipient.announced = {B: 2_000_000, C: 2_000_000}
+    t.driver.run(recipient)
+    assert recipient.done and recipient.total == 14
 
 
 def test_progress_reports_carry_the_fraction_into_waiting() -> None:

@@ -533,6 +533,34 @@ def test_oprf_hash_is_the_chained_fixed_key_aes_compression() -> None:
         kkrt.prf(key, bins, rows, 17)
 
 
+@pytest.mark.parametrize("sizes", [(3000, 5000), (5000, 300), (0, 40), (40, 0)])
+def test_each_party_bounds_what_its_peer_will_send_as_soon_as_it_knows_the_sizes(sizes: tuple[int, int]) -> None:
+    """`inbound_bytes`: R knows after 'ot-points', S after 'ot-reply', before the bulk ('rows',
+    'values') arrives; the bound covers every inbox entry the peer's messages make (payload and
+    head) and overshoots by less than 1 KiB a message."""
+    from pcn.runtime.inbox import encode
+
+    sets = [[f"r{i}" for i in range(sizes[0])], [f"s{i}" if i % 3 else f"r{i}" for i in range(sizes[1])]]
+    parties = make_parties(sets)
+    by_name = {p.ctx.me: p for p in parties}
+    assert [p.inbound_bytes() for p in parties] == [{}, {}]
+    known_at_bulk: list[dict[str, int]] = []
+
+    def watch(msg: Message) -> Message:
+        if msg.kind in ("rows", "values"):
+            known_at_bulk.append(by_name[msg.receiver].inbound_bytes())
+        return msg
+
+    transcript = drive(parties, watch)
+    for me, p in by_name.items():
+        peer = WHO[1 - WHO.index(me)]
+        got = [m for m in transcript if m.receiver == me]
+        stored = sum(len(encode(m)) for m in got)
+        assert list(p.inbound_bytes()) == [peer]
+        assert stored <= p.inbound_bytes()[peer] <= stored + 1024 * len(got)
+    assert known_at_bulk and all(known_at_bulk) and len({tuple(k.items()) for k in known_at_bulk}) <= 2
+
+
 def test_submit_checks_the_participant_count_before_the_chain() -> None:
     from pcn.runtime.operations import InvalidParameters, check_participants
 

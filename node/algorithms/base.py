@@ -46,6 +46,9 @@ class ModelUnavailable(ProtocolError):
 # `commitment_for` (what the auditor re-checks) and `result_commitment` cannot drift apart.
 
 SALT_BYTES = 32
+# Bytes a node's inbox may store per message beyond its payload (the message's routing head):
+# what `Protocol.inbound_bytes` adds per message to the payloads it expects.
+INBOX_ENTRY_ALLOWANCE = 256
 
 
 def canonical_json(obj: Any, *, ensure_ascii: bool = True) -> bytes:
@@ -438,6 +441,13 @@ class Protocol(ABC):
     def checkpoint_epoch(self) -> int:
         """Epochs completed in the latest checkpoint (0: none)."""
         return 0
+
+    def inbound_bytes(self) -> dict[str, int]:
+        """Upper bounds of what each peer will have put in this party's inbox by the end of the
+        task (payloads plus `INBOX_ENTRY_ALLOWANCE` per message), for the peers the protocol
+        can bound by now. The runtime refuses the task at once when a bound exceeds its
+        mailbox quotas, before the bulk is sent. Empty: nothing known (the default)."""
+        return {}
 
     def awaiting(self) -> list[str]:
         """The parties this party waits for right now; what `declare_dropped` would be given

@@ -154,6 +154,18 @@ class Timeouts:
         return cls(message_timeout, dropout_after or message_timeout / 2, recheck_every)
 
 
+@dataclass(frozen=True)
+class InboxQuotas:
+    """This node's mailbox quotas (`OrgConfig.mailbox_task_quota`, `mailbox_sender_quota`)."""
+
+    task: int
+    sender: int
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):,.1f} MiB"
+
+
 # ---------------------------------------------------------------------- the driver
 
 
@@ -186,6 +198,7 @@ class ProtocolDriver:
         recheck: Rechecker,
         timeouts: Timeouts,
         clock: Clock | None = None,
+        quotas: InboxQuotas | None = None,
     ) -> None:
         self.task = task
         self.task_id = task.task_id
@@ -200,6 +213,7 @@ class ProtocolDriver:
         self.seal = seal
         self.recheck = recheck
         self.timeouts = timeouts
+        self.quotas = quotas
         self.clock: Clock = clock or SystemClock()
         # per-run state
         self.sent = 0
@@ -219,6 +233,7 @@ class ProtocolDriver:
         self.idle_since = self.last_status_check = self.last_recheck = self.last_heartbeat = 0.0
         self.seconds = 0.0  # how long the protocol ran, for the receipt's timings
         self._proto: PartyProtocol | None = None
+        self._bounds_checked: dict[str, int] = {}
 
     @property
     def proto(self) -> PartyProtocol:
@@ -246,6 +261,7 @@ class ProtocolDriver:
         self.heartbeat_every = None if proto.ctx.is_recipient else self._heartbeat_interval()
         t0 = time.perf_counter()
         self.deliver(proto.start())
+        self.check_inbound()
         self.replay_drops()
         now = self.clock.monotonic()
         self.idle_since = self.last_status_check = self.last_recheck = self.last_heartbeat = now
@@ -278,7 +294,34 @@ class ProtocolDriver:
         if msg.seq < self.resume_from.get(msg.sender.lower(), 0):
             return  # already inside the checkpoint the party resumed from
         self.deliver(self.proto.receive(msg))
+        self.check_inbound()
         self.replay_drops()
+
+    def check_inbound(self) -> None:
+        """Refuse at once (PROTOCOL_FAILURE, saying which quota to raise and to what) when the
+        protocol's bound on what its peers will send exceeds this node's mailbox quotas: the
+        mailbox would answer 413 only after the peer had sent up to the quota."""
+        bounds = self.proto.inbound_bytes()
+        if self.quotas is None or not bounds or bounds == self._bounds_checked:
+            return
+        self._bounds_checked = dict(bounds)
+        algorithm = type(self.proto).name
+        for sender, size in sorted(bounds.items()):
+            if size > self.quotas.sender:
+                raise Refused(
+                    RefusalReason.PROTOCOL_FAILURE,
+                    f"{algorithm} will bring up to {_mib(size)} from {sender} into this node's inbox, more than "
+                    f"its mailbox_sender_quota of {_mib(self.quotas.sender)}: raise mailbox_sender_quota (node "
+                    f"config) to at least {size:,} bytes and submit the task again",
+                )
+        total = sum(bounds.values())
+        if total > self.quotas.task:
+            raise Refused(
+                RefusalReason.PROTOCOL_FAILURE,
+                f"{algorithm} will bring up to {_mib(total)} into this node's inbox, more than its "
+                f"mailbox_task_quota of {_mib(self.quotas.task)}: raise mailbox_task_quota (node config) to at "
+                f"least {total:,} bytes and submit the task again",
+            )
 
     def idle(self) -> None:
         """No message came: declare silent parties dropped (recipient of a dropout-tolerant

@@ -51,7 +51,7 @@ from pcn.data.readers import read_table_digest
 from pcn.data.table import Table
 from pcn.runtime.cache import FileCache, fingerprint_with_cache
 from pcn.runtime.context import NodeContext
-from pcn.runtime.driver import ProtocolDriver, TaskAborted, Timeouts
+from pcn.runtime.driver import InboxQuotas, ProtocolDriver, TaskAborted, Timeouts
 from pcn.runtime.envelope import seal
 from pcn.runtime.failpoints import failpoint
 from pcn.runtime.inbox import Inbox
@@ -334,6 +334,7 @@ class TaskRunner:
             seal=self._seal,
             recheck=lambda: recheck_running_task(self.ledger, self.task_id),
             timeouts=Timeouts.of(config.message_timeout, config.dropout_after, config.recheck_every),
+            quotas=InboxQuotas(config.mailbox_task_quota, config.mailbox_sender_quota),
         )
         binding = self.ledger.task_binding(self.task_id)
         pctx = PartyContext(

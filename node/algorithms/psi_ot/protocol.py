@@ -4,8 +4,8 @@ Roles: the recipient R (the task's result recipient) cuckoo-hashes its set into 
 the OPRF receiver; the other participant S is the OPRF sender. The primitives, their
 construction and security argument are in `kkrt.py`: 512 Bellare-Micali base OTs on
 edwards25519 (libsodium through PyNaCl) with S as the base-OT receiver holding the secret
-choice string s, AES-128-CTR as the PRG, a 512-bit AES-based pseudo-random code, BLAKE2b as the
-OPRF's final hash H.
+choice string s, AES-128-CTR as the PRG, a 512-bit AES-based pseudo-random code, fixed-key AES
+hashing (chained Matyas-Meyer-Oseas) as the OPRF's final hash H.
 
 ID normalisation, duplicates and empty cells follow psi exactly (`normalise_id`, the
 `casefold` param): null or empty cells are skipped and counted, duplicates after normalisation
@@ -54,7 +54,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pcn.algorithms.base import CommitmentScheme, Message, Protocol, ProtocolError, canonical_json
+from pcn.algorithms.base import (
+    INBOX_ENTRY_ALLOWANCE,
+    CommitmentScheme,
+    Message,
+    Protocol,
+    ProtocolError,
+    canonical_json,
+)
 from pcn.algorithms.psi.protocol import IdSet, validate_id_params
 from pcn.algorithms.psi_ot import kkrt
 
@@ -260,6 +267,25 @@ class PsiOtProtocol(Protocol):
     @property
     def _value_size(self) -> int:
         return kkrt.prf_bytes(self._bins, self._n_sender or 0)
+
+    def inbound_bytes(self) -> dict[str, int]:
+        """What the peer will have put in this inbox by the end, once the sizes are known: at S
+        (after 'ot-reply', which names m) R's reply, its 64 bytes per bin of rows and the result
+        hash; at R (after 'ot-points', which names n_S) S's points and its 3 n_S values."""
+        per = INBOX_ENTRY_ALLOWANCE
+        if self.ctx.is_recipient:
+            if self._n_sender is None:
+                return {}
+            count = parts(kkrt.HASHES * self._n_sender, VALUES_PER_MESSAGE)
+            points = SIZE.size + kkrt.WIDTH * kkrt.POINT + per
+            values = kkrt.HASHES * self._n_sender * self._value_size + count * (PART.size + per)
+            return {self._peer: points + values}
+        if self._rows is None:
+            return {}
+        count = parts(self._bins, ROW_BINS)
+        reply = REPLY.size + kkrt.POINT + per
+        rows = self._bins * kkrt.WIDTH_BYTES + count * (PART.size + per)
+        return {self._peer: reply + rows + HASH + per}
 
     def _row_pieces(self) -> list[tuple[int, int]]:
         return [(b, min(ROW_BINS, self._bins - b)) for b in range(0, self._bins, ROW_BINS)]
