@@ -184,3 +184,39 @@ def test_a_three_party_psi_ot_is_refused_at_submit_and_by_the_nodes(
         assert not any(e.action in ("verify", "protocol-done") for e in entries), org.name
         details += [e.data["detail"] for e in entries if e.action == "refuse"]
     assert details and all("psi-ot takes exactly 2 participants, not 3" in d for d in details)
+
+
+@pytest.fixture(scope="module")
+def small_inbox_net(tmp_path_factory: pytest.TempPathFactory, deployment, devnet) -> Iterator[Network]:
+    """Two nodes whose mailboxes keep at most 100 KiB per sender and task: psi-ot's rows for
+    2,500 recipient IDs (64 bytes per cuckoo bin, 213 kB) do not fit at the sender."""
+    snap = rpc_call(devnet.rpc_url, "evm_snapshot")
+    root = tmp_path_factory.mktemp("psi-small-inbox")
+    yield from network_fixture(root, deployment, ["lender", "carrier"], rows=2500, mailbox_quotas=(102_400, 102_400))
+    rpc_call(devnet.rpc_url, "evm_revert", [snap])
+
+
+def test_a_sender_whose_inbox_cannot_hold_the_rows_refuses_naming_the_quota(small_inbox_net: Network) -> None:
+    """The sender learns m from the recipient's 'ot-reply' and refuses at once, naming the quota
+    to raise and the bytes it needs. (Here the rows, 213 kB in one message, are on their way
+    already, so the recipient may meet the mailbox's 413 first and refuse too; at scale the
+    reply comes seconds before the rows, and the sender's refusal before the bulk.)"""
+    net = small_inbox_net
+    lender, carrier = net.by_name("lender"), net.by_name("carrier")
+    datasets = [lender.dataset_id, carrier.dataset_id]
+    sub = submit_task(lender.ledger, algorithm="psi-ot", dataset_ids=datasets, params={}, recipient="lender")
+    approve_all(net, sub.task_id)
+    assert net.wait_final(sub.task_id) is TaskStatus.REFUSED
+    assert net.admin.task(sub.task_id).refusal_reason is RefusalReason.PROTOCOL_FAILURE
+    refusals = {
+        o.name: e.data["detail"]
+        for o in net.orgs
+        for e in o.ctx.log.entries()
+        if e.task_id == sub.task_id and e.action == "refuse"
+    }
+    detail = refusals["carrier"]
+    assert "psi-ot will bring up to 0.2 MiB from" in detail and "mailbox_sender_quota of 0.1 MiB" in detail
+    needed = int(detail.split("at least ")[1].split(" bytes")[0].replace(",", ""))
+    assert needed > 64 * 3328  # the rows alone: 64 bytes for each of the 3,328 bins of 2,500 IDs
+    assert set(refusals) <= {"lender", "carrier"}
+    assert "lender" not in refusals or "413 quota-exceeded" in refusals["lender"]
