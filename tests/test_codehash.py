@@ -231,3 +231,21 @@ def test_a_worker_process_warms_the_cache_when_it_starts() -> None:
     codehash._CACHE.clear()
     warm_code_hashes()
     assert {name for name, _ in codehash._CACHE} == set(BUILTIN)
+
+
+def test_a_worker_process_imports_the_task_code_when_it_starts() -> None:
+    """In a fresh interpreter (nothing imported yet), the worker's start imports the task
+    runner and every built-in protocol module, so the first task does not wait for them."""
+    script = (
+        "import sys, json\n"
+        "from pcn.runtime.worker import warm_code_hashes\n"
+        "from pcn.algorithms import BUILTIN\n"
+        "before = [m for m, _ in BUILTIN.values() if m in sys.modules]\n"
+        "warm_code_hashes()\n"
+        "after = [m for m, _ in BUILTIN.values() if m in sys.modules]\n"
+        "print(json.dumps([before, after, 'pcn.runtime.execute' in sys.modules]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    before, after, runner = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert before == [] and sorted(after) == sorted(m for m, _ in BUILTIN.values()) and runner
