@@ -48,7 +48,7 @@ from pcn.runtime.envelope import (
     seal,
 )
 from pcn.runtime.inbox import Inbox
-from pcn.runtime.mailbox import create_mailbox_app
+from pcn.runtime.mailbox import MAX_BODY, create_mailbox_app
 from pcn.runtime.peers import PeerDirectory, UnknownPeer, UnknownTask
 from pcn.runtime.reqauth import sign_request
 from pcn.runtime.transport import DeliveryRejected, PeerClient, PeerUnreachable
@@ -677,6 +677,20 @@ def test_inbox_entries_hold_raw_payloads_and_the_digests_beside_them(world: Worl
     assert decode(legacy.encode()) == got[2] and decode(encode(got[2])) == got[2]
     with pytest.raises(ValueError, match="unknown inbox entry version"):
         decode(b"\x02" + encode(got[2])[1:])
+
+
+def test_the_mailbox_takes_a_message_of_the_largest_payload_and_vertical_parts_fit(world: World) -> None:
+    """A protocol may put MAX_PAYLOAD bytes in one message: sealed, it fits the mailbox's body
+    limit; the vertical algorithms' parts (frame header included) are no larger. (Their parts
+    were 8 MiB of payload, over the 8 MiB body limit: 413 too-large at 100 k rows.)"""
+    from pcn.algorithms.base import MAX_PAYLOAD
+    from pcn.algorithms.vertical import frames
+
+    raw = world.seal(world.alice, 0, bytes(MAX_PAYLOAD))
+    assert len(raw) <= MAX_BODY
+    assert world.post(raw).status_code == 202
+    parts = frames(bytes(3 * MAX_PAYLOAD))
+    assert len(parts) == 4 and all(len(p) <= MAX_PAYLOAD for p in parts) and len(parts[0]) == MAX_PAYLOAD
 
 
 def test_mailbox_duplicate_and_replay(world: World) -> None:

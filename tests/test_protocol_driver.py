@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 
 import pytest
 
-from pcn.algorithms.base import Message, PartyContext, Protocol, ProtocolError
+from pcn.algorithms.base import MAX_PAYLOAD, Message, PartyContext, Protocol, ProtocolError
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import (
     Algorithm,
@@ -640,6 +640,20 @@ def test_an_announced_inbound_volume_within_the_quotas_runs() -> None:
     recipient.announced = {B: 2_000_000, C: 2_000_000}
     t.driver.run(recipient)
     assert recipient.done and recipient.total == 14
+
+
+class Oversized(Tally):
+    """A Tally whose total message is one byte over what a message may carry."""
+
+    def start(self) -> list[Message]:
+        return [self.send(self.ctx.recipient, 0, "value", bytes(MAX_PAYLOAD + 1))]
+
+
+def test_a_message_over_the_largest_payload_is_a_protocol_error_before_anything_is_sent() -> None:
+    t = rig(B, others=[party(Tally, R, 0)])
+    with pytest.raises(ProtocolError, match=r"made a 'value' message of 8,372,225 bytes; one message carries at most"):
+        t.driver.run(party(Oversized, B, 3))
+    assert t.courier.delivered == [] and t.driver.sent == 0
 
 
 def test_progress_reports_carry_the_fraction_into_waiting() -> None:

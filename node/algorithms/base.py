@@ -49,6 +49,9 @@ SALT_BYTES = 32
 # Bytes a node's inbox may store per message beyond its payload (the message's routing head):
 # what `Protocol.inbound_bytes` adds per message to the payloads it expects.
 INBOX_ENTRY_ALLOWANCE = 256
+# The largest payload one message may carry: a node's mailbox takes envelopes of up to 8 MiB,
+# and the envelope (a header of up to 2 KiB, the signature, the AEAD tag) needs the rest.
+MAX_PAYLOAD = 8 * 1024 * 1024 - 16 * 1024
 
 
 def canonical_json(obj: Any, *, ensure_ascii: bool = True) -> bytes:

@@ -29,15 +29,15 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from pcn import jsonsafe
 from pcn.algorithms import base
-from pcn.algorithms.base import ProtocolError
+from pcn.algorithms.base import MAX_PAYLOAD, ProtocolError
 from pcn.data.errors import DataError
 from pcn.data.table import Table
 
 MODEL_DOMAIN = b"pcn/hetero-lr/model/v1"  # hetero-lr's model commitment, re-checked by hetero-lr-predict
 FIXED_BITS = 32  # fractional bits of the pairwise-masked fixed-point vectors (scores)
 FIXED_LIMIT = float(1 << 30)  # |value| bound of a masked fixed-point entry (int64 ring with headroom)
-PART_BYTES = 8 * 1024 * 1024  # a message carries at most this much payload (the envelope cap is 16 MiB)
 FRAME = struct.Struct(">II")  # part index, part count
+PART_BYTES = MAX_PAYLOAD - FRAME.size  # a part and its frame header fill one message, which the mailbox takes
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pcn.algorithms.base import Message, ProtocolError
+from pcn.algorithms.base import MAX_PAYLOAD, Message, ProtocolError
 from pcn.algorithms.base import Protocol as PartyProtocol
 from pcn.chain.errors import ContractRevert
 from pcn.chain.types import Algorithm, Organisation, OrgStatus, ParticipantState, RefusalReason, Task
@@ -361,6 +361,11 @@ class ProtocolDriver:
         a suspended one stops the run (Refused PEER_NOT_ACTIVE); an unreachable one is declared
         dropped when the protocol allows it, else PeerUnreachable."""
         for m in msgs:
+            if len(m.payload) > MAX_PAYLOAD:  # a protocol bug: say so, not the mailbox's 413
+                raise ProtocolError(
+                    f"{type(self.proto).name} made a {m.kind!r} message of {len(m.payload):,} bytes; "
+                    f"one message carries at most {MAX_PAYLOAD:,}"
+                )
             self.record.record_sent(m.receiver, m.seq, message_digest(m))
             if m.receiver.lower() in self.gone:
                 continue  # reported dropped: nobody there is listening any more
