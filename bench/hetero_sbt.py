@@ -57,7 +57,7 @@ from typing import Any
 
 import gmpy2
 import numpy as np
-from common import replace_row  # bench/ is on sys.path when run as a script
+from common import devnet, replace_row  # bench/ is on sys.path when run as a script
 from gmpy2 import mpz
 
 from pcn.algorithms.base import PartyContext, run_local
@@ -188,67 +188,64 @@ def run_over_nodes(
     = the time between the guest's "checkpoint" entries in its action log (one per tree but the
     last, which ends at "protocol-done" and so also holds the model commitments); peak
     memory per node from /proc (every process of the node: mailbox, watcher, worker, pool)."""
-    import tempfile
+    from pcn.devnet.localnet import build_network
 
+    with devnet("pcn-bench-sbt-") as (work, dep):
+        net = build_network(work, dep, ["bank", "telecom"], rows=100, message_timeout=1800.0, progress=print)
+        try:
+            return _task_over_nodes(net, ids, xg, xh, y, params)
+        finally:
+            net.stop()
+            net.redis.stop()
+
+
+def _task_over_nodes(
+    net: Any, ids: list[str], xg: np.ndarray, xh: np.ndarray, y: np.ndarray, params: dict[str, Any]
+) -> dict[str, Any]:
     import psi as ecdh_bench  # bench/psi.py: node_memory
 
     from pcn.chain.types import TaskStatus
-    from pcn.devnet import anvil
-    from pcn.devnet.deploy import deploy
-    from pcn.devnet.localnet import approve_all, build_network, free_port, register_rows
+    from pcn.devnet.localnet import approve_all, register_rows
     from pcn.runtime.operations import read_result, submit_task
 
-    work = Path(tempfile.mkdtemp(prefix="pcn-bench-sbt-"))
-    os.environ["PCN_RUN_DIR"] = str(work / "run")
-    port = free_port()
-    st = anvil.up(port=port, state_file=work / "anvil.json")
-    net = None
-    try:
-        dep = deploy(st.rpc_url, out=work / "deployment.json")
-        net = build_network(work, dep, ["bank", "telecom"], rows=100, message_timeout=1800.0, progress=print)
-        g_head = ["id", *(f"g{j:02d}" for j in range(xg.shape[1])), "y"]
-        h_head = ["id", *(f"h{j:02d}" for j in range(xh.shape[1]))]
-        g_rows = [[i, *map(repr, r), str(int(v))] for i, r, v in zip(ids, xg.tolist(), y.tolist(), strict=True)]
-        h_rows = [[i, *map(repr, r)] for i, r in zip(ids, xh.tolist(), strict=True)]
-        g = register_rows(net, "bank", g_head, g_rows, "sbt-guest")
-        h = register_rows(net, "telecom", h_head, h_rows, "sbt-host")
-        del g_rows, h_rows
-        bank = net.by_name("bank")
-        idle = {o.name: ecdh_bench.node_memory(o)["sum_peak_mib_all_processes"] for o in net.orgs}
-        t0, t0_wall = time.perf_counter(), time.time()
-        sub = submit_task(
-            bank.ledger, algorithm="hetero-sbt", dataset_ids=[g, h], params=params, recipient="bank", deadline_in=10_800
-        )
-        approve_all(net, sub.task_id)
-        status = net.wait_final(sub.task_id, timeout=3 * 3600)
-        wall = time.perf_counter() - t0
-        assert status is TaskStatus.COMPLETED, status
-        result = read_result(bank.ctx, sub.task_id)
-        assert result["matches_chain"]
-        entries = [e for e in bank.ctx.log.entries() if e.task_id == sub.task_id]
-        start = next(e.at for e in entries if e.action == "start")
-        done = next(e.at for e in entries if e.action == "protocol-done")  # the last tree has no checkpoint
-        marks = [start, *(e.at for e in entries if e.action == "checkpoint"), done]
-        per_tree = [round(b - a, 3) for a, b in itertools.pairwise(marks)]
-        steady = per_tree[1:] or per_tree
-        memory = {o.name: ecdh_bench.node_memory(o) for o in net.orgs}
-        return {
-            "seconds_submit_to_completed": round(wall, 3),
-            "seconds_submit_to_protocol_start": round(start - t0_wall, 3),
-            "per_tree_seconds": per_tree,
-            "per_tree_seconds_mean": round(sum(steady) / len(steady), 3),
-            "per_tree_mean_over": "trees 2.." if len(per_tree) > 1 else "tree 1 (incl. setup)",
-            "validation_auc": [m["validation_auc"] for m in result["result"]["metrics"]],
-            "peak_mib_per_node_all_processes": {n: m["sum_peak_mib_all_processes"] for n, m in memory.items()},
-            "peak_mib_per_node_worker_and_pool": {n: m["sum_peak_mib_worker_tree"] for n, m in memory.items()},
-            "idle_mib_per_node_before_the_task": idle,
-            "roles": {"bank": "guest (labels, result recipient)", "telecom": "host"},
-        }
-    finally:
-        if net is not None:
-            net.stop()
-            net.redis.stop()
-        anvil.down(port)
+    g_head = ["id", *(f"g{j:02d}" for j in range(xg.shape[1])), "y"]
+    h_head = ["id", *(f"h{j:02d}" for j in range(xh.shape[1]))]
+    g_rows = [[i, *map(repr, r), str(int(v))] for i, r, v in zip(ids, xg.tolist(), y.tolist(), strict=True)]
+    h_rows = [[i, *map(repr, r)] for i, r in zip(ids, xh.tolist(), strict=True)]
+    g = register_rows(net, "bank", g_head, g_rows, "sbt-guest")
+    h = register_rows(net, "telecom", h_head, h_rows, "sbt-host")
+    del g_rows, h_rows
+    bank = net.by_name("bank")
+    idle = {o.name: ecdh_bench.node_memory(o)["sum_peak_mib_all_processes"] for o in net.orgs}
+    t0, t0_wall = time.perf_counter(), time.time()
+    sub = submit_task(
+        bank.ledger, algorithm="hetero-sbt", dataset_ids=[g, h], params=params, recipient="bank", deadline_in=10_800
+    )
+    approve_all(net, sub.task_id)
+    status = net.wait_final(sub.task_id, timeout=3 * 3600)
+    wall = time.perf_counter() - t0
+    assert status is TaskStatus.COMPLETED, status
+    result = read_result(bank.ctx, sub.task_id)
+    assert result["matches_chain"]
+    entries = [e for e in bank.ctx.log.entries() if e.task_id == sub.task_id]
+    start = next(e.at for e in entries if e.action == "start")
+    done = next(e.at for e in entries if e.action == "protocol-done")  # the last tree has no checkpoint
+    marks = [start, *(e.at for e in entries if e.action == "checkpoint"), done]
+    per_tree = [round(b - a, 3) for a, b in itertools.pairwise(marks)]
+    steady = per_tree[1:] or per_tree
+    memory = {o.name: ecdh_bench.node_memory(o) for o in net.orgs}
+    return {
+        "seconds_submit_to_completed": round(wall, 3),
+        "seconds_submit_to_protocol_start": round(start - t0_wall, 3),
+        "per_tree_seconds": per_tree,
+        "per_tree_seconds_mean": round(sum(steady) / len(steady), 3),
+        "per_tree_mean_over": "trees 2.." if len(per_tree) > 1 else "tree 1 (incl. setup)",
+        "validation_auc": [m["validation_auc"] for m in result["result"]["metrics"]],
+        "peak_mib_per_node_all_processes": {n: m["sum_peak_mib_all_processes"] for n, m in memory.items()},
+        "peak_mib_per_node_worker_and_pool": {n: m["sum_peak_mib_worker_tree"] for n, m in memory.items()},
+        "idle_mib_per_node_before_the_task": idle,
+        "roles": {"bank": "guest (labels, result recipient)", "telecom": "host"},
+    }
 
 
 # -- (b) the naive protocol on pcn's first tree ---------------------------------------------------------
